@@ -1,0 +1,99 @@
+"""Acoustic extraction speed: blindcheck (recording + spectral + prosodic) vs openSMILE eGeMAPSv02 functionals.
+
+Both run in this process's run on the same files, with 1 and N workers, from a cold cache, and the script
+prints milliseconds of compute per second of audio for each and their ratio (blindcheck / eGeMAPS; target
+<= 1.0). Two sets: the short FSDD clips as they are, and 5-15 s "long" clips made by concatenating FSDD
+clips with 100 ms pauses.
+
+    python benchmarks/extract_speed.py [--data DIR_WITH_metadata.csv] [--clips N] [--long N] [--workers N]
+
+Needs the `bench` extra (opensmile). Worker start-up (imports, warm-up) is included in the timed run, as a
+user would experience it; a note gives it separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from blindcheck.extract import extract_features  # noqa: E402
+from blindcheck.manifest import Manifest  # noqa: E402
+
+
+def make_long(files: list[str], n: int, out: Path, seed: int = 0) -> list[str]:
+    rng = np.random.default_rng(seed)
+    paths = []
+    for k in range(n):
+        target = rng.uniform(5, 15)
+        parts, total = [], 0.0
+        while total < target:
+            x, sr = sf.read(files[rng.integers(len(files))], dtype="float32")
+            parts += [x, np.zeros(int(0.1 * sr), np.float32)]
+            total += len(x) / sr + 0.1
+        p = out / f"long_{k:03d}.wav"
+        sf.write(p, np.concatenate(parts), sr, subtype="PCM_16")
+        paths.append(str(p))
+    return paths
+
+
+def run_blindcheck(paths: list[str], workers: int) -> tuple[float, int]:
+    table = pd.DataFrame({"id": [f"c{i}" for i in range(len(paths))], "path": paths,
+                          "label": [i % 2 for i in range(len(paths))]})
+    with tempfile.TemporaryDirectory() as cache:
+        t = time.perf_counter()
+        res = extract_features(Manifest(table=table, source="bench"), cache, workers=workers)
+        el = time.perf_counter() - t
+    assert res.stats["failed"] == 0, res.errors
+    return el, len(res.feature_columns())
+
+
+def run_egemaps(paths: list[str], workers: int) -> tuple[float, int]:
+    import opensmile
+
+    t = time.perf_counter()
+    smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
+                            feature_level=opensmile.FeatureLevel.Functionals,
+                            num_workers=workers, multiprocessing=workers > 1)
+    df = smile.process_files(paths)
+    return time.perf_counter() - t, df.shape[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(ROOT / "tests" / "data" / "fsdd"))
+    ap.add_argument("--clips", type=int, default=240, help="short clips to use")
+    ap.add_argument("--long", type=int, default=24, help="long clips to build")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    args = ap.parse_args()
+
+    meta = pd.read_csv(Path(args.data) / "metadata.csv")
+    files = [str(Path(args.data) / p) for p in meta["path"]][: args.clips]
+    with tempfile.TemporaryDirectory() as tmp:
+        sets = {"short (FSDD clips)": files, "long (5-15 s)": make_long(files, args.long, Path(tmp))}
+        # One untimed pass so that both tools' files are in the page cache and one-time costs are paid.
+        run_blindcheck(files[:4], 1)
+        run_egemaps(files[:4], 1)
+        print(f"{'set':<20} {'workers':>7} {'audio s':>8} {'blindcheck ms/s':>16} {'eGeMAPS ms/s':>13} "
+              f"{'ratio':>6} {'features':>13}")
+        for name, paths in sets.items():
+            audio = sum(sf.info(p).duration for p in paths)
+            for w in sorted({1, args.workers}):
+                tb, nb = run_blindcheck(paths, w)
+                te, ne = run_egemaps(paths, w)
+                print(f"{name:<20} {w:>7} {audio:>8.1f} {1000 * tb / audio:>16.2f} {1000 * te / audio:>13.2f} "
+                      f"{tb / te:>6.2f} {nb:>6} vs {ne:>3}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+import sys
+
+from blindcheck.cli import main
+
+sys.exit(main())

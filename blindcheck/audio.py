@@ -1,0 +1,215 @@
+"""Decoding: the one place in blindcheck that reads audio files.
+
+:func:`decode` returns the samples (float32, mono, at the file's own sample rate) together with what the
+file itself says: native sample rate, channels, container format, subtype/codec, bit depth, duration.
+:func:`load_clip` adds one resampling to the analysis rate, which every extractor receives.
+
+WAV/FLAC/OGG/MP3 (and everything else libsndfile reads) go through ``soundfile``; other compressed formats
+(AAC/M4A, Opus, WebM, WMA, ...) go through FFmpeg via PyAV. Both decode from bytes already in memory, so
+the file is read exactly once (the same bytes are hashed for the cache).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from blindcheck.errors import AudioError
+
+ANALYSIS_SR = 16_000
+
+# libsndfile subtypes -> bit depth of the stored samples (lossy codecs have none).
+_SUBTYPE_BITS = {
+    "PCM_S8": 8, "PCM_U8": 8, "PCM_16": 16, "PCM_24": 24, "PCM_32": 32, "FLOAT": 32, "DOUBLE": 64,
+    "ULAW": 8, "ALAW": 8, "DWVW_12": 12, "DWVW_16": 16, "DWVW_24": 24,
+}
+_LOSSY_SUBTYPES = {"VORBIS", "OPUS", "MPEG_LAYER_I", "MPEG_LAYER_II", "MPEG_LAYER_III", "IMA_ADPCM",
+                   "MS_ADPCM", "GSM610", "VOX_ADPCM", "G721_32", "G723_24", "G723_40", "ULAW", "ALAW"}
+_LOSSLESS_CODECS = {"flac", "alac", "wavpack", "tta", "ape", "mlp", "truehd"}
+
+
+@dataclass
+class DecodedAudio:
+    """Samples of one file (or one segment of it) at its native rate, plus what the file says."""
+
+    samples: np.ndarray  # float32, shape (n,), mono mix in [-1, 1]
+    sr: int  # native sample rate
+    channels: int
+    format: str  # container: WAV, FLAC, OGG, MP3, or FFmpeg's name (mp4, webm, ...)
+    subtype: str  # PCM_16, PCM_24, FLOAT, VORBIS, MPEG_LAYER_III, or FFmpeg codec name (aac, opus, ...)
+    bit_depth: float  # bits per stored sample; NaN for lossy codecs
+    lossy: bool
+    decoder: str  # "soundfile" or "ffmpeg"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.samples) / self.sr if self.sr else 0.0
+
+
+@dataclass
+class Clip:
+    """What every extractor receives: decoded audio plus its analysis-rate version and shared work."""
+
+    id: str
+    audio: DecodedAudio
+    y: np.ndarray  # float32 mono at ``sr``
+    sr: int = ANALYSIS_SR
+    notes: list[str] = field(default_factory=list)
+    shared: dict[str, Any] = field(default_factory=dict)  # computations reused across extractors
+
+
+def content_hash(data: bytes, start: float | None = None, end: float | None = None) -> str:
+    """Stable key of the audio content (and the segment, when the clip is part of a file)."""
+    h = hashlib.blake2b(data, digest_size=16)
+    if start is not None and not math.isnan(start):
+        h.update(f"|{start:.6f}".encode())
+    if end is not None and not math.isnan(end):
+        h.update(f"|{end:.6f}".encode())
+    return h.hexdigest()
+
+
+def read_bytes(path: str) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise AudioError(f"cannot read file: {exc.strerror or exc}") from exc
+
+
+def decode(data: bytes, start: float | None = None, end: float | None = None) -> DecodedAudio:
+    """Decode audio bytes to mono float32 at the native rate.
+
+    ``start``/``end`` (seconds) select a segment. Raises :class:`AudioError` with a specific message for an
+    empty file, bytes that are no audio, or a file with no samples.
+    """
+    if len(data) == 0:
+        raise AudioError("empty file (0 bytes)")
+    try:
+        audio = _decode_soundfile(data, start, end)
+    except AudioError:
+        raise
+    except Exception as sf_exc:  # libsndfile does not know the format: try FFmpeg
+        try:
+            audio = _decode_ffmpeg(data, start, end)
+        except AudioError:
+            raise
+        except Exception as av_exc:
+            raise AudioError(
+                f"not a readable audio file (libsndfile: {_short(sf_exc)}; ffmpeg: {_short(av_exc)})"
+            ) from av_exc
+    if audio.samples.size == 0:
+        raise AudioError("the file decodes to zero samples")
+    if not np.all(np.isfinite(audio.samples)):
+        bad = int((~np.isfinite(audio.samples)).sum())
+        audio.samples = np.nan_to_num(audio.samples, nan=0.0, posinf=1.0, neginf=-1.0)
+        audio.notes.append(f"{bad} non-finite samples replaced by 0/±1")
+    return audio
+
+
+def _short(exc: Exception) -> str:
+    msg = str(exc).strip().splitlines()
+    return (msg[0] if msg else type(exc).__name__)[:160]
+
+
+def _decode_soundfile(data: bytes, start: float | None, end: float | None) -> DecodedAudio:
+    import soundfile as sf
+
+    with sf.SoundFile(io.BytesIO(data)) as f:
+        sr, channels, fmt, subtype = f.samplerate, f.channels, f.format, f.subtype
+        declared = f.frames
+        first = 0 if start is None or math.isnan(start) else max(0, int(round(start * sr)))
+        last = declared if end is None or math.isnan(end) else min(declared, int(round(end * sr)))
+        if first:
+            f.seek(min(first, declared))
+        x = f.read(frames=max(0, last - first), dtype="float32", always_2d=True)
+    notes = []
+    short = _riff_shortfall(data)
+    if short > 0:
+        notes.append(f"file is truncated: the WAV header declares {short} more bytes of audio than the file holds")
+    return DecodedAudio(
+        samples=np.ascontiguousarray(x.mean(axis=1), dtype=np.float32),
+        sr=int(sr),
+        channels=int(channels),
+        format=str(fmt),
+        subtype=str(subtype),
+        bit_depth=float(_SUBTYPE_BITS.get(subtype, math.nan)),
+        lossy=subtype in _LOSSY_SUBTYPES,
+        decoder="soundfile",
+        notes=notes,
+    )
+
+
+def _riff_shortfall(data: bytes) -> int:
+    """Bytes of audio a RIFF/WAVE header declares beyond the end of the file (0 if complete or not WAV).
+
+    libsndfile quietly shortens a truncated file's frame count, so truncation is read from the header."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return 0
+    pos = 12
+    while pos + 8 <= len(data):
+        cid, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
+        if cid == b"data":
+            return max(0, pos + 8 + size - len(data)) if size != 0xFFFFFFFF else 0
+        pos += 8 + size + (size & 1)
+    return 0
+
+
+def _decode_ffmpeg(data: bytes, start: float | None, end: float | None) -> DecodedAudio:
+    import av
+
+    with av.open(io.BytesIO(data), mode="r") as container:
+        if not container.streams.audio:
+            raise AudioError("the file has no audio stream")
+        stream = container.streams.audio[0]
+        codec = stream.codec_context
+        sr = int(codec.sample_rate or stream.rate or 0)
+        channels = int(codec.channels or 1)
+        resampler = av.AudioResampler(format="fltp", layout=codec.layout.name if codec.layout else None, rate=sr)
+        chunks = []
+        for frame in container.decode(stream):
+            for out in resampler.resample(frame):
+                chunks.append(out.to_ndarray())
+        for out in resampler.resample(None):
+            chunks.append(out.to_ndarray())
+        fmt = container.format.name.split(",")[0].upper()
+        codec_name = codec.name
+        bits = codec.format.bits if codec.format is not None else 0
+    if not chunks or sr <= 0:
+        raise AudioError("the file decodes to zero samples")
+    x = np.concatenate(chunks, axis=1).astype(np.float32)
+    mono = x.mean(axis=0)
+    if start is not None and not math.isnan(start):
+        mono = mono[int(round(start * sr)):]
+    if end is not None and not math.isnan(end):
+        mono = mono[: max(0, int(round((end - (start or 0.0)) * sr)))]
+    lossless = codec_name in _LOSSLESS_CODECS or codec_name.startswith("pcm_")
+    return DecodedAudio(
+        samples=np.ascontiguousarray(mono),
+        sr=sr,
+        channels=channels,
+        format=fmt,
+        subtype=codec_name,
+        bit_depth=float(bits) if lossless and bits else math.nan,
+        lossy=not lossless,
+        decoder="ffmpeg",
+    )
+
+
+def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """High-quality band-limited resampling (soxr); returns float32."""
+    if sr_in == sr_out:
+        return x.astype(np.float32, copy=False)
+    import soxr
+
+    return soxr.resample(x, sr_in, sr_out, quality="HQ").astype(np.float32, copy=False)
+
+
+def load_clip(clip_id: str, audio: DecodedAudio, sr: int = ANALYSIS_SR) -> Clip:
+    """Wrap decoded audio for the extractors, resampling once to the analysis rate."""
+    return Clip(id=clip_id, audio=audio, y=resample(audio.samples, audio.sr, sr), sr=sr, notes=list(audio.notes))

@@ -1,0 +1,139 @@
+"""Command-line interface: a thin shell over the Python API.
+
+Exit codes: 0 success, 2 usage or input error (message on stderr, no traceback). ``gate`` adds 1
+(confounded) and 3 (inconclusive).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from blindcheck import __version__
+from blindcheck.errors import BlindcheckError
+
+EXIT_OK, EXIT_INPUT = 0, 2
+
+
+def _add_manifest_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("manifest", help="CSV/TSV/JSONL/Parquet manifest, Kaldi data dir or audiofolder dir")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--cache-dir", default=None, help="feature cache (default: OUT/cache); share it across runs")
+    p.add_argument("--label-column", default=None, help="column holding membership (default: detected)")
+    p.add_argument("--member-value", default=None,
+                   help="label value meaning 'member'; every other value is a non-member")
+    p.add_argument("--path-column", default=None, help="column holding audio paths (default: detected)")
+    p.add_argument("--id-column", default=None, help="column holding clip ids (default: detected, else file stem)")
+    p.add_argument("--skip-missing", action="store_true",
+                   help="record missing audio files in errors.csv and go on, instead of stopping")
+    p.add_argument("--modalities", default=None,
+                   help="comma-separated subset of recording,spectral,prosodic (default: all)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="blindcheck",
+        description="Can members be told from non-members without the model? Model-free checks of MIA splits.",
+    )
+    parser.add_argument("--version", action="version", version=f"blindcheck {__version__}")
+    sub = parser.add_subparsers(dest="verb", required=True)
+    p = sub.add_parser("extract", help="extract (cached) model-free features for every clip of a manifest")
+    _add_manifest_args(p)
+    return parser
+
+
+def _load(args):
+    from blindcheck.manifest import ManifestOptions, load_manifest
+
+    opts = ManifestOptions(label_column=args.label_column, member_value=args.member_value,
+                           path_column=args.path_column, id_column=args.id_column, skip_missing=args.skip_missing)
+    return load_manifest(args.manifest, opts)
+
+
+def _modalities(args) -> list[str] | None:
+    from blindcheck.features import acoustic_modalities
+
+    if not args.modalities:
+        return None
+    mods = [m.strip() for m in args.modalities.split(",") if m.strip()]
+    unknown = [m for m in mods if m not in acoustic_modalities()]
+    if unknown:
+        raise BlindcheckError(f"unknown modality '{unknown[0]}' (known: {', '.join(acoustic_modalities())})")
+    return mods
+
+
+def _progress(args):
+    if args.no_progress or not sys.stderr.isatty():
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, unit="clip", desc="extracting", file=sys.stderr, leave=False)
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return update, bar.close
+
+
+def cmd_extract(args) -> int:
+    from blindcheck.extract import extract_features, write_outputs
+
+    manifest = _load(args)
+    out = Path(args.out)
+    cache = Path(args.cache_dir) if args.cache_dir else out / "cache"
+    progress, close = _progress(args)
+    try:
+        result = extract_features(manifest, cache, modalities=_modalities(args), workers=args.workers,
+                                  progress=progress)
+    finally:
+        close()
+    paths = write_outputs(result, manifest, out)
+    print(format_extract_summary(result, manifest, paths))
+    return EXIT_OK
+
+
+def format_extract_summary(result, manifest, paths) -> str:
+    s = result.stats
+    lines = [f"blindcheck extract — {manifest.source}"]
+    lines.append(f"  clips       {s['clips']:>6}  ({manifest.n_members} members, {manifest.n_nonmembers} non-members"
+                 + (f", {len(manifest.missing)} missing files" if len(manifest.missing) else "") + ")")
+    per_mod = ", ".join(f"{m} {len(result.feature_columns(m))}" for m in result.modalities)
+    lines.append(f"  in table    {s['in_table']:>6}  with {len(result.feature_columns())} features ({per_mod})")
+    if s["failed"]:
+        by_stage = result.errors.groupby("stage")["id"].nunique().to_dict()
+        stages = ", ".join(f"{k} {v}" for k, v in sorted(by_stage.items()))
+        lines.append(f"  failed      {s['failed']:>6}  ({stages}) -> {paths['errors']}")
+    else:
+        lines.append(f"  failed      {0:>6}")
+    if s["with_notes"]:
+        lines.append(f"  with notes  {s['with_notes']:>6}  (NaN features with a reason) -> {paths['notes']}")
+    comp = ", ".join(f"{m} {s['computed'][m]}/{s['reused'][m]}" for m in result.modalities)
+    lines.append(f"  computed/reused from cache: {comp}")
+    audio = s["audio_seconds"]
+    speed = f"; {1000 * s['seconds'] / audio:.0f} ms per second of audio" if audio and audio > 0 else ""
+    lines.append(f"  time        {s['seconds']:.1f} s for {audio:.1f} s of audio{speed}, {s['workers']} workers")
+    lines.append(f"  wrote       {paths['features']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handlers = {"extract": cmd_extract}
+    try:
+        return handlers[args.verb](args)
+    except BlindcheckError as exc:
+        print(f"blindcheck {args.verb}: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        print(f"blindcheck {args.verb}: interrupted; finished clips are in the cache", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Model-free feature extractors, one module per modality, behind one small protocol.
+
+An extractor has a ``name`` (the modality, used as the feature-name prefix), a ``version`` (bumped whenever
+its output changes: part of the cache key), a ``config()`` of the parameters that change its output (also
+part of the cache key), a fixed ``feature_names()`` list, and ``extract(clip) -> dict[str, float]`` returning
+un-prefixed names. Values that cannot be computed are NaN, and the extractor appends the reason to
+``clip.notes``; an exception means the whole modality failed for that clip (recorded in the errors table).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Protocol, runtime_checkable
+
+from blindcheck.audio import Clip
+
+
+@runtime_checkable
+class Extractor(Protocol):
+    name: str
+    version: str
+
+    def config(self) -> dict: ...
+
+    def feature_names(self) -> list[str]: ...
+
+    def extract(self, clip: Clip) -> dict[str, float]: ...
+
+
+def cache_tag(ext: Extractor) -> str:
+    """Directory-safe identity of an extractor's output: name, version and a hash of its config."""
+    cfg = hashlib.blake2b(json.dumps(ext.config(), sort_keys=True).encode(), digest_size=4).hexdigest()
+    return f"{ext.name}-v{ext.version}-{cfg}"
+
+
+def acoustic_modalities() -> list[str]:
+    return ["recording", "spectral", "prosodic"]
+
+
+def get_extractor(name: str) -> Extractor:
+    """Instantiate a registered extractor by modality name."""
+    if name == "recording":
+        from blindcheck.features.recording import RecordingExtractor
+
+        return RecordingExtractor()
+    if name == "spectral":
+        from blindcheck.features.spectral import SpectralExtractor
+
+        return SpectralExtractor()
+    if name == "prosodic":
+        from blindcheck.features.prosodic import ProsodicExtractor
+
+        return ProsodicExtractor()
+    raise KeyError(f"unknown modality '{name}' (known: {', '.join(acoustic_modalities())})")
+
+
+def frame_levels_db(y, sr: int, frame_s: float = 0.025, hop_s: float = 0.010):
+    """Per-frame mean-square level in dBFS (floor -120 dB) and the hop in seconds. Shared by modalities."""
+    import numpy as np
+
+    frame, hop = max(1, int(round(frame_s * sr))), max(1, int(round(hop_s * sr)))
+    if len(y) < frame:
+        ms = np.array([float(np.mean(y.astype(np.float64) ** 2))]) if len(y) else np.array([0.0])
+    else:
+        n = 1 + (len(y) - frame) // hop
+        csum = np.concatenate([[0.0], np.cumsum(y.astype(np.float64) ** 2)])
+        starts = np.arange(n) * hop
+        ms = (csum[starts + frame] - csum[starts]) / frame
+    return 10.0 * np.log10(np.maximum(ms, 1e-12)), hop / sr

@@ -1,0 +1,180 @@
+"""``recording.*``: what the recording chain left in the file (not what was said, nor who said it).
+
+Format facts come from the file itself; levels, bandwidth and clipping are measured on the samples at the
+native rate (resampling would hide the very artefacts looked for); silence, SNR and loudness on the
+analysis-rate signal, so that they are comparable across native rates.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.signal import get_window, medfilt
+
+from blindcheck.audio import Clip
+from blindcheck.features import frame_levels_db
+
+_FORMATS = ("wav", "flac", "mp3", "ogg")
+_DB_FLOOR = -120.0
+
+
+def _db(power: float) -> float:
+    return float(10.0 * math.log10(max(power, 10 ** (_DB_FLOOR / 10))))
+
+
+def welch_psd(x: np.ndarray, sr: int, nperseg: int) -> tuple[np.ndarray, np.ndarray]:
+    """Welch power spectral density (Hann, 50% overlap, per-segment mean removed), vectorised.
+
+    Same estimator as ``scipy.signal.welch(x, sr, "hann", nperseg, nperseg // 2)`` up to the density scale,
+    without its per-segment Python loop.
+    """
+    w = get_window("hann", nperseg)
+    segs = np.lib.stride_tricks.sliding_window_view(x.astype(np.float64), nperseg)[:: nperseg - nperseg // 2]
+    segs = segs - segs.mean(axis=1, keepdims=True)
+    p = (np.abs(np.fft.rfft(segs * w, axis=1)) ** 2).mean(axis=0) / (sr * (w**2).sum())
+    p[1:-1 if nperseg % 2 == 0 else None] *= 2.0
+    return np.fft.rfftfreq(nperseg, 1.0 / sr), p
+
+
+def effective_bandwidth(x: np.ndarray, sr: int) -> float:
+    """Highest frequency (Hz) whose long-term level stands above the noise floor.
+
+    Long-term average spectrum by Welch (~32 ms Hann windows), median-smoothed over frequency. The floor is
+    the 5th percentile of that spectrum; a bin counts as carrying energy when it is at least 12 dB above the
+    floor and no more than 70 dB below the spectrum's peak; a spectrum within 20 dB of flat everywhere is
+    full-band (Nyquist). A file upsampled from 8 kHz keeps ~4 kHz; an MP3
+    keeps its encoder's low-pass. NaN for digital silence.
+    """
+    if len(x) < 16 or not np.any(x):
+        return math.nan
+    nper = min(len(x), 1 << max(4, int(round(math.log2(sr * 0.032)))))
+    f, p = welch_psd(x, sr, nper)
+    level = 10.0 * np.log10(p + 1e-30)
+    k = min(9, len(level) - (1 - len(level) % 2))
+    if k >= 3:
+        level = medfilt(level, kernel_size=k)
+    floor, peak = np.percentile(level, 5), level.max()
+    if peak - floor < 20.0:  # no band stands out from the rest: energy reaches Nyquist
+        return float(f[-1])
+    thr = max(floor + 12.0, peak - 70.0)
+    above = np.nonzero(level[1:] >= thr)[0]
+    return float(f[1 + above[-1]]) if above.size else 0.0
+
+
+def clipping_fraction(x: np.ndarray) -> float:
+    """Share of samples in plateaus (≥3 consecutive samples within 0.01% of the absolute peak).
+
+    Plateaus rather than a fixed full-scale threshold: clipping that was later attenuated is caught too, and
+    an unclipped waveform that merely touches its peak at isolated samples is not counted.
+    """
+    a = np.abs(x.astype(np.float64))
+    peak = a.max() if a.size else 0.0
+    if peak <= 0:
+        return 0.0
+    near = np.concatenate([[False], a >= peak * (1 - 1e-4), [False]]).astype(np.int8)
+    edges = np.diff(near)
+    starts, ends = np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]
+    runs = ends - starts
+    return float(runs[runs >= 3].sum() / a.size)
+
+
+def activity(levels_db: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Active-frame mask and the threshold/floor (dB) used.
+
+    A frame is active when it is within 40 dB of the loudest frame *and* clearly above the noise floor
+    (the 10th-percentile frame level plus a quarter of the floor-to-peak range, at least 6 dB), so that a
+    steady noise floor is not counted as speech and quiet speech in a clean recording is.
+    """
+    peak, floor = float(levels_db.max()), float(np.percentile(levels_db, 10))
+    thr = max(peak - 40.0, floor + max(6.0, 0.25 * (peak - floor)))
+    return levels_db >= thr, thr, floor
+
+
+class RecordingExtractor:
+    name = "recording"
+    version = "1"
+
+    def config(self) -> dict:
+        return {"frame_s": 0.025, "hop_s": 0.010, "loudness": "BS.1770-4/pyloudnorm"}
+
+    def feature_names(self) -> list[str]:
+        return [
+            "sample_rate", "channels", "bit_depth", "lossy", "float_format",
+            *[f"format_{f}" for f in (*_FORMATS, "other")],
+            "duration_s", "effective_bandwidth_hz", "bandwidth_ratio", "dc_offset", "peak_dbfs",
+            "crest_factor_db", "clipping_fraction", "rms_dbfs", "loudness_lufs", "leading_silence_s",
+            "trailing_silence_s", "silence_ratio", "noise_floor_dbfs", "snr_db",
+        ]
+
+    def extract(self, clip: Clip) -> dict[str, float]:
+        a = clip.audio
+        x = a.samples
+        out: dict[str, float] = {
+            "sample_rate": float(a.sr),
+            "channels": float(a.channels),
+            "bit_depth": a.bit_depth,
+            "lossy": float(a.lossy),
+            "float_format": float(a.subtype in ("FLOAT", "DOUBLE") or a.subtype.startswith("pcm_f")),
+        }
+        fmt = a.format.lower()
+        for f in _FORMATS:
+            out[f"format_{f}"] = float(fmt == f)
+        out["format_other"] = float(fmt not in _FORMATS)
+        out["duration_s"] = a.duration_s
+
+        bw = effective_bandwidth(x, a.sr)
+        if math.isnan(bw):
+            clip.notes.append("recording: digital silence, effective bandwidth undefined")
+        out["effective_bandwidth_hz"] = bw
+        out["bandwidth_ratio"] = bw / (a.sr / 2) if a.sr else math.nan
+        x64 = x.astype(np.float64)
+        ms = float(np.mean(x64**2))
+        peak = float(np.abs(x64).max())
+        out["dc_offset"] = float(x64.mean())
+        out["peak_dbfs"] = 20.0 * math.log10(max(peak, 1e-6))
+        out["rms_dbfs"] = _db(ms)
+        out["crest_factor_db"] = out["peak_dbfs"] - out["rms_dbfs"] if ms > 0 else math.nan
+        out["clipping_fraction"] = clipping_fraction(x)
+        out["loudness_lufs"] = self._loudness(clip)
+
+        levels, hop_s = frame_levels_db(clip.y, clip.sr)
+        active, _thr, floor = activity(levels)
+        if not np.any(levels > _DB_FLOOR + 1):
+            active = np.zeros_like(active)
+        idx = np.nonzero(active)[0]
+        dur = len(clip.y) / clip.sr
+        if idx.size == 0:
+            out["leading_silence_s"] = out["trailing_silence_s"] = dur
+            out["silence_ratio"] = 1.0
+            out["snr_db"] = math.nan
+            clip.notes.append("recording: no active frames (silence), SNR undefined")
+        else:
+            frame_s = 0.025
+            out["leading_silence_s"] = float(idx[0] * hop_s)
+            out["trailing_silence_s"] = float(max(0.0, dur - (idx[-1] * hop_s + frame_s)))
+            out["silence_ratio"] = float(1.0 - active.mean())
+            p = 10 ** (levels / 10)
+            noise = p[~active].mean() if (~active).any() else 10 ** (floor / 10)
+            sig = p[active].mean()
+            out["snr_db"] = float(np.clip(10 * math.log10(max(sig - noise, 1e-12) / max(noise, 1e-12)), -20, 100))
+        out["noise_floor_dbfs"] = float(floor)
+        return out
+
+    @staticmethod
+    def _loudness(clip: Clip) -> float:
+        """ITU-R BS.1770-4 integrated loudness (LUFS). Clips under 400 ms use one block spanning the clip."""
+        import pyloudnorm
+
+        dur = len(clip.y) / clip.sr
+        if dur < 0.05:
+            clip.notes.append("recording: clip shorter than 50 ms, loudness undefined")
+            return math.nan
+        # pyloudnorm needs strictly more samples than one block.
+        meter = pyloudnorm.Meter(clip.sr, block_size=min(0.400, (len(clip.y) - 1) / clip.sr))
+        with np.errstate(divide="ignore"):
+            lufs = float(meter.integrated_loudness(clip.y.astype(np.float64)))
+        if not math.isfinite(lufs):
+            clip.notes.append("recording: every block below the -70 LUFS gate, loudness undefined")
+            return math.nan
+        return lufs

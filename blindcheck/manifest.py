@@ -1,0 +1,368 @@
+"""Load any supported manifest into one canonical :class:`pandas.DataFrame`.
+
+Canonical columns (always present after :func:`load_manifest`):
+
+- ``id`` (str): unique clip id.
+- ``path`` (str): absolute path of the audio file.
+- ``label`` (int): 1 = member, 0 = non-member.
+
+Optional canonical columns: ``text`` (transcript), ``speaker``, ``start`` / ``end`` (seconds, for Kaldi
+``segments``), any ``mia_*`` score columns, and free metadata columns, kept as they are.
+
+Supported inputs: CSV, TSV, JSONL (``.jsonl``/``.ndjson``), Parquet, a Kaldi data directory (``wav.scp``,
+optional ``text``, ``utt2spk``, ``segments``, and the labels in ``utt2label``), and a Hugging Face
+``audiofolder`` directory (``metadata.csv`` / ``metadata.jsonl`` with ``file_name``; the label comes from a
+label column or from ``train/`` / ``test/`` split folders).
+
+Validation happens here, once. Every error names the row and the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from blindcheck.errors import ManifestError
+
+LABEL_COLUMNS = ("label", "split", "member", "is_member", "membership")
+PATH_COLUMNS = ("path", "audio", "audio_path", "file", "file_name", "filename", "filepath", "wav", "audio_file")
+ID_COLUMNS = ("id", "utt_id", "utterance_id", "uid", "key", "clip_id")
+TEXT_COLUMNS = ("text", "transcript", "transcription", "sentence", "normalized_text")
+SPEAKER_COLUMNS = ("speaker", "speaker_id", "spk", "spk_id", "client_id")
+
+MEMBER_VALUES = frozenset({"1", "1.0", "true", "t", "yes", "y", "member", "members", "in", "train", "training"})
+NONMEMBER_VALUES = frozenset(
+    {
+        "0", "0.0", "false", "f", "no", "n", "non-member", "nonmember", "non_member", "non-members",
+        "nonmembers", "non member", "out", "test", "testing", "heldout", "held-out", "held_out",
+    }
+)
+KALDI_LABEL_FILES = ("utt2label", "utt2split", "utt2member")
+
+
+@dataclass
+class ManifestOptions:
+    """How to read a manifest. Every field is optional; ``None`` means detect automatically."""
+
+    label_column: str | None = None
+    member_value: str | None = None
+    path_column: str | None = None
+    id_column: str | None = None
+    skip_missing: bool = False
+
+
+@dataclass
+class Manifest:
+    """A validated manifest: the canonical table plus what was set aside while loading it."""
+
+    table: pd.DataFrame
+    source: str
+    missing: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=["id", "path", "stage", "message"])
+    )
+
+    @property
+    def n_members(self) -> int:
+        return int((self.table["label"] == 1).sum())
+
+    @property
+    def n_nonmembers(self) -> int:
+        return int((self.table["label"] == 0).sum())
+
+
+def load_manifest(source: str | os.PathLike, options: ManifestOptions | None = None) -> Manifest:
+    """Read, normalise and validate a manifest file or directory.
+
+    Raises :class:`ManifestError` with a message naming the row and the problem.
+    """
+    options = options or ManifestOptions()
+    src = Path(source)
+    if not src.exists():
+        raise ManifestError(f"manifest not found: {src}")
+    if src.is_dir():
+        if (src / "wav.scp").exists():
+            raw, base = _read_kaldi(src), src
+        elif (src / "metadata.csv").exists() or (src / "metadata.jsonl").exists():
+            raw, base = _read_audiofolder(src), src
+        else:
+            raise ManifestError(
+                f"{src} is a directory but neither a Kaldi data dir (no wav.scp) nor a Hugging Face "
+                "audiofolder (no metadata.csv or metadata.jsonl)"
+            )
+    else:
+        raw, base = _read_table(src), src.parent
+    table, missing = _normalise(raw, base, options, str(src))
+    return Manifest(table=table, source=str(src), missing=missing)
+
+
+# ---------------------------------------------------------------------------------------------- readers
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    suffix = "".join(path.suffixes[-2:]).lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
+    try:
+        if suffix in (".csv", ".csv.gz"):
+            df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        elif suffix in (".tsv", ".tsv.gz", ".tab"):
+            df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+        elif suffix in (".jsonl", ".ndjson", ".jsonl.gz"):
+            df = _read_jsonl(path)
+        elif suffix in (".parquet", ".pq"):
+            df = pd.read_parquet(path)
+        else:
+            raise ManifestError(
+                f"{path}: unknown manifest format '{suffix}' (expected .csv, .tsv, .jsonl, .parquet, "
+                "a Kaldi data directory or an audiofolder directory)"
+            )
+    except ManifestError:
+        raise
+    except Exception as exc:  # pandas/pyarrow raise many types; the user needs the file and the reason
+        raise ManifestError(f"{path}: cannot be read as a {suffix} manifest: {exc}") from exc
+    if df.empty:
+        raise ManifestError(f"{path}: the manifest has no rows")
+    return df
+
+
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ManifestError(f"{path}: line {lineno} is not valid JSON: {exc.msg}") from exc
+            if not isinstance(obj, dict):
+                raise ManifestError(f"{path}: line {lineno} is not a JSON object")
+            rows.append(obj)
+    return pd.DataFrame(rows)
+
+
+def _read_kaldi_map(path: Path, name: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            line = line.strip()
+            if not line:
+                continue
+            key, _, value = line.partition(" ")
+            if key in out:
+                raise ManifestError(f"{path}: line {lineno}: duplicate id '{key}' in {name}")
+            out[key] = value.strip()
+    return out
+
+
+def _read_kaldi(d: Path) -> pd.DataFrame:
+    wav = _read_kaldi_map(d / "wav.scp", "wav.scp")
+    for rec, value in wav.items():
+        if value.endswith("|"):
+            raise ManifestError(
+                f"{d / 'wav.scp'}: recording '{rec}' is a piped command ('{value}'); blindcheck does not run "
+                "shell commands from manifests — write the audio to files first"
+            )
+    if (d / "segments").exists():
+        rows = []
+        for utt, value in _read_kaldi_map(d / "segments", "segments").items():
+            parts = value.split()
+            if len(parts) != 3:
+                raise ManifestError(f"{d / 'segments'}: utterance '{utt}': expected '<rec> <start> <end>'")
+            rec, start, end = parts
+            if rec not in wav:
+                raise ManifestError(f"{d / 'segments'}: utterance '{utt}' refers to recording '{rec}' "
+                                    "that is not in wav.scp")
+            try:
+                start_s, end_s = float(start), float(end)
+            except ValueError as exc:
+                raise ManifestError(f"{d / 'segments'}: utterance '{utt}': start/end are not numbers") from exc
+            rows.append({"id": utt, "path": wav[rec], "start": start_s, "end": end_s, "recording": rec})
+        df = pd.DataFrame(rows)
+    else:
+        df = pd.DataFrame({"id": list(wav), "path": list(wav.values())})
+    if (d / "text").exists():
+        text = _read_kaldi_map(d / "text", "text")
+        df["text"] = df["id"].map(text).fillna("")
+    if (d / "utt2spk").exists():
+        df["speaker"] = df["id"].map(_read_kaldi_map(d / "utt2spk", "utt2spk"))
+    for name in KALDI_LABEL_FILES:
+        if (d / name).exists():
+            labels = _read_kaldi_map(d / name, name)
+            unlabelled = [u for u in df["id"] if u not in labels]
+            if unlabelled:
+                raise ManifestError(f"{d / name}: utterance '{unlabelled[0]}' has no label "
+                                    f"({len(unlabelled)} utterances unlabelled)")
+            df["label"] = df["id"].map(labels)
+            break
+    else:
+        raise ManifestError(
+            f"{d}: Kaldi data directory without labels: add a file 'utt2label' with lines "
+            "'<utt-id> member' or '<utt-id> non-member'"
+        )
+    return df
+
+
+def _read_audiofolder(d: Path) -> pd.DataFrame:
+    frames = []
+    for meta in sorted(d.rglob("metadata.csv")) + sorted(d.rglob("metadata.jsonl")):
+        part = _read_table(meta)
+        if "file_name" not in part.columns:
+            raise ManifestError(f"{meta}: an audiofolder metadata file needs a 'file_name' column")
+        rel = meta.parent.relative_to(d)
+        part["file_name"] = [str(rel / f) if str(rel) != "." else f for f in part["file_name"]]
+        frames.append(part)
+    df = pd.concat(frames, ignore_index=True)
+    df = df.rename(columns={"file_name": "path"})
+    if not any(c in df.columns for c in LABEL_COLUMNS):
+        split = [Path(p).parts[0].lower() if len(Path(p).parts) > 1 else "" for p in df["path"]]
+        if all(s in MEMBER_VALUES | NONMEMBER_VALUES for s in split):
+            df["label"] = split
+    return df
+
+
+# ------------------------------------------------------------------------------------------ normalising
+
+
+def _row_name(i: int, ids: pd.Series | None) -> str:
+    name = f"row {i + 1}"
+    if ids is not None:
+        name += f" (id '{ids.iloc[i]}')"
+    return name
+
+
+def _pick(df: pd.DataFrame, wanted: str | None, candidates: tuple[str, ...], what: str, source: str) -> str | None:
+    if wanted is not None:
+        if wanted not in df.columns:
+            cols = ", ".join(map(str, df.columns))
+            raise ManifestError(f"{source}: no column '{wanted}' for the {what} (columns: {cols})")
+        return wanted
+    lower = {str(c).lower(): c for c in df.columns}
+    for c in candidates:
+        if c in lower:
+            return lower[c]
+    return None
+
+
+def map_labels(values: pd.Series, member_value: str | None, ids: pd.Series | None, source: str) -> pd.Series:
+    """Map raw label values to 1 (member) / 0 (non-member). Unknown values raise, naming the row."""
+    out = []
+    for i, raw in enumerate(values):
+        if raw is None or (isinstance(raw, float) and pd.isna(raw)):
+            raise ManifestError(f"{source}: {_row_name(i, ids)}: the label is empty")
+        v = str(raw).strip().lower()
+        if isinstance(raw, bool):
+            v = "true" if raw else "false"
+        if member_value is not None:
+            out.append(1 if v == str(member_value).strip().lower() else 0)
+        elif v in MEMBER_VALUES:
+            out.append(1)
+        elif v in NONMEMBER_VALUES:
+            out.append(0)
+        else:
+            raise ManifestError(
+                f"{source}: {_row_name(i, ids)}: unknown label value '{raw}' (members: member/train/in/1/true; "
+                "non-members: non-member/test/out/0/false; or pass --member-value)"
+            )
+    return pd.Series(out, index=values.index, dtype="int64")
+
+
+def _normalise(
+    raw: pd.DataFrame, base: Path, options: ManifestOptions, source: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    df = raw.copy()
+    df.columns = [str(c) for c in df.columns]
+    path_col = _pick(df, options.path_column, PATH_COLUMNS, "audio path", source)
+    if path_col is None:
+        raise ManifestError(f"{source}: no audio path column (expected one of: {', '.join(PATH_COLUMNS)})")
+    id_col = _pick(df, options.id_column, ID_COLUMNS, "clip id", source)
+    label_col = _pick(df, options.label_column, LABEL_COLUMNS, "label", source)
+    if label_col is None:
+        raise ManifestError(
+            f"{source}: no label column (expected one of: {', '.join(LABEL_COLUMNS)}; or pass --label-column)"
+        )
+    text_col = _pick(df, None, TEXT_COLUMNS, "text", source)
+    speaker_col = _pick(df, None, SPEAKER_COLUMNS, "speaker", source)
+
+    renames = {path_col: "path", label_col: "label"}
+    if id_col is not None:
+        renames[id_col] = "id"
+    if text_col is not None:
+        renames[text_col] = "text"
+    if speaker_col is not None:
+        renames[speaker_col] = "speaker"
+    # A free column already named like a canonical one would be shadowed: keep it under raw_<name>.
+    clash = {c: f"raw_{c}" for c in renames.values() if c in df.columns and c not in renames}
+    df = df.rename(columns=clash).rename(columns=renames)
+
+    paths = df["path"].astype("string")
+    for i, p in enumerate(paths):
+        if pd.isna(p) or not str(p).strip():
+            raise ManifestError(f"{source}: {_row_name(i, None)}: the audio path is empty")
+    df["path"] = [str(p) if os.path.isabs(str(p)) else str((base / str(p)).resolve()) for p in paths]
+
+    if "id" not in df.columns:
+        stems = [Path(p).stem for p in df["path"]]
+        df.insert(0, "id", stems if len(set(stems)) == len(stems) else [os.path.relpath(p, base) for p in df["path"]])
+    df["id"] = df["id"].astype(str)
+    dup = df["id"][df["id"].duplicated(keep=False)]
+    if not dup.empty:
+        first = dup.index[0]
+        again = [i for i in dup.index if df["id"].iloc[i] == dup.iloc[0]]
+        raise ManifestError(
+            f"{source}: duplicate id '{dup.iloc[0]}' in rows {', '.join(str(i + 1) for i in again)} "
+            f"({dup.nunique()} ids duplicated; first at row {first + 1})"
+        )
+
+    df["label"] = map_labels(df["label"], options.member_value, df["id"], source)
+    if df["label"].nunique() < 2:
+        only = "members" if df["label"].iloc[0] == 1 else "non-members"
+        raise ManifestError(
+            f"{source}: only one class present (all {len(df)} rows are {only}); a check needs both members and "
+            "non-members"
+        )
+
+    if "text" in df.columns:
+        df["text"] = df["text"].astype("string").fillna("").astype(str)
+    if "speaker" in df.columns:
+        df["speaker"] = df["speaker"].astype("string").fillna("").astype(str)
+    for c in [c for c in df.columns if c.startswith("mia_")]:
+        conv = pd.to_numeric(df[c], errors="coerce")
+        bad = conv.isna() & df[c].notna() & (df[c].astype(str).str.strip() != "")
+        if bad.any():
+            i = int(bad.to_numpy().nonzero()[0][0])
+            raise ManifestError(f"{source}: {_row_name(i, df['id'])}: MIA score column '{c}' holds "
+                                f"'{df[c].iloc[i]}', not a number")
+        df[c] = conv.astype(float)
+    for c in ("start", "end"):
+        if c in df.columns:
+            df[c] = pd.to_numeric(df[c], errors="coerce")
+
+    exists = [os.path.isfile(p) for p in df["path"]]
+    missing_rows = [i for i, ok in enumerate(exists) if not ok]
+    missing = pd.DataFrame(columns=["id", "path", "stage", "message"])
+    if missing_rows:
+        if not options.skip_missing:
+            i = missing_rows[0]
+            more = f" ({len(missing_rows)} files missing in all; --skip-missing records and excludes them)"
+            raise ManifestError(
+                f"{source}: {_row_name(i, df['id'])}: audio file not found: {df['path'].iloc[i]}"
+                + (more if len(missing_rows) > 1 else "; --skip-missing records and excludes such rows")
+            )
+        missing = pd.DataFrame(
+            {
+                "id": df["id"].iloc[missing_rows].to_numpy(),
+                "path": df["path"].iloc[missing_rows].to_numpy(),
+                "stage": "manifest",
+                "message": "audio file not found",
+            }
+        )
+        df = df.drop(index=df.index[missing_rows])
+        if df["label"].nunique() < 2:
+            raise ManifestError(f"{source}: after excluding {len(missing_rows)} missing files only one class is left")
+
+    lead = ["id", "path", "label"] + [c for c in ("text", "speaker", "start", "end") if c in df.columns]
+    df = df[lead + [c for c in df.columns if c not in lead]].reset_index(drop=True)
+    return df, missing

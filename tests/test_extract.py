@@ -1,0 +1,159 @@
+"""The extraction pipeline: bad clips excluded and recorded, cache reuse, workers, kill-and-resume, CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from blindcheck.cli import main
+from blindcheck.extract import extract_features, write_outputs
+from blindcheck.manifest import load_manifest
+from tests.conftest import SR, tone, write
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def mixed_manifest(tmp_path, fsdd_meta):
+    """20 real clips plus one of every kind of bad or odd file."""
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "empty.wav").write_bytes(b"")
+    (bad / "text.wav").write_bytes(b"not audio at all " * 100)
+    write(bad / "zero.wav", np.zeros(0, np.float32))
+    write(bad / "silence.wav", np.zeros(SR, np.float32))
+    write(bad / "stereo24.wav", np.stack([tone(220, 0.5), tone(220, 0.5)], 1), subtype="PCM_24")
+    write(bad / "speech.mp3", tone(180, 0.8), format="MP3")
+    full = (bad / "silence.wav").read_bytes()
+    (bad / "truncated.wav").write_bytes(full[: 44 + 2 * 2000])
+    real = fsdd_meta.iloc[::12].head(20)
+    paths = list(real["abspath"]) + [str(p) for p in sorted(bad.iterdir())]
+    df = pd.DataFrame({"path": paths, "label": [i % 2 for i in range(len(paths))]})
+    p = tmp_path / "m.csv"
+    df.to_csv(p, index=False)
+    return p
+
+
+def test_bad_clips_are_recorded_and_excluded(tmp_path, mixed_manifest):
+    m = load_manifest(mixed_manifest)
+    res = extract_features(m, tmp_path / "cache", workers=1)
+    errs = res.errors.set_index("id")
+    assert set(errs.index) == {"empty", "text", "zero"}
+    assert (errs["stage"] == "decode").all()
+    assert "empty file" in errs.at["empty", "message"] and "zero samples" in errs.at["zero", "message"]
+    ids = set(res.features["id"])
+    assert {"silence", "stereo24", "speech", "truncated"} <= ids and len(ids) == len(m.table) - 3
+    row = res.features.set_index("id")
+    assert row.at["stereo24", "recording.channels"] == 2 and row.at["stereo24", "recording.bit_depth"] == 24
+    assert row.at["speech", "recording.format_mp3"] == 1 and row.at["speech", "recording.lossy"] == 1
+    assert np.isnan(row.at["silence", "prosodic.f0_mean_hz"])
+    notes = res.notes
+    assert (notes["id"] == "silence").any() and (notes["id"] == "truncated").any()
+    assert res.stats["failed"] == 3 and res.stats["in_table"] == len(m.table) - 3
+
+
+def test_cache_reuse_and_workers_agree(tmp_path, fsdd_meta):
+    df = pd.DataFrame({"path": fsdd_meta["abspath"].iloc[:48], "label": [0, 1] * 24})
+    df.to_csv(tmp_path / "m.csv", index=False)
+    m = load_manifest(tmp_path / "m.csv")
+    first = extract_features(m, tmp_path / "c1", workers=2)
+    assert first.stats["computed"] == {"recording": 48, "spectral": 48, "prosodic": 48}
+    again = extract_features(m, tmp_path / "c1", workers=2)
+    assert again.stats["computed"] == {"recording": 0, "spectral": 0, "prosodic": 0}
+    pd.testing.assert_frame_equal(first.features, again.features)
+    single = extract_features(m, tmp_path / "c2", workers=1)
+    pd.testing.assert_frame_equal(first.features, single.features)
+    # One new modality subset reuses the others; a changed file is recomputed.
+    assert len(list((tmp_path / "c1" / "features").iterdir())) == 3
+
+
+def test_changed_file_is_recomputed(tmp_path, fsdd_meta):
+    src = fsdd_meta["abspath"].iloc[:4].tolist()
+    paths = []
+    for i, s in enumerate(src):
+        p = tmp_path / f"c{i}.wav"
+        p.write_bytes(Path(s).read_bytes())
+        paths.append(str(p))
+    pd.DataFrame({"path": paths, "label": [0, 1, 0, 1]}).to_csv(tmp_path / "m.csv", index=False)
+    m = load_manifest(tmp_path / "m.csv")
+    before = extract_features(m, tmp_path / "c", workers=1, modalities=["recording"])
+    write(Path(paths[0]), tone(300, 1.0, sr=8000), sr=8000)
+    after = extract_features(m, tmp_path / "c", workers=1, modalities=["recording"])
+    assert after.stats["computed"] == {"recording": 1}
+    assert after.features["recording.duration_s"].iloc[0] == pytest.approx(1.0)
+    assert after.features["content_hash"].iloc[0] != before.features["content_hash"].iloc[0]
+
+
+def test_sigkill_resume_keeps_finished_clips(tmp_path, fsdd_meta):
+    """A real extraction process is SIGKILLed part-way; the re-run reuses every clip it had written."""
+    df = pd.DataFrame({"path": fsdd_meta["abspath"], "label": [0, 1] * 120})
+    df.to_csv(tmp_path / "m.csv", index=False)
+    cache = tmp_path / "cache"
+    script = textwrap.dedent(f"""
+        import sys; sys.path.insert(0, {str(ROOT)!r})
+        from blindcheck.extract import extract_features
+        from blindcheck.manifest import load_manifest
+        extract_features(load_manifest({str(tmp_path / 'm.csv')!r}), {str(cache)!r}, workers=1,
+                         batch_size=2, flush_s=0.05, modalities=["recording", "prosodic"])
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    part_dir = cache / "features"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        parts = list(part_dir.glob("prosodic-*/part-*.parquet")) if part_dir.exists() else []
+        if len(parts) >= 3:
+            break
+        assert proc.poll() is None, "extraction finished before it could be killed"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    written = {}
+    for mod in ("recording", "prosodic"):
+        rows = [pq.read_table(p).num_rows for p in part_dir.glob(f"{mod}-*/part-*.parquet")]
+        written[mod] = sum(rows)
+    assert 0 < written["prosodic"] < 240
+
+    m = load_manifest(tmp_path / "m.csv")
+    resumed = extract_features(m, cache, workers=1, modalities=["recording", "prosodic"])
+    for mod in ("recording", "prosodic"):
+        assert resumed.stats["computed"][mod] == 240 - written[mod]
+    assert len(resumed.features) == 240
+    fresh = extract_features(m, tmp_path / "fresh", workers=1, modalities=["recording", "prosodic"])
+    pd.testing.assert_frame_equal(resumed.features, fresh.features)
+
+
+def test_cli_extract_writes_table_and_summary(tmp_path, mixed_manifest, capsys):
+    out = tmp_path / "out"
+    assert main(["extract", str(mixed_manifest), "--out", str(out), "--workers", "1", "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "failed" in text and "decode 3" in text and "features" in text
+    table = pd.read_parquet(out / "features.parquet")
+    assert {"id", "label"} <= set(table.columns)
+    assert any(c.startswith("recording.") for c in table.columns)
+    assert any(c.startswith("spectral.") for c in table.columns)
+    assert any(c.startswith("prosodic.") for c in table.columns)
+    errors = pd.read_csv(out / "errors.csv")
+    assert len(errors) == 3 and list(errors.columns) == ["id", "path", "stage", "message"]
+    assert (out / "cache").is_dir()
+
+
+def test_write_outputs_roundtrip(tmp_path, fsdd_meta):
+    pd.DataFrame({"path": fsdd_meta["abspath"].iloc[:6], "label": [0, 1] * 3}).to_csv(tmp_path / "m.csv",
+                                                                                       index=False)
+    m = load_manifest(tmp_path / "m.csv")
+    res = extract_features(m, tmp_path / "c", workers=1, modalities=["spectral"])
+    paths = write_outputs(res, m, tmp_path / "o")
+    back = pd.read_parquet(paths["features"])
+    pd.testing.assert_frame_equal(back, res.features)
+    assert all(c.startswith("spectral.") for c in res.feature_columns())

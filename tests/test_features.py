@@ -1,0 +1,223 @@
+"""Every feature family against signals whose true values are known, and on real speech."""
+
+from __future__ import annotations
+
+import math
+
+import librosa
+import numpy as np
+import pytest
+
+from blindcheck.audio import DecodedAudio, decode, load_clip, read_bytes, resample
+from blindcheck.features import get_extractor
+from tests.conftest import SR, pulse_train, tone
+
+
+def clip_of(y: np.ndarray, sr: int = SR, **kw):
+    info = dict(channels=1, format="WAV", subtype="PCM_16", bit_depth=16.0, lossy=False, decoder="soundfile")
+    info.update(kw)
+    return load_clip("t", DecodedAudio(np.asarray(y, np.float32), sr, **info))
+
+
+def feats(modality: str, y: np.ndarray, sr: int = SR, **kw) -> tuple[dict, list[str]]:
+    clip = clip_of(y, sr, **kw)
+    ext = get_extractor(modality)
+    out = ext.extract(clip)
+    assert set(out) == set(ext.feature_names())
+    return out, clip.notes
+
+
+# ------------------------------------------------------------------------------------------- recording
+
+
+def test_levels_of_a_tone():
+    y = tone(1000, 2.0, amp=10 ** (-6 / 20))  # peak -6 dBFS, RMS -9.03 dBFS
+    f, _ = feats("recording", y)
+    assert f["peak_dbfs"] == pytest.approx(-6.0, abs=0.05)
+    assert f["rms_dbfs"] == pytest.approx(-6.0 - 3.0103, abs=0.05)
+    assert f["crest_factor_db"] == pytest.approx(3.01, abs=0.1)
+    assert f["dc_offset"] == pytest.approx(0.0, abs=1e-4)
+    assert f["clipping_fraction"] == 0.0
+    assert f["duration_s"] == pytest.approx(2.0)
+
+
+def test_loudness_follows_bs1770():
+    # BS.1770: a full-scale 1 kHz sine reads -3.01 LUFS, so a -20 dBFS one reads about -23.0 LUFS.
+    f, _ = feats("recording", tone(1000, 3.0, amp=10 ** (-20 / 20)))
+    assert f["loudness_lufs"] == pytest.approx(-23.01, abs=0.3)
+    quieter, _ = feats("recording", tone(1000, 3.0, amp=10 ** (-26 / 20)))
+    assert f["loudness_lufs"] - quieter["loudness_lufs"] == pytest.approx(6.0, abs=0.1)
+
+
+def test_dc_offset_and_clipping():
+    y = tone(200, 1.0, amp=0.9) + 0.05
+    f, _ = feats("recording", y)
+    assert f["dc_offset"] == pytest.approx(0.05, abs=1e-3)
+    clipped = np.clip(tone(200, 1.0, amp=2.0), -1.0, 1.0)
+    g, _ = feats("recording", clipped)
+    # A sine at twice full scale spends 2/3 of its time beyond +-1: those samples are clipped.
+    assert g["clipping_fraction"] == pytest.approx(2 / 3, abs=0.03)
+    attenuated, _ = feats("recording", 0.3 * clipped)  # clipped, then turned down: still caught
+    assert attenuated["clipping_fraction"] == pytest.approx(2 / 3, abs=0.03)
+    assert f["clipping_fraction"] == 0.0
+
+
+def test_padded_silence_is_measured():
+    burst = tone(300, 0.5, amp=0.3)
+    y = np.concatenate([np.zeros(int(0.7 * SR)), burst, np.zeros(int(0.3 * SR))])
+    f, _ = feats("recording", y)
+    assert f["leading_silence_s"] == pytest.approx(0.7, abs=0.03)
+    assert f["trailing_silence_s"] == pytest.approx(0.3, abs=0.03)
+    assert f["silence_ratio"] == pytest.approx(1.0 / 1.5, abs=0.04)
+
+
+def test_snr_estimate_tracks_known_snr():
+    rng = np.random.default_rng(1)
+    burst = np.concatenate([np.zeros(SR), tone(500, 1.0, amp=0.3), np.zeros(SR)])
+    signal_power = 0.3**2 / 2
+    estimates = []
+    for snr in (40, 30, 20, 10):
+        noise = rng.normal(0, math.sqrt(signal_power / 10 ** (snr / 10)), len(burst))
+        f, _ = feats("recording", burst + noise)
+        estimates.append(f["snr_db"])
+        assert f["snr_db"] == pytest.approx(snr, abs=3.0), (snr, f["snr_db"])
+    assert estimates == sorted(estimates, reverse=True)
+
+
+def test_effective_bandwidth_survives_upsampling(fsdd_meta):
+    # An 8 kHz recording stored at 16 kHz still only carries energy up to ~4 kHz.
+    audio = decode(read_bytes(fsdd_meta["abspath"].iloc[0]))
+    up = resample(audio.samples, 8000, 16000)
+    f, _ = feats("recording", up, 16000)
+    assert f["sample_rate"] == 16000
+    assert 3000 <= f["effective_bandwidth_hz"] <= 4100
+    assert f["bandwidth_ratio"] <= 0.52
+    # Full-band content at 16 kHz reaches close to Nyquist.
+    rng = np.random.default_rng(0)
+    g, _ = feats("recording", 0.1 * rng.standard_normal(SR), 16000)
+    assert g["effective_bandwidth_hz"] > 7500
+    # A band-limited signal (low-passed at 2 kHz) reads about 2 kHz.
+    lp = librosa.resample(librosa.resample(0.1 * rng.standard_normal(SR), orig_sr=16000, target_sr=4000),
+                          orig_sr=4000, target_sr=16000)
+    h, _ = feats("recording", lp, 16000)
+    assert 1800 <= h["effective_bandwidth_hz"] <= 2200
+
+
+def test_pure_silence_gives_reasons_not_crashes():
+    f, notes = feats("recording", np.zeros(SR))
+    assert f["silence_ratio"] == 1.0
+    assert math.isnan(f["effective_bandwidth_hz"]) and math.isnan(f["loudness_lufs"])
+    assert any("silence" in n for n in notes)
+    p, pnotes = feats("prosodic", np.zeros(SR))
+    assert math.isnan(p["f0_mean_hz"]) and math.isnan(p["jitter_local"])
+    assert any("no voiced frames" in n for n in pnotes)
+    s, _ = feats("spectral", np.zeros(SR))
+    assert all(np.isfinite(v) for v in s.values())
+
+
+# -------------------------------------------------------------------------------------------- spectral
+
+
+def test_spectral_shape_of_tone_and_noise():
+    t, _ = feats("spectral", tone(1000, 1.0))
+    assert t["centroid_hz_mean"] == pytest.approx(1000, rel=0.05)
+    assert t["zcr_mean"] == pytest.approx(2 * 1000 / SR, rel=0.05)
+    assert t["flatness_mean"] < 0.01
+    ltas = np.array([t[f"ltas_mel_{b:02d}"] for b in range(40)])
+    mel_f = librosa.mel_frequencies(n_mels=42, fmin=20.0, fmax=SR / 2)[1:-1]
+    assert abs(mel_f[ltas.argmax()] - 1000) < 120
+    rng = np.random.default_rng(0)
+    n, _ = feats("spectral", 0.1 * rng.standard_normal(SR).astype(np.float32))
+    assert n["flatness_mean"] > 0.3
+    assert n["centroid_hz_mean"] == pytest.approx(SR / 4, rel=0.08)
+    high, _ = feats("spectral", tone(3000, 1.0))
+    assert high["rolloff_hz_mean"] > t["rolloff_hz_mean"] + 1500
+
+
+def test_mfcc_match_librosa_reference(fsdd_meta):
+    audio = decode(read_bytes(fsdd_meta["abspath"].iloc[5]))
+    clip = load_clip("x", audio)
+    f = get_extractor("spectral").extract(clip)
+    ref = librosa.feature.mfcc(y=clip.y, sr=SR, n_mfcc=21, n_fft=512, hop_length=160, win_length=400,
+                               n_mels=40, fmin=20.0, fmax=SR / 2, center=True, pad_mode="constant",
+                               htk=False, lifter=0)
+    ours = np.array([f[f"mfcc_{i:02d}_mean"] for i in range(21)])
+    # Reference: librosa's pipeline (power_to_db with ref=1, amin=1e-10, top_db=80) on the same frames.
+    logmel = librosa.power_to_db(librosa.feature.melspectrogram(
+        y=clip.y, sr=SR, n_fft=512, hop_length=160, win_length=400, n_mels=40, fmin=20.0, fmax=SR / 2,
+        pad_mode="constant"), ref=1.0, amin=1e-10, top_db=None)
+    exact = librosa.feature.mfcc(S=logmel, n_mfcc=21).mean(axis=1)
+    np.testing.assert_allclose(ours, exact, rtol=1e-4, atol=1e-3)
+    assert ref.shape[0] == 21
+
+
+# -------------------------------------------------------------------------------------------- prosodic
+
+
+def test_f0_of_pulse_train():
+    y, _ = pulse_train(150, 1.0)
+    f, notes = feats("prosodic", y)
+    assert f["f0_median_hz"] == pytest.approx(150, rel=0.01)
+    assert f["f0_mean_hz"] == pytest.approx(150, rel=0.02)
+    assert f["voiced_fraction"] > 0.85
+    assert f["f0_range_st"] < 0.5
+    assert f["hnr_db"] > 20
+    assert not notes
+
+
+def test_jitter_and_shimmer_match_their_truth():
+    clean, _ = feats("prosodic", pulse_train(120, 1.5)[0])
+    y, times = pulse_train(120, 1.5, jitter=0.02, seed=3)
+    periods = np.diff(times)
+    true_local = np.mean(np.abs(np.diff(periods))) / periods.mean()
+    f, _ = feats("prosodic", y)
+    assert f["jitter_local"] == pytest.approx(true_local, rel=0.3)
+    assert f["jitter_local"] > 5 * clean["jitter_local"]
+    assert f["jitter_rap"] > 5 * clean["jitter_rap"]
+    s, _ = feats("prosodic", pulse_train(120, 1.5, shimmer=0.15, seed=4)[0])
+    assert s["shimmer_local"] > 3 * clean["shimmer_local"] and s["shimmer_local"] > 0.08
+    assert s["shimmer_apq3"] > 3 * clean["shimmer_apq3"]
+
+
+def test_hnr_falls_with_noise():
+    y, _ = pulse_train(140, 1.0)
+    rng = np.random.default_rng(2)
+    hnrs = []
+    for noise_db in (-40, -20, -10):
+        noisy = y + rng.normal(0, y.std() * 10 ** (noise_db / 20), len(y)).astype(np.float32)
+        hnrs.append(feats("prosodic", noisy)[0]["hnr_db"])
+    assert hnrs[0] > hnrs[1] > hnrs[2]
+    assert hnrs[2] < 12
+
+
+def test_syllables_rate_and_pauses():
+    syll, _ = pulse_train(130, 0.15)
+    gap = np.zeros(int(0.1 * SR), np.float32)
+    pause = np.zeros(int(0.6 * SR), np.float32)
+    y = np.concatenate([gap] + [np.concatenate([syll, gap]) for _ in range(3)] + [pause]
+                       + [np.concatenate([syll, gap]) for _ in range(2)])
+    f, _ = feats("prosodic", y)
+    assert f["syllable_count"] == 5
+    assert f["pause_count"] == 1
+    assert f["speaking_rate"] == pytest.approx(5 / (len(y) / SR), rel=0.01)
+    assert f["articulation_rate"] > f["speaking_rate"]
+    assert 0.2 < f["pause_ratio"] < 0.5
+
+
+def test_unvoiced_noise_gives_nan_with_reason():
+    rng = np.random.default_rng(0)
+    f, notes = feats("prosodic", 0.1 * rng.standard_normal(SR).astype(np.float32))
+    assert math.isnan(f["f0_mean_hz"]) and math.isnan(f["hnr_db"])
+    assert np.isfinite(f["intensity_mean_db"])
+    assert any("no voiced frames" in n for n in notes)
+
+
+def test_real_speech_values_are_plausible(fsdd_meta):
+    for path in fsdd_meta["abspath"].iloc[::40]:
+        clip = load_clip("x", decode(read_bytes(path)))
+        p = get_extractor("prosodic").extract(clip)
+        r = get_extractor("recording").extract(clip)
+        assert 60 < p["f0_median_hz"] < 260  # six adult male speakers
+        assert 0 < p["jitter_local"] < 0.1
+        assert 0 < r["effective_bandwidth_hz"] <= 4000
+        assert r["sample_rate"] == 8000 and r["bit_depth"] == 16
