@@ -13,12 +13,12 @@ from pathlib import Path
 from blindcheck import __version__
 from blindcheck.errors import BlindcheckError
 
-EXIT_OK, EXIT_INPUT = 0, 2
+EXIT_OK, EXIT_CONFOUNDED, EXIT_INPUT, EXIT_INCONCLUSIVE = 0, 1, 2, 3
 
 
-def _add_manifest_args(p: argparse.ArgumentParser) -> None:
+def _add_manifest_args(p: argparse.ArgumentParser, out_required: bool = True) -> None:
     p.add_argument("manifest", help="CSV/TSV/JSONL/Parquet manifest, Kaldi data dir or audiofolder dir")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--out", required=out_required, default=None, help="output directory")
     p.add_argument("--cache-dir", default=None, help="feature cache (default: OUT/cache); share it across runs")
     p.add_argument("--label-column", default=None, help="column holding membership (default: detected)")
     p.add_argument("--member-value", default=None,
@@ -42,7 +42,69 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", required=True)
     p = sub.add_parser("extract", help="extract (cached) model-free features for every clip of a manifest")
     _add_manifest_args(p)
+    p = sub.add_parser("check", help="can members be told from non-members without the model? (verdict + reasons)")
+    _add_manifest_args(p)
+    _add_check_args(p)
+    p = sub.add_parser("gate", help="the CI form of check: one JSON line; exit 0 clean, 1 confounded, "
+                                    "3 inconclusive, 2 input error")
+    _add_manifest_args(p, out_required=False)
+    _add_check_args(p)
     return parser
+
+
+def _add_check_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("blind classifier and verdict (defaults: [tool.blindcheck] in pyproject.toml, "
+                             "then built-in)")
+    g.add_argument("--group-by", default=None, help="manifest column whose groups never straddle folds (e.g. speaker)")
+    g.add_argument("--folds", type=int, default=None, help="cross-validation folds (default 5)")
+    g.add_argument("--repeats", type=int, default=None, help="CV repeats (default: more when the sample is small)")
+    g.add_argument("--seed", type=int, default=None, help="random seed (default 0), recorded in result.json")
+    g.add_argument("--alpha", type=float, default=None, help="significance level (default 0.05)")
+    g.add_argument("--tolerated-auc", type=float, default=None, help="blind AUC you accept (default 0.60)")
+    g.add_argument("--power", type=float, default=None, help="power needed before a clean verdict (default 0.80)")
+    g.add_argument("--permutations", type=int, default=None, help="label permutations for the p-value (default 2000)")
+    g.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples for the AUC CI (default: DeLong)")
+    g.add_argument("--config", default=None, help="pyproject.toml to read [tool.blindcheck] from "
+                                                  "(default: the nearest one above the working directory)")
+    g.add_argument("--no-config", action="store_true", help="ignore pyproject.toml settings")
+
+
+def _settings(args):
+    from blindcheck.settings import load_settings
+
+    overrides = {k: getattr(args, k) for k in ("group_by", "folds", "repeats", "seed", "alpha", "tolerated_auc",
+                                               "power", "permutations", "bootstrap")}
+    return load_settings(overrides, Path(args.config) if args.config else None, use_pyproject=not args.no_config)
+
+
+def _run_check(args, quiet: bool):
+    from blindcheck.check import check
+
+    settings = _settings(args)
+    manifest = _load(args)
+    progress, close = (None, lambda: None) if quiet else _progress(args)
+    try:
+        return check(manifest, args.out, cache_dir=args.cache_dir, modalities=_modalities(args),
+                     workers=args.workers, settings=settings, progress=progress)
+    finally:
+        close()
+
+
+def cmd_check(args) -> int:
+    from blindcheck.check import format_summary
+
+    result = _run_check(args, quiet=False)
+    print(format_summary(result))
+    print(f"\n  wrote {Path(args.out) / 'result.json'}, blind_scores.parquet, features.parquet")
+    return EXIT_OK
+
+
+def cmd_gate(args) -> int:
+    from blindcheck.check import gate_line
+
+    result = _run_check(args, quiet=True)
+    print(gate_line(result))
+    return {"clean": EXIT_OK, "confounded": EXIT_CONFOUNDED, "inconclusive": EXIT_INCONCLUSIVE}[result.status]
 
 
 def _load(args):
@@ -124,7 +186,7 @@ def format_extract_summary(result, manifest, paths) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"extract": cmd_extract}
+    handlers = {"extract": cmd_extract, "check": cmd_check, "gate": cmd_gate}
     try:
         return handlers[args.verb](args)
     except BlindcheckError as exc:

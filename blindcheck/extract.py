@@ -122,12 +122,20 @@ def _warm_worker(modalities: list[str]) -> None:
 # ------------------------------------------------------------------------------------------ main process
 
 
+NO_BOUND = -1.0  # start/end of a whole-file clip in the index (NaN would never compare equal in a dict key)
+
+
+def _bound(x: object) -> float:
+    v = _nan(x)
+    return NO_BOUND if math.isnan(v) else v
+
+
 def _stat_key(path: str, start: float, end: float) -> tuple | None:
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return (path, int(st.st_size), int(st.st_mtime_ns), _nan(start), _nan(end))
+    return (path, int(st.st_size), int(st.st_mtime_ns), _bound(start), _bound(end))
 
 
 def extract_features(
@@ -184,6 +192,11 @@ def extract_features(
 
     def flush() -> None:
         nonlocal last_flush
+        # Index first: then every clip whose features reached the disk is also indexed, and a resumed run
+        # does not even reopen it.
+        if new_index:
+            store.append_index(new_index)
+            new_index.clear()
         for m in modalities:
             if new_rows[m]:
                 df = pd.DataFrame(new_rows[m])
@@ -191,9 +204,6 @@ def extract_features(
                 cached[m] = pd.concat([cached[m], df.set_index("content_hash")]) if not cached[m].empty else \
                     df.set_index("content_hash")
                 new_rows[m] = []
-        if new_index:
-            store.append_index(new_index)
-            new_index.clear()
         last_flush = time.monotonic()
 
     def accept(res: dict) -> None:
@@ -245,6 +255,7 @@ def extract_features(
         "clips": n + len(manifest.missing),
         "in_table": len(features),
         "failed": int(err_df["id"].nunique()) if not err_df.empty else 0,
+        "dispatched": len(tasks),
         "computed": computed,
         "reused": {m: len(features) - computed[m] for m in modalities},
         "with_notes": int(notes["id"].nunique()) if not notes.empty else 0,

@@ -70,6 +70,7 @@ def test_cache_reuse_and_workers_agree(tmp_path, fsdd_meta):
     assert first.stats["computed"] == {"recording": 48, "spectral": 48, "prosodic": 48}
     again = extract_features(m, tmp_path / "c1", workers=2)
     assert again.stats["computed"] == {"recording": 0, "spectral": 0, "prosodic": 0}
+    assert again.stats["dispatched"] == 0  # not even opened: the index maps (path, size, mtime) to the hash
     pd.testing.assert_frame_equal(first.features, again.features)
     single = extract_features(m, tmp_path / "c2", workers=1)
     pd.testing.assert_frame_equal(first.features, single.features)
@@ -89,14 +90,14 @@ def test_changed_file_is_recomputed(tmp_path, fsdd_meta):
     before = extract_features(m, tmp_path / "c", workers=1, modalities=["recording"])
     write(Path(paths[0]), tone(300, 1.0, sr=8000), sr=8000)
     after = extract_features(m, tmp_path / "c", workers=1, modalities=["recording"])
-    assert after.stats["computed"] == {"recording": 1}
+    assert after.stats["computed"] == {"recording": 1} and after.stats["dispatched"] == 1
     assert after.features["recording.duration_s"].iloc[0] == pytest.approx(1.0)
     assert after.features["content_hash"].iloc[0] != before.features["content_hash"].iloc[0]
 
 
 def test_sigkill_resume_keeps_finished_clips(tmp_path, fsdd_meta):
     """A real extraction process is SIGKILLed part-way; the re-run reuses every clip it had written."""
-    df = pd.DataFrame({"path": fsdd_meta["abspath"], "label": [0, 1] * 120})
+    df = pd.DataFrame({"path": fsdd_meta["abspath"].iloc[:240], "label": [0, 1] * 120})
     df.to_csv(tmp_path / "m.csv", index=False)
     cache = tmp_path / "cache"
     script = textwrap.dedent(f"""
@@ -128,6 +129,7 @@ def test_sigkill_resume_keeps_finished_clips(tmp_path, fsdd_meta):
     resumed = extract_features(m, cache, workers=1, modalities=["recording", "prosodic"])
     for mod in ("recording", "prosodic"):
         assert resumed.stats["computed"][mod] == 240 - written[mod]
+    assert resumed.stats["dispatched"] == 240 - min(written.values())
     assert len(resumed.features) == 240
     fresh = extract_features(m, tmp_path / "fresh", workers=1, modalities=["recording", "prosodic"])
     pd.testing.assert_frame_equal(resumed.features, fresh.features)

@@ -10,6 +10,7 @@ import pytest
 
 from blindcheck.audio import DecodedAudio, decode, load_clip, read_bytes, resample
 from blindcheck.features import get_extractor
+from blindcheck.features.frames import active_frames
 from tests.conftest import SR, pulse_train, tone
 
 
@@ -141,14 +142,28 @@ def test_mfcc_match_librosa_reference(fsdd_meta):
     ref = librosa.feature.mfcc(y=clip.y, sr=SR, n_mfcc=21, n_fft=512, hop_length=160, win_length=400,
                                n_mels=40, fmin=20.0, fmax=SR / 2, center=True, pad_mode="constant",
                                htk=False, lifter=0)
-    ours = np.array([f[f"mfcc_{i:02d}_mean"] for i in range(21)])
+    ours = np.array([f[f"mfcc_{i:02d}_mean"] for i in range(1, 21)])
     # Reference: librosa's pipeline (power_to_db with ref=1, amin=1e-10, top_db=80) on the same frames.
     logmel = librosa.power_to_db(librosa.feature.melspectrogram(
         y=clip.y, sr=SR, n_fft=512, hop_length=160, win_length=400, n_mels=40, fmin=20.0, fmax=SR / 2,
         pad_mode="constant"), ref=1.0, amin=1e-10, top_db=None)
-    exact = librosa.feature.mfcc(S=logmel, n_mfcc=21).mean(axis=1)
+    power = np.abs(librosa.stft(clip.y, n_fft=512, hop_length=160, win_length=400, pad_mode="constant")) ** 2
+    act = active_frames(power)
+    exact = librosa.feature.mfcc(S=logmel, n_mfcc=21)[:, act].mean(axis=1)[1:]
     np.testing.assert_allclose(ours, exact, rtol=1e-4, atol=1e-3)
     assert ref.shape[0] == 21
+
+
+def test_spectral_statistics_ignore_silent_frames():
+    """Padding a clip with digital silence changes recording.* but leaves the spectral shape alone."""
+    y = pulse_train(140, 0.6)[0] + np.random.default_rng(0).normal(0, 1e-3, int(0.6 * SR)).astype(np.float32)
+    padded = np.concatenate([np.zeros(int(0.5 * SR), np.float32), y, np.zeros(int(0.5 * SR), np.float32)])
+    a, _ = feats("spectral", y)
+    b, _ = feats("spectral", padded)
+    for k in ("centroid_hz_mean", "flatness_mean", "mfcc_01_mean", "ltas_mel_10", "contrast_3_mean"):
+        assert b[k] == pytest.approx(a[k], rel=0.05, abs=0.02), k
+    power = np.abs(librosa.stft(padded, n_fft=512, hop_length=160, win_length=400, pad_mode="constant")) ** 2
+    assert active_frames(power).sum() == pytest.approx(0.6 * SR / 160, abs=4)
 
 
 # -------------------------------------------------------------------------------------------- prosodic

@@ -53,18 +53,3 @@ def get_extractor(name: str) -> Extractor:
 
         return ProsodicExtractor()
     raise KeyError(f"unknown modality '{name}' (known: {', '.join(acoustic_modalities())})")
-
-
-def frame_levels_db(y, sr: int, frame_s: float = 0.025, hop_s: float = 0.010):
-    """Per-frame mean-square level in dBFS (floor -120 dB) and the hop in seconds. Shared by modalities."""
-    import numpy as np
-
-    frame, hop = max(1, int(round(frame_s * sr))), max(1, int(round(hop_s * sr)))
-    if len(y) < frame:
-        ms = np.array([float(np.mean(y.astype(np.float64) ** 2))]) if len(y) else np.array([0.0])
-    else:
-        n = 1 + (len(y) - frame) // hop
-        csum = np.concatenate([[0.0], np.cumsum(y.astype(np.float64) ** 2)])
-        starts = np.arange(n) * hop
-        ms = (csum[starts + frame] - csum[starts]) / frame
-    return 10.0 * np.log10(np.maximum(ms, 1e-12)), hop / sr

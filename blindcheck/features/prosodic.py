@@ -2,7 +2,8 @@
 
 - F0 from Praat's autocorrelation pitch (floor 75 Hz, ceiling 500 Hz, 10 ms steps): mean/median/std/p5/p95
   in Hz, std and p5–p95 range in semitones, voiced fraction.
-- Intensity (Praat, 75 Hz minimum pitch): mean and std in dB.
+- Intensity (Praat, 75 Hz minimum pitch): mean and std in dB over the sounding frames (the same
+  0.99-quantile - 25 dB threshold as the syllable nuclei), so that silence and padding do not count.
 - Jitter (local, RAP) and shimmer (local, APQ3) from Praat's cross-correlation point process, with Praat's
   standard arguments (period 0.1–20 ms, max period factor 1.3, max amplitude factor 1.6).
 - HNR (dB): the mean over voiced frames of 10·log10(r / (1 − r)), where r is the normalised autocorrelation
@@ -34,7 +35,7 @@ def _semitones(hz: np.ndarray, ref: float) -> np.ndarray:
 
 class ProsodicExtractor:
     name = "prosodic"
-    version = "1"
+    version = "2"
 
     def config(self) -> dict:
         return {"floor": PITCH_FLOOR, "ceiling": PITCH_CEILING, "step": TIME_STEP, "silence_db": SILENCE_DB,
@@ -96,12 +97,14 @@ class ProsodicExtractor:
             return out
         level = intensity.values[0]
         times = intensity.xs()
-        finite = np.isfinite(level)
+        finite = np.isfinite(level) & (level > -100)  # Praat reports digital silence as about -300 dB
         if not finite.any():
             clip.notes.append("prosodic: intensity undefined (digital silence)")
             return out
-        out["intensity_mean_db"] = float(level[finite].mean())
-        out["intensity_std_db"] = float(level[finite].std())
+        sounding = level > max(float(np.quantile(level[finite], 0.99)) + SILENCE_DB, float(level[finite].min()))
+        sounding = sounding if sounding.any() else finite
+        out["intensity_mean_db"] = float(level[sounding].mean())
+        out["intensity_std_db"] = float(level[sounding].std())
         out.update(self._rhythm(level, times, pitch, dur))
         return out
 

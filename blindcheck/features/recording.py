@@ -13,7 +13,7 @@ import numpy as np
 from scipy.signal import get_window, medfilt
 
 from blindcheck.audio import Clip
-from blindcheck.features import frame_levels_db
+from blindcheck.features.frames import activity, frame_levels_db, stft_magnitude
 
 _FORMATS = ("wav", "flac", "mp3", "ogg")
 _DB_FLOOR = -120.0
@@ -79,21 +79,9 @@ def clipping_fraction(x: np.ndarray) -> float:
     return float(runs[runs >= 3].sum() / a.size)
 
 
-def activity(levels_db: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """Active-frame mask and the threshold/floor (dB) used.
-
-    A frame is active when it is within 40 dB of the loudest frame *and* clearly above the noise floor
-    (the 10th-percentile frame level plus a quarter of the floor-to-peak range, at least 6 dB), so that a
-    steady noise floor is not counted as speech and quiet speech in a clean recording is.
-    """
-    peak, floor = float(levels_db.max()), float(np.percentile(levels_db, 10))
-    thr = max(peak - 40.0, floor + max(6.0, 0.25 * (peak - floor)))
-    return levels_db >= thr, thr, floor
-
-
 class RecordingExtractor:
     name = "recording"
-    version = "1"
+    version = "2"
 
     def config(self) -> dict:
         return {"frame_s": 0.025, "hop_s": 0.010, "loudness": "BS.1770-4/pyloudnorm"}
@@ -104,7 +92,8 @@ class RecordingExtractor:
             *[f"format_{f}" for f in (*_FORMATS, "other")],
             "duration_s", "effective_bandwidth_hz", "bandwidth_ratio", "dc_offset", "peak_dbfs",
             "crest_factor_db", "clipping_fraction", "rms_dbfs", "loudness_lufs", "leading_silence_s",
-            "trailing_silence_s", "silence_ratio", "noise_floor_dbfs", "snr_db",
+            "trailing_silence_s", "silence_ratio", "noise_floor_dbfs", "snr_db", "noise_flatness",
+            "noise_centroid_hz",
         ]
 
     def extract(self, clip: Clip) -> dict[str, float]:
@@ -159,7 +148,28 @@ class RecordingExtractor:
             sig = p[active].mean()
             out["snr_db"] = float(np.clip(10 * math.log10(max(sig - noise, 1e-12) / max(noise, 1e-12)), -20, 100))
         out["noise_floor_dbfs"] = float(floor)
+        out.update(self._noise_spectrum(clip))
         return out
+
+    @staticmethod
+    def _noise_spectrum(clip: Clip) -> dict[str, float]:
+        """Spectral shape of the noise floor: flatness and centroid of the inactive STFT frames.
+
+        Added white noise, hum, a different preamp or room leaves its trace here even when the speech frames
+        are unchanged. NaN (with a note) when fewer than 3 frames are inactive or they are digital silence.
+        """
+        power = stft_magnitude(clip).astype(np.float64) ** 2
+        level = 10.0 * np.log10(np.maximum(power.mean(axis=0), 1e-12))
+        active, _, _ = activity(level)
+        quiet = power[:, ~active]
+        quiet = quiet[:, quiet.sum(axis=0) > 1e-14]  # digital zeros have no spectral shape
+        if quiet.shape[1] < 3:
+            clip.notes.append("recording: fewer than 3 non-silent pause frames, noise spectrum undefined")
+            return {"noise_flatness": math.nan, "noise_centroid_hz": math.nan}
+        spec = quiet.mean(axis=1)
+        freqs = np.fft.rfftfreq(2 * (len(spec) - 1), 1.0 / clip.sr)
+        flat = float(np.exp(np.mean(np.log(np.maximum(spec, 1e-20)))) / max(spec.mean(), 1e-20))
+        return {"noise_flatness": flat, "noise_centroid_hz": float((freqs * spec).sum() / spec.sum())}
 
     @staticmethod
     def _loudness(clip: Clip) -> float:

@@ -1,9 +1,15 @@
 """``spectral.*``: short-time spectral shape at the analysis rate (librosa), from one STFT.
 
 Frames: 25 ms Hann windows every 10 ms, FFT size 512 at 16 kHz. Every frame-level descriptor is summarised by
-its mean and standard deviation over the clip. The long-term average spectrum (``ltas_mel_XX``) is the
-mean mel-band power in dB relative to the clip's average band level: a level-free picture of the
-microphone and room response.
+its mean and standard deviation over the clip's *active* frames (frames with speech energy, by the same rule
+as ``recording.silence_ratio``; all frames when fewer than three are active), so that silence, padding and
+pauses show up in ``recording.*`` and not as the spectral shape of nothing.
+
+Spectral features are level-free — the level lives in ``recording.*`` — so that a gain difference between the
+sides shows up in one modality only: MFCC c0's mean (the log energy) is left out, its standard deviation (the
+dynamics) kept. The long-term average spectrum (``ltas_mel_XX``) is the mean mel-band power of the active
+frames in dB relative to the clip's average band level: a level-free picture of the microphone and room
+response.
 """
 
 from __future__ import annotations
@@ -13,38 +19,15 @@ import math
 import numpy as np
 
 from blindcheck.audio import Clip
+from blindcheck.features.frames import HOP, N_FFT, WIN, active_frames, stft_magnitude
 
-N_FFT, WIN, HOP = 512, 400, 160
 N_MELS, N_MFCC, N_CONTRAST = 40, 21, 6
-_FRAME_FEATURES = ("centroid_hz", "bandwidth_hz", "rolloff_hz", "flatness", "zcr", "rms", "flux")
-
-
-def stft_magnitude(clip: Clip) -> np.ndarray:
-    """|STFT| of the analysis signal, computed once per clip and shared."""
-    if "stft_mag" not in clip.shared:
-        clip.shared["stft_mag"] = stft_mag(clip.y, N_FFT, HOP, WIN)
-    return clip.shared["stft_mag"]
-
-
-def stft_mag(y: np.ndarray, n_fft: int, hop: int, win: int) -> np.ndarray:
-    """|STFT|, shape (1 + n_fft // 2, 1 + len(y) // hop): the same frames as ``librosa.stft`` with
-    ``center=True, pad_mode="constant"`` and a periodic Hann window, in plain numpy (librosa's own STFT goes
-    through numba, which costs ~20-30 s of compilation in every fresh environment)."""
-    from scipy.signal import get_window
-
-    window = np.zeros(n_fft)
-    lpad = (n_fft - win) // 2
-    window[lpad:lpad + win] = get_window("hann", win, fftbins=True)
-    padded = np.pad(y.astype(np.float64), n_fft // 2, mode="constant")
-    if len(padded) < n_fft:
-        padded = np.pad(padded, (0, n_fft - len(padded)))
-    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop]
-    return np.abs(np.fft.rfft(frames * window, axis=1)).T.astype(np.float32)
+_FRAME_FEATURES = ("centroid_hz", "bandwidth_hz", "rolloff_hz", "flatness", "zcr", "flux")
 
 
 class SpectralExtractor:
     name = "spectral"
-    version = "1"
+    version = "3"
 
     def config(self) -> dict:
         return {"n_fft": N_FFT, "win": WIN, "hop": HOP, "n_mels": N_MELS, "n_mfcc": N_MFCC, "contrast": N_CONTRAST}
@@ -52,7 +35,8 @@ class SpectralExtractor:
     def feature_names(self) -> list[str]:
         names = []
         for i in range(N_MFCC):
-            names += [f"mfcc_{i:02d}_mean", f"mfcc_{i:02d}_std", f"mfcc_{i:02d}_delta_mean", f"mfcc_{i:02d}_delta_std"]
+            names += [f"mfcc_{i:02d}_mean"] if i else []
+            names += [f"mfcc_{i:02d}_std", f"mfcc_{i:02d}_delta_mean", f"mfcc_{i:02d}_delta_std"]
         for f in _FRAME_FEATURES:
             names += [f"{f}_mean", f"{f}_std"]
         for b in range(N_CONTRAST + 1):
@@ -75,8 +59,12 @@ class SpectralExtractor:
         delta = librosa.feature.delta(mfcc, width=width, mode="interp") if width >= 3 else None
         if delta is None:
             clip.notes.append(f"spectral: only {n_frames} frames, MFCC deltas undefined")
+        act = active_frames(power)
+        mfcc = mfcc[:, act]
+        delta = delta[:, act] if delta is not None else None
         for i in range(N_MFCC):
-            out[f"mfcc_{i:02d}_mean"] = float(mfcc[i].mean())
+            if i:
+                out[f"mfcc_{i:02d}_mean"] = float(mfcc[i].mean())
             out[f"mfcc_{i:02d}_std"] = float(mfcc[i].std())
             out[f"mfcc_{i:02d}_delta_mean"] = float(delta[i].mean()) if delta is not None else math.nan
             out[f"mfcc_{i:02d}_delta_std"] = float(delta[i].std()) if delta is not None else math.nan
@@ -87,15 +75,16 @@ class SpectralExtractor:
             "rolloff_hz": librosa.feature.spectral_rolloff(S=mag, sr=sr, n_fft=N_FFT, roll_percent=0.85)[0],
             "flatness": librosa.feature.spectral_flatness(S=mag, amin=1e-10)[0],
             "zcr": librosa.feature.zero_crossing_rate(clip.y, frame_length=WIN, hop_length=HOP, center=True)[0],
-            "rms": librosa.feature.rms(S=mag, frame_length=N_FFT)[0],
             "flux": np.concatenate([[0.0], np.maximum(0.0, np.diff(logmel, axis=1)).mean(axis=0)]),
         }
         for k, v in frames.items():
+            v = v[act]  # every frame series has one value per STFT frame
             out[f"{k}_mean"], out[f"{k}_std"] = float(np.mean(v)), float(np.std(v))
         contrast = librosa.feature.spectral_contrast(S=mag, sr=sr, n_fft=N_FFT, n_bands=N_CONTRAST, fmin=100.0)
+        contrast = contrast[:, act]
         for b in range(N_CONTRAST + 1):
             out[f"contrast_{b}_mean"], out[f"contrast_{b}_std"] = float(contrast[b].mean()), float(contrast[b].std())
-        ltas = 10.0 * np.log10(np.maximum(mel.mean(axis=1), 1e-10))
+        ltas = 10.0 * np.log10(np.maximum(mel[:, act].mean(axis=1), 1e-10))
         ltas -= ltas.mean()
         for b in range(N_MELS):
             out[f"ltas_mel_{b:02d}"] = float(ltas[b])

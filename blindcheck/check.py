@@ -1,0 +1,193 @@
+"""The ``check`` verb: manifest -> cached features -> blind separability -> verdict -> result files.
+
+:func:`check` is what both the CLI (``blindcheck check`` / ``blindcheck gate``) and notebook users call.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from blindcheck import __version__
+from blindcheck.cache import write_parquet_atomic
+from blindcheck.errors import BlindcheckError
+from blindcheck.extract import ExtractionResult, ProgressFn, extract_features, write_outputs
+from blindcheck.manifest import Manifest, ManifestOptions, load_manifest
+from blindcheck.separability import SeparabilityResult, run_separability
+from blindcheck.settings import Settings, load_settings
+from blindcheck.verdict import Verdict, decide
+
+SCHEMA = "blindcheck.result/1"
+
+
+@dataclass
+class CheckResult:
+    """Everything ``check`` found. ``to_dict()`` is what ``result.json`` holds."""
+
+    verdict: Verdict
+    separability: SeparabilityResult
+    extraction: ExtractionResult
+    manifest: Manifest
+    settings: Settings
+
+    @property
+    def status(self) -> str:
+        return self.verdict.status
+
+    def to_dict(self) -> dict[str, Any]:
+        sep = self.separability
+        ext = self.extraction
+        return _clean({
+            "schema": SCHEMA,
+            "blindcheck_version": __version__,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "versions": _versions(),
+            "seed": self.settings.seed,
+            "settings": self.settings.to_dict(),
+            "manifest": {
+                "source": self.manifest.source,
+                "rows": len(self.manifest.table) + len(self.manifest.missing),
+                "members": self.manifest.n_members,
+                "nonmembers": self.manifest.n_nonmembers,
+            },
+            "extraction": {
+                "modalities": ext.modalities,
+                "clips_analysed": int(len(ext.features)),
+                "clips_failed": int(ext.stats["failed"]),
+                "features": {m: len(ext.feature_columns(m)) for m in ext.modalities},
+                "errors_by_stage": ext.errors.groupby("stage")["id"].nunique().to_dict() if len(ext.errors) else {},
+            },
+            "verdict": self.verdict.to_dict(),
+            "cv": {"folds": sep.folds, "repeats": sep.repeats, "group_by": sep.group_by,
+                   "fpr_resolution": sep.fpr_resolution, "clips": int(len(sep.labels)),
+                   "members": int(sep.labels.sum()), "nonmembers": int((1 - sep.labels).sum())},
+            "models": [m.to_dict() for m in sep.models],
+            "modality_shares": sep.modality_shares(),
+            "top_features": sep.top_features.to_dict("records"),
+            "attributions": sep.attributions.head(50).to_dict("records"),
+            "groups": sep.group_table.to_dict("records") if sep.group_table is not None else None,
+            "text_terms": sep.text_terms,
+        })
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe: NaN/inf -> null, numpy scalars -> Python."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("numpy", "pandas", "scikit-learn", "xgboost", "xgboost-cpu", "librosa", "praat-parselmouth",
+                "soundfile", "pyloudnorm"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            continue
+    return out
+
+
+def check(
+    manifest: str | os.PathLike | Manifest,
+    out: str | os.PathLike | None = None,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    modalities: list[str] | None = None,
+    workers: int | None = None,
+    settings: Settings | None = None,
+    manifest_options: ManifestOptions | None = None,
+    progress: ProgressFn | None = None,
+    **overrides: Any,
+) -> CheckResult:
+    """Run extraction (cached), blind separability and the verdict.
+
+    ``settings`` defaults to ``[tool.blindcheck]`` of the nearest pyproject.toml over the defaults; keyword
+    ``overrides`` (e.g. ``group_by="speaker"``, ``tolerated_auc=0.55``) take precedence. With ``out``, writes
+    ``result.json``, ``blind_scores.parquet`` and the extraction outputs there. Without ``cache_dir`` the cache
+    is ``out/cache`` (or a temporary directory when there is no ``out``).
+    """
+    settings = settings.replace(**{k: v for k, v in overrides.items() if v is not None}) if settings else \
+        load_settings(overrides)
+    m = manifest if isinstance(manifest, Manifest) else load_manifest(manifest, manifest_options)
+    if settings.group_by and settings.group_by not in m.table.columns:
+        raise BlindcheckError(f"--group-by '{settings.group_by}': the manifest has no such column "
+                              f"(columns: {', '.join(m.table.columns)})")
+    if cache_dir is None and out is None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            ext = extract_features(m, tmp, modalities=modalities, workers=workers, progress=progress)
+    else:
+        cache = Path(cache_dir) if cache_dir else Path(out) / "cache"
+        ext = extract_features(m, cache, modalities=modalities, workers=workers, progress=progress)
+    feats = ext.features
+    if feats["label"].nunique() < 2:
+        raise BlindcheckError("after excluding clips that failed, only one class is left; see errors.csv")
+    meta = m.table.set_index("id").loc[feats["id"]]
+    groups = meta[settings.group_by].astype(str).to_numpy() if settings.group_by else None
+    texts = meta["text"].to_numpy() if "text" in meta.columns else None
+    sep = run_separability(feats, feats["label"].to_numpy(), settings, groups=groups, texts=texts)
+    result = CheckResult(verdict=decide(sep, settings), separability=sep, extraction=ext, manifest=m,
+                         settings=settings)
+    if out is not None:
+        write_results(result, out)
+    return result
+
+
+def write_results(result: CheckResult, out: str | os.PathLike) -> dict[str, Path]:
+    outp = Path(out)
+    paths = write_outputs(result.extraction, result.manifest, outp)
+    paths["result"] = outp / "result.json"
+    paths["blind_scores"] = outp / "blind_scores.parquet"
+    tmp = outp / ".result.json.tmp"
+    tmp.write_text(json.dumps(result.to_dict(), indent=2, allow_nan=False), encoding="utf-8")
+    os.replace(tmp, paths["result"])
+    write_parquet_atomic(result.separability.scores_frame(), paths["blind_scores"])
+    return paths
+
+
+def format_summary(result: CheckResult) -> str:
+    """The terminal summary of ``blindcheck check``."""
+    v, sep = result.verdict, result.separability
+    lines = [f"blindcheck check — {result.manifest.source}",
+             f"  clips: {len(sep.labels)} analysed ({int(sep.labels.sum())} members, "
+             f"{int((1 - sep.labels).sum())} non-members), {result.extraction.stats['failed']} failed; "
+             f"{sep.folds}-fold CV x {sep.repeats}" + (f", grouped by {sep.group_by}" if sep.group_by else ""),
+             "",
+             f"  {'model':<22} {'AUC':>5} {'95% CI':>13} {'TPR@1%':>7} {'TPR@0.1%':>9} {'bal.acc':>7} {'p':>8}"]
+    for mr in sorted(sep.models, key=lambda x: -x.auc):
+        lines.append(f"  {mr.name:<22} {mr.auc:>5.2f} {f'[{mr.ci_low:.2f}, {mr.ci_high:.2f}]':>13} "
+                     f"{100 * mr.tpr_at_1pct_fpr:>6.0f}% {100 * mr.tpr_at_01pct_fpr:>8.0f}% "
+                     f"{mr.balanced_accuracy:>7.2f} {mr.p_value:>8.4f}")
+    if sep.fpr_resolution > 0.001:
+        lines.append(f"  (with {int((1 - sep.labels).sum())} non-members the finest FPR is "
+                     f"{100 * sep.fpr_resolution:.2f}%: TPR@0.1% is TPR at zero false positives)")
+    lines += ["", f"  verdict: {v.status.upper()}"]
+    lines += [f"  - {r}" for r in v.reasons]
+    return "\n".join(lines)
+
+
+def gate_line(result: CheckResult) -> str:
+    """One machine-readable JSON line for ``blindcheck gate``."""
+    v = result.verdict
+    return json.dumps(_clean({"verdict": v.status, "best_model": v.best_model, "auc": round(v.best_auc, 4),
+                              "lower_bound": round(v.lower_bound, 4), "p": v.family_p,
+                              "required_n": v.required_n, "top_modality": v.top_modality,
+                              "reason": v.reasons[0] if v.reasons else ""}))

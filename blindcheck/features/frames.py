@@ -1,0 +1,65 @@
+"""Frame-level building blocks shared by the modalities: one STFT per clip, frame levels, the activity rule."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from blindcheck.audio import Clip
+
+N_FFT, WIN, HOP = 512, 400, 160  # 32 ms FFT, 25 ms Hann window, 10 ms hop at 16 kHz
+
+
+def stft_magnitude(clip: Clip) -> np.ndarray:
+    """|STFT| of the analysis signal, computed once per clip and shared."""
+    if "stft_mag" not in clip.shared:
+        clip.shared["stft_mag"] = stft_mag(clip.y, N_FFT, HOP, WIN)
+    return clip.shared["stft_mag"]
+
+
+def stft_mag(y: np.ndarray, n_fft: int, hop: int, win: int) -> np.ndarray:
+    """|STFT|, shape (1 + n_fft // 2, 1 + len(y) // hop): the same frames as ``librosa.stft`` with
+    ``center=True, pad_mode="constant"`` and a periodic Hann window, in plain numpy (librosa's own STFT goes
+    through numba, which costs ~20-30 s of compilation in every fresh environment)."""
+    from scipy.signal import get_window
+
+    window = np.zeros(n_fft)
+    lpad = (n_fft - win) // 2
+    window[lpad:lpad + win] = get_window("hann", win, fftbins=True)
+    padded = np.pad(y.astype(np.float64), n_fft // 2, mode="constant")
+    if len(padded) < n_fft:
+        padded = np.pad(padded, (0, n_fft - len(padded)))
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop]
+    return np.abs(np.fft.rfft(frames * window, axis=1)).T.astype(np.float32)
+
+
+def activity(levels_db: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Active-frame mask and the threshold/floor (dB) used.
+
+    A frame is active when it is within 40 dB of the loudest frame *and* clearly above the noise floor
+    (the 10th-percentile frame level plus a quarter of the floor-to-peak range, at least 6 dB), so that a
+    steady noise floor is not counted as speech and quiet speech in a clean recording is.
+    """
+    peak, floor = float(levels_db.max()), float(np.percentile(levels_db, 10))
+    thr = max(peak - 40.0, floor + max(6.0, 0.25 * (peak - floor)))
+    return levels_db >= thr, thr, floor
+
+
+def active_frames(power: np.ndarray) -> np.ndarray:
+    """Boolean mask of STFT frames carrying speech energy (see :func:`activity`); all frames when fewer than
+    three are active."""
+    level = 10.0 * np.log10(np.maximum(power.mean(axis=0), 1e-12))
+    mask, _, _ = activity(level)
+    return mask if mask.sum() >= 3 else np.ones_like(mask)
+
+
+def frame_levels_db(y, sr: int, frame_s: float = 0.025, hop_s: float = 0.010):
+    """Per-frame mean-square level in dBFS (floor -120 dB) and the hop in seconds. Shared by modalities."""
+    frame, hop = max(1, int(round(frame_s * sr))), max(1, int(round(hop_s * sr)))
+    if len(y) < frame:
+        ms = np.array([float(np.mean(y.astype(np.float64) ** 2))]) if len(y) else np.array([0.0])
+    else:
+        n = 1 + (len(y) - frame) // hop
+        csum = np.concatenate([[0.0], np.cumsum(y.astype(np.float64) ** 2)])
+        starts = np.arange(n) * hop
+        ms = (csum[starts + frame] - csum[starts]) / frame
+    return 10.0 * np.log10(np.maximum(ms, 1e-12)), hop / sr

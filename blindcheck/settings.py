@@ -1,0 +1,95 @@
+"""One settings object for the blind classifier and the verdict.
+
+Precedence: explicit arguments (CLI flags) > ``[tool.blindcheck]`` in ``pyproject.toml`` > defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from blindcheck.errors import BlindcheckError
+
+
+@dataclass(frozen=True)
+class Settings:
+    # verdict
+    alpha: float = 0.05  # significance level of the permutation test (family-wise, over the models compared)
+    tolerated_auc: float = 0.60  # blind AUC a user accepts; "confounded" needs the CI's lower bound above it
+    power: float = 0.80  # power asked for before a "clean" verdict is given
+    # cross-validation
+    folds: int = 5
+    repeats: int | None = None  # None: ceil(2000 / n), between 1 and 5
+    group_by: str | None = None  # manifest column whose groups never straddle train and test
+    max_train_rows: int = 20_000  # training rows per fold above which a stratified subsample is used
+    # statistics
+    permutations: int = 2000  # label permutations of the out-of-fold scores
+    bootstrap: int = 0  # >0: stratified bootstrap CI with this many resamples instead of DeLong
+    seed: int = 0
+    # models
+    xgb_trees: int = 150
+    xgb_depth: int = 3
+    logreg_c: float = 0.1
+    text_min_coverage: float = 0.5  # share of clips with a transcript needed to fit the TF-IDF model
+    top_features: int = 10
+
+    def __post_init__(self) -> None:
+        if not 0 < self.alpha < 1:
+            raise BlindcheckError(f"alpha must be in (0, 1), not {self.alpha}")
+        if not 0.5 <= self.tolerated_auc < 1:
+            raise BlindcheckError(f"tolerated AUC must be in [0.5, 1), not {self.tolerated_auc}")
+        if not 0 < self.power < 1:
+            raise BlindcheckError(f"power must be in (0, 1), not {self.power}")
+        if self.folds < 2:
+            raise BlindcheckError(f"folds must be at least 2, not {self.folds}")
+        if self.permutations < 99:
+            raise BlindcheckError(f"permutations must be at least 99, not {self.permutations}")
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def find_pyproject(start: Path | None = None) -> Path | None:
+    """The nearest ``pyproject.toml`` at or above ``start`` (default: the working directory)."""
+    here = (start or Path.cwd()).resolve()
+    for d in (here, *here.parents):
+        if (d / "pyproject.toml").is_file():
+            return d / "pyproject.toml"
+    return None
+
+
+def load_settings(overrides: dict[str, Any] | None = None, pyproject: Path | None = None,
+                  use_pyproject: bool = True) -> Settings:
+    """Defaults, then ``[tool.blindcheck]`` of ``pyproject`` (or the nearest one), then ``overrides``.
+
+    ``None`` values in ``overrides`` mean "not given". Unknown keys are errors, so a typo never passes silently.
+    """
+    known = {f.name for f in fields(Settings)}
+    values: dict[str, Any] = {}
+    if use_pyproject:
+        path = pyproject or find_pyproject()
+        if path is not None:
+            try:
+                data = tomllib.loads(path.read_text(encoding="utf-8"))
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise BlindcheckError(f"{path}: cannot read [tool.blindcheck]: {exc}") from exc
+            table = data.get("tool", {}).get("blindcheck", {})
+            for key, value in table.items():
+                name = key.replace("-", "_")
+                if name not in known:
+                    raise BlindcheckError(f"{path}: [tool.blindcheck] has an unknown setting '{key}' "
+                                          f"(known: {', '.join(sorted(known))})")
+                values[name] = value
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key not in known:
+            raise BlindcheckError(f"unknown setting '{key}'")
+        values[key] = value
+    return Settings(**values)

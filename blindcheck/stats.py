@@ -1,0 +1,144 @@
+"""ROC statistics: AUC with DeLong or bootstrap intervals, TPR at low FPR, permutation p-values, power.
+
+Plain functions over numpy arrays; ``y`` is 1 for members (positives), 0 for non-members.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.stats import norm, rankdata
+
+
+def auc(y: np.ndarray, s: np.ndarray) -> float:
+    """ROC AUC (Mann-Whitney, ties counted half)."""
+    y = np.asarray(y).astype(bool)
+    n1, n0 = int(y.sum()), int((~y).sum())
+    if n1 == 0 or n0 == 0:
+        return math.nan
+    r = rankdata(s)
+    return float((r[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def delong(y: np.ndarray, s: np.ndarray) -> tuple[float, float]:
+    """AUC and its DeLong standard error (fast midrank algorithm of Sun & Xu, 2014)."""
+    y = np.asarray(y).astype(bool)
+    s = np.asarray(s, dtype=float)
+    pos, neg = s[y], s[~y]
+    m, n = len(pos), len(neg)
+    if m < 2 or n < 2:
+        return auc(y, s), math.nan
+    tx, ty, tz = rankdata(pos), rankdata(neg), rankdata(np.concatenate([pos, neg]))
+    a = (tz[:m].sum() - m * (m + 1) / 2) / (m * n)
+    v01 = (tz[:m] - tx) / n  # structural components of the positives
+    v10 = 1.0 - (tz[m:] - ty) / m  # ... and of the negatives
+    var = v01.var(ddof=1) / m + v10.var(ddof=1) / n
+    return float(a), float(math.sqrt(max(var, 0.0)))
+
+
+def auc_ci(y: np.ndarray, s: np.ndarray, level: float = 0.95, bootstrap: int = 0,
+           rng: np.random.Generator | None = None) -> tuple[float, float, float, float]:
+    """AUC, lower and upper bound of a two-sided ``level`` interval, and the standard error.
+
+    DeLong by default; with ``bootstrap > 0`` a stratified percentile bootstrap of that many resamples.
+    """
+    a, se = delong(y, s)
+    if bootstrap <= 0:
+        z = norm.ppf(0.5 + level / 2)
+        return a, max(0.0, a - z * se), min(1.0, a + z * se), se
+    rng = rng or np.random.default_rng(0)
+    y = np.asarray(y).astype(bool)
+    s = np.asarray(s, float)
+    pos, neg = np.nonzero(y)[0], np.nonzero(~y)[0]
+    stats = np.empty(bootstrap)
+    for b in range(bootstrap):
+        idx = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
+        stats[b] = auc(y[idx], s[idx])
+    lo, hi = np.quantile(stats, [0.5 - level / 2, 0.5 + level / 2])
+    return a, float(lo), float(hi), float(stats.std(ddof=1))
+
+
+def lower_bound(a: float, se: float, level: float) -> float:
+    """One-sided lower confidence bound of the AUC at ``level`` (normal approximation)."""
+    return max(0.0, a - norm.ppf(level) * se) if math.isfinite(se) else math.nan
+
+
+def tpr_at_fpr(y: np.ndarray, s: np.ndarray, fpr: float) -> float:
+    """Highest true-positive rate over thresholds whose false-positive rate is at most ``fpr``.
+
+    With fewer than 1/fpr negatives this is the TPR at zero false positives (the finest FPR measurable).
+    """
+    y = np.asarray(y).astype(bool)
+    s = np.asarray(s, float)
+    n1, n0 = int(y.sum()), int((~y).sum())
+    if n1 == 0 or n0 == 0:
+        return math.nan
+    order = np.argsort(-s, kind="mergesort")
+    ss, yy = s[order], y[order]
+    tp, fp = np.cumsum(yy), np.cumsum(~yy)
+    last = np.r_[ss[1:] != ss[:-1], True]  # evaluate only after the last of tied scores
+    tp, fp = tp[last], fp[last]
+    ok = fp <= fpr * n0
+    return float(tp[ok].max() / n1) if ok.any() else 0.0
+
+
+def permutation_pvalue(y: np.ndarray, s: np.ndarray, permutations: int, rng: np.random.Generator,
+                       exact_limit: int = 20_000_000) -> tuple[float, str]:
+    """One-sided p-value of AUC > 0.5 under random relabelling of the clips, given their scores.
+
+    Monte Carlo over ``permutations`` relabellings (p = (1 + #{AUC_perm >= AUC}) / (1 + permutations)) while
+    n x permutations stays under ``exact_limit``; beyond that, the normal limit of the same permutation
+    distribution (Mann-Whitney with tie correction), which is accurate at such sizes.
+    Returns the p-value and the method used.
+    """
+    y = np.asarray(y).astype(bool)
+    n, n1 = len(y), int(y.sum())
+    r = rankdata(s)
+    observed = r[y].sum()
+    if n * permutations <= exact_limit:
+        count, done, chunk = 0, 0, max(1, min(permutations, 4_000_000 // max(n, 1)))
+        while done < permutations:
+            k = min(chunk, permutations - done)
+            picks = np.argpartition(rng.random((k, n)), n1, axis=1)[:, :n1]
+            count += int((r[picks].sum(axis=1) >= observed - 1e-9).sum())
+            done += k
+        return (1 + count) / (1 + permutations), f"monte-carlo permutation ({permutations})"
+    n0 = n - n1
+    _, counts = np.unique(r, return_counts=True)
+    tie = (counts**3 - counts).sum() / (n * (n - 1))
+    var = n1 * n0 / 12 * ((n + 1) - tie)
+    z = (observed - n1 * (n + 1) / 2 - 0.5) / math.sqrt(var)
+    return float(norm.sf(z)), "permutation distribution, normal limit"
+
+
+def _hm_se(a: float, n1: int, n0: int) -> float:
+    """Hanley & McNeil (1982) standard error of an AUC estimate."""
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    var = (a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n0 - 1) * (q2 - a * a)) / (n1 * n0)
+    return math.sqrt(max(var, 1e-18))
+
+
+def power_auc(a1: float, n1: int, n0: int, alpha: float) -> float:
+    """Power of the one-sided level-``alpha`` test of AUC = 0.5 when the true AUC is ``a1``."""
+    if n1 < 2 or n0 < 2:
+        return 0.0
+    se0, se1 = _hm_se(0.5, n1, n0), _hm_se(a1, n1, n0)
+    return float(norm.cdf((a1 - 0.5 - norm.ppf(1 - alpha) * se0) / se1))
+
+
+def required_n(a1: float, share_members: float, alpha: float, power: float, limit: int = 10_000_000) -> int:
+    """Smallest total number of clips, at the given member share, for ``power`` to detect AUC ``a1``."""
+    def pw(n: int) -> float:
+        n1 = max(2, round(n * share_members))
+        return power_auc(a1, n1, max(2, n - n1), alpha)
+
+    lo, hi = 4, 8
+    while pw(hi) < power:
+        lo, hi = hi, hi * 2
+        if hi > limit:
+            return limit
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if pw(mid) < power else (lo, mid)
+    return hi

@@ -1,0 +1,214 @@
+"""Blind separability and the verdict on real speech: false alarms, power, text confounds, verbs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from blindcheck import check
+from blindcheck.audio import resample
+from blindcheck.errors import BlindcheckError
+from blindcheck.extract import extract_features
+from blindcheck.manifest import load_manifest
+from blindcheck.separability import run_separability
+from blindcheck.settings import Settings, load_settings
+from blindcheck.verdict import decide
+
+
+@pytest.fixture(scope="session")
+def pool(tmp_path_factory, fsdd_meta):
+    """Features of all 480 bundled clips (extracted once), with their metadata, and the cache used."""
+    d = tmp_path_factory.mktemp("pool")
+    df = pd.DataFrame({"id": fsdd_meta["id"], "path": fsdd_meta["abspath"], "label": [0, 1] * 240,
+                       "text": fsdd_meta["text"], "speaker": fsdd_meta["speaker"], "digit": fsdd_meta["digit"],
+                       "take": fsdd_meta["take"]})
+    df.to_csv(d / "m.csv", index=False)
+    res = extract_features(load_manifest(d / "m.csv"), d / "cache", workers=2)
+    assert len(res.features) == 480
+    meta = df.set_index("id").loc[res.features["id"]].reset_index()
+    return res.features, meta, d / "cache"
+
+
+def test_false_alarms_on_random_splits(pool):
+    """Random member/non-member splits of one pool: 'clean' in at least 95% of 40 splits."""
+    feats, meta, _ = pool
+    settings = Settings(repeats=1, permutations=999)
+    rng = np.random.default_rng(2026)
+    statuses, aucs = [], []
+    for _ in range(40):
+        y = np.zeros(len(feats), int)
+        y[rng.permutation(len(feats))[: len(feats) // 2]] = 1
+        sep = run_separability(feats, y, settings, texts=meta["text"].to_numpy())
+        v = decide(sep, settings)
+        statuses.append(v.status)
+        aucs.append(v.best_auc)
+    clean = statuses.count("clean")
+    assert clean >= 38, statuses
+    assert "confounded" not in statuses
+    assert 0.45 < np.median(aucs) < 0.6  # best of 6 models under the null: a little above 0.5
+
+
+def _inject(kind: str, x: np.ndarray, sr: int, rng: np.random.Generator, tmp) -> np.ndarray:
+    if kind == "resampled":
+        return resample(resample(x, sr, 4000), 4000, sr)
+    if kind == "mp3":
+        p = tmp / f"t{rng.integers(1 << 30)}.mp3"
+        sf.write(p, x, sr, format="MP3")
+        return sf.read(p, dtype="float32")[0]
+    if kind == "quieter":
+        return x * 10 ** (-6 / 20)
+    if kind == "leading_silence":
+        return np.concatenate([np.zeros(int(0.25 * sr), np.float32), x])
+    if kind == "noise":
+        return x + rng.normal(0, np.sqrt(np.mean(x.astype(np.float64) ** 2) / 1000), len(x)).astype(np.float32)
+    raise ValueError(kind)
+
+
+# Which modality must lead the reasons for each injected difference.
+EXPECTED = {
+    "resampled": {"recording", "spectral"},
+    "mp3": {"recording", "spectral"},
+    "quieter": {"recording"},
+    "leading_silence": {"recording"},
+    "noise": {"recording", "spectral"},
+}
+
+
+@pytest.mark.parametrize("kind", list(EXPECTED) + ["speakers"])
+def test_injected_confounds_are_flagged(tmp_path, fsdd_meta, kind):
+    base = fsdd_meta[fsdd_meta["take"] < 4].reset_index(drop=True)  # 240 clips, 6 speakers
+    rng = np.random.default_rng(11)
+    if kind == "speakers":
+        labels = base["speaker"].isin(["george", "jackson", "lucas"]).astype(int).to_numpy()
+        paths = list(base["abspath"])
+    else:
+        labels = np.zeros(len(base), int)
+        labels[rng.permutation(len(base))[: len(base) // 2]] = 1
+        (tmp_path / "audio").mkdir()
+        paths = []
+        for row, lab in zip(base.itertuples(), labels, strict=True):
+            if lab == 1:
+                paths.append(row.abspath)
+                continue
+            x, sr = sf.read(row.abspath, dtype="float32")
+            p = tmp_path / "audio" / f"{row.id}.wav"
+            sf.write(p, _inject(kind, x, sr, rng, tmp_path), sr, subtype="PCM_16")
+            paths.append(str(p))
+    pd.DataFrame({"id": base["id"], "path": paths, "label": labels, "text": base["text"]}).to_csv(
+        tmp_path / "m.csv", index=False)
+    result = check(tmp_path / "m.csv", tmp_path / "out", workers=2, repeats=2)
+    v = result.verdict
+    assert v.status == "confounded", v.reasons
+    # White noise 30 dB below the speech mostly sits under FSDD's own noise floor: a subtle change.
+    assert v.best_auc > (0.75 if kind == "noise" else 0.9)
+    if kind in EXPECTED:
+        assert v.top_modality in EXPECTED[kind], (v.top_modality, v.reasons)
+        assert any(v.top_modality in r for r in v.reasons[1:3])
+    assert (tmp_path / "out" / "result.json").exists()
+
+
+def test_text_only_confound_shows_in_text(pool):
+    """Members say digits 0-4, non-members 5-9, same speakers: the transcripts give it away."""
+    feats, meta, _ = pool
+    y = (meta["digit"] < 5).astype(int).to_numpy()
+    settings = Settings(repeats=1)
+    sep = run_separability(feats, y, settings, texts=meta["text"].to_numpy())
+    v = decide(sep, settings)
+    text = sep.model("tfidf:text")
+    assert text.auc > 0.99 and text.p_value < 0.01
+    assert v.status == "confounded" and v.top_modality == "text"
+    assert any("transcripts differ" in r for r in v.reasons)
+    words = set(sep.text_terms["members"]) | set(sep.text_terms["nonmembers"])
+    assert words & {"zero", "one", "two", "three", "four"} and words & {"five", "six", "seven", "eight", "nine"}
+
+
+def test_grouped_folds_and_group_table(pool):
+    feats, meta, _ = pool
+    y = meta["speaker"].isin(["george", "jackson", "lucas"]).astype(int).to_numpy()
+    settings = Settings(repeats=1, group_by="speaker")
+    sep = run_separability(feats, y, settings, groups=meta["speaker"].to_numpy())
+    assert sep.group_table is not None and len(sep.group_table) == 6
+    assert set(sep.group_table["n"]) == {80}
+    v = decide(sep, settings)
+    assert any("lie entirely on one side" in r for r in v.reasons)
+    # Within-speaker random splits, grouped by take: nothing to find.
+    rng = np.random.default_rng(3)
+    y2 = rng.integers(0, 2, len(meta))
+    sep2 = run_separability(feats, y2, Settings(repeats=1, group_by="take"), groups=meta["take"].astype(str).to_numpy())
+    assert decide(sep2, Settings(repeats=1)).status != "confounded"
+
+
+def test_small_sample_is_inconclusive_with_needed_n(pool):
+    feats, meta, _ = pool
+    rng = np.random.default_rng(5)
+    idx = rng.permutation(len(feats))[:60]
+    y = np.array([0, 1] * 30)
+    sep = run_separability(feats.iloc[idx].reset_index(drop=True), y, Settings(repeats=1))
+    v = decide(sep, Settings(repeats=1))
+    assert v.status == "inconclusive"
+    assert v.required_n is not None and v.required_n > 200
+    assert f"about {v.required_n} clips" in v.reasons[0]
+
+
+def test_settings_precedence(tmp_path):
+    p = tmp_path / "pyproject.toml"
+    p.write_text("[tool.blindcheck]\ntolerated-auc = 0.7\nfolds = 4\n")
+    s = load_settings(pyproject=p)
+    assert (s.tolerated_auc, s.folds, s.alpha) == (0.7, 4, 0.05)
+    s = load_settings({"tolerated_auc": 0.65, "folds": None}, pyproject=p)
+    assert (s.tolerated_auc, s.folds) == (0.65, 4)
+    p.write_text("[tool.blindcheck]\ntolerance = 0.7\n")
+    with pytest.raises(BlindcheckError, match="unknown setting 'tolerance'"):
+        load_settings(pyproject=p)
+    with pytest.raises(BlindcheckError, match="tolerated AUC"):
+        Settings(tolerated_auc=0.3)
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "blindcheck", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd)
+
+
+def test_gate_exit_codes_and_check_outputs(tmp_path, pool, fsdd_meta):
+    _, meta, cache = pool
+    confounded = tmp_path / "speaker_split.csv"
+    pd.DataFrame({"id": meta["id"], "path": meta["path"], "text": meta["text"], "speaker": meta["speaker"],
+                  "split": np.where(meta["speaker"].isin(["george", "jackson", "lucas"]), "train", "test")}
+                 ).to_csv(confounded, index=False)
+    common = ["--cache-dir", cache, "--workers", "1", "--repeats", "1", "--no-config"]
+    r = _cli("gate", confounded, *common, cwd=tmp_path)
+    assert r.returncode == 1, r.stderr
+    line = json.loads(r.stdout.strip())
+    assert line["verdict"] == "confounded" and line["auc"] > 0.95
+
+    small = tmp_path / "small.csv"
+    pd.DataFrame({"path": meta["path"][:40], "label": [0, 1] * 20}).to_csv(small, index=False)
+    r = _cli("gate", small, *common, cwd=tmp_path)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert json.loads(r.stdout)["verdict"] == "inconclusive"
+
+    fair = tmp_path / "take_split.csv"
+    pd.DataFrame({"path": meta["path"], "label": (meta["take"] % 2 == 0).astype(int)}).to_csv(fair, index=False)
+    r = _cli("gate", fair, *common, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    r = _cli("gate", tmp_path / "nope.csv", cwd=tmp_path)
+    assert r.returncode == 2 and "manifest not found" in r.stderr and "Traceback" not in r.stderr
+
+    out = tmp_path / "out"
+    r = _cli("check", confounded, "--out", out, *common, "--no-progress", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "verdict: CONFOUNDED" in r.stdout and "xgboost:recording" in r.stdout
+    res = json.loads((out / "result.json").read_text())
+    assert res["schema"] == "blindcheck.result/1" and res["seed"] == 0
+    assert res["verdict"]["status"] == "confounded" and res["verdict"]["reasons"]
+    assert {m["name"] for m in res["models"]} >= {"xgboost:all", "logreg:all", "tfidf:text", "xgboost:recording"}
+    assert res["settings"]["repeats"] == 1 and "xgboost" in " ".join(res["versions"])
+    scores = pd.read_parquet(out / "blind_scores.parquet")
+    assert len(scores) == 480 and {"id", "label", "blind_score"} <= set(scores.columns)
