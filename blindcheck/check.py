@@ -171,7 +171,8 @@ def format_summary(result: CheckResult) -> str:
              f"{int((1 - sep.labels).sum())} non-members), {result.extraction.stats['failed']} failed; "
              f"{sep.folds}-fold CV x {sep.repeats}" + (f", grouped by {sep.group_by}" if sep.group_by else ""),
              "",
-             f"  {'model':<22} {'AUC':>5} {'95% CI':>13} {'TPR@1%':>7} {'TPR@0.1%':>9} {'bal.acc':>7} {'p':>8}"]
+             f"  {'model':<22} {'AUC':>5} {f'{100 * (1 - result.settings.alpha):.0f}% CI':>13} {'TPR@1%':>7} "
+             f"{'TPR@0.1%':>9} {'bal.acc':>7} {'p (raw)':>8}"]
     for mr in sorted(sep.models, key=lambda x: -x.auc):
         lines.append(f"  {mr.name:<22} {mr.auc:>5.2f} {f'[{mr.ci_low:.2f}, {mr.ci_high:.2f}]':>13} "
                      f"{100 * mr.tpr_at_1pct_fpr:>6.0f}% {100 * mr.tpr_at_01pct_fpr:>8.0f}% "
@@ -179,6 +180,29 @@ def format_summary(result: CheckResult) -> str:
     if sep.fpr_resolution > 0.001:
         lines.append(f"  (with {int((1 - sep.labels).sum())} non-members the finest FPR is "
                      f"{100 * sep.fpr_resolution:.2f}%: TPR@0.1% is TPR at zero false positives)")
+    below = [mr.name for mr in sep.models if mr.ci_high < 0.5]
+    if below:
+        lines.append(f"  ({', '.join(below)}: AUC below 0.5 is no signal but cross-validation's anti-learning on "
+                     "features balanced across the sides: a fold's training set over-represents what its test "
+                     "set lacks)")
+    tf = sep.top_features
+    if tf is not None and not tf.empty:
+        from blindcheck.verdict import fmt_value
+
+        lines += ["", f"  {'top features (share of attribution)':<44} {'members':>12} {'non-members':>12} "
+                      f"{'d':>6} {'AUC':>5}"]
+        for r in tf.head(6).itertuples():
+            lines.append(f"  {r.feature[:36]:<36} {100 * r.share:>6.1f}% {fmt_value(r.feature, r.member_median):>12} "
+                         f"{fmt_value(r.feature, r.nonmember_median):>12} {r.cohen_d:>6.1f} {r.auc:>5.2f}")
+    if sep.group_table is not None:
+        gt = sep.group_table
+        lines += ["", f"  per {sep.group_by} ({len(gt)} groups; blind AUC inside groups holding both sides)",
+                  f"  {'group':<20} {'n':>6} {'members':>8} {'non-m.':>7} {'AUC':>6}"]
+        for r in gt.head(10).itertuples():
+            auc = f"{r.auc:.2f}" if r.auc == r.auc else "—"
+            lines.append(f"  {str(r.group)[:20]:<20} {r.n:>6} {r.members:>8} {r.nonmembers:>7} {auc:>6}")
+        if len(gt) > 10:
+            lines.append(f"  … {len(gt) - 10} more in result.json")
     lines += ["", f"  verdict: {v.status.upper()}"]
     lines += [f"  - {r}" for r in v.reasons]
     return "\n".join(lines)

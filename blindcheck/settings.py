@@ -27,6 +27,7 @@ class Settings:
     max_train_rows: int = 20_000  # training rows per fold above which a stratified subsample is used
     # statistics
     permutations: int = 2000  # label permutations of the out-of-fold scores
+    refit_permutations: int = 0  # >0: the best model's p-value from this many full CV re-runs on relabelled clips
     bootstrap: int = 0  # >0: stratified bootstrap CI with this many resamples instead of DeLong
     seed: int = 0
     # models

@@ -149,10 +149,24 @@ def decide(sep: SeparabilityResult, settings: Settings) -> Verdict:
             reasons.append(f"no model-free classifier separates the sides beyond the tolerated AUC "
                            f"{settings.tolerated_auc:.2f} — {head}")
             if family_p < settings.alpha:
-                reasons.append(f"the separation is weak but real (lower bound {lower:.2f}): fine for most uses, "
-                               "but report it next to attack results")
+                exact = best.p_method.startswith("refit")
+                reasons.append(
+                    f"a weak separation below the tolerance (lower bound {lower:.2f}, {fmt_p(family_p)}): "
+                    + ("report it next to attack results" if exact else
+                       "permutation p-values of cross-validated scores run small when clips come in clusters of "
+                       "near-identical recordings (the same speaker and words on both sides), so confirm it with "
+                       "--refit-permutations 99 before reporting it"))
         if mod_line and status == CLEAN and family_p < settings.alpha:
             reasons.append(mod_line)
+    below = [mr for mr in sep.models if mr.ci_high < 0.5]
+    if best.auc < 0.5 and below:
+        worst = min(below, key=lambda mr: mr.auc)
+        reasons.append(
+            f"the blind classifiers score below chance (best AUC {best.auc:.2f}, {worst.name} {worst.auc:.2f}): "
+            "members and non-members are "
+            "balanced within clusters of near-identical clips (e.g. the same speaker and words on both sides), "
+            "which cross-validation anti-learns; this makes the check conservative — rerun with --group-by on "
+            "the cluster column (speaker, sentence) for a sharper test")
     if sep.group_table is not None and sep.group_by:
         mixed = sep.group_table.dropna(subset=["auc"])
         if len(mixed) and status == CONFOUNDED:

@@ -144,6 +144,21 @@ def test_grouped_folds_and_group_table(pool):
     assert decide(sep2, Settings(repeats=1)).status != "confounded"
 
 
+def test_refit_permutation_pvalue(pool):
+    """The exact test re-runs the cross-validation on relabelled clips: a real confound reaches the smallest
+    p-value it can express, and the verdict reports which test it used."""
+    feats, meta, _ = pool
+    y = meta["speaker"].isin(["george", "jackson", "lucas"]).astype(int).to_numpy()
+    cols = ["id"] + [c for c in feats.columns if c.startswith("recording.")]
+    settings = Settings(repeats=1, refit_permutations=9)
+    sep = run_separability(feats[cols], y, settings)
+    assert sep.best.p_value == pytest.approx(1 / 10)
+    assert sep.best.p_method.startswith("refit permutation (9")
+    rng = np.random.default_rng(4)
+    null = run_separability(feats[cols], rng.permutation(y), settings)
+    assert null.best.p_method.startswith("refit") and 0.1 <= null.best.p_value <= 1.0
+
+
 def test_small_sample_is_inconclusive_with_needed_n(pool):
     feats, meta, _ = pool
     rng = np.random.default_rng(5)
@@ -194,9 +209,15 @@ def test_gate_exit_codes_and_check_outputs(tmp_path, pool, fsdd_meta):
     assert json.loads(r.stdout)["verdict"] == "inconclusive"
 
     fair = tmp_path / "take_split.csv"
-    pd.DataFrame({"path": meta["path"], "label": (meta["take"] % 2 == 0).astype(int)}).to_csv(fair, index=False)
+    pd.DataFrame({"path": meta["path"], "label": (meta["take"] % 2 == 0).astype(int), "speaker": meta["speaker"]}
+                 ).to_csv(fair, index=False)
     r = _cli("gate", fair, *common, cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
+    # Alternate takes of the same speaker and digit: CV anti-learns, and the verdict says what to do about it.
+    r = _cli("check", fair, "--out", tmp_path / "fair", *common, "--no-progress", cwd=tmp_path)
+    assert "verdict: CLEAN" in r.stdout and "--group-by" in r.stdout
+    r = _cli("gate", fair, *common, "--group-by", "speaker", cwd=tmp_path)
+    assert r.returncode == 0 and 0.4 < json.loads(r.stdout)["auc"] < 0.65, r.stdout
 
     r = _cli("gate", tmp_path / "nope.csv", cwd=tmp_path)
     assert r.returncode == 2 and "manifest not found" in r.stderr and "Traceback" not in r.stderr
