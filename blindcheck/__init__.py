@@ -4,7 +4,7 @@ __version__ = "0.1.0"
 
 
 def check(*args, **kwargs):
-    """Run a blind check; see :func:`blindcheck.check.check`. Returns a :class:`~blindcheck.check.CheckResult`."""
-    from blindcheck.check import check as _check
+    """Run a blind check; see :func:`blindcheck.checker.check`. Returns a :class:`~blindcheck.checker.CheckResult`."""
+    from blindcheck.checker import check as _check
 
     return _check(*args, **kwargs)

@@ -28,7 +28,18 @@ def _add_manifest_args(p: argparse.ArgumentParser, out_required: bool = True) ->
     p.add_argument("--skip-missing", action="store_true",
                    help="record missing audio files in errors.csv and go on, instead of stopping")
     p.add_argument("--modalities", default=None,
-                   help="comma-separated subset of recording,spectral,prosodic (default: all)")
+                   help="comma-separated subset of recording,spectral,prosodic,text (default: all that can run)")
+    t = p.add_argument_group("text modality")
+    t.add_argument("--transcripts", choices=["given", "asr", "auto"], default="auto",
+                   help="given: the manifest's text; asr: Whisper for every clip; auto (default): the manifest's "
+                        "text where present, ASR elsewhere")
+    t.add_argument("--asr-backend", choices=["faster-whisper", "openai-whisper"], default="faster-whisper")
+    t.add_argument("--asr-model", default=None, help="local model folder (faster-whisper), cached model name, or "
+                                                     "checkpoint .pt (openai-whisper); default: bundled tiny.en")
+    t.add_argument("--asr-device", default="cpu", help="cpu or cuda")
+    t.add_argument("--asr-beam", type=int, default=1, help="beam size (default 1)")
+    t.add_argument("--embedding-model", default=None,
+                   help="local sentence-transformers model folder (default: bundled all-MiniLM-L6-v2)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -81,20 +92,20 @@ def _settings(args):
 
 
 def _run_check(args, quiet: bool):
-    from blindcheck.check import check
+    from blindcheck.checker import check
 
     settings = _settings(args)
     manifest = _load(args)
     progress, close = (None, lambda: None) if quiet else _progress(args)
     try:
-        return check(manifest, args.out, cache_dir=args.cache_dir, modalities=_modalities(args),
-                     workers=args.workers, settings=settings, progress=progress)
+        return check(manifest, args.out, cache_dir=args.cache_dir, modalities=_modalities(args, manifest),
+                     workers=args.workers, settings=settings, progress=progress, text_options=_text_options(args))
     finally:
         close()
 
 
 def cmd_check(args) -> int:
-    from blindcheck.check import format_summary
+    from blindcheck.checker import format_summary
 
     result = _run_check(args, quiet=False)
     print(format_summary(result))
@@ -103,7 +114,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_gate(args) -> int:
-    from blindcheck.check import gate_line
+    from blindcheck.checker import gate_line
 
     result = _run_check(args, quiet=True)
     print(gate_line(result))
@@ -118,15 +129,35 @@ def _load(args):
     return load_manifest(args.manifest, opts)
 
 
-def _modalities(args) -> list[str] | None:
-    from blindcheck.features import acoustic_modalities
+def _text_options(args):
+    from blindcheck.text import ASRConfig, TextOptions
 
+    return TextOptions(transcripts=args.transcripts,
+                       asr=ASRConfig(backend=args.asr_backend, model=args.asr_model, device=args.asr_device,
+                                     beam_size=args.asr_beam),
+                       embedding_model=args.embedding_model)
+
+
+def _modalities(args, manifest) -> list[str]:
+    """The requested modalities; by default every acoustic one, plus text when it can run here."""
+    from blindcheck.features import acoustic_modalities
+    from blindcheck.text import text_unavailable
+
+    known = [*acoustic_modalities(), "text"]
     if not args.modalities:
-        return None
+        why = text_unavailable(manifest.table, _text_options(args))
+        if why:
+            print(f"blindcheck: text modality skipped: {why}", file=sys.stderr)
+            return acoustic_modalities()
+        return known
     mods = [m.strip() for m in args.modalities.split(",") if m.strip()]
-    unknown = [m for m in mods if m not in acoustic_modalities()]
+    unknown = [m for m in mods if m not in known]
     if unknown:
-        raise BlindcheckError(f"unknown modality '{unknown[0]}' (known: {', '.join(acoustic_modalities())})")
+        raise BlindcheckError(f"unknown modality '{unknown[0]}' (known: {', '.join(known)})")
+    if "text" in mods:
+        why = text_unavailable(manifest.table, _text_options(args))
+        if why:
+            raise BlindcheckError(f"text modality asked for but it cannot run: {why}")
     return mods
 
 
@@ -153,8 +184,8 @@ def cmd_extract(args) -> int:
     cache = Path(args.cache_dir) if args.cache_dir else out / "cache"
     progress, close = _progress(args)
     try:
-        result = extract_features(manifest, cache, modalities=_modalities(args), workers=args.workers,
-                                  progress=progress)
+        result = extract_features(manifest, cache, modalities=_modalities(args, manifest), workers=args.workers,
+                                  progress=progress, text_options=_text_options(args))
     finally:
         close()
     paths = write_outputs(result, manifest, out)
@@ -177,8 +208,13 @@ def format_extract_summary(result, manifest, paths) -> str:
         lines.append(f"  failed      {0:>6}")
     if s["with_notes"]:
         lines.append(f"  with notes  {s['with_notes']:>6}  (NaN features with a reason) -> {paths['notes']}")
-    comp = ", ".join(f"{m} {s['computed'][m]}/{s['reused'][m]}" for m in result.modalities)
+    comp = ", ".join(f"{m} {s['computed'][m]}/{s['reused'][m]}" for m in s["computed"])
     lines.append(f"  computed/reused from cache: {comp}")
+    if s.get("text"):
+        t = s["text"]
+        lines.append(f"  text        {t['given']} given transcripts, {t['transcribed']} transcribed "
+                     f"({t['transcripts_reused']} reused), {t['embedded']} embedded ({t['embeddings_reused']} reused), "
+                     f"{t['failed']} failed")
     audio = s["audio_seconds"]
     speed = f"; {1000 * s['seconds'] / audio:.0f} ms per second of audio" if audio and audio > 0 else ""
     lines.append(f"  time        {s['seconds']:.1f} s for {audio:.1f} s of audio{speed}, {s['workers']} workers")

@@ -44,6 +44,7 @@ class ExtractionResult:
     notes: pd.DataFrame
     modalities: list[str]
     stats: dict = field(default_factory=dict)
+    transcripts: pd.DataFrame | None = None
 
     def feature_columns(self, modality: str | None = None) -> list[str]:
         mods = [modality] if modality else self.modalities
@@ -147,18 +148,21 @@ def extract_features(
     flush_s: float = 2.0,
     sr: int = ANALYSIS_SR,
     progress: ProgressFn | None = None,
+    text_options=None,
 ) -> ExtractionResult:
     """Extract (or read from the cache) every requested modality for every clip of ``manifest``.
 
     Parameters
     ----------
-    modalities: subset of ``recording``, ``spectral``, ``prosodic`` (default: all three).
+    modalities: subset of ``recording``, ``spectral``, ``prosodic``, ``text`` (default: the three acoustic ones).
+    text_options: :class:`blindcheck.text.TextOptions` for the text modality (transcripts, ASR, embeddings).
     workers: worker processes (default: all cores); 1 runs in this process.
     batch_size: clips per task sent to a worker.
     flush_s: longest time finished results wait in memory before being written to the cache.
     """
     t0 = time.perf_counter()
-    modalities = list(modalities or acoustic_modalities())
+    requested = list(modalities or acoustic_modalities())
+    modalities = [m for m in requested if m != "text"]
     extractors = {m: get_extractor(m) for m in modalities}
     tags = {m: cache_tag(e) for m, e in extractors.items()}
     store = Store(cache_dir)
@@ -180,7 +184,7 @@ def extract_features(
         h = index.get(keys[i]) if keys[i] is not None else None
         hashes[i] = h
         missing = [m for m in modalities if h is None or h not in cached_sets[m]]
-        if missing:
+        if missing or h is None:  # an unknown file is at least read and hashed (and decoded, to validate it)
             tasks.append({"row": i, "id": cid, "path": path, "start": starts[i], "end": ends[i], "modalities": missing})
 
     new_rows: dict[str, list[dict]] = {m: [] for m in modalities}
@@ -250,6 +254,16 @@ def extract_features(
 
     features = _assemble(table, hashes, failed_rows, modalities, extractors, cached)
     notes = _collect_notes(table, hashes, failed_rows, modalities, cached)
+    transcripts, text_stats = None, None
+    if "text" in requested and len(features):
+        from blindcheck.text import TextOptions, extract_text
+
+        rows = _text_rows(table, features)
+        text = extract_text(rows, store, text_options or TextOptions(), workers=n_workers)
+        errors += text["errors"]
+        features = features.merge(text["features"], on="id", how="inner")
+        transcripts, text_stats = text["transcripts"], text["stats"]
+        modalities = [*modalities, "text"]
     err_df = pd.DataFrame(errors, columns=ERROR_COLUMNS)
     stats = {
         "clips": n + len(manifest.missing),
@@ -257,14 +271,45 @@ def extract_features(
         "failed": int(err_df["id"].nunique()) if not err_df.empty else 0,
         "dispatched": len(tasks),
         "computed": computed,
-        "reused": {m: len(features) - computed[m] for m in modalities},
+        "reused": {m: len(features) - computed[m] for m in computed},
         "with_notes": int(notes["id"].nunique()) if not notes.empty else 0,
+        "text": text_stats,
         "seconds": time.perf_counter() - t0,
         "workers": n_workers,
         "audio_seconds": float(features["recording.duration_s"].sum()) if "recording.duration_s" in features else
         math.nan,
     }
-    return ExtractionResult(features=features, errors=err_df, notes=notes, modalities=modalities, stats=stats)
+    return ExtractionResult(features=features, errors=err_df, notes=notes, modalities=modalities, stats=stats,
+                            transcripts=transcripts)
+
+
+def _text_rows(table: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
+    """What the text stage needs per analysed clip: path, segment, given transcript and duration."""
+    meta = table.set_index("id").loc[features["id"]]
+    if "recording.duration_s" in features:
+        duration = features["recording.duration_s"].to_numpy(dtype=float)
+    else:
+        import soundfile as sf
+
+        duration = []
+        for path, s0, e0 in zip(meta["path"], meta.get("start", pd.Series(np.nan, index=meta.index)),
+                                meta.get("end", pd.Series(np.nan, index=meta.index)), strict=True):
+            if not (math.isnan(s0) or math.isnan(e0)):
+                duration.append(e0 - s0)
+                continue
+            try:
+                duration.append(float(sf.info(path).duration))
+            except Exception:
+                duration.append(math.nan)
+        duration = np.array(duration)
+    return pd.DataFrame({
+        "id": features["id"].to_numpy(), "content_hash": features["content_hash"].to_numpy(),
+        "path": meta["path"].to_numpy(),
+        "start": meta["start"].to_numpy(dtype=float) if "start" in meta else np.full(len(meta), np.nan),
+        "end": meta["end"].to_numpy(dtype=float) if "end" in meta else np.full(len(meta), np.nan),
+        "given_text": meta["text"].to_numpy() if "text" in meta else np.full(len(meta), ""),
+        "duration_s": duration,
+    })
 
 
 def _run_pool(batches, sr, n_workers, modalities, accept, flush, last_flush, flush_s, progress, done, n) -> int:
@@ -358,6 +403,9 @@ def write_outputs(result: ExtractionResult, manifest: Manifest, out_dir: str | o
         "manifest": out / "manifest.parquet",
     }
     write_parquet_atomic(result.features, paths["features"])
+    if result.transcripts is not None:
+        paths["transcripts"] = out / "transcripts.parquet"
+        write_parquet_atomic(result.transcripts, paths["transcripts"])
     write_parquet_atomic(manifest.table, paths["manifest"])
     result.errors.to_csv(paths["errors"], index=False)
     result.notes.to_csv(paths["notes"], index=False)

@@ -196,7 +196,8 @@ def test_gate_exit_codes_and_check_outputs(tmp_path, pool, fsdd_meta):
     pd.DataFrame({"id": meta["id"], "path": meta["path"], "text": meta["text"], "speaker": meta["speaker"],
                   "split": np.where(meta["speaker"].isin(["george", "jackson", "lucas"]), "train", "test")}
                  ).to_csv(confounded, index=False)
-    common = ["--cache-dir", cache, "--workers", "1", "--repeats", "1", "--no-config"]
+    common = ["--cache-dir", cache, "--workers", "1", "--repeats", "1", "--no-config",
+              "--modalities", "recording,spectral,prosodic"]
     r = _cli("gate", confounded, *common, cwd=tmp_path)
     assert r.returncode == 1, r.stderr
     line = json.loads(r.stdout.strip())
@@ -233,3 +234,11 @@ def test_gate_exit_codes_and_check_outputs(tmp_path, pool, fsdd_meta):
     assert res["settings"]["repeats"] == 1 and "xgboost" in " ".join(res["versions"])
     scores = pd.read_parquet(out / "blind_scores.parquet")
     assert len(scores) == 480 and {"id", "label", "blind_score"} <= set(scores.columns)
+
+
+def test_python_api_stays_callable():
+    """`blindcheck.check` is the function even after the module holding it has been imported."""
+    import blindcheck
+    import blindcheck.checker  # noqa: F401
+
+    assert callable(blindcheck.check) and blindcheck.check.__name__ == "check"

@@ -137,7 +137,8 @@ def test_sigkill_resume_keeps_finished_clips(tmp_path, fsdd_meta):
 
 def test_cli_extract_writes_table_and_summary(tmp_path, mixed_manifest, capsys):
     out = tmp_path / "out"
-    assert main(["extract", str(mixed_manifest), "--out", str(out), "--workers", "1", "--no-progress"]) == 0
+    assert main(["extract", str(mixed_manifest), "--out", str(out), "--workers", "1", "--no-progress",
+                 "--modalities", "recording,spectral,prosodic"]) == 0
     text = capsys.readouterr().out
     assert "failed" in text and "decode 3" in text and "features" in text
     table = pd.read_parquet(out / "features.parquet")

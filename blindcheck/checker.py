@@ -114,6 +114,7 @@ def check(
     settings: Settings | None = None,
     manifest_options: ManifestOptions | None = None,
     progress: ProgressFn | None = None,
+    text_options: Any = None,
     **overrides: Any,
 ) -> CheckResult:
     """Run extraction (cached), blind separability and the verdict.
@@ -133,16 +134,20 @@ def check(
         import tempfile
 
         with tempfile.TemporaryDirectory() as tmp:
-            ext = extract_features(m, tmp, modalities=modalities, workers=workers, progress=progress)
+            ext = extract_features(m, tmp, modalities=modalities, workers=workers, progress=progress,
+                                   text_options=text_options)
     else:
         cache = Path(cache_dir) if cache_dir else Path(out) / "cache"
-        ext = extract_features(m, cache, modalities=modalities, workers=workers, progress=progress)
+        ext = extract_features(m, cache, modalities=modalities, workers=workers, progress=progress,
+                               text_options=text_options)
     feats = ext.features
     if feats["label"].nunique() < 2:
         raise BlindcheckError("after excluding clips that failed, only one class is left; see errors.csv")
     meta = m.table.set_index("id").loc[feats["id"]]
     groups = meta[settings.group_by].astype(str).to_numpy() if settings.group_by else None
-    texts = meta["text"].to_numpy() if "text" in meta.columns else None
+    # TF-IDF reads the transcripts the text modality used (given or ASR), else the manifest's text.
+    texts = feats["transcript"].to_numpy() if "transcript" in feats.columns else \
+        (meta["text"].to_numpy() if "text" in meta.columns else None)
     sep = run_separability(feats, feats["label"].to_numpy(), settings, groups=groups, texts=texts)
     result = CheckResult(verdict=decide(sep, settings), separability=sep, extraction=ext, manifest=m,
                          settings=settings)
