@@ -160,3 +160,30 @@ def test_write_outputs_roundtrip(tmp_path, fsdd_meta):
     back = pd.read_parquet(paths["features"])
     pd.testing.assert_frame_equal(back, res.features)
     assert all(c.startswith("spectral.") for c in res.feature_columns())
+
+
+def test_a_worker_crash_costs_only_its_clip(tmp_path, fsdd_meta, monkeypatch):
+    """A worker process that dies (as in a crash inside a native library) loses only the clip it was on."""
+    import multiprocessing
+
+    import blindcheck.extract as ext
+
+    if multiprocessing.get_start_method() != "fork":
+        pytest.skip("needs fork: the patched function must reach the worker processes")
+    sel = fsdd_meta.iloc[:24]
+    pd.DataFrame({"id": sel["id"], "path": sel["abspath"], "label": [0, 1] * 12}).to_csv(tmp_path / "m.csv",
+                                                                                          index=False)
+    victim = sel["id"].iloc[13]
+    real = ext._process_clip
+
+    def crashing(task, sr):
+        if task["id"] == victim:
+            os._exit(1)  # the worker dies without a Python exception
+        return real(task, sr)
+
+    monkeypatch.setattr(ext, "_process_clip", crashing)
+    res = extract_features(load_manifest(tmp_path / "m.csv"), tmp_path / "c", workers=2, batch_size=4,
+                           modalities=["recording"])
+    assert len(res.features) == 23 and victim not in set(res.features["id"])
+    err = res.errors.set_index("id")
+    assert list(err.index) == [victim] and err.at[victim, "stage"] == "worker"
