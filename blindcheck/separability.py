@@ -264,7 +264,7 @@ def run_separability(
     if settings.refit_permutations > 0:
         _refit_pvalue(best, next(p for p in plan if p[0] == best.name), X, y, text_arr, groups, settings, repeats)
     attributions = _attributions(cols, shap_sum, shap_rows)
-    top = _top_features(table, cols, y, attributions, settings.top_features)
+    top = _top_features(table, y, attributions, settings.top_features)
     gtable = _group_table(y, groups, best.scores) if groups is not None else None
     terms = _text_terms(text_arr, y, settings.seed) if use_text else None
     return SeparabilityResult(
@@ -343,27 +343,23 @@ def cohen_d(a: np.ndarray, b: np.ndarray) -> float:
     return float((a.mean() - b.mean()) / pooled) if pooled > 0 else (0.0 if a.mean() == b.mean() else math.inf)
 
 
-def _top_features(table: pd.DataFrame, cols: list[str], y: np.ndarray, attributions: pd.DataFrame,
-                  k: int) -> pd.DataFrame:
+def _top_features(table: pd.DataFrame, y: np.ndarray, attributions: pd.DataFrame, k: int) -> pd.DataFrame:
     rows = []
+    shares = attributions.set_index("feature")["share"]
     for feat in attributions["feature"].head(k):
         v = table[feat].to_numpy(dtype=float)
         mem, non = v[y == 1], v[y == 0]
         ok = np.isfinite(v)
-        rows.append({
-            "feature": feat, "modality": modality_of(feat),
-            "share": float(attributions.set_index("feature").at[feat, "share"]),
-            "member_median": float(np.nanmedian(mem)) if np.isfinite(mem).any() else math.nan,
-            "nonmember_median": float(np.nanmedian(non)) if np.isfinite(non).any() else math.nan,
-            "member_mean": float(np.nanmean(mem)) if np.isfinite(mem).any() else math.nan,
-            "nonmember_mean": float(np.nanmean(non)) if np.isfinite(non).any() else math.nan,
-            "member_std": float(np.nanstd(mem)) if np.isfinite(mem).any() else math.nan,
-            "nonmember_std": float(np.nanstd(non)) if np.isfinite(non).any() else math.nan,
-            "member_nan_share": float(np.mean(~np.isfinite(mem))),
-            "nonmember_nan_share": float(np.mean(~np.isfinite(non))),
-            "cohen_d": cohen_d(mem, non),
-            "auc": stats.auc(y[ok], v[ok]) if ok.sum() > 2 and len(np.unique(y[ok])) == 2 else math.nan,
-        })
+        row = {"feature": feat, "modality": modality_of(feat), "share": float(shares[feat])}
+        for side, vals in (("member", mem), ("nonmember", non)):
+            fin = vals[np.isfinite(vals)]
+            row[f"{side}_median"] = float(np.median(fin)) if fin.size else math.nan
+            row[f"{side}_mean"] = float(fin.mean()) if fin.size else math.nan
+            row[f"{side}_std"] = float(fin.std()) if fin.size else math.nan
+            row[f"{side}_nan_share"] = float(np.mean(~np.isfinite(vals)))
+        row["cohen_d"] = cohen_d(mem, non)
+        row["auc"] = stats.auc(y[ok], v[ok]) if ok.sum() > 2 and len(np.unique(y[ok])) == 2 else math.nan
+        rows.append(row)
     return pd.DataFrame(rows)
 
 

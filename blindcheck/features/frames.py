@@ -16,6 +16,13 @@ def stft_magnitude(clip: Clip) -> np.ndarray:
     return clip.shared["stft_mag"]
 
 
+def stft_power(clip: Clip) -> np.ndarray:
+    """|STFT|² in float64, computed once per clip and shared by the modalities."""
+    if "stft_power" not in clip.shared:
+        clip.shared["stft_power"] = stft_magnitude(clip).astype(np.float64) ** 2
+    return clip.shared["stft_power"]
+
+
 def stft_mag(y: np.ndarray, n_fft: int, hop: int, win: int) -> np.ndarray:
     """|STFT|, shape (1 + n_fft // 2, 1 + len(y) // hop): the same frames as ``librosa.stft`` with
     ``center=True, pad_mode="constant"`` and a periodic Hann window, in plain numpy (librosa's own STFT goes
@@ -44,12 +51,12 @@ def activity(levels_db: np.ndarray) -> tuple[np.ndarray, float, float]:
     return levels_db >= thr, thr, floor
 
 
-def active_frames(power: np.ndarray) -> np.ndarray:
+def active_frames(power: np.ndarray, min_active: int = 3) -> np.ndarray:
     """Boolean mask of STFT frames carrying speech energy (see :func:`activity`); all frames when fewer than
-    three are active."""
+    ``min_active`` are active (0: the mask as it is)."""
     level = 10.0 * np.log10(np.maximum(power.mean(axis=0), 1e-12))
     mask, _, _ = activity(level)
-    return mask if mask.sum() >= 3 else np.ones_like(mask)
+    return mask if mask.sum() >= min_active else np.ones_like(mask)
 
 
 def frame_levels_db(y, sr: int, frame_s: float = 0.025, hop_s: float = 0.010):

@@ -13,7 +13,7 @@ import numpy as np
 from scipy.signal import get_window, medfilt
 
 from blindcheck.audio import Clip
-from blindcheck.features.frames import activity, frame_levels_db, stft_magnitude
+from blindcheck.features.frames import active_frames, activity, frame_levels_db, stft_power
 
 _FORMATS = ("wav", "flac", "mp3", "ogg")
 _DB_FLOOR = -120.0
@@ -158,10 +158,8 @@ class RecordingExtractor:
         Added white noise, hum, a different preamp or room leaves its trace here even when the speech frames
         are unchanged. NaN (with a note) when fewer than 3 frames are inactive or they are digital silence.
         """
-        power = stft_magnitude(clip).astype(np.float64) ** 2
-        level = 10.0 * np.log10(np.maximum(power.mean(axis=0), 1e-12))
-        active, _, _ = activity(level)
-        quiet = power[:, ~active]
+        power = stft_power(clip)
+        quiet = power[:, ~active_frames(power, min_active=0)]
         quiet = quiet[:, quiet.sum(axis=0) > 1e-14]  # digital zeros have no spectral shape
         if quiet.shape[1] < 3:
             clip.notes.append("recording: fewer than 3 non-silent pause frames, noise spectrum undefined")

@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from blindcheck.audio import Clip
-from blindcheck.features.frames import HOP, N_FFT, WIN, active_frames, stft_magnitude
+from blindcheck.features.frames import HOP, N_FFT, WIN, active_frames, stft_magnitude, stft_power
 
 N_MELS, N_MFCC, N_CONTRAST = 40, 21, 6
 _FRAME_FEATURES = ("centroid_hz", "bandwidth_hz", "rolloff_hz", "flatness", "zcr", "flux")
@@ -49,7 +49,7 @@ class SpectralExtractor:
 
         sr = clip.sr
         mag = stft_magnitude(clip)
-        power = mag.astype(np.float64) ** 2
+        power = stft_power(clip)
         mel = librosa.feature.melspectrogram(S=power, sr=sr, n_fft=N_FFT, n_mels=N_MELS, fmin=20.0, fmax=sr / 2)
         logmel = librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None)
         mfcc = librosa.feature.mfcc(S=logmel, n_mfcc=N_MFCC)
