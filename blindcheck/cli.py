@@ -38,6 +38,9 @@ def _add_manifest_args(p: argparse.ArgumentParser, out_required: bool = True) ->
                                                      "checkpoint .pt (openai-whisper); default: bundled tiny.en")
     t.add_argument("--asr-device", default="cpu", help="cpu or cuda")
     t.add_argument("--asr-beam", type=int, default=1, help="beam size (default 1)")
+    t.add_argument("--asr-no-pack", action="store_true",
+                   help="one Whisper call per clip, instead of packing short clips into shared 28 s windows")
+    t.add_argument("--asr-gap", type=float, default=0.5, help="seconds of silence between packed clips (default 0.5)")
     t.add_argument("--embedding-model", default=None,
                    help="local sentence-transformers model folder (default: bundled all-MiniLM-L6-v2)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
@@ -134,7 +137,7 @@ def _text_options(args):
 
     return TextOptions(transcripts=args.transcripts,
                        asr=ASRConfig(backend=args.asr_backend, model=args.asr_model, device=args.asr_device,
-                                     beam_size=args.asr_beam),
+                                     beam_size=args.asr_beam, pack=not args.asr_no_pack, gap_s=args.asr_gap),
                        embedding_model=args.embedding_model)
 
 
@@ -215,6 +218,10 @@ def format_extract_summary(result, manifest, paths) -> str:
         lines.append(f"  text        {t['given']} given transcripts, {t['transcribed']} transcribed "
                      f"({t['transcripts_reused']} reused), {t['embedded']} embedded ({t['embeddings_reused']} reused), "
                      f"{t['failed']} failed")
+        if t.get("asr") and t["transcribed"]:
+            a = t["asr"]
+            lines.append(f"  asr         {a['packed_clips']}/{t['transcribed']} clips packed in {a['packed_windows']} "
+                         f"windows, {a['clips_redone']} redone, {a['windows_failed']} windows not trusted")
     audio = s["audio_seconds"]
     speed = f"; {1000 * s['seconds'] / audio:.0f} ms per second of audio" if audio and audio > 0 else ""
     lines.append(f"  time        {s['seconds']:.1f} s for {audio:.1f} s of audio{speed}, {s['workers']} workers")

