@@ -146,6 +146,19 @@ def test_packing_survives_near_identical_clips_and_silence(tmp_path, fsdd_meta):
     assert stats["clips_redone"] >= 1
 
 
+def test_an_unreadable_clip_costs_only_itself_in_a_packed_window(tmp_path, fsdd_meta):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF but not really audio" * 50)
+    sel = fsdd_meta.iloc[[0, 100, 200]]
+    tasks = _tasks([*sel["abspath"], bad], [*sel["duration"], 0.5])
+    for t in tasks:
+        t["key"] = "same"  # keep them in one window, in this order
+    out = sorted(transcribe(tasks, ASRConfig(), workers=1), key=lambda r: r["row"])
+    assert [r["error"] is None for r in out] == [True, True, True, False]
+    assert out[3]["error"].startswith("decode:") and "bad.wav" not in out[0]["text"]
+    assert all(r["mode"] == "packed" and r["window_size"] == 3 for r in out[:3] if r["text"]), out
+
+
 def test_no_network_is_used(tmp_path, fsdd_meta):
     """Transcription (in spawned workers) and embedding with every socket refused, in all processes."""
     site = tmp_path / "site"
