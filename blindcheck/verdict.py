@@ -77,7 +77,12 @@ def _modality_line(sep: SeparabilityResult) -> tuple[str | None, str | None]:
     ranked = sorted(mods, key=lambda m: (round(m.auc, 3), m.modality == "text", shares.get(m.modality, 0.0)),
                     reverse=True)
     top = ranked[0]
-    others = "; ".join(f"{m.modality} {m.auc:.2f}" for m in ranked[1:])
+    several = {m.modality for m in mods if sum(n.modality == m.modality for n in mods) > 1}
+
+    def label(m) -> str:  # a modality with more than one model (xgboost and TF-IDF on text) names the model
+        return m.name if m.modality in several else m.modality
+
+    others = "; ".join(f"{label(m)} {m.auc:.2f}" for m in ranked[1:])
     line = (f"{top.modality} features alone separate the sides: AUC {top.auc:.2f} "
             f"[{top.ci_low:.2f}, {top.ci_high:.2f}]" + (f" (other modalities alone: {others})" if others else ""))
     return top.modality, line
