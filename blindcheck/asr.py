@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from blindcheck.errors import BlindcheckError, MissingDependencyError
+from blindcheck.errors import BlindcheckError, MissingDependencyError, worker_errors
 
 SR = 16000
 RESULT_COLUMNS = ["text", "word_logprob", "no_speech_prob", "compression_ratio", "language", "mode", "window_size"]
@@ -120,12 +120,13 @@ def compression_ratio(text: str) -> float:
 def level(y: np.ndarray) -> np.ndarray:
     """Bring a clip's speech level (the 95th percentile of 25 ms frame powers) to -20 dBFS, at most +40 dB, so
     that a quiet clip packed next to a loud one is not pressed under Whisper's 80 dB log-mel floor."""
+    from blindcheck.features.frames import frame_levels_db
+
     y = np.asarray(y, dtype=np.float32)
-    n = len(y) // 400
-    if n == 0:
+    if len(y) < 400:
         return y
-    power = np.mean(y[: n * 400].reshape(n, 400).astype(np.float64) ** 2, axis=1)
-    ref = float(np.percentile(power, 95))
+    levels_db, _ = frame_levels_db(y, SR, frame_s=0.025, hop_s=0.025)  # non-overlapping 25 ms frames
+    ref = float(np.percentile(10 ** (levels_db / 10), 95))
     if ref <= 1e-12:
         return y
     gain_db = min(MAX_GAIN_DB, TARGET_DBFS - 10 * math.log10(ref))
@@ -222,7 +223,7 @@ def plan_windows(tasks: list[dict], config: ASRConfig, salt: int = 0) -> list[li
 _ASR: dict = {}
 
 
-def _asr_init(cfg: dict) -> None:
+def _asr_init(cfg: dict, threads: int) -> None:
     offline()
     config = ASRConfig(**cfg)
     if config.backend == "faster-whisper":
@@ -231,7 +232,6 @@ def _asr_init(cfg: dict) -> None:
         except ImportError as exc:  # surfaced by the caller as a MissingDependencyError
             raise MissingDependencyError("faster-whisper is not installed: pip install 'blindcheck[asr]'") from exc
         compute = "int8" if config.device == "cpu" else "float16"
-        threads = max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get("BLINDCHECK_ASR_WORKERS", "1"))))
         _ASR["model"] = WhisperModel(config.resolved_model(), device=config.device, compute_type=compute,
                                      cpu_threads=threads, local_files_only=True)
     else:
@@ -286,6 +286,10 @@ def _window(tasks: list[dict]) -> tuple[list[dict], dict]:
             out.append({"row": t["row"], "error": f"{type(exc).__name__}: {exc}"})
     if len(clips) == 1 and len(tasks) > 1:  # the others failed to decode: the last one is alone now
         return out + [{"row": clips[0][0]["row"], "redo": "its window-mates failed to decode"}], {}
+    def done(t: dict, words: list, segments: list[dict], language: str, mode: str, duration: float) -> dict:
+        return {"row": t["row"], **summarise(words, segments, language, mode, len(clips)), "duration_s": duration,
+                "error": None}
+
     if len(clips) == 1:
         t, y, duration = clips[0]
         try:
@@ -293,8 +297,7 @@ def _window(tasks: list[dict]) -> tuple[list[dict], dict]:
         except Exception as exc:
             return out + [{"row": t["row"], "error": f"{type(exc).__name__}: {exc}"}], {}
         words = [(w, k) for k, s in enumerate(segments) for w in s["words"]]
-        return out + [{"row": t["row"], **summarise(words, segments, language, "single", 1), "duration_s": duration,
-                       "error": None}], {}
+        return out + [done(t, words, segments, language, "single", duration)], {}
     if not clips:
         return out, {}
     window, spans = pack([y for _, y, _ in clips], _ASR["config"].gap_s)
@@ -306,18 +309,14 @@ def _window(tasks: list[dict]) -> tuple[list[dict], dict]:
     if words is None:
         return out + [{"row": t["row"], "redo": reason} for t, _, _ in clips], {"failed": reason}
     for j, ((t, y, duration), w) in enumerate(zip(clips, words, strict=True)):
-        if not w and t.get("empty_before"):  # no words in two windows with other neighbours: nothing said
-            out.append({"row": t["row"], **summarise(w, segments, language, "packed", len(clips)),
-                        "duration_s": duration, "error": None})
-        elif not w:
+        if not w and not t.get("empty_before"):  # wordless in two windows with other neighbours: nothing said
             out.append({"row": t["row"], "redo": "no words", "empty": True})
-        elif j in doubtful:
+        elif w and j in doubtful:
             out.append({"row": t["row"], "redo": "a word between it and its neighbour"})
-        elif not plausible(w, len(y) / SR):
+        elif w and not plausible(w, len(y) / SR):
             out.append({"row": t["row"], "redo": "implausible words (too many, or a loop)"})
         else:
-            out.append({"row": t["row"], **summarise(w, segments, language, "packed", len(clips)),
-                        "duration_s": duration, "error": None})
+            out.append(done(t, w, segments, language, "packed", duration))
     return out, {}
 
 
@@ -343,41 +342,34 @@ def transcribe(tasks: list[dict], config: ASRConfig, workers: int = 1, stats: di
               for t in tasks}
     totals = {"windows": 0, "packed_windows": 0, "windows_failed": 0, "clips_redone": 0, "rounds": 0,
               "reasons": []}
-    n_windows = len(plan_windows(list(by_row.values()), config))
-    workers = max(1, min(workers, n_windows))
-    os.environ["BLINDCHECK_ASR_WORKERS"] = str(workers)
+    windows = plan_windows(list(by_row.values()), config)
+    workers = max(1, min(workers, len(windows)))
+    threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = multiprocessing.get_context("spawn")
     out: list[dict] = []
-    pending = list(by_row.values())
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_asr_init,
-                             initargs=(asdict(config),)) as pool:
-        try:
-            while pending:
-                if totals["rounds"] < PACKED_ROUNDS:
-                    windows = plan_windows(pending, config, salt=totals["rounds"])
-                else:
-                    windows = [[t] for t in pending]
-                totals["rounds"] += 1
-                totals["windows"] += len(windows)
-                totals["packed_windows"] += sum(len(w) > 1 for w in windows)
-                pending = []
-                for results, outcome in pool.map(_window, windows):
-                    if outcome.get("failed"):
-                        totals["windows_failed"] += 1
-                        totals["reasons"].append(outcome["failed"])
-                    for r in results:
-                        if "redo" not in r:
-                            out.append(r)
-                            continue
-                        task = by_row[r["row"]]
-                        task["empty_before"] = bool(r.get("empty"))
-                        pending.append(task)
-                        totals["clips_redone"] += 1
-        except Exception as exc:
-            cause = exc.__cause__ or exc
-            if isinstance(cause, MissingDependencyError) or "MissingDependencyError" in repr(exc):
-                raise MissingDependencyError(str(cause)) from exc
-            raise
+                             initargs=(asdict(config), threads)) as pool, worker_errors():
+        while windows:
+            totals["rounds"] += 1
+            totals["windows"] += len(windows)
+            totals["packed_windows"] += sum(len(w) > 1 for w in windows)
+            pending = []
+            for results, outcome in pool.map(_window, windows):
+                if outcome.get("failed"):
+                    totals["windows_failed"] += 1
+                    totals["reasons"].append(outcome["failed"])
+                for r in results:
+                    if "redo" not in r:
+                        out.append(r)
+                        continue
+                    task = by_row[r["row"]]
+                    task["empty_before"] = bool(r.get("empty"))
+                    pending.append(task)
+                    totals["clips_redone"] += 1
+            if totals["rounds"] < PACKED_ROUNDS:
+                windows = plan_windows(pending, config, salt=totals["rounds"])
+            else:
+                windows = [[t] for t in pending]
     if stats is not None:
         stats.update(totals)
     return out

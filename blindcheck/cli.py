@@ -17,6 +17,8 @@ EXIT_OK, EXIT_CONFOUNDED, EXIT_INPUT, EXIT_INCONCLUSIVE = 0, 1, 2, 3
 
 
 def _add_manifest_args(p: argparse.ArgumentParser, out_required: bool = True) -> None:
+    from blindcheck.asr import ASRConfig
+
     p.add_argument("manifest", help="CSV/TSV/JSONL/Parquet manifest, Kaldi data dir or audiofolder dir")
     p.add_argument("--out", required=out_required, default=None, help="output directory")
     p.add_argument("--cache-dir", default=None, help="feature cache (default: OUT/cache); share it across runs")
@@ -40,7 +42,8 @@ def _add_manifest_args(p: argparse.ArgumentParser, out_required: bool = True) ->
     t.add_argument("--asr-beam", type=int, default=1, help="beam size (default 1)")
     t.add_argument("--asr-no-pack", action="store_true",
                    help="one Whisper call per clip, instead of packing short clips into shared 28 s windows")
-    t.add_argument("--asr-gap", type=float, default=0.5, help="seconds of silence between packed clips (default 0.5)")
+    t.add_argument("--asr-gap", type=float, default=ASRConfig.gap_s,
+                   help=f"seconds of silence between packed clips (default {ASRConfig.gap_s})")
     t.add_argument("--embedding-model", default=None,
                    help="local sentence-transformers model folder (default: bundled all-MiniLM-L6-v2)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")

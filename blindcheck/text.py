@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from blindcheck.asr import RESULT_COLUMNS, ASRConfig, compression_ratio, files_ident, offline, transcribe
-from blindcheck.errors import BlindcheckError, MissingDependencyError
+from blindcheck.errors import BlindcheckError, MissingDependencyError, worker_errors
 
 __all__ = ["ASRConfig", "Embedder", "TextOptions", "default_embedding_model", "embed", "extract_text", "lexical",
            "text_unavailable", "transcribe"]
@@ -70,15 +70,8 @@ def embed(texts: list[str], path: str, device: str = "cpu") -> np.ndarray:
     """Embed ``texts`` in a *spawned* process: torch's OpenMP runtime next to xgboost's made every boosting
     round ~100x slower here (70 ms instead of 0.5 ms), so torch never enters the main process."""
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-        try:
-            return pool.submit(_encode_in_worker, path, device, texts).result()
-        except MissingDependencyError:
-            raise
-        except Exception as exc:
-            if "MissingDependencyError" in repr(exc):
-                raise MissingDependencyError(str(exc)) from exc
-            raise
+    with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool, worker_errors():
+        return pool.submit(_encode_in_worker, path, device, texts).result()
 
 
 class Embedder:

@@ -16,6 +16,7 @@ Every verdict carries human-readable reasons, most important first.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 
 from blindcheck import stats
@@ -77,10 +78,10 @@ def _modality_line(sep: SeparabilityResult) -> tuple[str | None, str | None]:
     ranked = sorted(mods, key=lambda m: (round(m.auc, 3), m.modality == "text", shares.get(m.modality, 0.0)),
                     reverse=True)
     top = ranked[0]
-    several = {m.modality for m in mods if sum(n.modality == m.modality for n in mods) > 1}
+    models_of = Counter(m.modality for m in mods)
 
     def label(m) -> str:  # a modality with more than one model (xgboost and TF-IDF on text) names the model
-        return m.name if m.modality in several else m.modality
+        return m.name if models_of[m.modality] > 1 else m.modality
 
     others = "; ".join(f"{label(m)} {m.auc:.2f}" for m in ranked[1:])
     line = (f"{top.modality} features alone separate the sides: AUC {top.auc:.2f} "
