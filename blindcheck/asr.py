@@ -246,7 +246,7 @@ def _asr_init(cfg: dict, threads: int) -> None:
 def max_tokens(speech_s: float, n_clips: int) -> int:
     """Tokens a decoding may emit per 30 s chunk: ample for speech (~4-5 tokens per second with punctuation
     and timestamps, so 10 per second and 4 per clip), and a bound on the damage of a decoding loop (one 0.5 s
-    clip once gave "... see you in the next video" forty times). Whisper's own limit is 224."""
+    clip once gave "... see you in the next video" over and over, ~200 words). Whisper's own limit is 224."""
     return int(min(224, math.ceil(16 + 10 * min(speech_s, 30.0) + 4 * n_clips)))
 
 
