@@ -21,9 +21,10 @@ from blindcheck.cache import write_parquet_atomic
 from blindcheck.errors import BlindcheckError
 from blindcheck.extract import ExtractionResult, ProgressFn, extract_features, write_outputs
 from blindcheck.manifest import Manifest, ManifestOptions, load_manifest
+from blindcheck.separability import ProgressFn as ClassifierProgressFn
 from blindcheck.separability import SeparabilityResult, run_separability
 from blindcheck.settings import Settings, load_settings
-from blindcheck.verdict import Verdict, decide
+from blindcheck.verdict import Failures, Verdict, decide
 
 SCHEMA = "blindcheck.result/1"
 
@@ -64,11 +65,14 @@ class CheckResult:
                 "clips_failed": int(ext.stats["failed"]),
                 "features": {m: len(ext.feature_columns(m)) for m in ext.modalities},
                 "errors_by_stage": ext.errors.groupby("stage")["id"].nunique().to_dict() if len(ext.errors) else {},
+                "failed_by_side": self.verdict.failures,
             },
             "verdict": self.verdict.to_dict(),
             "cv": {"folds": sep.folds, "repeats": sep.repeats, "group_by": sep.group_by,
                    "fpr_resolution": sep.fpr_resolution, "clips": int(len(sep.labels)),
-                   "members": int(sep.labels.sum()), "nonmembers": int((1 - sep.labels).sum())},
+                   "members": int(sep.labels.sum()), "nonmembers": int((1 - sep.labels).sum()),
+                   "groups": sep.n_groups},
+            "family_test": sep.family.to_dict() if sep.family else None,
             "models": [m.to_dict() for m in sep.models],
             "modality_shares": sep.modality_shares(),
             "top_features": sep.top_features.to_dict("records"),
@@ -115,6 +119,7 @@ def check(
     manifest_options: ManifestOptions | None = None,
     progress: ProgressFn | None = None,
     text_options: Any = None,
+    classifier_progress: ClassifierProgressFn | None = None,
     **overrides: Any,
 ) -> CheckResult:
     """Run extraction (cached), blind separability and the verdict.
@@ -122,7 +127,8 @@ def check(
     ``settings`` defaults to ``[tool.blindcheck]`` of the nearest pyproject.toml over the defaults; keyword
     ``overrides`` (e.g. ``group_by="speaker"``, ``tolerated_auc=0.55``) take precedence. With ``out``, writes
     ``result.json``, ``blind_scores.parquet`` and the extraction outputs there. Without ``cache_dir`` the cache
-    is ``out/cache`` (or a temporary directory when there is no ``out``).
+    is ``out/cache`` (or a temporary directory when there is no ``out``). ``workers`` also bounds the threads
+    of the classifier phase; ``classifier_progress(phase, done, total, seconds_left)`` reports on it.
     """
     settings = settings.replace(**{k: v for k, v in overrides.items() if v is not None}) if settings else \
         load_settings(overrides)
@@ -148,12 +154,26 @@ def check(
     # TF-IDF reads the transcripts the text modality used (given or ASR), else the manifest's text.
     texts = feats["transcript"].to_numpy() if "transcript" in feats.columns else \
         (meta["text"].to_numpy() if "text" in meta.columns else None)
-    sep = run_separability(feats, feats["label"].to_numpy(), settings, groups=groups, texts=texts)
-    result = CheckResult(verdict=decide(sep, settings), separability=sep, extraction=ext, manifest=m,
-                         settings=settings)
+    sep = run_separability(feats, feats["label"].to_numpy(), settings, groups=groups, texts=texts,
+                           threads=workers, progress=classifier_progress)
+    result = CheckResult(verdict=decide(sep, settings, failures_by_side(m, ext)), separability=sep,
+                         extraction=ext, manifest=m, settings=settings)
     if out is not None:
         write_results(result, out)
     return result
+
+
+def failures_by_side(m: Manifest, ext: ExtractionResult) -> Failures:
+    """Clips left out (missing, unreadable, failed analysis) counted per side, against each side's total."""
+    labels = m.table.set_index("id")["label"]
+    missing = m.missing.set_index("id")["label"] if "label" in m.missing.columns else labels.iloc[:0]
+    failed = set(ext.errors["id"]) if len(ext.errors) else set()
+    failed_labels = [int(missing[i]) if i in missing.index else int(labels[i]) for i in failed
+                     if i in missing.index or i in labels.index]
+    members_total = int((labels == 1).sum() + (missing == 1).sum())
+    nonmembers_total = int((labels == 0).sum() + (missing == 0).sum())
+    return Failures(members_failed=sum(failed_labels), members_total=members_total,
+                    nonmembers_failed=len(failed_labels) - sum(failed_labels), nonmembers_total=nonmembers_total)
 
 
 def write_results(result: CheckResult, out: str | os.PathLike) -> dict[str, Path]:
@@ -177,11 +197,18 @@ def format_summary(result: CheckResult) -> str:
              f"{sep.folds}-fold CV x {sep.repeats}" + (f", grouped by {sep.group_by}" if sep.group_by else ""),
              "",
              f"  {'model':<22} {'AUC':>5} {f'{100 * (1 - result.settings.alpha):.0f}% CI':>13} {'TPR@1%':>7} "
-             f"{'TPR@0.1%':>9} {'bal.acc':>7} {'p (raw)':>8}"]
+             f"{'TPR@0.1%':>9} {'isolated':>9} {'bal.acc':>7} {'p (own)':>8}"]
     for mr in sorted(sep.models, key=lambda x: -x.auc):
+        iso = max(mr.isolation_members, mr.isolation_nonmembers)
+        side = "m" if mr.isolation_members >= mr.isolation_nonmembers else "n"
         lines.append(f"  {mr.name:<22} {mr.auc:>5.2f} {f'[{mr.ci_low:.2f}, {mr.ci_high:.2f}]':>13} "
                      f"{100 * mr.tpr_at_1pct_fpr:>6.0f}% {100 * mr.tpr_at_01pct_fpr:>8.0f}% "
-                     f"{mr.balanced_accuracy:>7.2f} {mr.p_value:>8.4f}")
+                     f"{100 * iso:>6.0f}% {side} {mr.balanced_accuracy:>7.2f} {mr.p_value:>8.4f}")
+    if sep.family is not None:
+        f = sep.family
+        lines.append(f"  family-wise over {len(sep.models)} models: AUC p = {f.p_auc:.4f}, isolated subset p = "
+                     f"{f.p_isolation:.4f} ({f.method}; smallest possible p {f.p_floor:.4f})")
+    lines.append("  (isolated: share of members (m) or non-members (n) scored beyond all but 1% of the other side)")
     if sep.fpr_resolution > 0.001:
         lines.append(f"  (with {int((1 - sep.labels).sum())} non-members the finest FPR is "
                      f"{100 * sep.fpr_resolution:.2f}%: TPR@0.1% is TPR at zero false positives)")
@@ -216,7 +243,10 @@ def format_summary(result: CheckResult) -> str:
 def gate_line(result: CheckResult) -> str:
     """One machine-readable JSON line for ``blindcheck gate``."""
     v = result.verdict
-    return json.dumps(_clean({"verdict": v.status, "best_model": v.best_model, "auc": round(v.best_auc, 4),
-                              "lower_bound": round(v.lower_bound, 4), "p": v.family_p,
-                              "required_n": v.required_n, "top_modality": v.top_modality,
-                              "reason": v.reasons[0] if v.reasons else ""}))
+    sub = v.subset or {}
+    return json.dumps(_clean({"verdict": v.status, "criteria": v.criteria, "best_model": v.best_model,
+                              "auc": round(v.best_auc, 4), "lower_bound": round(v.lower_bound, 4),
+                              "upper_bound": round(v.upper_bound, 4), "p": v.family_p,
+                              "subset_share": sub.get("share"), "subset_side": sub.get("side"),
+                              "subset_p": sub.get("family_p"), "required_n": v.required_n,
+                              "top_modality": v.top_modality, "reason": v.reasons[0] if v.reasons else ""}))

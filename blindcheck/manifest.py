@@ -355,6 +355,7 @@ def _normalise(
             {
                 "id": df["id"].iloc[missing_rows].to_numpy(),
                 "path": df["path"].iloc[missing_rows].to_numpy(),
+                "label": df["label"].iloc[missing_rows].to_numpy(),
                 "stage": "manifest",
                 "message": "audio file not found",
             }

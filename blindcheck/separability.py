@@ -15,29 +15,66 @@ Models, all scored out of fold (no clip is ever scored by a model that saw it):
 Stratified k-fold (grouped when asked), repeated with fresh seeds when the sample is small; a clip's blind
 score is the mean of its out-of-fold scores over the repeats. Above ``max_train_rows`` training rows, each
 fold trains on a stratified subsample (every clip is still scored).
+
+Statistics: every model's AUC with a DeLong interval (cluster-robust, Obuchowski, when groups are given), and
+one family-wise permutation test over all models and two criteria — the best AUC and the largest *isolated
+subset* of one side (see :mod:`blindcheck.permutation`). The best model is chosen by one rule,
+:func:`best_model`, wherever a "best" is needed.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
-import pandas as pd
+# xgboost's and BLAS's OpenMP threads spin while they wait; on a machine busy with other work that made the
+# classifier 20-28x slower. Passive waiting must be set before the OpenMP runtime starts (xgboost is imported
+# lazily below, after this line).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from blindcheck import stats
-from blindcheck.errors import BlindcheckError
-from blindcheck.settings import Settings
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from blindcheck import permutation, stats  # noqa: E402
+from blindcheck.errors import BlindcheckError  # noqa: E402
+from blindcheck.settings import Settings  # noqa: E402
 
 KEY_COLUMNS = {"id", "label", "content_hash"}
+XGBOOST, LOGREG, TFIDF = "xgboost", "logreg", "tfidf"
+ALL = "all"  # the modality of models fitted on every feature
+ProgressFn = Callable[[str, int, int, float | None], None]  # phase, done, total, seconds left (estimate)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A blind model: its kind (xgboost, logreg, tfidf) and the modality it sees ("all" for every feature)."""
+
+    kind: str
+    modality: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}:{self.modality}"
+
+
+def available_threads(limit: int | None = None) -> int:
+    """Cores this process may use (its CPU affinity), at most ``limit``."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, limit) if limit else cores)
 
 
 @dataclass
 class ModelResult:
     name: str  # e.g. "xgboost:recording"
     modality: str  # "all", a modality name, or "text"
+    kind: str  # "xgboost", "logreg" or "tfidf"
     n_features: int
     auc: float
     ci_low: float
@@ -46,13 +83,56 @@ class ModelResult:
     tpr_at_1pct_fpr: float
     tpr_at_01pct_fpr: float
     balanced_accuracy: float
-    p_value: float
+    p_value: float  # this model's own p-value of AUC > 0.5 (no correction for choosing it; see the family test)
     p_method: str
     scores: np.ndarray = field(repr=False)
+    ci_df: int | None = None  # degrees of freedom of a cluster-robust interval (t quantile); None: normal
+    isolation_members: float = math.nan  # TPR at FPR <= 1%: share of members isolated at the top
+    isolation_nonmembers: float = math.nan  # TNR at FNR <= 1%: share of non-members isolated at the bottom
 
     def to_dict(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k != "scores"}
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
+
+
+def best_model(models: list[ModelResult]) -> ModelResult:
+    """The one rule for "the best blind model": the highest AUC; ties (to 1e-9) go to the smaller standard
+    error, then to the name in alphabetical order. Every consumer (verdict, reasons, refits, result.json,
+    blind_scores.parquet) uses this function."""
+    if not models:
+        raise BlindcheckError("no blind model was fitted")
+    top = max(m.auc for m in models)
+    tied = [m for m in models if m.auc >= top - 1e-9]
+    return min(tied, key=lambda m: (m.se if math.isfinite(m.se) else math.inf, m.name))
+
+
+@dataclass
+class SubsetFinding:
+    """The largest share of one side that a blind model isolates at <= 1% error on the other side."""
+
+    model: str
+    side: str  # "members" or "nonmembers"
+    rate: float  # TPR (members) or TNR (non-members) at the 1% operating point
+    n_side: int
+    n_isolated: int
+    fpr: float
+    ids: list = field(repr=False, default_factory=list)
+    features: list[dict] = field(default_factory=list)  # what the isolated clips share
+
+    @property
+    def share(self) -> float:
+        """Estimated share of the side that is separable: the rate less what the other side's error rate lets
+        through by chance, f = (rate - fpr) / (1 - fpr)."""
+        return max(0.0, (self.rate - self.fpr) / (1 - self.fpr))
+
+    def share_bounds(self, level: float) -> tuple[float, float]:
+        lo, hi = stats.wilson(self.rate * self.n_side, self.n_side, level)
+        return max(0.0, (lo - self.fpr) / (1 - self.fpr)), max(0.0, (hi - self.fpr) / (1 - self.fpr))
+
+    def to_dict(self) -> dict:
+        d = {k: v for k, v in self.__dict__.items() if k != "ids"}
+        d["share"] = self.share
+        return d
 
 
 @dataclass
@@ -70,16 +150,19 @@ class SeparabilityResult:
     seed: int
     group_by: str | None
     fpr_resolution: float
+    family: permutation.FamilyTest | None = None
+    subset: SubsetFinding | None = None
+    n_groups: dict | None = None  # {"total", "members_only", "nonmembers_only", "mixed"} with groups
 
     def model(self, name: str) -> ModelResult:
         return next(m for m in self.models if m.name == name)
 
     @property
     def best(self) -> ModelResult:
-        return max(self.models, key=lambda m: (m.auc, -len(m.name)))
+        return best_model(self.models)
 
     def modality_models(self) -> list[ModelResult]:
-        return [m for m in self.models if m.modality != "all"]
+        return [m for m in self.models if m.modality != ALL]
 
     def modality_shares(self) -> dict[str, float]:
         if self.attributions.empty:
@@ -109,11 +192,11 @@ class _XGB:
     ``QuantileDMatrix`` (the hist method's own input; building a plain DMatrix cost 0.75 s per fit at 20k x 500),
     predictions use ``inplace_predict``. NaN is xgboost's missing value."""
 
-    def __init__(self, settings: Settings, seed: int):
+    def __init__(self, settings: Settings, seed: int, threads: int = 1):
         self.rounds = settings.xgb_trees
         self.params = {
             "objective": "binary:logistic", "max_depth": settings.xgb_depth, "eta": 0.1, "subsample": 0.8,
-            "colsample_bytree": 0.5, "max_bin": 32, "tree_method": "hist", "nthread": os.cpu_count() or 1,
+            "colsample_bytree": 0.5, "max_bin": 32, "tree_method": "hist", "nthread": threads,
             "seed": seed, "verbosity": 0,
         }
 
@@ -205,17 +288,39 @@ def _subsample(train: np.ndarray, y: np.ndarray, limit: int, rng: np.random.Gene
     return np.sort(keep)
 
 
+def _plan(cols: list[str], use_text: bool) -> list[tuple[ModelSpec, list[int]]]:
+    """The models to fit, each with the feature columns it sees."""
+    plan: list[tuple[ModelSpec, list[int]]] = []
+    modalities = sorted({modality_of(c) for c in cols})
+    if cols:
+        everything = list(range(len(cols)))
+        if len(modalities) > 1:
+            plan.append((ModelSpec(XGBOOST, ALL), everything))
+            for mod in modalities:
+                plan.append((ModelSpec(XGBOOST, mod), [i for i, c in enumerate(cols) if modality_of(c) == mod]))
+        else:
+            plan.append((ModelSpec(XGBOOST, modalities[0]), everything))
+        plan.append((ModelSpec(LOGREG, ALL), everything))
+    if use_text:
+        plan.append((ModelSpec(TFIDF, "text"), []))
+    return plan
+
+
 def run_separability(
     table: pd.DataFrame,
     labels: np.ndarray,
     settings: Settings,
     groups: np.ndarray | None = None,
     texts: np.ndarray | None = None,
+    threads: int | None = None,
+    progress: ProgressFn | None = None,
 ) -> SeparabilityResult:
     """Cross-validated blind classifiers on ``table``; see the module docstring.
 
     ``table``: one row per clip with ``<modality>.<feature>`` columns (and optionally ``id``);
     ``labels``: 1 member / 0 non-member, shape (n,); ``groups``: shape (n,) or None; ``texts``: shape (n,) or None.
+    ``threads``: cores for xgboost and BLAS (default: every core this process may use); ``progress`` is called
+    as ``progress(phase, done, total, seconds_left)`` during the cross-validation and the refits.
     """
     y = np.asarray(labels).astype(int)
     n = len(y)
@@ -225,97 +330,197 @@ def run_separability(
         raise BlindcheckError("only one class present; separability needs members and non-members")
     cols = feature_columns(table)
     X = table[cols].to_numpy(dtype=np.float32) if cols else np.zeros((n, 0), np.float32)
-    modalities = sorted({modality_of(c) for c in cols})
     use_text = texts is not None and np.mean([bool(str(t).strip()) for t in texts]) >= settings.text_min_coverage
     if not cols and not use_text:
         raise BlindcheckError("no features to classify: the table has no <modality>.<feature> columns")
     repeats = settings.repeats or int(min(5, max(1, math.ceil(2000 / n))))
-    plan: list[tuple[str, str, list[int]]] = []
-    if cols:
-        plan.append(("xgboost:all", "all", list(range(len(cols)))))
-        if len(modalities) > 1:
-            for mod in modalities:
-                plan.append((f"xgboost:{mod}", mod, [i for i, c in enumerate(cols) if modality_of(c) == mod]))
-        else:
-            plan[0] = (f"xgboost:{modalities[0]}", modalities[0], plan[0][2])
-        plan.append(("logreg:all", "all", list(range(len(cols)))))
-    if use_text:
-        plan.append(("tfidf:text", "text", []))
+    plan = _plan(cols, use_text)
     text_arr = np.array([str(t) for t in texts]) if use_text else None
+    groups = None if groups is None else np.asarray(groups).astype(str)
+    threads = available_threads(threads)
+
+    from threadpoolctl import threadpool_limits
 
     rng = np.random.default_rng(settings.seed)
-    all_name = plan[0][0] if cols else None
-    oof, (shap_sum, shap_rows), folds_used = _cross_validate(plan, X, y, text_arr, groups, settings, repeats, rng,
-                                                             shap_model=all_name)
+    with threadpool_limits(threads):
+        cv = _CV(plan, X, y, text_arr, groups, settings, repeats, threads)
+        oof, (shap_sum, shap_rows) = cv.run(y, rng, shap_model=plan[0][0] if cols else None,
+                                            progress=progress and (lambda d, t, left: progress("classifier", d, t,
+                                                                                               left)))
+        refit = None
+        if settings.refit_permutations > 0:
+            refit_rng = np.random.default_rng(settings.seed + 13)
+
+            def refit(yp: np.ndarray) -> np.ndarray:
+                o, _ = cv.run(yp, refit_rng)
+                return np.column_stack([o[spec.name].mean(axis=0) for spec, _ in plan])
+
+        scored = [(spec, len(idx), oof[spec.name].mean(axis=0)) for spec, idx in plan]
+        result = evaluate_scores(scored, y, settings, groups=groups, table=table, refit=refit,
+                                 progress=progress)
+    result.attributions = _attributions(cols, shap_sum, shap_rows)
+    result.top_features = _top_features(table, y, result.attributions, settings.top_features)
+    result.subset = _subset_finding(result.models, table, cols, y, result.ids, result.attributions)
+    result.text_terms = _text_terms(text_arr, y, settings.seed) if use_text else None
+    result.folds, result.repeats = cv.folds_used, repeats
+    return result
+
+
+def evaluate_scores(
+    scored: list[tuple[ModelSpec, int, np.ndarray]],
+    labels: np.ndarray,
+    settings: Settings,
+    groups: np.ndarray | None = None,
+    table: pd.DataFrame | None = None,
+    refit: Callable[[np.ndarray], np.ndarray] | None = None,
+    progress: ProgressFn | None = None,
+) -> SeparabilityResult:
+    """Metrics of every model's out-of-fold scores and the family-wise test over all of them.
+
+    ``scored``: (model, number of features, scores of shape (n,)) per model; ``refit(labels) -> (n, m)`` re-runs
+    the cross-validation on relabelled clips (the refit permutation test, when ``settings.refit_permutations``).
+    Feature summaries (attributions, top features) are left empty; :func:`run_separability` fills them.
+    """
+    y = np.asarray(labels).astype(int)
+    n = len(y)
+    groups = None if groups is None else np.asarray(groups).astype(str)
     results = []
-    for name, mod, idx in plan:
-        s = oof[name].mean(axis=0)
-        a, lo, hi, se = stats.auc_ci(y, s, 1 - settings.alpha, settings.bootstrap, np.random.default_rng(settings.seed))
-        p, method = stats.permutation_pvalue(y, s, settings.permutations, np.random.default_rng(settings.seed + 7))
+    for spec, n_features, s in scored:
+        s = np.asarray(s, dtype=float)
+        a, lo, hi, se = stats.auc_ci(y, s, 1 - settings.alpha, settings.bootstrap,
+                                     np.random.default_rng(settings.seed), groups=groups)
         pred = s >= 0.5
         bacc = 0.5 * (pred[y == 1].mean() + (~pred[y == 0]).mean())
         results.append(ModelResult(
-            name=name, modality=mod, n_features=len(idx) if name != "tfidf:text" else 0, auc=a, ci_low=lo, ci_high=hi,
-            se=se, tpr_at_1pct_fpr=stats.tpr_at_fpr(y, s, 0.01), tpr_at_01pct_fpr=stats.tpr_at_fpr(y, s, 0.001),
-            balanced_accuracy=float(bacc), p_value=p, p_method=method, scores=s,
+            name=spec.name, modality=spec.modality, kind=spec.kind, n_features=n_features, auc=a, ci_low=lo,
+            ci_high=hi, se=se, tpr_at_1pct_fpr=stats.tpr_at_fpr(y, s, 0.01),
+            tpr_at_01pct_fpr=stats.tpr_at_fpr(y, s, 0.001), balanced_accuracy=float(bacc), p_value=math.nan,
+            p_method="", scores=s,
+            ci_df=(len(np.unique(groups)) - 1) if groups is not None and settings.bootstrap <= 0 else None,
+            isolation_members=stats.tpr_at_fpr(y, s, permutation.FPR_TARGET),
+            isolation_nonmembers=stats.tpr_at_fpr(1 - y, -s, permutation.FPR_TARGET),
         ))
-
-    best = max(results, key=lambda m: m.auc)
-    if settings.refit_permutations > 0:
-        _refit_pvalue(best, next(p for p in plan if p[0] == best.name), X, y, text_arr, groups, settings, repeats)
-    attributions = _attributions(cols, shap_sum, shap_rows)
-    top = _top_features(table, y, attributions, settings.top_features)
-    gtable = _group_table(y, groups, best.scores) if groups is not None else None
-    terms = _text_terms(text_arr, y, settings.seed) if use_text else None
+    scores = np.column_stack([m.scores for m in results])
+    prng = np.random.default_rng(settings.seed + 7)
+    if refit is not None and settings.refit_permutations > 0:
+        family = permutation.refit_permutation_test(
+            scores, y, groups, settings.refit_permutations, prng, refit,
+            progress=progress and _eta(lambda d, t, left: progress("refit permutations", d, t, left)))
+    else:
+        family = permutation.score_permutation_test(
+            scores, y, groups, settings.permutations, prng,
+            min_permutations=max(199, permutation.smallest_permutations(settings.alpha)))
+    for mr, p in zip(results, family.model_p, strict=True):
+        mr.p_value, mr.p_method = p, family.method
+    best = best_model(results)
+    ids = table["id"].to_numpy() if table is not None and "id" in table else np.arange(n)
+    empty_attr = pd.DataFrame(columns=["feature", "modality", "mean_abs_shap", "share"])
     return SeparabilityResult(
-        models=results, ids=table["id"].to_numpy() if "id" in table else np.arange(n), labels=y, groups=groups,
-        attributions=attributions, top_features=top, group_table=gtable, text_terms=terms, folds=folds_used,
-        repeats=repeats, seed=settings.seed, group_by=settings.group_by, fpr_resolution=1.0 / int((y == 0).sum()),
+        models=results, ids=ids, labels=y, groups=groups, attributions=empty_attr, top_features=pd.DataFrame(),
+        group_table=_group_table(y, groups, best.scores) if groups is not None else None, text_terms=None,
+        folds=settings.folds, repeats=settings.repeats or 1, seed=settings.seed, group_by=settings.group_by,
+        fpr_resolution=1.0 / int((y == 0).sum()), family=family,
+        subset=_subset_finding(results, table if table is not None else pd.DataFrame(), [], y, ids),
+        n_groups=_group_counts(y, groups) if groups is not None else None,
     )
 
 
-def _cross_validate(plan, X, y, text_arr, groups, settings: Settings, repeats: int, rng: np.random.Generator,
-                    shap_model: str | None = None):
-    """Out-of-fold scores, shape (repeats, n), of every model in ``plan``; SHAP sums of ``shap_model``."""
-    n = len(y)
-    oof = {name: np.zeros((repeats, n)) for name, _, _ in plan}
-    shap_sum, shap_rows = np.zeros(X.shape[1]), 0
-    folds_used = settings.folds
-    for r in range(repeats):
-        seed = settings.seed + 1000 * r
-        splits = _splits(y, groups, settings.folds, seed)
-        folds_used = len(splits)
-        for train, test in splits:
-            train = _subsample(train, y, settings.max_train_rows, rng)
-            for name, _mod, idx in plan:
-                if name == "tfidf:text":
-                    model = _tfidf(seed).fit(text_arr[train], y[train])
-                    oof[name][r, test] = model.predict_proba(text_arr[test])[:, 1]
-                elif name.startswith("xgboost"):
-                    model = _XGB(settings, seed).fit(X[np.ix_(train, idx)], y[train])
-                    xt = X[np.ix_(test, idx)]
-                    oof[name][r, test] = model.predict_proba1(xt)
-                    if name == shap_model and r == 0:
-                        shap_sum, shap_rows = _accumulate_shap(model, xt, shap_sum, shap_rows, rng)
-                else:
-                    model = _logreg(settings, seed).fit(X[np.ix_(train, idx)], y[train])
-                    oof[name][r, test] = model.predict_proba(X[np.ix_(test, idx)])[:, 1]
-    return oof, (shap_sum, shap_rows), folds_used
+def _eta(report: Callable[[int, int, float | None], None]) -> Callable[[int, int], None]:
+    """Wrap ``report(done, total, seconds_left)`` into a ``(done, total)`` callback that estimates the time left."""
+    start = time.monotonic()
+
+    def update(done: int, total: int) -> None:
+        el = time.monotonic() - start
+        report(done, total, el / done * (total - done) if done else None)
+
+    return update
 
 
-def _refit_pvalue(best: ModelResult, plan_item, X, y, text_arr, groups, settings: Settings, repeats: int) -> None:
-    """Replace the best model's p-value by a full-refit permutation test (Ojala & Garriga 2010, test 1):
-    the whole cross-validation is re-run on randomly relabelled clips, so the null distribution includes
-    everything the classifier can learn from the data's structure (clusters of near-identical clips, which
-    make the cheaper score-permutation p-value too small)."""
-    rng = np.random.default_rng(settings.seed + 11)
-    hits = 0
-    for _ in range(settings.refit_permutations):
-        yp = rng.permutation(y)
-        oof, _, _ = _cross_validate([plan_item], X, yp, text_arr, groups, settings, repeats, rng)
-        hits += stats.auc(yp, oof[plan_item[0]].mean(axis=0)) >= best.auc - 1e-12
-    best.p_value = (1 + hits) / (1 + settings.refit_permutations)
-    best.p_method = f"refit permutation ({settings.refit_permutations} full cross-validations on relabelled clips)"
+class _CV:
+    """Out-of-fold scores of every model in ``plan`` under a given label vector (the observed one, or a
+    relabelling for the refit permutation test)."""
+
+    def __init__(self, plan, X, y, text_arr, groups, settings: Settings, repeats: int, threads: int):
+        self.plan, self.X, self.text_arr, self.groups = plan, X, text_arr, groups
+        self.settings, self.repeats, self.threads = settings, repeats, threads
+        self.folds_used = settings.folds
+
+    def run(self, y: np.ndarray, rng: np.random.Generator, shap_model: ModelSpec | None = None,
+            progress: Callable[[int, int, float | None], None] | None = None):
+        """Out-of-fold scores, shape (repeats, n), per model name; SHAP sums of ``shap_model``."""
+        settings, X = self.settings, self.X
+        n = len(y)
+        oof = {spec.name: np.zeros((self.repeats, n)) for spec, _ in self.plan}
+        shap_sum, shap_rows = np.zeros(X.shape[1]), 0
+        tick = _eta(progress) if progress else None
+        done, total = 0, None
+        for r in range(self.repeats):
+            seed = settings.seed + 1000 * r
+            splits = _splits(y, self.groups, settings.folds, seed)
+            self.folds_used = len(splits)
+            total = total or self.repeats * len(splits) * len(self.plan)
+            for train, test in splits:
+                train = _subsample(train, y, settings.max_train_rows, rng)
+                for spec, idx in self.plan:
+                    if spec.kind == TFIDF:
+                        model = _tfidf(seed).fit(self.text_arr[train], y[train])
+                        oof[spec.name][r, test] = model.predict_proba(self.text_arr[test])[:, 1]
+                    elif spec.kind == XGBOOST:
+                        model = _XGB(settings, seed, self.threads).fit(X[np.ix_(train, idx)], y[train])
+                        xt = X[np.ix_(test, idx)]
+                        oof[spec.name][r, test] = model.predict_proba1(xt)
+                        if spec == shap_model and r == 0:
+                            shap_sum, shap_rows = _accumulate_shap(model, xt, shap_sum, shap_rows, rng)
+                    else:
+                        model = _logreg(settings, seed).fit(X[np.ix_(train, idx)], y[train])
+                        oof[spec.name][r, test] = model.predict_proba(X[np.ix_(test, idx)])[:, 1]
+                    done += 1
+                    if tick:
+                        tick(done, total)
+        return oof, (shap_sum, shap_rows)
+
+
+def _group_counts(y: np.ndarray, groups: np.ndarray) -> dict:
+    df = pd.DataFrame({"g": groups, "y": y}).groupby("g")["y"].agg(["sum", "count"])
+    members_only = int((df["sum"] == df["count"]).sum())
+    nonmembers_only = int((df["sum"] == 0).sum())
+    return {"total": len(df), "members_only": members_only, "nonmembers_only": nonmembers_only,
+            "mixed": len(df) - members_only - nonmembers_only,
+            "with_members": int((df["sum"] > 0).sum()), "with_nonmembers": int((df["sum"] < df["count"]).sum())}
+
+
+def _subset_finding(results: list[ModelResult], table: pd.DataFrame, cols: list[str], y: np.ndarray,
+                    ids: np.ndarray, attributions: pd.DataFrame | None = None, k: int = 3) -> SubsetFinding:
+    """The (model, side) that isolates the largest share of one side, the clips it isolates, and the features
+    that set those clips apart from the other side."""
+    fpr = permutation.FPR_TARGET
+    cands = [(m.isolation_members, 0, "members", m) for m in results] + \
+            [(m.isolation_nonmembers, 1, "nonmembers", m) for m in results]
+    rate, _, side, m = max(cands, key=lambda c: (c[0], -c[1], -c[3].auc))
+    on_side = (y == 1) if side == "members" else (y == 0)
+    s = m.scores if side == "members" else -m.scores
+    other = s[~on_side]
+    allowed = int(math.floor(fpr * len(other) + 1e-9))
+    # the threshold: isolated clips score above every other-side clip but the ``allowed`` highest
+    thr = np.sort(other)[::-1][allowed] if allowed < len(other) else -np.inf
+    isolated = on_side & (s > thr)
+    feats = []
+    if isolated.sum() >= 2 and cols:
+        for c in cols:
+            v = table[c].to_numpy(dtype=float)
+            a, b = v[isolated], v[~on_side]
+            a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+            if len(a) < 2 or len(b) < 2:
+                continue
+            yy = np.r_[np.ones(len(a)), np.zeros(len(b))]
+            auc = stats.auc(yy, np.r_[a, b])
+            feats.append({"feature": c, "isolated_median": float(np.median(a)), "other_median": float(np.median(b)),
+                          "auc": float(auc)})
+        # features that separate equally well (to two decimals) are ranked by the combined model's attributions
+        rank = {f: i for i, f in enumerate(attributions["feature"])} if attributions is not None else {}
+        feats.sort(key=lambda f: (-round(abs(f["auc"] - 0.5), 2), rank.get(f["feature"], len(rank))))
+    return SubsetFinding(model=m.name, side=side, rate=float(rate), n_side=int(on_side.sum()),
+                         n_isolated=int(isolated.sum()), fpr=fpr, ids=list(ids[isolated]), features=feats[:k])
 
 
 def _accumulate_shap(model: _XGB, xt: np.ndarray, total: np.ndarray, rows: int, rng: np.random.Generator):
@@ -364,6 +569,7 @@ def _top_features(table: pd.DataFrame, y: np.ndarray, attributions: pd.DataFrame
 
 
 def _group_table(y: np.ndarray, groups: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
+    """Per group: size, clips per side and the blind AUC inside the group (where it holds both sides)."""
     rows = []
     for g in pd.unique(groups):
         sel = groups == g

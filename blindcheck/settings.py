@@ -17,9 +17,11 @@ from blindcheck.errors import BlindcheckError
 @dataclass(frozen=True)
 class Settings:
     # verdict
-    alpha: float = 0.05  # significance level of the permutation test (family-wise, over the models compared)
-    tolerated_auc: float = 0.60  # blind AUC a user accepts; "confounded" needs the CI's lower bound above it
-    power: float = 0.80  # power asked for before a "clean" verdict is given
+    alpha: float = 0.05  # family-wise error rate, over the models and the two criteria compared
+    tolerated_auc: float = 0.60  # blind AUC a user accepts: "confounded" needs the lower bound above it, "clean"
+    #                              every model's upper bound below it
+    tolerated_share: float = 0.10  # share of one side a blind model may isolate at 1% error on the other side
+    power: float = 0.80  # power the sample-size advice aims at
     # cross-validation
     folds: int = 5
     repeats: int | None = None  # None: ceil(2000 / n), between 1 and 5
@@ -27,7 +29,7 @@ class Settings:
     max_train_rows: int = 20_000  # training rows per fold above which a stratified subsample is used
     # statistics
     permutations: int = 2000  # label permutations of the out-of-fold scores
-    refit_permutations: int = 0  # >0: the best model's p-value from this many full CV re-runs on relabelled clips
+    refit_permutations: int = 0  # >0: the family-wise p-value from this many full CV re-runs on relabelled clips
     bootstrap: int = 0  # >0: stratified bootstrap CI with this many resamples instead of DeLong
     seed: int = 0
     # models
@@ -46,8 +48,24 @@ class Settings:
             raise BlindcheckError(f"power must be in (0, 1), not {self.power}")
         if self.folds < 2:
             raise BlindcheckError(f"folds must be at least 2, not {self.folds}")
+        if not 0 < self.tolerated_share < 1:
+            raise BlindcheckError(f"tolerated share must be in (0, 1), not {self.tolerated_share}")
+        from blindcheck.permutation import smallest_permutations
+
+        need = smallest_permutations(self.alpha)
         if self.permutations < 99:
             raise BlindcheckError(f"permutations must be at least 99, not {self.permutations}")
+        if self.permutations < need:
+            raise BlindcheckError(
+                f"permutations = {self.permutations} cannot give a p-value <= alpha = {self.alpha} (the smallest "
+                f"p-value of R relabellings is 1/(R+1)); use at least {need}")
+        if 0 < self.refit_permutations < need:
+            raise BlindcheckError(
+                f"refit-permutations = {self.refit_permutations} cannot give a p-value <= alpha = {self.alpha} "
+                f"(the smallest p-value of R relabellings is 1/(R+1) = {1 / (self.refit_permutations + 1):.3g}); "
+                f"use at least {need}")
+        if self.refit_permutations < 0:
+            raise BlindcheckError(f"refit-permutations must be 0 (off) or positive, not {self.refit_permutations}")
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

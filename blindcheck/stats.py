@@ -37,24 +37,75 @@ def delong(y: np.ndarray, s: np.ndarray) -> tuple[float, float]:
     return float(a), float(math.sqrt(max(var, 0.0)))
 
 
+def delong_clustered(y: np.ndarray, s: np.ndarray, groups: np.ndarray) -> tuple[float, float, int]:
+    """AUC, its cluster-robust standard error and the number of clusters (Obuchowski 1997).
+
+    Clips of one group (a speaker, a session) are not independent: the structural components of DeLong's
+    estimator are summed per cluster and their variance taken across clusters, so that K clusters, not n
+    clips, carry the information. With one clip per cluster it reduces to DeLong's variance (up to K/(K-1)).
+    """
+    y = np.asarray(y).astype(bool)
+    s = np.asarray(s, dtype=float)
+    codes = np.unique(np.asarray(groups).astype(str), return_inverse=True)[1]
+    k = int(codes.max()) + 1 if len(codes) else 0
+    m, n = int(y.sum()), int((~y).sum())
+    if m < 2 or n < 2 or k < 2:
+        return auc(y, s), math.nan, k
+    tz = rankdata(s)
+    v10 = (tz[y] - rankdata(s[y])) / n  # each member's share of non-members it outranks
+    v01 = 1.0 - (tz[~y] - rankdata(s[~y])) / m  # each non-member's share of members that outrank it
+    a = float(v10.mean())
+    c10 = np.bincount(codes[y], v10, k) - np.bincount(codes[y], minlength=k) * a
+    c01 = np.bincount(codes[~y], v01, k) - np.bincount(codes[~y], minlength=k) * a
+    f = k / (k - 1)
+    var = f * ((c10 ** 2).sum() / m ** 2 + (c01 ** 2).sum() / n ** 2 + 2 * (c10 * c01).sum() / (m * n))
+    return a, float(math.sqrt(max(var, 0.0))), k
+
+
+def quantile(level: float, df: int | None = None) -> float:
+    """The one-sided ``level`` quantile of the normal distribution, or of Student's t with ``df`` degrees of
+    freedom (cluster-robust intervals over few clusters)."""
+    if df is None:
+        return float(norm.ppf(level))
+    from scipy.stats import t
+
+    return float(t.ppf(level, max(df, 1)))
+
+
 def auc_ci(y: np.ndarray, s: np.ndarray, level: float = 0.95, bootstrap: int = 0,
-           rng: np.random.Generator | None = None) -> tuple[float, float, float, float]:
+           rng: np.random.Generator | None = None, groups: np.ndarray | None = None
+           ) -> tuple[float, float, float, float]:
     """AUC, lower and upper bound of a two-sided ``level`` interval, and the standard error.
 
-    DeLong by default; with ``bootstrap > 0`` a stratified percentile bootstrap of that many resamples.
+    DeLong by default (cluster-robust, with a t quantile on K-1 degrees of freedom, when ``groups`` is given);
+    with ``bootstrap > 0`` a stratified percentile bootstrap of that many resamples (of whole groups when
+    ``groups`` is given).
     """
-    a, se = delong(y, s)
     if bootstrap <= 0:
-        z = norm.ppf(0.5 + level / 2)
+        if groups is None:
+            a, se = delong(y, s)
+            z = norm.ppf(0.5 + level / 2)
+        else:
+            a, se, k = delong_clustered(y, s, groups)
+            z = quantile(0.5 + level / 2, k - 1)
         return a, max(0.0, a - z * se), min(1.0, a + z * se), se
     rng = rng or np.random.default_rng(0)
     y = np.asarray(y).astype(bool)
     s = np.asarray(s, float)
-    pos, neg = np.nonzero(y)[0], np.nonzero(~y)[0]
-    stats = np.empty(bootstrap)
-    for b in range(bootstrap):
-        idx = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
-        stats[b] = auc(y[idx], s[idx])
+    a = auc(y, s)
+    stats = np.full(bootstrap, np.nan)
+    if groups is None:
+        pos, neg = np.nonzero(y)[0], np.nonzero(~y)[0]
+        for b in range(bootstrap):
+            idx = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
+            stats[b] = auc(y[idx], s[idx])
+    else:
+        codes = np.unique(np.asarray(groups).astype(str), return_inverse=True)[1]
+        members_of = [np.nonzero(codes == g)[0] for g in range(codes.max() + 1)]
+        for b in range(bootstrap):
+            idx = np.concatenate([members_of[g] for g in rng.integers(0, len(members_of), len(members_of))])
+            stats[b] = auc(y[idx], s[idx])
+        stats = stats[np.isfinite(stats)]  # resamples that drew one class only
     lo, hi = np.quantile(stats, [0.5 - level / 2, 0.5 + level / 2])
     return a, float(lo), float(hi), float(stats.std(ddof=1))
 
@@ -62,6 +113,17 @@ def auc_ci(y: np.ndarray, s: np.ndarray, level: float = 0.95, bootstrap: int = 0
 def lower_bound(a: float, se: float, level: float) -> float:
     """One-sided lower confidence bound of the AUC at ``level`` (normal approximation)."""
     return max(0.0, a - norm.ppf(level) * se) if math.isfinite(se) else math.nan
+
+
+def wilson(k: float, n: int, level: float) -> tuple[float, float]:
+    """One-sided ``level`` Wilson bounds (lower, upper) of a binomial proportion k / n."""
+    if n <= 0:
+        return math.nan, math.nan
+    z = norm.ppf(level)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def tpr_at_fpr(y: np.ndarray, s: np.ndarray, fpr: float) -> float:
@@ -142,3 +204,36 @@ def required_n(a1: float, share_members: float, alpha: float, power: float, limi
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if pw(mid) < power else (lo, mid)
     return hi
+
+
+def n_to_decide(a: float, margin: float, share_members: float, q: float, power: float, deff: float = 1.0,
+                limit: int = 10_000_000) -> int:
+    """Smallest total number of clips, at the given member share, for which a one-sided bound at quantile
+    ``q`` around a true AUC ``a`` stays ``margin`` away from the estimate with probability ``power``:
+    (q + z_power) x SE(a) x sqrt(deff) <= margin, SE from Hanley & McNeil, ``deff`` the design effect of
+    clustered clips."""
+    zp = norm.ppf(power)
+    a = min(max(a, 0.5), 0.999)
+
+    def ok(n: int) -> bool:
+        n1 = max(2, round(n * share_members))
+        return (q + zp) * _hm_se(a, n1, max(2, n - n1)) * math.sqrt(deff) <= margin
+
+    lo, hi = 4, 8
+    while not ok(hi):
+        lo, hi = hi, hi * 2
+        if hi > limit:
+            return limit
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if not ok(mid) else (lo, mid)
+    return hi
+
+
+def equivalence_power(tolerated: float, n1: int, n0: int, alpha: float, deff: float = 1.0) -> float:
+    """Probability that a split whose true blind AUC is 0.5 gets an upper confidence bound (one-sided,
+    1 - ``alpha``) below ``tolerated``: the power of a "clean" decision at this size."""
+    if n1 < 2 or n0 < 2:
+        return 0.0
+    se = _hm_se(0.5, n1, n0) * math.sqrt(deff)
+    return float(norm.cdf((tolerated - 0.5) / se - norm.ppf(1 - alpha)))

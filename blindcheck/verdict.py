@@ -1,14 +1,24 @@
 """The verdict: a pure function from separability metrics and settings to clean / confounded / inconclusive.
 
-With m models compared, the best model (highest blind AUC) is judged with the family-wise corrections that
-choosing it requires (Bonferroni):
+A clean verdict is an equivalence claim, so the three verdicts are one decision on confidence bounds:
 
-- **confounded** when its permutation p-value x m < alpha *and* its one-sided lower confidence bound at
-  level 1 - alpha/m exceeds the tolerated AUC (default 0.60);
-- otherwise **inconclusive** when the sample is too small to detect a blind AUC equal to the tolerated AUC
-  with the asked power (default 80%) at level alpha/m (Hanley-McNeil variance, the split's class balance);
-  the reasons say how many clips would be needed;
-- otherwise **clean**.
+- **confounded** when the data show separability above what is tolerated, by either criterion:
+  *AUC* — the family-wise permutation p-value (max-statistic over the m models, :mod:`blindcheck.permutation`)
+  is at most alpha and the best model's one-sided lower confidence bound at level 1 - alpha/m exceeds the
+  tolerated AUC (default 0.60); *isolated subset* — the family-wise p-value of the isolation statistic is at
+  most alpha and the lower bound of the share of one side that a model isolates at 1% FPR exceeds the
+  tolerated share (default 10%); or *failures* — clips that cannot be analysed fall on one side
+  significantly (Fisher's exact test) and the difference in their shares exceeds the tolerated share;
+- **clean** only when the data rule separability out: every model's one-sided upper confidence bound at level
+  1 - alpha is below the tolerated AUC (the intersection-union test needs no correction for m), no model
+  isolates a share of either side whose upper bound reaches the tolerated share, failures do not depend on
+  the side, and the relabellings can reach alpha at all;
+- **inconclusive** in between, with the number of clips that would decide it.
+
+With grouped folds the intervals are cluster-robust and the permutations move whole groups, so the evidence is
+counted in groups, not clips. Where every group lies on one side, membership follows from the group itself:
+the grouped run can then say whether anything *beyond* the group separates the sides, never that the split
+is clean.
 
 Every verdict carries human-readable reasons, most important first.
 """
@@ -27,16 +37,53 @@ CLEAN, CONFOUNDED, INCONCLUSIVE = "clean", "confounded", "inconclusive"
 
 
 @dataclass
+class Failures:
+    """Clips left out because they could not be read, decoded or analysed, per side."""
+
+    members_failed: int
+    members_total: int
+    nonmembers_failed: int
+    nonmembers_total: int
+
+    @property
+    def p(self) -> float:
+        """Two-sided Fisher exact test of equal failure rates on the two sides."""
+        from scipy.stats import fisher_exact
+
+        if self.members_failed + self.nonmembers_failed == 0:
+            return 1.0
+        table = [[self.members_failed, self.members_total - self.members_failed],
+                 [self.nonmembers_failed, self.nonmembers_total - self.nonmembers_failed]]
+        return float(fisher_exact(table)[1])
+
+    def shares(self) -> tuple[float, float]:
+        return (self.members_failed / max(self.members_total, 1),
+                self.nonmembers_failed / max(self.nonmembers_total, 1))
+
+    def to_dict(self) -> dict:
+        m, n = self.shares()
+        return {**self.__dict__, "members_share": m, "nonmembers_share": n, "p": self.p}
+
+
+@dataclass
 class Verdict:
     status: str
     reasons: list[str]
     best_model: str
     best_auc: float
-    family_p: float
-    lower_bound: float  # simultaneous one-sided lower confidence bound of the best AUC
-    power_at_tolerated: float
+    family_p: float  # family-wise p-value of the AUC criterion
+    lower_bound: float  # the best model's one-sided lower bound at level 1 - alpha/m
+    power_at_tolerated: float  # = power: probability that a split with true AUC 0.5 of this size is called clean
     required_n: int | None
     top_modality: str | None
+    upper_bound: float = math.nan  # the highest one-sided upper bound (level 1 - alpha) over the models
+    upper_bound_model: str | None = None
+    power: float = math.nan
+    p_method: str = ""
+    criteria: list[str] = field(default_factory=list)  # what made it confounded: "auc", "subset", "failures"
+    subset: dict | None = None
+    failures: dict | None = None
+    groups: dict | None = None
     details: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -68,15 +115,18 @@ def fmt_p(p: float) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
 def _modality_line(sep: SeparabilityResult) -> tuple[str | None, str | None]:
     mods = sep.modality_models()
     if not mods:
         return None, None
     shares = sep.modality_shares()
-    # Ties (to 3 decimals) go to the text modality first: different words make different sounds, not the
-    # other way round; then to the modality the combined model leans on most.
-    ranked = sorted(mods, key=lambda m: (round(m.auc, 3), m.modality == "text", shares.get(m.modality, 0.0)),
-                    reverse=True)
+    # Modalities whose AUCs agree to three decimals are ranked by the evidence of the combined model: the share
+    # of its attributions that falls on each modality (no modality is preferred by name).
+    ranked = sorted(mods, key=lambda m: (round(m.auc, 3), shares.get(m.modality, 0.0), m.auc), reverse=True)
     top = ranked[0]
     models_of = Counter(m.modality for m in mods)
 
@@ -114,26 +164,73 @@ def _feature_lines(sep: SeparabilityResult, top_modality: str | None, k: int = 3
     return lines
 
 
-def decide(sep: SeparabilityResult, settings: Settings) -> Verdict:
+def _side_word(side: str) -> str:
+    return "members" if side == "members" else "non-members"
+
+
+def decide(sep: SeparabilityResult, settings: Settings, failures: Failures | None = None) -> Verdict:
     """Turn separability metrics into a verdict with reasons. Pure: no I/O, no randomness."""
+    alpha, tau, tau_s = settings.alpha, settings.tolerated_auc, settings.tolerated_share
     m = len(sep.models)
+    fam = sep.family
     best = sep.best
-    family_p = min(1.0, best.p_value * m)
-    level = 1 - settings.alpha / m
-    lower = stats.lower_bound(best.auc, best.se, level)
-    n1, n0 = int(sep.labels.sum()), int((1 - sep.labels).sum())
-    pw = stats.power_auc(settings.tolerated_auc, n1, n0, settings.alpha / m)
-    need = None
+    y = sep.labels
+    n1, n0 = int(y.sum()), int((1 - y).sum())
+    # bounds: the best model's lower bound pays for choosing it among m; each upper bound is its own test
+    lower = best.auc - stats.quantile(1 - alpha / m, best.ci_df) * best.se
+    uppers = [(mr.auc + stats.quantile(1 - alpha, mr.ci_df) * mr.se, mr) for mr in sep.models]
+    upper, upper_model = max(uppers, key=lambda u: (u[0] if math.isfinite(u[0]) else math.inf))
+    if not math.isfinite(upper):
+        upper = math.inf
+    # isolated subset: the strongest (model, side), and the highest upper bound over every (model, side)
+    sf = sep.subset
+    share_lo = sf.share_bounds(1 - alpha / (2 * m))[0]
+    share_hi_all = max(
+        max((stats.wilson(mr.isolation_members * n1, n1, 1 - alpha)[1] - sf.fpr) / (1 - sf.fpr),
+            (stats.wilson(mr.isolation_nonmembers * n0, n0, 1 - alpha)[1] - sf.fpr) / (1 - sf.fpr))
+        for mr in sep.models)
+    # clustering: design effect of the best model's interval, for the power and the sample size
+    deff = 1.0
+    if sep.groups is not None and math.isfinite(best.se):
+        naive = stats.delong(y, best.scores)[1]
+        deff = max(1.0, (best.se / naive) ** 2) if naive > 0 else 1.0
+    share_m = n1 / (n1 + n0)
+    pw = stats.equivalence_power(tau, n1, n0, alpha, deff)
     top_modality, mod_line = _modality_line(sep)
+    g = sep.group_by
+    groups = sep.n_groups
+    all_pure = bool(groups and groups["mixed"] == 0)
+    too_few = fam.p_floor > alpha
+
+    criteria = []
+    if fam.p_auc <= alpha and lower > tau:
+        criteria.append("auc")
+    if fam.p_isolation <= alpha and share_lo > tau_s:
+        criteria.append("subset")
+    fail_p = failures.p if failures else 1.0
+    fail_gap = abs(failures.shares()[0] - failures.shares()[1]) if failures else 0.0
+    if failures and fail_p <= alpha and fail_gap > tau_s:
+        criteria.append("failures")
+
     head = (f"best blind classifier {best.name}: AUC {best.auc:.2f} [{best.ci_low:.2f}, {best.ci_high:.2f}], "
-            f"TPR {100 * best.tpr_at_1pct_fpr:.0f}% at 1% FPR, {fmt_p(family_p)} (permutation, corrected for {m} "
-            f"models)")
+            f"TPR {_pct(best.tpr_at_1pct_fpr)} at 1% FPR, {fmt_p(fam.p_auc)} (family-wise over {m} models: "
+            f"{fam.method})")
     reasons: list[str] = []
-    if family_p < settings.alpha and lower > settings.tolerated_auc:
+    need = None
+    if criteria:
         status = CONFOUNDED
-        reasons.append(f"members and non-members can be told apart without the model — {head}; its lower "
-                       f"confidence bound {lower:.2f} exceeds the tolerated AUC {settings.tolerated_auc:.2f}")
-        if mod_line:
+        if "auc" in criteria:
+            reasons.append(f"members and non-members can be told apart without the model — {head}; its lower "
+                           f"confidence bound {lower:.2f} exceeds the tolerated AUC {tau:.2f}")
+            if mod_line:
+                reasons.append(mod_line)
+        if "subset" in criteria and ("auc" not in criteria or sf.share < 0.5):  # else: the whole side, said above
+            reasons.append(_subset_line(sf, alpha, m, fam.p_isolation, tau_s, diluted="auc" not in criteria,
+                                        auc=best.auc))
+            reasons += _subset_feature_lines(sf)
+        if "failures" in criteria:
+            reasons.append(_failure_line(failures, alpha, decisive=True))
+        if mod_line and "auc" not in criteria:
             reasons.append(mod_line)
         if top_modality == "text" and sep.text_terms:
             t = sep.text_terms
@@ -141,29 +238,64 @@ def decide(sep: SeparabilityResult, settings: Settings) -> Verdict:
                            f"of non-members: {', '.join(t['nonmembers']) or '—'}")
         reasons += _feature_lines(sep, top_modality)
     else:
-        share = n1 / (n1 + n0)
-        if pw < settings.power:
+        undecided = []
+        if too_few:
+            undecided.append(
+                f"too few {'groups' if g else 'clips'} to decide: the {fam.relabellings} possible relabellings"
+                + (f" of whole '{g}' groups" if g else "")
+                + f" cannot give a p-value at or below alpha = {alpha} (smallest {fam.p_floor:.3f})"
+                + (f"; with {groups['total']} groups ({groups['with_members']} holding members, "
+                   f"{groups['with_nonmembers']} holding non-members) this needs more groups" if groups else ""))
+        if all_pure:
+            undecided.append(
+                f"every '{g}' group lies on one side ({groups['members_only']} member groups, "
+                f"{groups['nonmembers_only']} non-member groups): membership follows from the {g} itself, "
+                f"a confound in its own right that an attack can exploit; this run, grouped by '{g}', only asks "
+                f"whether anything beyond the {g} separates the sides, so it cannot make the split clean")
+        if upper >= tau:
+            need = stats.n_to_decide(
+                max(best.auc, 0.5), max(abs(max(best.auc, 0.5) - tau), 0.01), share_m,
+                stats.quantile(1 - alpha / m) if best.auc > tau else stats.quantile(1 - alpha), settings.power,
+                deff)
+            undecided.append(
+                f"cannot rule out separability at the tolerated AUC {tau:.2f}: {upper_model.name}'s upper "
+                f"confidence bound is {upper:.2f} (AUC {upper_model.auc:.2f}) and the best model's lower bound "
+                f"{lower:.2f} does not exceed the tolerance either; about {need} clips would decide it at this "
+                f"balance ({_pct(settings.power)} power"
+                + (f", counting the clustering of clips in '{g}' groups: design effect {deff:.1f}" if deff > 1.05
+                   else "") + ")")
+        if share_hi_all >= tau_s:
+            undecided.append(
+                f"cannot rule out an isolated subset: up to {_pct(share_hi_all)} of one side may be separable at "
+                f"1% FPR (upper bound; tolerated {_pct(tau_s)}); now {sf.model} isolates {sf.n_isolated} of "
+                f"{sf.n_side} {_side_word(sf.side)}")
+        if failures and fail_p <= alpha:
+            undecided.append(_failure_line(failures, alpha, decisive=False))
+        if undecided:
             status = INCONCLUSIVE
-            need = stats.required_n(settings.tolerated_auc, share, settings.alpha / m, settings.power)
-            reasons.append(
-                f"too few clips to tell: with {n1 + n0} clips ({n1} members, {n0} non-members) a blind AUC of "
-                f"{settings.tolerated_auc:.2f} would be detected with only {100 * pw:.0f}% power; about {need} "
-                f"clips are needed at this balance for {100 * settings.power:.0f}%")
+            reasons += undecided
             reasons.append(head)
         else:
             status = CLEAN
-            reasons.append(f"no model-free classifier separates the sides beyond the tolerated AUC "
-                           f"{settings.tolerated_auc:.2f} — {head}")
-            if family_p < settings.alpha:
-                exact = best.p_method.startswith("refit")
+            reasons.append(
+                f"the data rule out separability beyond the tolerance: every blind classifier's upper confidence "
+                f"bound is below the tolerated AUC {tau:.2f} (highest {upper:.2f}, {upper_model.name}), and no "
+                f"model isolates more than {_pct(max(share_hi_all, 0.0))} of either side at 1% FPR (upper bound; "
+                f"tolerated {_pct(tau_s)}) — {head}")
+            if fam.p_auc <= alpha:
+                exact = "refit" in fam.method
                 reasons.append(
-                    f"a weak separation below the tolerance (lower bound {lower:.2f}, {fmt_p(family_p)}): "
+                    f"a weak separation below the tolerance ({fmt_p(fam.p_auc)}): "
                     + ("report it next to attack results" if exact else
                        "permutation p-values of cross-validated scores run small when clips come in clusters of "
                        "near-identical recordings (the same speaker and words on both sides), so confirm it with "
-                       "--refit-permutations 99 before reporting it"))
-        if mod_line and status == CLEAN and family_p < settings.alpha:
-            reasons.append(mod_line)
+                       "the refit permutation test (refit-permutations = 99) before reporting it"))
+                if mod_line:
+                    reasons.append(mod_line)
+        if failures and fail_p > alpha and failures.members_failed + failures.nonmembers_failed:
+            reasons.append(f"{failures.members_failed + failures.nonmembers_failed} clips could not be analysed "
+                           f"({failures.members_failed} members, {failures.nonmembers_failed} non-members; no "
+                           f"dependence on the side: Fisher {fmt_p(fail_p)})")
     below = [mr for mr in sep.models if mr.ci_high < 0.5]
     if best.auc < 0.5 and below:
         worst = min(below, key=lambda mr: mr.auc)
@@ -171,17 +303,65 @@ def decide(sep: SeparabilityResult, settings: Settings) -> Verdict:
             f"the blind classifiers score below chance (best AUC {best.auc:.2f}, {worst.name} {worst.auc:.2f}): "
             "members and non-members are "
             "balanced within clusters of near-identical clips (e.g. the same speaker and words on both sides), "
-            "which cross-validation anti-learns; this makes the check conservative — rerun with --group-by on "
-            "the cluster column (speaker, sentence) for a sharper test")
-    if sep.group_table is not None and sep.group_by:
+            "which cross-validation anti-learns; this makes the check conservative — group the folds by the "
+            "cluster column (group-by = speaker, sentence) for a sharper test")
+    if sep.group_table is not None and g:
         mixed = sep.group_table.dropna(subset=["auc"])
+        reasons.append(f"folds and permutations grouped by '{g}': {groups['total']} groups, "
+                       f"{groups['with_members']} holding members and {groups['with_nonmembers']} holding "
+                       f"non-members; confidence intervals are cluster-robust (t on {groups['total'] - 1} df)")
         if len(mixed) and status == CONFOUNDED:
-            reasons.append(f"folds grouped by '{sep.group_by}': within the {len(mixed)} groups holding both sides, "
-                           f"the blind AUC has median {mixed['auc'].median():.2f}")
-        single = int(((sep.group_table["members"] == 0) | (sep.group_table["nonmembers"] == 0)).sum())
-        if single:
-            reasons.append(f"{single} of {len(sep.group_table)} '{sep.group_by}' groups lie entirely on one side: "
-                           "group identity alone would separate them")
-    return Verdict(status=status, reasons=reasons, best_model=best.name, best_auc=best.auc, family_p=family_p,
+            reasons.append(f"within the {len(mixed)} groups holding both sides, the blind AUC has median "
+                           f"{mixed['auc'].median():.2f}")
+        single = groups["members_only"] + groups["nonmembers_only"]
+        if single and not all_pure:
+            reasons.append(f"{single} of {groups['total']} '{g}' groups lie entirely on one side: group identity "
+                           "alone would separate them")
+    subset = {**sf.to_dict(), "family_p": fam.p_isolation, "tolerated": tau_s,
+              "share_low": share_lo, "share_high": sf.share_bounds(1 - alpha / (2 * m))[1],
+              "upper_bound_any": share_hi_all, "statistic": "isolation at 1% FPR (TPR members / TNR non-members)"}
+    return Verdict(status=status, reasons=reasons, best_model=best.name, best_auc=best.auc, family_p=fam.p_auc,
                    lower_bound=lower, power_at_tolerated=pw, required_n=need, top_modality=top_modality,
-                   details={"models_compared": m, "alpha": settings.alpha, "tolerated_auc": settings.tolerated_auc})
+                   upper_bound=upper, upper_bound_model=upper_model.name, power=pw, p_method=fam.method,
+                   criteria=criteria, subset=subset, failures=failures.to_dict() if failures else None,
+                   groups=groups,
+                   details={"models_compared": m, "alpha": alpha, "tolerated_auc": tau, "tolerated_share": tau_s,
+                            "relabellings": fam.relabellings, "p_floor": fam.p_floor, "design_effect": deff,
+                            "family": fam.to_dict()})
+
+
+def _subset_line(sf, alpha: float, m: int, p: float, tau_s: float, diluted: bool, auc: float) -> str:
+    lo, hi = sf.share_bounds(1 - alpha / (2 * m))
+    side = _side_word(sf.side)
+    other = "non-members" if sf.side == "members" else "members"
+    line = (f"a subset of the {side} separates: {sf.model} isolates {sf.n_isolated} of {sf.n_side} {side} at "
+            f"{_pct(sf.fpr)} error on the {other} — an estimated {_pct(sf.share)} of the {side} "
+            f"[{_pct(lo)}, {_pct(hi)}] are separable, above the tolerated {_pct(tau_s)}, {fmt_p(p)} (family-wise)")
+    if diluted:
+        line += (f"; the AUC ({auc:.2f}) stays low because the rest of the {side} look like the {other}, "
+                 "but an attack's TPR at low FPR will pick these clips up")
+    return line
+
+
+def _subset_feature_lines(sf, k: int = 3) -> list[str]:
+    side = _side_word(sf.side)
+    other = "non-members" if sf.side == "members" else "members"
+    lines = []
+    for f in sf.features[:k]:
+        if abs(f["auc"] - 0.5) < 0.1:
+            continue
+        lines.append(f"the isolated {side} differ in {f['feature']}: {fmt_value(f['feature'], f['isolated_median'])} "
+                     f"vs {fmt_value(f['feature'], f['other_median'])} among the {other} (medians; AUC "
+                     f"{f['auc']:.2f})")
+    return lines
+
+
+def _failure_line(f: Failures, alpha: float, decisive: bool) -> str:
+    sm, sn = f.shares()
+    line = (f"clips that could not be analysed fall on one side: {f.members_failed} of {f.members_total} members "
+            f"({_pct(sm)}) and {f.nonmembers_failed} of {f.nonmembers_total} non-members ({_pct(sn)}) failed, "
+            f"Fisher {fmt_p(f.p)}")
+    if decisive:
+        return line + ("; which files fail is itself a confound (a codec, container or source only one side "
+                       "uses): see errors.csv")
+    return line + "; the difference is small, but see errors.csv for what fails"

@@ -1,0 +1,297 @@
+"""The family-wise permutation test behind the verdict: max-statistics over every blind model, min-P over criteria.
+
+Two criteria are tested on the out-of-fold scores of all m models at once:
+
+- **AUC**: the best model's AUC (``max_j AUC_j``);
+- **isolation** (a separable *subset*): the largest share of one side that some model isolates at a low error on
+  the other side — ``max_j max(TPR_j at FPR <= f, TNR_j at FNR <= f)``, i.e. members isolated at the top of the
+  scores or non-members at the bottom (default f = 1%). A transform that touches a fraction of one side dilutes
+  the AUC towards 0.5 but not this.
+
+Each relabelling of the clips (at the level the split was made: whole groups where a group lies on one side,
+clips within a group where a group holds both) gives one value of each max-statistic, so the null distribution
+already accounts for choosing the best of m models (Westfall & Young's max-T): no Bonferroni factor, and the
+smallest p-value is 1/(R+1) whatever m is. The two criteria are combined by the single-step min-P method
+(each criterion's p-value is adjusted against the permutation distribution of the smaller of the two), which
+keeps the family-wise error at alpha for the pair, again with no factor.
+
+With few groups on one side each, the number of distinct relabellings is small: they are enumerated exactly and
+the smallest reachable p-value is 1 / (number of relabellings), which the verdict reports.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import rankdata
+
+FPR_TARGET = 0.01
+_EPS = 1e-12
+
+
+@dataclass
+class GroupLayout:
+    """How the labels can be exchanged: ``pure`` groups (one label each) move as units, ``mixed`` groups
+    shuffle their clips' labels within the group."""
+
+    codes: np.ndarray  # group code per clip, shape (n,)
+    pure: np.ndarray  # codes of the groups holding one side only
+    pure_labels: np.ndarray  # their labels (bool), aligned with ``pure``
+    mixed_idx: np.ndarray  # clips of the mixed groups, ordered by group
+    mixed_codes: np.ndarray  # their group codes, same order
+    n_groups: int
+
+    @property
+    def all_pure(self) -> bool:
+        return len(self.mixed_idx) == 0
+
+    def log_count(self, y: np.ndarray) -> float:
+        """Natural log of the number of distinct relabellings."""
+        k = int(self.pure_labels.sum())
+        total = _log_comb(len(self.pure), k)
+        for g in np.unique(self.mixed_codes):
+            sel = self.mixed_idx[self.mixed_codes == g]
+            total += _log_comb(len(sel), int(y[sel].sum()))
+        return total
+
+
+def _log_comb(n: int, k: int) -> float:
+    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+
+
+def group_layout(y: np.ndarray, groups: np.ndarray) -> GroupLayout:
+    y = np.asarray(y).astype(bool)
+    codes = np.unique(np.asarray(groups).astype(str), return_inverse=True)[1]
+    k = int(codes.max()) + 1
+    members = np.bincount(codes, y.astype(int), k)
+    sizes = np.bincount(codes, minlength=k)
+    pure = np.nonzero((members == 0) | (members == sizes))[0]
+    mixed_mask = ~np.isin(codes, pure)
+    mixed_idx = np.nonzero(mixed_mask)[0]
+    order = np.argsort(codes[mixed_idx], kind="mergesort")
+    mixed_idx = mixed_idx[order]
+    return GroupLayout(codes=codes, pure=pure, pure_labels=members[pure] > 0, mixed_idx=mixed_idx,
+                       mixed_codes=codes[mixed_idx], n_groups=k)
+
+
+def relabel(y: np.ndarray, layout: GroupLayout | None, k: int, rng: np.random.Generator) -> np.ndarray:
+    """``k`` random relabellings of ``y``, shape (k, n), bool."""
+    y = np.asarray(y).astype(bool)
+    n = len(y)
+    if layout is None:
+        return np.take_along_axis(np.broadcast_to(y, (k, n)), np.argsort(rng.random((k, n)), axis=1), axis=1)
+    out = np.empty((k, n), dtype=bool)
+    if len(layout.pure):
+        perm = np.argsort(rng.random((k, len(layout.pure))), axis=1)
+        group_label = np.zeros((k, layout.n_groups), dtype=bool)
+        group_label[:, layout.pure] = layout.pure_labels[perm]
+        pure_clips = np.nonzero(np.isin(layout.codes, layout.pure))[0]
+        out[:, pure_clips] = group_label[:, layout.codes[pure_clips]]
+    if len(layout.mixed_idx):
+        # Sorting random keys offset by the group code shuffles within each group and never across.
+        keys = layout.mixed_codes[None, :] + rng.random((k, len(layout.mixed_idx)))
+        within = np.argsort(keys, axis=1)
+        out[:, layout.mixed_idx] = y[layout.mixed_idx][within]
+    return out
+
+
+def all_relabellings(y: np.ndarray, layout: GroupLayout) -> np.ndarray:
+    """Every distinct relabelling of pure groups (only for a layout without mixed groups), the observed one
+    included; shape (count, n)."""
+    k = int(layout.pure_labels.sum())
+    rows = []
+    for chosen in itertools.combinations(range(len(layout.pure)), k):
+        group_label = np.zeros(layout.n_groups, dtype=bool)
+        group_label[layout.pure[list(chosen)]] = True
+        rows.append(group_label[layout.codes])
+    return np.array(rows)
+
+
+class FamilyStatistics:
+    """Vectorised max-statistics of a fixed score matrix (n clips x m models) under many label vectors."""
+
+    def __init__(self, scores: np.ndarray, fpr: float = FPR_TARGET):
+        self.scores = np.asarray(scores, dtype=float)
+        self.fpr = fpr
+        self.ranks = np.column_stack([rankdata(c) for c in self.scores.T]).astype(np.float64)
+        self.order = [np.argsort(-c, kind="mergesort") for c in self.scores.T]
+        self.tie_end = []
+        for j, o in enumerate(self.order):
+            ss = self.scores[o, j]
+            self.tie_end.append(np.r_[ss[1:] != ss[:-1], True])  # evaluate only after the last of tied scores
+        self.tie_end_asc = []
+        for j, o in enumerate(self.order):
+            ss = self.scores[o[::-1], j]
+            self.tie_end_asc.append(np.r_[ss[1:] != ss[:-1], True])
+
+    def aucs(self, Y: np.ndarray) -> np.ndarray:
+        """AUC of every model under each label row of ``Y`` (k, n): shape (k, m)."""
+        Y = np.asarray(Y, dtype=bool)
+        n1 = Y.sum(axis=1).astype(float)
+        n0 = Y.shape[1] - n1
+        rank_sums = Y.astype(np.float64) @ self.ranks
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (rank_sums - (n1 * (n1 + 1) / 2)[:, None]) / (n1 * n0)[:, None]
+
+    def isolation(self, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Share of members isolated at the top (TPR at FPR <= f) and of non-members at the bottom (TNR at
+        FNR <= f) for every model under each label row: two arrays of shape (k, m)."""
+        Y = np.asarray(Y, dtype=bool)
+        k, n = Y.shape
+        n1 = Y.sum(axis=1)
+        n0 = n - n1
+        hi = np.empty((k, len(self.order)))
+        lo = np.empty((k, len(self.order)))
+        rows = np.arange(k)
+        for j, o in enumerate(self.order):
+            ys = Y[:, o]
+            hi[:, j] = _end_rate(ys, n1, n0, self.tie_end[j], self.fpr, rows)
+            lo[:, j] = _end_rate(~ys[:, ::-1], n0, n1, self.tie_end_asc[j], self.fpr, rows)
+        return hi, lo
+
+
+def _end_rate(pos_sorted: np.ndarray, n_pos: np.ndarray, n_neg: np.ndarray, tie_end: np.ndarray, fpr: float,
+              rows: np.ndarray) -> np.ndarray:
+    """Highest share of positives above a threshold that lets at most ``fpr`` of the negatives through."""
+    tp = np.cumsum(pos_sorted, axis=1, dtype=np.int32)[:, tie_end]
+    fp = np.cumsum(~pos_sorted, axis=1, dtype=np.int32)[:, tie_end]
+    allowed = np.floor(fpr * n_neg + 1e-9)
+    ok = (fp <= allowed[:, None]).sum(axis=1)  # fp grows along the sorted scores: the admissible ones are a prefix
+    got = np.where(ok > 0, tp[rows, np.maximum(ok - 1, 0)], 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return got / n_pos
+
+
+@dataclass
+class FamilyTest:
+    """Result of the family-wise test; p-values are adjusted for the choice of model and of criterion."""
+
+    auc_max: float
+    isolation_max: float
+    p_auc: float
+    p_isolation: float
+    p_auc_raw: float  # max-T over models only
+    p_isolation_raw: float
+    relabellings: int
+    exhaustive: bool
+    p_floor: float  # the smallest p-value this test can give
+    method: str
+    model_p: list[float]  # each model's own (unadjusted) p-value of AUC > 0.5 from the same relabellings
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def max_statistics(fs: FamilyStatistics, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per label row: the best AUC over models, the best isolation over models and ends, and every model's
+    AUC (k, m)."""
+    hi, lo = fs.isolation(Y)
+    aucs = fs.aucs(Y)
+    return np.nanmax(aucs, axis=1), np.nanmax(np.maximum(hi, lo), axis=1), aucs
+
+
+def combine(obs: tuple[float, float], null: tuple[np.ndarray, np.ndarray], exhaustive: bool) -> dict:
+    """Max-T p-values of both criteria and their single-step min-P adjustment.
+
+    ``null`` holds the statistics under the relabellings; with ``exhaustive`` they are every relabelling, the
+    observed one included (p = share at least as extreme), otherwise a Monte Carlo sample (p = (1 + #)/(R + 1)).
+    """
+    r = len(null[0])
+    denom = r if exhaustive else r + 1
+    extra = 0 if exhaustive else 1
+    raw, row_p = [], []
+    for o, nl in zip(obs, null, strict=True):
+        srt = np.sort(nl)
+        raw.append((extra + (r - np.searchsorted(srt, o - _EPS, "left"))) / denom)
+        # each relabelling's own p-value against the same reference set (the observed value included)
+        at_least = r - np.searchsorted(srt, nl - _EPS, "left") + (0 if exhaustive else (o >= nl - _EPS))
+        row_p.append(at_least / denom)
+    min_p = np.sort(np.minimum(row_p[0], row_p[1]))
+    adj = [min(1.0, (extra + np.searchsorted(min_p, p + _EPS, "right")) / denom) for p in raw]
+    return {"p_auc_raw": float(raw[0]), "p_isolation_raw": float(raw[1]), "p_auc": float(max(adj[0], raw[0])),
+            "p_isolation": float(max(adj[1], raw[1]))}
+
+
+def score_permutation_test(scores: np.ndarray, y: np.ndarray, groups: np.ndarray | None, permutations: int,
+                           rng: np.random.Generator, fpr: float = FPR_TARGET, budget: float = 3e8,
+                           min_permutations: int = 199) -> FamilyTest:
+    """Relabel the clips against their fixed out-of-fold scores (cheap; see :func:`refit_permutation_test` for
+    the test that re-runs the cross-validation). Above ``budget`` clip x model x relabelling operations the
+    number of relabellings is reduced, never below ``min_permutations``; the method string says how many ran."""
+    y = np.asarray(y).astype(bool)
+    n, m = scores.shape
+    fs = FamilyStatistics(scores, fpr)
+    a0, i0, model_obs = max_statistics(fs, y[None, :])
+    obs = (float(a0[0]), float(i0[0]))
+    layout = group_layout(y, groups) if groups is not None else None
+    count = math.exp(layout.log_count(y)) if layout is not None else math.inf
+    if layout is not None and layout.all_pure and count <= permutations + 1:
+        Y = all_relabellings(y, layout)
+        a, i, per = max_statistics(fs, Y)
+        return _result(obs, (a, i), model_obs[0], per, True, f"all {len(Y)} relabellings of whole groups, exact")
+    r = int(min(permutations, max(min_permutations, budget // max(n * m, 1))))
+    chunk = max(1, int(2_000_000 // max(n, 1)))
+    auc_null, iso_null, per_null = [], [], []
+    done = 0
+    while done < r:
+        k = min(chunk, r - done)
+        a, i, per = max_statistics(fs, relabel(y, layout, k, rng))
+        auc_null.append(a)
+        iso_null.append(i)
+        per_null.append(per)
+        done += k
+    level = "of whole groups and within mixed groups" if layout is not None else "of clips"
+    return _result(obs, (np.concatenate(auc_null), np.concatenate(iso_null)), model_obs[0], np.vstack(per_null),
+                   False, f"max-statistic score permutation ({r} relabellings {level})")
+
+
+def _result(obs: tuple[float, float], null: tuple[np.ndarray, np.ndarray], model_obs: np.ndarray,
+            model_null: np.ndarray, exhaustive: bool, method: str) -> FamilyTest:
+    res = combine(obs, null, exhaustive)
+    r = len(null[0])
+    extra = 0 if exhaustive else 1
+    model_p = ((extra + (model_null >= model_obs[None, :] - _EPS).sum(axis=0)) / (r + extra)).tolist()
+    return FamilyTest(*obs, res["p_auc"], res["p_isolation"], res["p_auc_raw"], res["p_isolation_raw"],
+                      relabellings=r, exhaustive=exhaustive, p_floor=1 / (r + extra), method=method,
+                      model_p=model_p)
+
+
+def refit_permutation_test(scores: np.ndarray, y: np.ndarray, groups: np.ndarray | None, permutations: int,
+                           rng: np.random.Generator, refit: Callable[[np.ndarray], np.ndarray],
+                           fpr: float = FPR_TARGET, progress: Callable[[int, int], None] | None = None
+                           ) -> FamilyTest:
+    """Ojala & Garriga's test 1, family-wise: for each relabelling ``refit(labels)`` re-runs the whole
+    cross-validation of every model and returns their out-of-fold scores (n, m); the best AUC and the best
+    isolation over all models are kept. Exact for any data structure the relabelling respects."""
+    y = np.asarray(y).astype(bool)
+    fs = FamilyStatistics(scores, fpr)
+    a0, i0, model_obs = max_statistics(fs, y[None, :])
+    obs = (float(a0[0]), float(i0[0]))
+    layout = group_layout(y, groups) if groups is not None else None
+    count = math.exp(layout.log_count(y)) if layout is not None else math.inf
+    exhaustive = layout is not None and layout.all_pure and count <= permutations + 1
+    rows: Iterator[np.ndarray] = iter(all_relabellings(y, layout)) if exhaustive else \
+        (relabel(y, layout, 1, rng)[0] for _ in range(permutations))
+    total = int(round(count)) if exhaustive else permutations
+    auc_null, iso_null = np.empty(total), np.empty(total)
+    per_null = np.empty((total, scores.shape[1]))
+    for b, yp in enumerate(rows):
+        if exhaustive and np.array_equal(yp, y):
+            auc_null[b], iso_null[b], per_null[b] = obs[0], obs[1], model_obs[0]
+        else:
+            a, i, per = max_statistics(FamilyStatistics(refit(yp.astype(int)), fpr), yp[None, :])
+            auc_null[b], iso_null[b], per_null[b] = a[0], i[0], per[0]
+        if progress:
+            progress(b + 1, total)
+    how = (f"max-statistic refit permutation ({total} full cross-validations of every model on relabelled clips"
+           + (", every relabelling of whole groups" if exhaustive else "") + ")")
+    return _result(obs, (auc_null, iso_null), model_obs[0], per_null, exhaustive, how)
+
+
+def smallest_permutations(alpha: float) -> int:
+    """Fewest Monte Carlo relabellings R for which p = (1 + #) / (R + 1) can reach ``alpha`` (p <= alpha)."""
+    return max(1, math.ceil(1 / alpha - 1 - 1e-9))
