@@ -1,16 +1,25 @@
-"""False-alarm rate of the verdict with default settings, on random splits of one pool of real speech.
+"""Calibration and power of the verdict: how often each verdict comes out when the truth is known.
 
-The bundled FSDD clips (480, six speakers) are extracted once; then N random member/non-member splits of
-the same pool (both sides from the same speakers and recording set-ups: nothing to find) each get the full
-blind check with default settings. Prints how often each verdict came out, the distribution of the best
-model's AUC and how often the family-wise p-value fell under alpha (should be at most alpha).
+Three experiments, each printing the share of `clean`, `inconclusive` and `confounded`:
 
-    python benchmarks/calibration.py [--splits 40] [--data DIR_WITH_metadata.csv]
+1. **Random splits of real speech** (null): the bundled FSDD clips (480, six speakers) are extracted once, then
+   N random member/non-member splits of the same pool (nothing to find) each get the full blind check with
+   default settings. `confounded` must stay at or under alpha; `clean` is the equivalence claim's power.
+2. **Whole speakers to sides** (grouped null): every way of putting 3 of the 6 speakers on each side, checked
+   with `group_by="speaker"`. Never `clean` (membership follows from the speaker), `confounded` at most alpha.
+3. **Known true AUC** (simulation): synthetic feature tables in three modalities of 10 features each, where one
+   feature is shifted between the sides so that the Bayes AUC is exactly the target (0.50 ... 0.70), at three
+   sample sizes; the full cross-validated check with default models. `clean` at a true AUC at or above 0.65 must
+   stay at or under 5%.
+
+    python benchmarks/calibration.py [--splits 40] [--sim-reps 20] [--skip-real] [--skip-sim]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import math
 import sys
 import tempfile
 import time
@@ -19,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.stats import norm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -29,59 +39,108 @@ from blindcheck.separability import run_separability  # noqa: E402
 from blindcheck.settings import Settings  # noqa: E402
 from blindcheck.verdict import decide  # noqa: E402
 
+STATUSES = ("clean", "inconclusive", "confounded")
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--splits", type=int, default=40)
-    ap.add_argument("--data", default=str(ROOT / "tests" / "data" / "fsdd"))
-    ap.add_argument("--seed", type=int, default=2026)
-    ap.add_argument("--repeats", type=int, default=None, help="CV repeats (default: the built-in rule)")
-    ap.add_argument("--refit", type=int, default=0, help="refit permutations for the best model's p-value")
-    args = ap.parse_args()
+
+def _row(label: str, counts: Counter, n: int, extra: str = "") -> str:
+    cells = "  ".join(f"{counts[s]:>3} ({100 * counts[s] / n:>3.0f}%)" for s in STATUSES)
+    return f"  {label:<28} {cells}  {extra}"
+
+
+def _header(title: str) -> None:
+    print(f"\n{title}")
+    print(f"  {'':<28} {'clean':>10}  {'inconclusive':>10}  {'confounded':>10}")
+
+
+def real_speech(args) -> None:
     meta = pd.read_csv(Path(args.data) / "metadata.csv")
     table = pd.DataFrame({"id": meta["id"], "path": [str(Path(args.data) / p) for p in meta["path"]],
                           "label": np.arange(len(meta)) % 2, "text": meta["text"]})
     with tempfile.TemporaryDirectory() as cache:
         feats = extract_features(Manifest(table=table, source="pool"), cache).features
-    texts = table.set_index("id").loc[feats["id"], "text"].to_numpy()
-    settings = Settings(repeats=args.repeats)  # refits are run below, for one fixed model
+    info = meta.set_index("id").loc[feats["id"]]
+    texts, speakers = info["text"].to_numpy(), info["speaker"].to_numpy()
+    settings = Settings(repeats=args.repeats)
     rng = np.random.default_rng(args.seed)
-    verdicts, aucs, ps, fixed_score_p, fixed_refit_p = Counter(), [], [], [], []
+    counts, aucs, uppers = Counter(), [], []
     t = time.perf_counter()
     for _ in range(args.splits):
         y = np.zeros(len(feats), int)
         y[rng.permutation(len(feats))[: len(feats) // 2]] = 1
         sep = run_separability(feats, y, settings, texts=texts)
         v = decide(sep, settings)
-        verdicts[v.status] += 1
+        counts[v.status] += 1
         aucs.append(v.best_auc)
-        ps.append(v.family_p)
-        if args.refit:
-            # One fixed model (no best-of-m selection): score-permutation vs refit-permutation p-value.
-            from copy import copy
-
-            from blindcheck.separability import _refit_pvalue, feature_columns
-
-            fixed = sep.model("xgboost:all")
-            fixed_score_p.append(fixed.p_value)
-            cols = feature_columns(feats)
-            plan_item = ("xgboost:all", "all", list(range(len(cols))))
-            m = copy(fixed)
-            _refit_pvalue(m, plan_item, feats[cols].to_numpy(np.float32), y, None, None, settings, sep.repeats)
-            fixed_refit_p.append(m.p_value)
-    el = time.perf_counter() - t
-    n = args.splits
-    print(f"{n} random splits of {len(feats)} clips, {sep.repeats} repeats x {sep.folds} folds, p-value: "
-          f"{sep.best.p_method}; {el / n:.1f} s per check")
-    for status in ("clean", "inconclusive", "confounded"):
-        print(f"  {status:<13} {verdicts[status]:>4}  ({100 * verdicts[status] / n:.1f}%)")
+        uppers.append(v.upper_bound)
+    per = (time.perf_counter() - t) / args.splits
+    _header(f"1. random splits of {len(feats)} real clips (null), default settings, {per:.1f} s per check")
     q = np.quantile(aucs, [0.05, 0.5, 0.95])
-    print(f"  best-model AUC: median {q[1]:.3f}, 5-95% [{q[0]:.3f}, {q[2]:.3f}]")
-    print(f"  family-wise p < {settings.alpha}: {sum(p < settings.alpha for p in ps)} of {n}")
-    if args.refit:
-        print(f"  xgboost:all alone, p <= 0.05: score permutation {sum(p <= 0.05 for p in fixed_score_p)} of {n}, "
-              f"refit permutation ({args.refit} refits) {sum(p <= 0.05 for p in fixed_refit_p)} of {n} "
-              f"(nominal {0.05 * n:.0f})")
+    print(_row(f"{args.splits} splits", counts, args.splits,
+               f"best AUC median {q[1]:.3f} [5-95%: {q[0]:.3f}, {q[2]:.3f}]; highest upper bound median "
+               f"{np.median(uppers):.3f}"))
+
+    grouped = Settings(repeats=args.repeats, group_by="speaker")
+    counts = Counter()
+    names = sorted(set(speakers))
+    splits = list(itertools.combinations(names, len(names) // 2))
+    for chosen in splits:
+        y = np.isin(speakers, chosen).astype(int)
+        v = decide(run_separability(feats, y, grouped, groups=speakers), grouped)
+        counts[v.status] += 1
+    _header(f"2. whole speakers to sides (grouped null): all {len(splits)} ways of {len(names) // 2} of "
+            f"{len(names)} speakers, group_by=speaker")
+    print(_row(f"{len(splits)} splits", counts, len(splits)))
+
+
+def synthetic_table(n: int, true_auc: float, rng: np.random.Generator) -> tuple[pd.DataFrame, np.ndarray]:
+    """Three modalities of 10 standard-normal features; ``recording.f00`` shifted by d between the sides so that
+    the Bayes AUC is Phi(d / sqrt 2) = ``true_auc``."""
+    y = rng.permutation(np.r_[np.ones(n // 2, int), np.zeros(n - n // 2, int)])
+    X = rng.normal(size=(n, 30))
+    X[:, 0] += math.sqrt(2) * norm.ppf(true_auc) * y
+    cols = [f"{mod}.f{i:02d}" for mod in ("recording", "spectral", "prosodic") for i in range(10)]
+    df = pd.DataFrame(X, columns=cols)
+    df.insert(0, "id", [f"c{i}" for i in range(n)])
+    return df, y
+
+
+def simulation(args) -> None:
+    settings = Settings(repeats=1, permutations=999)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    aucs = [float(a) for a in args.aucs.split(",")]
+    rng = np.random.default_rng(args.seed + 1)
+    _header(f"3. known true AUC (synthetic tables, 30 features in 3 modalities, 5 models, repeats=1, "
+            f"{args.sim_reps} tables per cell; tolerated AUC {settings.tolerated_auc})")
+    for n in sizes:
+        for a in aucs:
+            counts, t = Counter(), time.perf_counter()
+            est = []
+            for _ in range(args.sim_reps):
+                table, y = synthetic_table(n, a, rng)
+                v = decide(run_separability(table, y, settings), settings)
+                counts[v.status] += 1
+                est.append(v.best_auc)
+            print(_row(f"n = {n:>5}, true AUC {a:.2f}", counts, args.sim_reps,
+                       f"best AUC median {np.median(est):.3f}; {(time.perf_counter() - t) / args.sim_reps:.1f} s "
+                       "per check"), flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--splits", type=int, default=40, help="random null splits of the real clips")
+    ap.add_argument("--data", default=str(ROOT / "tests" / "data" / "fsdd"))
+    ap.add_argument("--seed", type=int, default=2026)
+    ap.add_argument("--repeats", type=int, default=None, help="CV repeats on real speech (default: built-in rule)")
+    ap.add_argument("--sim-reps", type=int, default=20, help="synthetic tables per (size, true AUC)")
+    ap.add_argument("--sizes", default="200,480,2000")
+    ap.add_argument("--aucs", default="0.5,0.55,0.6,0.65,0.7")
+    ap.add_argument("--skip-real", action="store_true")
+    ap.add_argument("--skip-sim", action="store_true")
+    args = ap.parse_args()
+    if not args.skip_real:
+        real_speech(args)
+    if not args.skip_sim:
+        simulation(args)
 
 
 if __name__ == "__main__":

@@ -78,11 +78,14 @@ def _add_check_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=None, help="random seed (default 0), recorded in result.json")
     g.add_argument("--alpha", type=float, default=None, help="significance level (default 0.05)")
     g.add_argument("--tolerated-auc", type=float, default=None, help="blind AUC you accept (default 0.60)")
+    g.add_argument("--tolerated-share", type=float, default=None,
+                   help="share of one side a blind model may isolate at 1%% FPR (default 0.10)")
     g.add_argument("--power", type=float, default=None, help="power needed before a clean verdict (default 0.80)")
     g.add_argument("--permutations", type=int, default=None, help="label permutations for the p-value (default 2000)")
     g.add_argument("--refit-permutations", type=int, default=None,
-                   help="the best model's p-value from N full cross-validations on relabelled clips (exact but N "
-                        "times the cost; default 0: permute labels against the out-of-fold scores)")
+                   help="the family-wise p-value from N full cross-validations of every model on relabelled clips "
+                        "(exact, N times the cost; at least 1/alpha - 1; default 0: relabel against the out-of-fold "
+                        "scores)")
     g.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples for the AUC CI (default: DeLong)")
     g.add_argument("--config", default=None, help="pyproject.toml to read [tool.blindcheck] from "
                                                   "(default: the nearest one above the working directory)")
@@ -93,7 +96,8 @@ def _settings(args):
     from blindcheck.settings import load_settings
 
     overrides = {k: getattr(args, k) for k in ("group_by", "folds", "repeats", "seed", "alpha", "tolerated_auc",
-                                               "power", "permutations", "refit_permutations", "bootstrap")}
+                                               "tolerated_share", "power", "permutations", "refit_permutations",
+                                               "bootstrap")}
     return load_settings(overrides, Path(args.config) if args.config else None, use_pyproject=not args.no_config)
 
 
