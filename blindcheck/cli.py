@@ -107,11 +107,40 @@ def _run_check(args, quiet: bool):
     settings = _settings(args)
     manifest = _load(args)
     progress, close = (None, lambda: None) if quiet else _progress(args)
+    cls_progress, cls_close = (None, lambda: None) if quiet else _classifier_progress(args)
     try:
         return check(manifest, args.out, cache_dir=args.cache_dir, modalities=_modalities(args, manifest),
-                     workers=args.workers, settings=settings, progress=progress, text_options=_text_options(args))
+                     workers=args.workers, settings=settings, progress=progress, text_options=_text_options(args),
+                     classifier_progress=cls_progress)
     finally:
         close()
+        cls_close()
+
+
+def _classifier_progress(args):
+    """A bar per classifier phase (cross-validation fits, refit permutations) with the time left."""
+    if args.no_progress or not sys.stderr.isatty():
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bars: dict[str, tqdm] = {}
+
+    def update(phase: str, done: int, total: int, seconds_left: float | None) -> None:
+        bar = bars.get(phase)
+        if bar is None:
+            for old in bars.values():
+                old.close()
+            bar = bars[phase] = tqdm(total=total, unit="fit", desc=phase, file=sys.stderr, leave=False)
+        bar.total, bar.n = total, done
+        if seconds_left is not None:
+            bar.set_postfix_str(f"~{seconds_left:.0f} s left", refresh=False)
+        bar.refresh()
+
+    def close() -> None:
+        for bar in bars.values():
+            bar.close()
+
+    return update, close
 
 
 def cmd_check(args) -> int:
