@@ -134,7 +134,7 @@ def check(
         load_settings(overrides)
     m = manifest if isinstance(manifest, Manifest) else load_manifest(manifest, manifest_options)
     if settings.group_by and settings.group_by not in m.table.columns:
-        raise BlindcheckError(f"--group-by '{settings.group_by}': the manifest has no such column "
+        raise BlindcheckError(f"group-by '{settings.group_by}': the manifest has no such column "
                               f"(columns: {', '.join(m.table.columns)})")
     if cache_dir is None and out is None:
         import tempfile

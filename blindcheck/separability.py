@@ -275,7 +275,7 @@ def _splits(y: np.ndarray, groups: np.ndarray | None, folds: int, seed: int):
     for train, _ in splits:
         if len(np.unique(y[train])) < 2:
             raise BlindcheckError("grouped cross-validation left a training fold with one class only: each group "
-                                  "holds one class and there are too few groups; use more groups or no --group-by")
+                                  "holds one class and there are too few groups; use more groups or no grouping")
     return splits
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -157,6 +158,35 @@ def test_partial_confounds_are_flagged_by_the_isolated_subset(tmp_path, fsdd_met
     assert f"{sub['n_isolated']} of {len(non)} non-members" in line
     named = [r for r in v.reasons if r.startswith("the isolated non-members differ in")]
     assert named and all(r.split()[5].split(".")[0] in modalities for r in named[:1]), named
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sentence_transformers") is None, reason="needs the text extra")
+def test_duration_only_confound_is_not_blamed_on_the_words(tmp_path, fsdd_meta):
+    """The same words on both sides, the non-members time-stretched (slower, same pitch): the transcripts carry
+    nothing about it, so the text modality must not lead the reasons."""
+    import librosa
+
+    base = fsdd_meta[fsdd_meta["take"] < 2].reset_index(drop=True)  # 120 clips, every digit of every speaker
+    labels = np.array([0, 1] * 60)
+    (tmp_path / "audio").mkdir()
+    paths = []
+    for row, lab in zip(base.itertuples(), labels, strict=True):
+        if lab == 1:
+            paths.append(row.abspath)
+            continue
+        x, sr = sf.read(row.abspath, dtype="float32")
+        p = tmp_path / "audio" / f"{row.id}.wav"
+        sf.write(p, librosa.effects.time_stretch(x, rate=0.7), sr, subtype="PCM_16")
+        paths.append(str(p))
+    pd.DataFrame({"id": base["id"], "path": paths, "label": labels, "text": base["text"]}).to_csv(
+        tmp_path / "m.csv", index=False)
+    res = check(tmp_path / "m.csv", tmp_path / "out", workers=2, repeats=2,
+                modalities=["recording", "spectral", "prosodic", "text"])
+    v = res.verdict
+    assert v.status == "confounded", v.reasons
+    assert v.top_modality != "text", v.reasons
+    text_models = [mr for mr in res.separability.models if mr.modality == "text"]
+    assert text_models and all(mr.auc < 0.7 for mr in text_models), [(mr.name, mr.auc) for mr in text_models]
 
 
 def test_failures_on_one_side_are_named(tmp_path, fsdd_meta):
