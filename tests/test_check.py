@@ -186,7 +186,7 @@ def test_duration_only_confound_is_not_blamed_on_the_words(tmp_path, fsdd_meta):
     assert v.status == "confounded", v.reasons
     assert v.top_modality != "text", v.reasons
     text_models = [mr for mr in res.separability.models if mr.modality == "text"]
-    assert text_models and all(mr.auc < 0.7 for mr in text_models), [(mr.name, mr.auc) for mr in text_models]
+    assert text_models and all(mr.auc < 0.6 for mr in text_models), [(mr.name, mr.auc) for mr in text_models]
 
 
 def test_failures_on_one_side_are_named(tmp_path, fsdd_meta):
