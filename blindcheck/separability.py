@@ -9,6 +9,8 @@ Models, all scored out of fold (no clip is ever scored by a model that saw it):
   natively);
 - ``logreg:all``: L2-regularised logistic regression on median-imputed, standardised features, as a second
   opinion of a different kind;
+- ``single:all``: the one feature that best separates the training folds, in its direction (a shift in one
+  quantity is found with few clips);
 - ``tfidf:text``: word uni- and bigram TF-IDF with logistic regression on the transcripts, when enough clips
   have one (the strongest text-only blind baseline in the literature).
 
@@ -44,7 +46,7 @@ from blindcheck.errors import BlindcheckError  # noqa: E402
 from blindcheck.settings import Settings  # noqa: E402
 
 KEY_COLUMNS = {"id", "label", "content_hash"}
-XGBOOST, LOGREG, TFIDF = "xgboost", "logreg", "tfidf"
+XGBOOST, LOGREG, TFIDF, SINGLE = "xgboost", "logreg", "tfidf", "single"
 ALL = "all"  # the modality of models fitted on every feature
 ProgressFn = Callable[[str, int, int, float | None], None]  # phase, done, total, seconds left (estimate)
 
@@ -240,6 +242,35 @@ class _MedianImpute:
         return self
 
 
+class _SingleFeature:
+    """The one feature that best separates the training clips (largest |AUC - 0.5|), in its direction; a clip's
+    score is where its value falls in that feature's training distribution (0..1). Most confounds are one
+    quantity (a level, a bandwidth, a sample rate), and this model finds such a shift with fewer clips than
+    models that must first learn to ignore every other feature."""
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> _SingleFeature:
+        from scipy.stats import rankdata
+
+        imp = _MedianImpute().fit(X)
+        Xi = imp.transform(X)
+        n1 = int(y.sum())
+        n0 = len(y) - n1
+        r = rankdata(Xi, axis=0)
+        auc = (r[y == 1].sum(axis=0) - n1 * (n1 + 1) / 2) / max(n1 * n0, 1)
+        self.j = int(np.argmax(np.abs(auc - 0.5)))
+        self.sign = 1.0 if auc[self.j] >= 0.5 else -1.0
+        self.median = imp.medians_[self.j]
+        self.train = np.sort(self.sign * Xi[:, self.j])
+        return self
+
+    def predict_proba1(self, X: np.ndarray) -> np.ndarray:
+        v = X[:, self.j]
+        v = self.sign * np.where(np.isnan(v), self.median, v)
+        lo = np.searchsorted(self.train, v, "left")
+        hi = np.searchsorted(self.train, v, "right")
+        return (lo + hi) / (2.0 * len(self.train))  # mid-rank of the value among the training clips
+
+
 def _logreg(settings: Settings, seed: int):
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -301,6 +332,7 @@ def _plan(cols: list[str], use_text: bool) -> list[tuple[ModelSpec, list[int]]]:
         else:
             plan.append((ModelSpec(XGBOOST, modalities[0]), everything))
         plan.append((ModelSpec(LOGREG, ALL), everything))
+        plan.append((ModelSpec(SINGLE, ALL), everything))
     if use_text:
         plan.append((ModelSpec(TFIDF, "text"), []))
     return plan
@@ -471,6 +503,9 @@ class _CV:
                         oof[spec.name][r, test] = model.predict_proba1(xt)
                         if spec == shap_model and r == 0:
                             shap_sum, shap_rows = _accumulate_shap(model, xt, shap_sum, shap_rows, rng)
+                    elif spec.kind == SINGLE:
+                        model = _SingleFeature().fit(X[np.ix_(train, idx)], y[train])
+                        oof[spec.name][r, test] = model.predict_proba1(X[np.ix_(test, idx)])
                     else:
                         model = _logreg(settings, seed).fit(X[np.ix_(train, idx)], y[train])
                         oof[spec.name][r, test] = model.predict_proba(X[np.ix_(test, idx)])[:, 1]
