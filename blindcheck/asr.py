@@ -31,16 +31,15 @@ from __future__ import annotations
 
 import hashlib
 import math
-import multiprocessing
 import os
 import zlib
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from blindcheck.errors import BlindcheckError, MissingDependencyError, worker_errors
+from blindcheck.pools import worker_pool
 
 SR = 16000
 RESULT_COLUMNS = ["text", "word_logprob", "no_speech_prob", "compression_ratio", "language", "mode", "window_size"]
@@ -345,10 +344,8 @@ def transcribe(tasks: list[dict], config: ASRConfig, workers: int = 1, stats: di
     windows = plan_windows(list(by_row.values()), config)
     workers = max(1, min(workers, len(windows)))
     threads = max(1, (os.cpu_count() or 1) // workers)
-    ctx = multiprocessing.get_context("spawn")
     out: list[dict] = []
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_asr_init,
-                             initargs=(asdict(config), threads)) as pool, worker_errors():
+    with worker_pool(workers, _asr_init, (asdict(config), threads), "spawn") as pool, worker_errors():
         while windows:
             totals["rounds"] += 1
             totals["windows"] += len(windows)

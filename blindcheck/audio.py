@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,8 +113,14 @@ def decode(data: bytes, start: float | None = None, end: float | None = None) ->
     return audio
 
 
+_BUFFER_REPR = re.compile(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>:?\s*")
+
+
 def _short(exc: Exception) -> str:
-    msg = str(exc).strip().splitlines()
+    """The first line of a decoder's message, without the in-memory buffer's repr that libsndfile puts in it
+    (``Error opening <_io.BytesIO object at 0x...>: Format not recognised``): the path is named beside it."""
+    msg = [_BUFFER_REPR.sub("", line).replace("Error opening ", "").strip() for line in str(exc).strip().splitlines()]
+    msg = [m for m in msg if m]
     return (msg[0] if msg else type(exc).__name__)[:160]
 
 

@@ -9,7 +9,7 @@ import json
 import math
 import os
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from blindcheck.cache import write_parquet_atomic
 from blindcheck.errors import BlindcheckError
 from blindcheck.extract import ExtractionResult, ProgressFn, extract_features, write_outputs
 from blindcheck.manifest import Manifest, ManifestOptions, load_manifest
+from blindcheck.modalities import choose_modalities
 from blindcheck.separability import ProgressFn as ClassifierProgressFn
 from blindcheck.separability import SeparabilityResult, run_separability
 from blindcheck.settings import Settings, load_settings
@@ -38,6 +39,7 @@ class CheckResult:
     extraction: ExtractionResult
     manifest: Manifest
     settings: Settings
+    notes: list[str] = field(default_factory=list)  # e.g. why a default modality was skipped
 
     @property
     def status(self) -> str:
@@ -66,6 +68,7 @@ class CheckResult:
                 "features": {m: len(ext.feature_columns(m)) for m in ext.modalities},
                 "errors_by_stage": ext.errors.groupby("stage")["id"].nunique().to_dict() if len(ext.errors) else {},
                 "failed_by_side": self.verdict.failures,
+                "notes": self.notes,
             },
             "verdict": self.verdict.to_dict(),
             "cv": {"folds": sep.folds, "repeats": sep.repeats, "group_by": sep.group_by,
@@ -136,6 +139,9 @@ def check(
     if settings.group_by and settings.group_by not in m.table.columns:
         raise BlindcheckError(f"group-by '{settings.group_by}': the manifest has no such column "
                               f"(columns: {', '.join(m.table.columns)})")
+    # The same rule as the CLI's: without ``modalities``, every acoustic one plus text where it can run.
+    choice = choose_modalities(m.table, modalities, text_options)
+    modalities = choice.modalities
     if cache_dir is None and out is None:
         import tempfile
 
@@ -157,7 +163,8 @@ def check(
     sep = run_separability(feats, feats["label"].to_numpy(), settings, groups=groups, texts=texts,
                            threads=workers, progress=classifier_progress)
     result = CheckResult(verdict=decide(sep, settings, failures_by_side(m, ext)), separability=sep,
-                         extraction=ext, manifest=m, settings=settings)
+                         extraction=ext, manifest=m, settings=settings,
+                         notes=[choice.note, *sep.notes] if choice.note else list(sep.notes))
     if out is not None:
         write_results(result, out)
     return result

@@ -17,7 +17,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +29,7 @@ from blindcheck.audio import ANALYSIS_SR, AudioError, content_hash, decode, load
 from blindcheck.cache import Store, write_parquet_atomic
 from blindcheck.features import acoustic_modalities, cache_tag, get_extractor
 from blindcheck.manifest import Manifest
+from blindcheck.pools import worker_pool
 
 ERROR_COLUMNS = ["id", "path", "stage", "message"]
 NOTE_COLUMNS = ["id", "path", "modality", "note"]
@@ -319,7 +320,7 @@ def _run_pool(batches, sr, n_workers, modalities, accept, flush, last_flush, flu
     pending = list(batches)
     retry_single = False
     while pending:
-        with ProcessPoolExecutor(max_workers=n_workers, initializer=_init_worker, initargs=(modalities,)) as pool:
+        with worker_pool(n_workers, _init_worker, (modalities,)) as pool:
             futures: dict[Future, list[dict]] = {}
             queue = list(pending)
             pending = []

@@ -155,6 +155,7 @@ class SeparabilityResult:
     family: permutation.FamilyTest | None = None
     subset: SubsetFinding | None = None
     n_groups: dict | None = None  # {"total", "members_only", "nonmembers_only", "mixed"} with groups
+    notes: list[str] = field(default_factory=list)  # models left out and why (e.g. tfidf on wordless text)
 
     def model(self, name: str) -> ModelResult:
         return next(m for m in self.models if m.name == name)
@@ -289,6 +290,12 @@ def _tfidf(seed: int):
                          LogisticRegression(C=1.0, max_iter=2000, random_state=seed))
 
 
+def _has_vocabulary(texts) -> bool:
+    """Whether the TF-IDF model's tokenizer finds any term in ``texts`` (single characters are no terms)."""
+    analyse = _tfidf(0)[0].build_analyzer()
+    return any(analyse(str(t)) for t in texts)
+
+
 def _splits(y: np.ndarray, groups: np.ndarray | None, folds: int, seed: int):
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
@@ -363,8 +370,14 @@ def run_separability(
     cols = feature_columns(table)
     X = table[cols].to_numpy(dtype=np.float32) if cols else np.zeros((n, 0), np.float32)
     use_text = texts is not None and np.mean([bool(str(t).strip()) for t in texts]) >= settings.text_min_coverage
+    notes = []
+    if use_text and not _has_vocabulary(texts):
+        use_text = False
+        notes.append(f"{ModelSpec(TFIDF, 'text').name} skipped: no transcript holds a word of two or more "
+                     "characters (an empty vocabulary)")
     if not cols and not use_text:
-        raise BlindcheckError("no features to classify: the table has no <modality>.<feature> columns")
+        raise BlindcheckError("no features to classify: the table has no <modality>.<feature> columns"
+                              + (f"; {notes[0]}" if notes else ""))
     repeats = settings.repeats or int(min(5, max(1, math.ceil(2000 / n))))
     plan = _plan(cols, use_text)
     text_arr = np.array([str(t) for t in texts]) if use_text else None
@@ -395,6 +408,7 @@ def run_separability(
     result.subset = _subset_finding(result.models, table, cols, y, result.ids, result.attributions)
     result.text_terms = _text_terms(text_arr, y, settings.seed) if use_text else None
     result.folds, result.repeats = cv.folds_used, repeats
+    result.notes = notes
     return result
 
 
@@ -495,8 +509,11 @@ class _CV:
                 train = _subsample(train, y, settings.max_train_rows, rng)
                 for spec, idx in self.plan:
                     if spec.kind == TFIDF:
-                        model = _tfidf(seed).fit(self.text_arr[train], y[train])
-                        oof[spec.name][r, test] = model.predict_proba(self.text_arr[test])[:, 1]
+                        if _has_vocabulary(self.text_arr[train]):
+                            model = _tfidf(seed).fit(self.text_arr[train], y[train])
+                            oof[spec.name][r, test] = model.predict_proba(self.text_arr[test])[:, 1]
+                        else:  # no term in this training fold: the model knows nothing
+                            oof[spec.name][r, test] = 0.5
                     elif spec.kind == XGBOOST:
                         model = _XGB(settings, seed, self.threads).fit(X[np.ix_(train, idx)], y[train])
                         xt = X[np.ix_(test, idx)]

@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import math
-import multiprocessing
 import re
 import string
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +28,7 @@ import pandas as pd
 
 from blindcheck.asr import RESULT_COLUMNS, ASRConfig, compression_ratio, files_ident, offline, transcribe
 from blindcheck.errors import BlindcheckError, MissingDependencyError, worker_errors
+from blindcheck.pools import worker_pool
 
 __all__ = ["ASRConfig", "Embedder", "TextOptions", "default_embedding_model", "embed", "extract_text", "lexical",
            "text_unavailable", "transcribe"]
@@ -69,8 +68,7 @@ def _encode_in_worker(path: str, device: str, texts: list[str]) -> np.ndarray:
 def embed(texts: list[str], path: str, device: str = "cpu") -> np.ndarray:
     """Embed ``texts`` in a *spawned* process: torch's OpenMP runtime next to xgboost's made every boosting
     round ~100x slower here (70 ms instead of 0.5 ms), so torch never enters the main process."""
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool, worker_errors():
+    with worker_pool(1, start_method="spawn") as pool, worker_errors():
         return pool.submit(_encode_in_worker, path, device, texts).result()
 
 

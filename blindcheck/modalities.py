@@ -1,0 +1,61 @@
+"""Which modalities a run analyses: one rule for the CLI and the Python API, so one manifest gets one verdict.
+
+- Nothing requested: every acoustic modality, plus ``text`` when it can run here (transcripts given, or the
+  ASR and embedding packages installed). When it cannot, text is skipped *only* for ``transcripts="auto"``,
+  and the skip is reported in the returned note; an explicit ``transcripts="asr"`` or ``"given"`` that cannot
+  be met is an error naming the missing extra.
+- A list requested: exactly those; an unknown name or a ``text`` that cannot run is an error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from blindcheck.errors import BlindcheckError, MissingDependencyError
+
+
+@dataclass(frozen=True)
+class ModalityChoice:
+    modalities: list[str]
+    note: str | None = None  # why an available-by-default modality was left out (text under auto)
+
+
+def known_modalities() -> list[str]:
+    from blindcheck.features import acoustic_modalities
+
+    return [*acoustic_modalities(), "text"]
+
+
+def choose_modalities(table: pd.DataFrame, requested: list[str] | str | None, text_options=None) -> ModalityChoice:
+    """The modalities to analyse for a manifest ``table`` (see the module docstring).
+
+    ``requested``: None (the default rule), a list of names, or a comma-separated string. ``text_options``:
+    :class:`blindcheck.text.TextOptions` (default: ``transcripts="auto"`` with the bundled models).
+    """
+    from blindcheck.features import acoustic_modalities
+    from blindcheck.text import TextOptions, text_unavailable
+
+    options = text_options or TextOptions()
+    known = known_modalities()
+    if isinstance(requested, str):
+        requested = [m.strip() for m in requested.split(",") if m.strip()]
+    if not requested:
+        why = text_unavailable(table, options)
+        if why is None:
+            return ModalityChoice(known)
+        if options.transcripts != "auto":
+            raise MissingDependencyError(f"transcripts '{options.transcripts}' asked for, but the text modality "
+                                         f"cannot run: {why}")
+        return ModalityChoice(acoustic_modalities(), note=f"text modality skipped (transcripts auto): {why}")
+    unknown = [m for m in requested if m not in known]
+    if unknown:
+        raise BlindcheckError(f"unknown modality '{unknown[0]}' (known: {', '.join(known)})")
+    if len(set(requested)) != len(requested):
+        raise BlindcheckError(f"modality named twice: {', '.join(requested)}")
+    if "text" in requested:
+        why = text_unavailable(table, options)
+        if why:
+            raise MissingDependencyError(f"text modality asked for but it cannot run: {why}")
+    return ModalityChoice(list(requested))
