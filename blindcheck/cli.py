@@ -1,19 +1,35 @@
 """Command-line interface: a thin shell over the Python API.
 
-Exit codes: 0 success, 2 usage or input error (message on stderr, no traceback). ``gate`` adds 1
-(confounded) and 3 (inconclusive).
+Exit codes: 0 success, 2 usage or input error (message on stderr, no traceback), 4 internal error (a bug:
+traceback in OUT/blindcheck-error.log, or on stderr without a usable OUT), 130 interrupted by SIGINT (Ctrl-C),
+143 by SIGTERM. ``gate`` adds 1 (confounded) and 3 (inconclusive).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
+import tempfile
+import traceback
 from pathlib import Path
 
 from blindcheck import __version__
 from blindcheck.errors import BlindcheckError
 
-EXIT_OK, EXIT_CONFOUNDED, EXIT_INPUT, EXIT_INCONCLUSIVE = 0, 1, 2, 3
+EXIT_OK, EXIT_CONFOUNDED, EXIT_INPUT, EXIT_INCONCLUSIVE, EXIT_INTERNAL = 0, 1, 2, 3, 4
+ERROR_LOG = "blindcheck-error.log"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def _add_manifest_args(p: argparse.ArgumentParser, out_required: bool = True) -> None:
@@ -46,7 +62,8 @@ def _add_manifest_args(p: argparse.ArgumentParser, out_required: bool = True) ->
                    help=f"seconds of silence between packed clips (default {ASRConfig.gap_s})")
     t.add_argument("--embedding-model", default=None,
                    help="local sentence-transformers model folder (default: bundled all-MiniLM-L6-v2)")
-    p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    p.add_argument("--workers", type=_positive_int, default=None,
+                   help="worker processes, at least 1 (default: every core this process may use)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -73,7 +90,9 @@ def _add_check_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("blind classifier and verdict (defaults: [tool.blindcheck] in pyproject.toml, "
                              "then built-in)")
     g.add_argument("--group-by", default=None, help="manifest column whose groups never straddle folds (e.g. speaker)")
-    g.add_argument("--folds", type=int, default=None, help="cross-validation folds (default 5)")
+    g.add_argument("--folds", type=int, default=None,
+                   help="cross-validation folds (default 5; fewer where a side has fewer clips or groups, "
+                        "which the summary states)")
     g.add_argument("--repeats", type=int, default=None, help="CV repeats (default: more when the sample is small)")
     g.add_argument("--seed", type=int, default=None, help="random seed (default 0), recorded in result.json")
     g.add_argument("--alpha", type=float, default=None, help="significance level (default 0.05)")
@@ -109,12 +128,15 @@ def _run_check(args, quiet: bool):
     progress, close = (None, lambda: None) if quiet else _progress(args)
     cls_progress, cls_close = (None, lambda: None) if quiet else _classifier_progress(args)
     try:
-        return check(manifest, args.out, cache_dir=args.cache_dir, modalities=_modalities(args, manifest),
-                     workers=args.workers, settings=settings, progress=progress, text_options=_text_options(args),
-                     classifier_progress=cls_progress)
+        result = check(manifest, args.out, cache_dir=args.cache_dir, modalities=args.modalities,
+                       workers=args.workers, settings=settings, progress=progress,
+                       text_options=_text_options(args), classifier_progress=cls_progress)
     finally:
         close()
         cls_close()
+    for note in result.notes:
+        print(f"blindcheck {args.verb}: note: {note}", file=sys.stderr)
+    return result
 
 
 def _classifier_progress(args):
@@ -147,15 +169,31 @@ def cmd_check(args) -> int:
     from blindcheck.checker import format_summary
 
     result = _run_check(args, quiet=False)
-    print(format_summary(result))
-    print(f"\n  wrote {Path(args.out) / 'result.json'}, blind_scores.parquet, features.parquet")
+    summary = _with_notes(format_summary(result), result.notes)
+    _write_summary(args.out, summary)
+    print(summary)
+    print(f"\n  wrote {Path(args.out) / 'result.json'}, blind_scores.parquet, features.parquet, summary.txt")
     return EXIT_OK
 
 
+def _with_notes(summary: str, notes: list[str]) -> str:
+    return summary + "".join(f"\n  note: {n}" for n in notes)
+
+
+def _write_summary(out: str | None, summary: str) -> None:
+    """OUT/summary.txt: the terminal summary, kept beside result.json."""
+    if out is not None:
+        path = Path(out) / "summary.txt"
+        tmp = path.with_name(".summary.txt.tmp")
+        tmp.write_text(summary + "\n", encoding="utf-8")
+        tmp.replace(path)
+
+
 def cmd_gate(args) -> int:
-    from blindcheck.checker import gate_line
+    from blindcheck.checker import format_summary, gate_line
 
     result = _run_check(args, quiet=True)
+    _write_summary(args.out, _with_notes(format_summary(result), result.notes))
     print(gate_line(result))
     return {"clean": EXIT_OK, "confounded": EXIT_CONFOUNDED, "inconclusive": EXIT_INCONCLUSIVE}[result.status]
 
@@ -178,26 +216,13 @@ def _text_options(args):
 
 
 def _modalities(args, manifest) -> list[str]:
-    """The requested modalities; by default every acoustic one, plus text when it can run here."""
-    from blindcheck.features import acoustic_modalities
-    from blindcheck.text import text_unavailable
+    """The modalities to analyse: :func:`blindcheck.modalities.choose_modalities`, the API's own rule."""
+    from blindcheck.modalities import choose_modalities
 
-    known = [*acoustic_modalities(), "text"]
-    if not args.modalities:
-        why = text_unavailable(manifest.table, _text_options(args))
-        if why:
-            print(f"blindcheck: text modality skipped: {why}", file=sys.stderr)
-            return acoustic_modalities()
-        return known
-    mods = [m.strip() for m in args.modalities.split(",") if m.strip()]
-    unknown = [m for m in mods if m not in known]
-    if unknown:
-        raise BlindcheckError(f"unknown modality '{unknown[0]}' (known: {', '.join(known)})")
-    if "text" in mods:
-        why = text_unavailable(manifest.table, _text_options(args))
-        if why:
-            raise BlindcheckError(f"text modality asked for but it cannot run: {why}")
-    return mods
+    choice = choose_modalities(manifest.table, args.modalities, _text_options(args))
+    if choice.note:
+        print(f"blindcheck {args.verb}: note: {choice.note}", file=sys.stderr)
+    return choice.modalities
 
 
 def _progress(args):
@@ -228,7 +253,9 @@ def cmd_extract(args) -> int:
     finally:
         close()
     paths = write_outputs(result, manifest, out)
-    print(format_extract_summary(result, manifest, paths))
+    summary = format_extract_summary(result, manifest, paths)
+    _write_summary(args.out, summary)
+    print(summary)
     return EXIT_OK
 
 
@@ -243,6 +270,10 @@ def format_extract_summary(result, manifest, paths) -> str:
         by_stage = result.errors.groupby("stage")["id"].nunique().to_dict()
         stages = ", ".join(f"{k} {v}" for k, v in sorted(by_stage.items()))
         lines.append(f"  failed      {s['failed']:>6}  ({stages}) -> {paths['errors']}")
+        for r in result.errors.head(3).itertuples():
+            lines.append(f"    {r.path}: {r.stage}: {r.message}")
+        if len(result.errors) > 3:
+            lines.append(f"    ... {len(result.errors) - 3} more in {paths['errors'].name}")
     else:
         lines.append(f"  failed      {0:>6}")
     if s["with_notes"]:
@@ -259,24 +290,89 @@ def format_extract_summary(result, manifest, paths) -> str:
             lines.append(f"  asr         {a['packed_clips']}/{t['transcribed']} clips packed in {a['packed_windows']} "
                          f"windows, {a['clips_redone']} redone, {a['windows_failed']} windows not trusted")
     audio = s["audio_seconds"]
-    speed = f"; {1000 * s['seconds'] / audio:.0f} ms per second of audio" if audio and audio > 0 else ""
-    lines.append(f"  time        {s['seconds']:.1f} s for {audio:.1f} s of audio{speed}, {s['workers']} workers")
+    if audio == audio and audio > 0:  # known only when the recording modality ran
+        lines.append(f"  time        {s['seconds']:.1f} s for {audio:.1f} s of audio; "
+                     f"{1000 * s['seconds'] / audio:.0f} ms per second of audio, {s['workers']} workers")
+    else:
+        lines.append(f"  time        {s['seconds']:.1f} s, {s['workers']} workers")
     lines.append(f"  wrote       {paths['features']}")
     return "\n".join(lines)
 
 
+def _check_out(args) -> None:
+    """The output (and cache) directory must be a writable directory, checked before any work is done."""
+    for flag, value in (("--out", args.out), ("--cache-dir", args.cache_dir)):
+        if value is None:
+            continue
+        d = Path(value).absolute()
+        if d.exists() and not d.is_dir():
+            raise BlindcheckError(f"{flag} {value} is a file, not a directory")
+        if d.is_dir():  # write a file: catches read-only file systems too
+            try:
+                with tempfile.NamedTemporaryFile(dir=d, prefix=".blindcheck-write-test-"):
+                    pass
+            except OSError as exc:
+                raise BlindcheckError(f"{flag} {value}: cannot write there ({exc.strerror or exc})") from None
+            continue
+        parent = next(p for p in d.parents if p.exists())  # created later, with its missing parents
+        if not parent.is_dir():
+            raise BlindcheckError(f"{flag} {value}: cannot be created, {parent} is a file")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise BlindcheckError(f"{flag} {value}: cannot be created, {parent} is not writable")
+
+
+def _internal_error(args, exc: BaseException) -> int:
+    """An unexpected exception: a bug. Exit 4 (never 0, 1 or 3, which gate gives meanings), traceback kept."""
+    tb = traceback.format_exc()
+    where = "stderr"
+    if getattr(args, "out", None):
+        try:
+            log = Path(args.out) / ERROR_LOG
+            log.write_text(f"blindcheck {__version__} {args.verb}: {' '.join(sys.argv)}\n{tb}", encoding="utf-8")
+            where = str(log)
+        except OSError:
+            pass
+    if where == "stderr":
+        print(tb, file=sys.stderr, end="")
+    print(f"blindcheck {args.verb}: internal error ({type(exc).__name__}: {exc}); this is a bug in blindcheck, "
+          f"please report it with the traceback in {where}", file=sys.stderr)
+    return EXIT_INTERNAL
+
+
+def _interrupted(args, exc: KeyboardInterrupt) -> int:
+    import signal
+
+    signum = getattr(exc, "signum", signal.SIGINT)
+    if getattr(args, "out", None) or getattr(args, "cache_dir", None):
+        cache = Path(args.cache_dir) if args.cache_dir else Path(args.out) / "cache"
+        resume = f"finished clips are kept in the cache {cache}; run the same command again to resume"
+    else:
+        resume = "nothing was kept (no --out or --cache-dir); pass --cache-dir to keep finished clips across runs"
+    print(f"blindcheck {args.verb}: interrupted ({signal.Signals(signum).name}); {resume}", file=sys.stderr)
+    return 128 + int(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    import threading
+
+    from blindcheck.pools import interrupt_signals
+
     parser = build_parser()
     args = parser.parse_args(argv)
     handlers = {"extract": cmd_extract, "check": cmd_check, "gate": cmd_gate}
-    try:
-        return handlers[args.verb](args)
-    except BlindcheckError as exc:
-        print(f"blindcheck {args.verb}: error: {exc}", file=sys.stderr)
-        return EXIT_INPUT
-    except KeyboardInterrupt:
-        print(f"blindcheck {args.verb}: interrupted; finished clips are in the cache", file=sys.stderr)
-        return 130
+    signals = interrupt_signals() if threading.current_thread() is threading.main_thread() else \
+        contextlib.nullcontext()
+    with signals:
+        try:
+            _check_out(args)
+            return handlers[args.verb](args)
+        except BlindcheckError as exc:
+            print(f"blindcheck {args.verb}: error: {exc}", file=sys.stderr)
+            return EXIT_INPUT
+        except KeyboardInterrupt as exc:
+            return _interrupted(args, exc)
+        except Exception as exc:
+            return _internal_error(args, exc)
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ def load_manifest(source: str | os.PathLike, options: ManifestOptions | None = N
     if src.is_dir():
         if (src / "wav.scp").exists():
             raw, base = _read_kaldi(src), src
-        elif (src / "metadata.csv").exists() or (src / "metadata.jsonl").exists():
+        elif _audiofolder_metadata(src):
             raw, base = _read_audiofolder(src), src
         else:
             raise ManifestError(
@@ -205,9 +205,15 @@ def _read_kaldi(d: Path) -> pd.DataFrame:
     return df
 
 
+def _audiofolder_metadata(d: Path) -> list[Path]:
+    """An audiofolder's metadata files: at its top, or one per split folder (``train/metadata.csv``, ...)."""
+    dirs = [d, *sorted(c for c in d.iterdir() if c.is_dir())]
+    return [p / name for name in ("metadata.csv", "metadata.jsonl") for p in dirs if (p / name).is_file()]
+
+
 def _read_audiofolder(d: Path) -> pd.DataFrame:
     frames = []
-    for meta in sorted(d.rglob("metadata.csv")) + sorted(d.rglob("metadata.jsonl")):
+    for meta in _audiofolder_metadata(d):
         part = _read_table(meta)
         if "file_name" not in part.columns:
             raise ManifestError(f"{meta}: an audiofolder metadata file needs a 'file_name' column")
@@ -246,7 +252,8 @@ def _pick(df: pd.DataFrame, wanted: str | None, candidates: tuple[str, ...], wha
     return None
 
 
-def map_labels(values: pd.Series, member_value: str | None, ids: pd.Series | None, source: str) -> pd.Series:
+def map_labels(values: pd.Series, member_value: str | None, ids: pd.Series | None, source: str,
+               column: str = "the label column") -> pd.Series:
     """Map raw label values to 1 (member) / 0 (non-member). Unknown values raise, naming the row."""
     out = []
     for i, raw in enumerate(values):
@@ -264,9 +271,19 @@ def map_labels(values: pd.Series, member_value: str | None, ids: pd.Series | Non
         else:
             raise ManifestError(
                 f"{source}: {_row_name(i, ids)}: unknown label value '{raw}' (members: member/train/in/1/true; "
-                "non-members: non-member/test/out/0/false; or pass --member-value)"
+                "non-members: non-member/test/out/0/false; or pass --member-value)" + _value_hint(values, column)
             )
     return pd.Series(out, index=values.index, dtype="int64")
+
+
+def _value_hint(values: pd.Series, column: str = "the label column") -> str:
+    """The values a label column holds, and how to turn them into two sides."""
+    counts = values.astype(str).str.strip().value_counts()
+    shown = ", ".join(f"'{v}' ({n})" for v, n in counts.head(8).items()) + (", ..." if len(counts) > 8 else "")
+    if len(counts) == 2:
+        return (f"; {column} holds two values, {shown}: pass --member-value with the one that means member")
+    return (f"; {column} holds {len(counts)} values, {shown}, not the two sides of a split: pass --member-value "
+            "to make one value the members and every other value the non-members")
 
 
 def _normalise(
@@ -286,6 +303,11 @@ def _normalise(
     text_col = _pick(df, None, TEXT_COLUMNS, "text", source)
     speaker_col = _pick(df, None, SPEAKER_COLUMNS, "speaker", source)
 
+    if label_col in (path_col, id_col, text_col, speaker_col):  # e.g. --label-column speaker: keep both roles
+        df["__label__"] = df[label_col]
+        label_name, label_col = label_col, "__label__"
+    else:
+        label_name = label_col
     renames = {path_col: "path", label_col: "label"}
     if id_col is not None:
         renames[id_col] = "id"
@@ -316,12 +338,13 @@ def _normalise(
             f"({dup.nunique()} ids duplicated; first at row {first + 1})"
         )
 
-    df["label"] = map_labels(df["label"], options.member_value, df["id"], source)
+    raw_labels = df["label"]
+    df["label"] = map_labels(df["label"], options.member_value, df["id"], source, column=f"column '{label_name}'")
     if df["label"].nunique() < 2:
         only = "members" if df["label"].iloc[0] == 1 else "non-members"
         raise ManifestError(
             f"{source}: only one class present (all {len(df)} rows are {only}); a check needs both members and "
-            "non-members"
+            "non-members" + _value_hint(raw_labels, f"column '{label_name}'")
         )
 
     if "text" in df.columns:

@@ -27,6 +27,10 @@ class Interrupted(KeyboardInterrupt):
 
 
 def _raise(signum: int, frame: Any) -> None:
+    # One interruption is enough: a second Ctrl-C must not break off the clean-up (terminating the workers)
+    # that the first one started; the handlers are restored when ``interrupt_signals`` exits.
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
     raise Interrupted(signum)
 
 
