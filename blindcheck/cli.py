@@ -355,7 +355,7 @@ def _interrupted(args, exc: KeyboardInterrupt) -> int:
 def main(argv: list[str] | None = None) -> int:
     import threading
 
-    from blindcheck.pools import interrupt_signals
+    from blindcheck.pools import acknowledge, interrupt_signals
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -370,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"blindcheck {args.verb}: error: {exc}", file=sys.stderr)
             return EXIT_INPUT
         except KeyboardInterrupt as exc:
+            acknowledge()
             return _interrupted(args, exc)
         except Exception as exc:
             return _internal_error(args, exc)

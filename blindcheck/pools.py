@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -26,23 +28,43 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
+_STATE: dict[str, Any] = {"acknowledged": False}
+RETRY_S = 1.0
+
+
 def _raise(signum: int, frame: Any) -> None:
-    # One interruption is enough: a second Ctrl-C must not break off the clean-up (terminating the workers)
-    # that the first one started; the handlers are restored when ``interrupt_signals`` exits.
-    for s in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(s, signal.SIG_IGN)
+    if _STATE["acknowledged"]:  # the clean-up the first signal started must not be broken off by a second
+        return
+    # The exception can land where Python swallows it (a ``__del__``, a weakref callback: llvmlite's finalisers
+    # during librosa's start-up did): until the run has acknowledged it, send the signal again.
+    timer = threading.Timer(RETRY_S, _again, args=(signum,))
+    timer.daemon = True
+    timer.start()
     raise Interrupted(signum)
+
+
+def _again(signum: int) -> None:
+    if not _STATE["acknowledged"]:
+        os.kill(os.getpid(), signum)
+
+
+def acknowledge() -> None:
+    """The interruption reached code that acts on it: later signals are ignored while it cleans up."""
+    _STATE["acknowledged"] = True
 
 
 @contextlib.contextmanager
 def interrupt_signals() -> Iterator[None]:
     """In the main thread: SIGINT and SIGTERM raise :class:`Interrupted` (previous handlers restored after)."""
+    _STATE["acknowledged"] = False
     old = {s: signal.signal(s, _raise) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
+        _STATE["acknowledged"] = True
         for s, h in old.items():
             signal.signal(s, h)
+        _STATE["acknowledged"] = False
 
 
 def _child_init(init: Callable[..., None] | None, args: tuple) -> None:
@@ -66,6 +88,11 @@ def terminate(pool: ProcessPoolExecutor, grace_s: float = 2.0) -> None:
             if p.is_alive():
                 p.kill()
                 p.join(1.0)
+    # The pool's manager thread sees its workers gone and releases the queues; let it finish, so that no
+    # half-closed pipe is written to at interpreter exit.
+    manager = getattr(pool, "_executor_manager_thread", None)
+    if manager is not None:
+        manager.join(grace_s)
 
 
 @contextlib.contextmanager
@@ -78,7 +105,9 @@ def worker_pool(max_workers: int, initializer: Callable[..., None] | None = None
                                initargs=(initializer, tuple(initargs)))
     try:
         yield pool
-    except BaseException:
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            acknowledge()
         terminate(pool)
         raise
     pool.shutdown(wait=True)

@@ -408,6 +408,10 @@ def run_separability(
     result.subset = _subset_finding(result.models, table, cols, y, result.ids, result.attributions)
     result.text_terms = _text_terms(text_arr, y, settings.seed) if use_text else None
     result.folds, result.repeats = cv.folds_used, repeats
+    if cv.folds_used < settings.folds:
+        why = f"{len(np.unique(groups))} groups" if groups is not None else \
+            f"the smaller side has {int(np.bincount(y).min())} clips"
+        notes.append(f"folds: {settings.folds} asked for, {cv.folds_used} used ({why})")
     result.notes = notes
     return result
 
