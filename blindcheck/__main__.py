@@ -1,5 +1,8 @@
 import sys
 
-from blindcheck.cli import main
+try:
+    from blindcheck.cli import main
+except KeyboardInterrupt:  # Ctrl-C before the CLI could install its handlers
+    sys.exit(130)
 
 sys.exit(main())

@@ -328,6 +328,7 @@ def _internal_error(args, exc: BaseException) -> int:
     if getattr(args, "out", None):
         try:
             log = Path(args.out) / ERROR_LOG
+            log.parent.mkdir(parents=True, exist_ok=True)
             log.write_text(f"blindcheck {__version__} {args.verb}: {' '.join(sys.argv)}\n{tb}", encoding="utf-8")
             where = str(log)
         except OSError:
@@ -343,27 +344,32 @@ def _interrupted(args, exc: KeyboardInterrupt) -> int:
     import signal
 
     signum = getattr(exc, "signum", signal.SIGINT)
-    if getattr(args, "out", None) or getattr(args, "cache_dir", None):
+    if not args.verb:
+        resume = "nothing was done yet; run the same command again"
+    elif getattr(args, "out", None) or getattr(args, "cache_dir", None):
         cache = Path(args.cache_dir) if args.cache_dir else Path(args.out) / "cache"
         resume = f"finished clips are kept in the cache {cache}; run the same command again to resume"
     else:
         resume = "nothing was kept (no --out or --cache-dir); pass --cache-dir to keep finished clips across runs"
-    print(f"blindcheck {args.verb}: interrupted ({signal.Signals(signum).name}); {resume}", file=sys.stderr)
+    verb = f"blindcheck {args.verb}" if args.verb else "blindcheck"
+    print(f"{verb}: interrupted ({signal.Signals(signum).name}); {resume}", file=sys.stderr)
     return 128 + int(signum)
 
 
 def main(argv: list[str] | None = None) -> int:
+    import argparse as _argparse
     import threading
 
     from blindcheck.pools import acknowledge, interrupt_signals
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    handlers = {"extract": cmd_extract, "check": cmd_check, "gate": cmd_gate}
+    # Signals first: a Ctrl-C while the parser imports its defaults (numpy, ...) is an interruption too.
     signals = interrupt_signals() if threading.current_thread() is threading.main_thread() else \
         contextlib.nullcontext()
+    args = _argparse.Namespace(verb="", out=None, cache_dir=None)
     with signals:
         try:
+            args = build_parser().parse_args(argv)
+            handlers = {"extract": cmd_extract, "check": cmd_check, "gate": cmd_gate}
             _check_out(args)
             return handlers[args.verb](args)
         except BlindcheckError as exc:
