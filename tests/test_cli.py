@@ -30,17 +30,9 @@ def _env() -> dict:
     return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
-def _cli(*args, cwd=None, prelude: str = "") -> subprocess.CompletedProcess:
-    """Run the CLI in a fresh interpreter; ``prelude`` runs first (used to make an installed package look absent)."""
-    code = prelude + "\nimport sys\nfrom blindcheck.cli import main\nsys.exit(main(sys.argv[1:]))"
-    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          env=_env(), timeout=300)
-
-
-def _hide(*packages: str) -> str:
-    """A prelude under which ``packages`` are not installed, as far as blindcheck can tell."""
-    return ("import importlib.util as _u\n_real = _u.find_spec\n"
-            f"_u.find_spec = lambda n, *a, **k: None if n.split('.')[0] in {set(packages)!r} else _real(n, *a, **k)")
+def _cli(*args, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "blindcheck", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=_env(), timeout=300)
 
 
 def _manifest(path: Path, meta: pd.DataFrame, n: int, text: bool = False, seed: int = 0) -> Path:
@@ -168,51 +160,57 @@ def test_unexpected_errors_exit_4_with_the_traceback_kept(tmp_path, fsdd_meta, m
     assert "Traceback" in capsys.readouterr().err
 
 
-def test_arguments_work_or_are_refused_clearly(tmp_path, fsdd_meta):
+def test_arguments_work_or_are_refused_clearly(tmp_path, fsdd_meta, monkeypatch, capsys):
     m = _manifest(tmp_path / "m.csv", fsdd_meta, 12, seed=3)
     table = pd.read_csv(m)
     out, cache = tmp_path / "out", tmp_path / "cache"
-    common = ["--cache-dir", cache, "--modalities", "recording", "--no-progress"]
+    common = ["--cache-dir", str(cache), "--modalities", "recording", "--no-progress", "--workers", "1"]
 
-    r = _cli("extract", m, "--out", out, "--workers", "0", *common)
-    assert r.returncode == 2 and "--workers: must be at least 1, not 0" in r.stderr
+    def run(*args) -> tuple[int, str, str]:
+        rc = main([str(a) for a in args])
+        got = capsys.readouterr()
+        return rc, got.out, got.err
 
-    r = _cli("extract", m, "--out", out, "--label-column", "speaker", *common)
+    with pytest.raises(SystemExit) as exit_:
+        main(["extract", str(m), "--out", str(out), "--workers", "0"])
+    assert exit_.value.code == 2 and "--workers: must be at least 1, not 0" in capsys.readouterr().err
+
+    rc, _, err = run("extract", m, "--out", out, "--label-column", "speaker", *common)
     counts = table["speaker"].value_counts()
-    assert r.returncode == 2 and f"column 'speaker' holds {len(counts)} values" in r.stderr, r.stderr
-    assert all(f"'{s}' ({n})" in r.stderr for s, n in counts.items()) and "--member-value" in r.stderr
+    assert rc == 2 and f"column 'speaker' holds {len(counts)} values" in err, err
+    assert all(f"'{s}' ({n})" in err for s, n in counts.items()) and "--member-value" in err
     who = counts.index[0]
-    r = _cli("extract", m, "--out", out, "--label-column", "speaker", "--member-value", who, "--workers", "1",
-             *common)
-    assert r.returncode == 0, r.stderr
+    rc, _, err = run("extract", m, "--out", out, "--label-column", "speaker", "--member-value", who, *common)
+    assert rc == 0, err
     saved = pd.read_parquet(out / "manifest.parquet").set_index("id")
     truth = table.set_index("id")["speaker"]
     assert (saved["label"] == (truth.loc[saved.index] == who).astype(int)).all()
     assert (saved["speaker"] == truth.loc[saved.index]).all()  # the column keeps its own role too
 
-    two = table.assign(side=np.where(table["label"] == 1, "a", "b"))
-    two.to_csv(tmp_path / "two.csv", index=False)
-    r = _cli("extract", tmp_path / "two.csv", "--out", out, "--label-column", "side", *common)
-    assert r.returncode == 2 and "holds two values" in r.stderr and "'a'" in r.stderr and "'b'" in r.stderr
+    table.assign(side=np.where(table["label"] == 1, "a", "b")).to_csv(tmp_path / "two.csv", index=False)
+    rc, _, err = run("extract", tmp_path / "two.csv", "--out", out, "--label-column", "side", *common)
+    assert rc == 2 and "holds two values" in err and "'a'" in err and "'b'" in err
 
-    r = _cli("check", m, "--out", out, "--folds", "50", "--repeats", "1", "--no-config", "--workers", "1",
-             *common)
+    rc, stdout, err = run("check", m, "--out", out, "--folds", "50", "--repeats", "1", "--no-config",
+                          "--permutations", "199", *common)
     smaller = int(min(table["label"].sum(), (1 - table["label"]).sum()))
     note = f"folds: 50 asked for, {smaller} used (the smaller side has {smaller} clips)"
-    assert r.returncode == 0 and note in r.stderr, r.stderr
-    assert note in (out / "summary.txt").read_text() and f"{smaller}-fold CV" in r.stdout
+    assert rc == 0 and note in err, err
+    assert note in (out / "summary.txt").read_text() and f"{smaller}-fold CV" in stdout
 
     # An explicit request for text that cannot be met is refused, naming the extra; only auto may skip.
-    hide = _hide("faster_whisper")
-    r = _cli("extract", m, "--out", out, "--transcripts", "asr", "--cache-dir", cache, prelude=hide)
-    assert r.returncode == 2 and "pip install 'blindcheck[asr]'" in r.stderr, r.stderr
-    r = _cli("extract", m, "--out", out, "--modalities", "recording,text", "--cache-dir", cache, prelude=hide)
-    assert r.returncode == 2 and "pip install 'blindcheck[asr]'" in r.stderr
-    r = _cli("extract", m, "--out", out, "--transcripts", "given", "--cache-dir", cache)
-    assert r.returncode == 2 and "no text column" in r.stderr
-    r = _cli("extract", m, "--out", out, "--cache-dir", cache, "--no-progress", "--workers", "1", prelude=hide)
-    assert r.returncode == 0 and "text modality skipped (transcripts auto)" in r.stderr, r.stderr
-    assert "blindcheck[asr]" in r.stderr and "text " not in r.stdout
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda n, *a, **k: None if n.split(".")[0] == "faster_whisper" else real(n, *a, **k))
+    rc, _, err = run("extract", m, "--out", out, "--transcripts", "asr", "--cache-dir", cache)
+    assert rc == 2 and "pip install 'blindcheck[asr]'" in err, err
+    rc, _, err = run("extract", m, "--out", out, "--modalities", "recording,text", "--cache-dir", cache)
+    assert rc == 2 and "pip install 'blindcheck[asr]'" in err
+    rc, _, err = run("extract", m, "--out", out, "--transcripts", "given", "--cache-dir", cache)
+    assert rc == 2 and "no text column" in err
+    rc, stdout, err = run("extract", m, "--out", out, "--cache-dir", cache, "--no-progress", "--workers", "1")
+    assert rc == 0 and "text modality skipped (transcripts auto)" in err and "blindcheck[asr]" in err, err
+    assert "prosodic" in stdout and "text " not in stdout
 
 
 def test_audiofolder_with_per_split_metadata_summary_and_decode_messages(tmp_path, fsdd_meta):
@@ -269,9 +267,9 @@ def test_api_and_cli_choose_the_same_modalities_and_verdict(tmp_path, fsdd_meta)
 
     m = _manifest(tmp_path / "m.csv", fsdd_meta, 24, text=True, seed=5)
     cache = tmp_path / "cache"
-    api = blindcheck.check(m, tmp_path / "api", cache_dir=cache, workers=1, repeats=1)
+    api = blindcheck.check(m, tmp_path / "api", cache_dir=cache, workers=1, repeats=1, permutations=199)
     r = _cli("check", m, "--out", tmp_path / "cli", "--cache-dir", cache, "--workers", "1", "--repeats", "1",
-             "--no-progress")
+             "--permutations", "199", "--no-progress")
     assert r.returncode == 0, r.stderr
     cli = json.loads((tmp_path / "cli" / "result.json").read_text())
     assert api.extraction.modalities == cli["extraction"]["modalities"] == ["recording", "spectral", "prosodic",
