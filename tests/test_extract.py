@@ -140,15 +140,27 @@ def test_cli_extract_writes_table_and_summary(tmp_path, mixed_manifest, capsys):
     assert main(["extract", str(mixed_manifest), "--out", str(out), "--workers", "1", "--no-progress",
                  "--modalities", "recording,spectral,prosodic"]) == 0
     text = capsys.readouterr().out
-    assert "failed" in text and "decode 3" in text and "features" in text
-    table = pd.read_parquet(out / "features.parquet")
-    assert {"id", "label"} <= set(table.columns)
-    assert any(c.startswith("recording.") for c in table.columns)
-    assert any(c.startswith("spectral.") for c in table.columns)
-    assert any(c.startswith("prosodic.") for c in table.columns)
+    m = load_manifest(mixed_manifest)
+    n_ok = len(m.table) - 3
+    assert f"in table    {n_ok:>6}" in text and f"failed      {3:>6}  (decode 3)" in text
     errors = pd.read_csv(out / "errors.csv")
-    assert len(errors) == 3 and list(errors.columns) == ["id", "path", "stage", "message"]
-    assert (out / "cache").is_dir()
+    assert list(errors.columns) == ["id", "path", "stage", "message"]
+    assert set(errors["id"]) == {"empty", "text", "zero"} and (errors["stage"] == "decode").all()
+    for r in errors.itertuples():  # the summary names each failed file with its reason
+        assert f"{r.path}: decode: {r.message}" in text
+    assert (out / "summary.txt").read_text() == text
+    table = pd.read_parquet(out / "features.parquet")
+    # The table the CLI wrote is the one the library computes (from the same cache: nothing recomputed) ...
+    direct = extract_features(m, out / "cache", workers=1, modalities=["recording", "spectral", "prosodic"])
+    assert direct.stats["computed"] == {"recording": 0, "spectral": 0, "prosodic": 0}
+    pd.testing.assert_frame_equal(table, direct.features)
+    assert len(table) == n_ok and set(table["id"]) == set(m.table["id"]) - {"empty", "text", "zero"}
+    # ... and holds true values: every real clip's duration is its file's.
+    import soundfile as sf
+
+    durations = table.set_index("id")["recording.duration_s"]
+    for r in m.table.iloc[:20].itertuples():
+        assert durations[r.id] == pytest.approx(sf.info(r.path).duration, abs=1e-3)
 
 
 def test_write_outputs_roundtrip(tmp_path, fsdd_meta):

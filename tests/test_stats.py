@@ -24,7 +24,9 @@ def test_delong_se_agrees_with_bootstrap():
     a, se = stats.delong(y, s)
     _, lo, hi, bse = stats.auc_ci(y, s, 0.95, bootstrap=2000, rng=np.random.default_rng(2))
     assert se == pytest.approx(bse, rel=0.15)
-    assert lo < a < hi
+    # The percentile interval is about a +- 1.96 SE: centred on the estimate, as wide as DeLong's.
+    assert (lo + hi) / 2 == pytest.approx(a, abs=0.01)
+    assert hi - lo == pytest.approx(2 * 1.959964 * se, rel=0.15)
 
 
 def test_delong_ci_covers_truth_at_nominal_rate():
