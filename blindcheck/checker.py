@@ -116,7 +116,7 @@ def check(
     out: str | os.PathLike | None = None,
     *,
     cache_dir: str | os.PathLike | None = None,
-    modalities: list[str] | None = None,
+    modalities: list[str] | str | None = None,
     workers: int | None = None,
     settings: Settings | None = None,
     manifest_options: ManifestOptions | None = None,
@@ -130,7 +130,9 @@ def check(
     ``settings`` defaults to ``[tool.blindcheck]`` of the nearest pyproject.toml over the defaults; keyword
     ``overrides`` (e.g. ``group_by="speaker"``, ``tolerated_auc=0.55``) take precedence. With ``out``, writes
     ``result.json``, ``blind_scores.parquet`` and the extraction outputs there. Without ``cache_dir`` the cache
-    is ``out/cache`` (or a temporary directory when there is no ``out``). ``workers`` also bounds the threads
+    is ``out/cache`` (or a temporary directory when there is no ``out``). ``modalities`` (a list or a
+    comma-separated string) defaults to the CLI's rule (:func:`blindcheck.modalities.choose_modalities`): every
+    acoustic modality, plus text where it can run; what was skipped is in ``result.notes``. ``workers`` also bounds the threads
     of the classifier phase; ``classifier_progress(phase, done, total, seconds_left)`` reports on it.
     """
     settings = settings.replace(**{k: v for k, v in overrides.items() if v is not None}) if settings else \

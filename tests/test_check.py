@@ -107,7 +107,8 @@ def test_injected_confounds_are_flagged(tmp_path, fsdd_meta, kind):
             paths.append(str(p))
     pd.DataFrame({"id": base["id"], "path": paths, "label": labels, "text": base["text"]}).to_csv(
         tmp_path / "m.csv", index=False)
-    result = check(tmp_path / "m.csv", tmp_path / "out", workers=2, repeats=2)
+    result = check(tmp_path / "m.csv", tmp_path / "out", workers=2, repeats=2,
+                   modalities=["recording", "spectral", "prosodic"])  # acoustic confounds (same words both sides)
     v = result.verdict
     assert v.status == "confounded", v.reasons
     # White noise 30 dB below the speech mostly sits under FSDD's own noise floor: a subtle change.
