@@ -48,18 +48,27 @@ def test_bad_clips_are_recorded_and_excluded(tmp_path, mixed_manifest):
     m = load_manifest(mixed_manifest)
     res = extract_features(m, tmp_path / "cache", workers=1)
     errs = res.errors.set_index("id")
-    assert set(errs.index) == {"empty", "text", "zero"}
+    assert set(errs.index) == {"empty", "text", "zero", "truncated"}
     assert (errs["stage"] == "decode").all()
+    assert errs.at["truncated", "message"].startswith("truncated: the header declares 1.0 s, the file holds 125 ms")
     assert "empty file" in errs.at["empty", "message"] and "zero samples" in errs.at["zero", "message"]
     ids = set(res.features["id"])
-    assert {"silence", "stereo24", "speech", "truncated"} <= ids and len(ids) == len(m.table) - 3
+    assert {"silence", "stereo24", "speech"} <= ids and len(ids) == len(m.table) - 4
     row = res.features.set_index("id")
     assert row.at["stereo24", "recording.channels"] == 2 and row.at["stereo24", "recording.bit_depth"] == 24
     assert row.at["speech", "recording.format_mp3"] == 1 and row.at["speech", "recording.lossy"] == 1
     assert np.isnan(row.at["silence", "prosodic.f0_mean_hz"])
     notes = res.notes
-    assert (notes["id"] == "silence").any() and (notes["id"] == "truncated").any()
-    assert res.stats["failed"] == 3 and res.stats["in_table"] == len(m.table) - 3
+    assert (notes["id"] == "silence").any()
+    assert res.stats["failed"] == 4 and res.stats["in_table"] == len(m.table) - 4
+    # allow-truncated analyses it, with a note; a later run without it rejects it from the cache too.
+    allowed = extract_features(m, tmp_path / "cache", workers=1, allow_truncated=True)
+    assert "truncated" in set(allowed.features["id"]) and allowed.stats["failed"] == 3
+    note = allowed.notes.set_index("id").loc[["truncated"], "note"]
+    assert note.str.startswith("truncated: the header declares 1.0 s").any()
+    again = extract_features(m, tmp_path / "cache", workers=1)
+    assert "truncated" not in set(again.features["id"]) and again.stats["failed"] == 4
+    assert again.stats["computed"]["recording"] == 0
 
 
 def test_cache_reuse_and_workers_agree(tmp_path, fsdd_meta):
@@ -141,11 +150,11 @@ def test_cli_extract_writes_table_and_summary(tmp_path, mixed_manifest, capsys):
                  "--modalities", "recording,spectral,prosodic"]) == 0
     text = capsys.readouterr().out
     m = load_manifest(mixed_manifest)
-    n_ok = len(m.table) - 3
-    assert f"in table    {n_ok:>6}" in text and f"failed      {3:>6}  (decode 3)" in text
+    n_ok = len(m.table) - 4
+    assert f"in table    {n_ok:>6}" in text and f"failed      {4:>6}  (decode 4)" in text
     errors = pd.read_csv(out / "errors.csv")
     assert list(errors.columns) == ["id", "path", "stage", "message"]
-    assert set(errors["id"]) == {"empty", "text", "zero"} and (errors["stage"] == "decode").all()
+    assert set(errors["id"]) == {"empty", "text", "zero", "truncated"} and (errors["stage"] == "decode").all()
     for r in errors.itertuples():  # the summary names each failed file with its reason
         assert f"{r.path}: decode: {r.message}" in text
     assert (out / "summary.txt").read_text() == text
@@ -154,7 +163,7 @@ def test_cli_extract_writes_table_and_summary(tmp_path, mixed_manifest, capsys):
     direct = extract_features(m, out / "cache", workers=1, modalities=["recording", "spectral", "prosodic"])
     assert direct.stats["computed"] == {"recording": 0, "spectral": 0, "prosodic": 0}
     pd.testing.assert_frame_equal(table, direct.features)
-    assert len(table) == n_ok and set(table["id"]) == set(m.table["id"]) - {"empty", "text", "zero"}
+    assert len(table) == n_ok and set(table["id"]) == set(m.table["id"]) - {"empty", "text", "zero", "truncated"}
     # ... and holds true values: every real clip's duration is its file's.
     import soundfile as sf
 
