@@ -14,6 +14,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -58,12 +59,27 @@ def interrupt_signals() -> Iterator[None]:
     """In the main thread: SIGINT and SIGTERM raise :class:`Interrupted` (previous handlers restored after)."""
     _STATE["acknowledged"] = False
     old = {s: signal.signal(s, _raise) for s in (signal.SIGINT, signal.SIGTERM)}
+    old_hook = sys.unraisablehook
+
+    def hook(unraisable) -> None:  # an Interrupted swallowed by a finaliser is re-sent (see _raise): no traceback
+        if not isinstance(unraisable.exc_value, Interrupted):
+            old_hook(unraisable)
+
+    sys.unraisablehook = hook
+    interrupted = False
     try:
         yield
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
     finally:
+        interrupted = interrupted or _STATE["acknowledged"]
         _STATE["acknowledged"] = True
+        sys.unraisablehook = old_hook
         for s, h in old.items():
-            signal.signal(s, h)
+            # After an interruption the process is on its way out: a second Ctrl-C must not kill it half-way
+            # through its exit (joining the pools' threads) with a traceback.
+            signal.signal(s, signal.SIG_IGN if interrupted else h)
         _STATE["acknowledged"] = False
 
 
