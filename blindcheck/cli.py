@@ -95,7 +95,8 @@ def _add_check_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--folds", type=int, default=None,
                    help="cross-validation folds (default 5; fewer where a side has fewer clips or groups, "
                         "which the summary states)")
-    g.add_argument("--repeats", type=int, default=None, help="CV repeats (default: more when the sample is small)")
+    g.add_argument("--repeats", type=_positive_int, default=None,
+                   help="CV repeats, at least 1 (default: more when the sample is small)")
     g.add_argument("--seed", type=int, default=None, help="random seed (default 0), recorded in result.json")
     g.add_argument("--alpha", type=float, default=None, help="significance level (default 0.05)")
     g.add_argument("--tolerated-auc", type=float, default=None, help="blind AUC you accept (default 0.60)")
