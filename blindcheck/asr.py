@@ -407,10 +407,10 @@ MAX_CRASHES_IN_A_ROW = 3  # clips that each killed a worker, with no success bet
 def _run_windows(windows: list[list[dict]], config: ASRConfig, workers: int, threads: int,
                  finished: Callable[[list[dict], dict], None]) -> int:
     """Run ``windows`` in a spawned pool, handing each one's results to ``finished`` as it completes. Returns
-    the number of worker crashes survived (see :func:`transcribe`)."""
+    the number of pools a dying worker broke (see :func:`transcribe`)."""
     ctx = multiprocessing.get_context("spawn")
     queue: list[tuple[list[dict], bool]] = [(w, False) for w in windows]  # (window, alone after a crash)
-    crashes = in_a_row = successes = 0
+    crashes = in_a_row = successes = 0  # crashes: broken pools; in_a_row: clips alone that each killed a worker
     while queue:
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_asr_init,
                                  initargs=(asdict(config), threads)) as pool, worker_errors():
@@ -431,9 +431,9 @@ def _run_windows(windows: list[list[dict]], config: ASRConfig, workers: int, thr
                     try:
                         results, outcome = fut.result()
                     except BrokenProcessPool:
+                        crashes += not broken
                         broken = True
                         if alone:
-                            crashes += 1
                             in_a_row += 1
                             if in_a_row >= MAX_CRASHES_IN_A_ROW and not successes:
                                 raise BlindcheckError("the ASR worker process dies on every clip it is given "
