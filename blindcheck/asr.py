@@ -50,6 +50,7 @@ MAX_COMPRESSION_RATIO = 2.4  # Whisper's own threshold for a repetition loop
 MAX_EMPTY_SHARE = 0.2
 TARGET_DBFS = -20.0
 MAX_GAIN_DB = 40.0
+COMPUTE_TYPES = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16", "float32")
 
 
 def offline() -> None:
@@ -76,6 +77,8 @@ class ASRConfig:
     def __post_init__(self):
         if self.backend not in ("faster-whisper", "openai-whisper"):
             raise BlindcheckError(f"unknown ASR backend '{self.backend}' (faster-whisper or openai-whisper)")
+        if self.compute_type is not None and self.compute_type not in COMPUTE_TYPES:
+            raise BlindcheckError(f"unknown ASR compute type '{self.compute_type}' ({', '.join(COMPUTE_TYPES)})")
         if self.beam_size < 1:
             raise BlindcheckError("the ASR beam size must be at least 1")
         if self.pack and not (self.gap_s >= 0.1 and self.max_packed_clip_s + 2 * self.gap_s <= self.window_s <= 30):
@@ -232,8 +235,10 @@ def _asr_init(cfg: dict, threads: int) -> None:
     and raised by each job, so it reaches the caller as itself rather than as a broken pool."""
     try:
         _load_model(cfg, threads)
-    except Exception as exc:
+    except BlindcheckError as exc:
         _ASR["init_error"] = exc
+    except Exception as exc:
+        _ASR["init_error"] = BlindcheckError(f"the ASR model could not be loaded: {type(exc).__name__}: {exc}")
 
 
 def _load_model(cfg: dict, threads: int) -> None:

@@ -75,3 +75,18 @@ def test_a_dying_asr_worker_costs_only_its_clips(tmp_path, fsdd_meta):
     assert res["text"]["asr"]["worker_crashes"] == 2
     assert res["text"]["transcribed"] == 5 and res["text"]["failed"] == 1
     assert sorted(res["ids"]) == sorted(set(sel["id"]) - {res["errors"][0]["id"]})
+
+
+def test_a_model_that_does_not_load_is_one_clear_error(tmp_path, fsdd_meta):
+    """Not a broken pool, not a crash per clip: the model's own failure, named once."""
+    from blindcheck.errors import BlindcheckError
+    from blindcheck.text import ASRConfig, transcribe
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "model.bin").write_bytes(b"not a CTranslate2 model")
+    tasks = [{"row": i, "path": p, "start": float("nan"), "end": float("nan"), "duration_s": 0.5, "key": p}
+             for i, p in enumerate(fsdd_meta["abspath"].iloc[:3])]
+    with pytest.raises(BlindcheckError, match="the ASR model could not be loaded"):
+        transcribe(tasks, ASRConfig(model=str(tmp_path / "model")), workers=1)
+    with pytest.raises(BlindcheckError, match="unknown ASR compute type 'int4'"):
+        ASRConfig(compute_type="int4")
