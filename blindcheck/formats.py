@@ -15,8 +15,9 @@ the process that runs xgboost. A cut is a clip: its recording's file, from ``cut
 seconds (a cut that spans its whole recording is the file itself); its supervisions give ``text`` (joined) and
 ``speaker``, and their and the cut's ``custom`` fields give the label and metadata. Without cuts, each
 supervision of a recordings + supervisions pair is a clip. What blindcheck cannot analyse faithfully is refused
-by name: mixed or padding cuts, recordings held as commands, URLs or in memory, and recordings with
-transforms (speed perturbation, resampling).
+by name: mixed or padding cuts, recordings held as commands, URLs or in memory, recordings with transforms
+(speed perturbation, resampling), and cuts or supervisions of some channels of a multi-channel recording
+(blindcheck analyses the mix of all channels).
 """
 
 from __future__ import annotations
@@ -224,6 +225,15 @@ def _recording_file(rec, where: str) -> str:
     return str(rec.sources[0].source)
 
 
+def _check_channels(rec, channel, what: str, where: str) -> None:
+    """blindcheck analyses a recording's mono mix: a cut or supervision of some of its channels is refused."""
+    chosen = set(channel) if isinstance(channel, list | tuple) else {channel} if channel is not None else None
+    if rec.num_channels > 1 and chosen is not None and chosen != set(rec.channel_ids):
+        raise ValueError(f"{where}: {what} takes channel(s) {sorted(chosen)} of the {rec.num_channels}-channel "
+                         f"recording '{rec.id}'; blindcheck analyses the mix of all channels, so write the channel "
+                         "out to its own file first")
+
+
 def _flat(custom: dict | None) -> dict:
     return {str(k): v for k, v in (custom or {}).items() if isinstance(v, str | int | float | bool) or v is None}
 
@@ -233,7 +243,8 @@ def _speakers(sups) -> str:
 
 
 def _lhotse_rows(files: dict[str, str]) -> list[dict] | str:
-    """In the spawned process: the manifest rows, or a message saying what cannot be read."""
+    """In the spawned process: the manifest rows, or a message naming what cannot be read (the first three
+    problems, and how many there are)."""
     from blindcheck.asr import offline
 
     offline()
@@ -241,19 +252,26 @@ def _lhotse_rows(files: dict[str, str]) -> list[dict] | str:
     from lhotse.cut import MonoCut
 
     rows: list[dict] = []
+    problems: list[str] = []
     try:
         if "cuts" in files:
-            cuts = load_manifest(files["cuts"])
+            where = files["cuts"]
+            cuts = load_manifest(where)
             if not isinstance(cuts, CutSet):
-                return f"{files['cuts']}: not a lhotse cut set"
+                return f"{where}: not a lhotse cut set"
             for cut in cuts:
-                if not isinstance(cut, MonoCut):
-                    return (f"{files['cuts']}: cut '{cut.id}' is a {type(cut).__name__}; blindcheck analyses "
-                            "single-recording cuts (MonoCut) only")
-                if cut.recording is None:
-                    return f"{files['cuts']}: cut '{cut.id}' has no recording"
-                rec = cut.recording
-                path = _recording_file(rec, files["cuts"])
+                try:
+                    if not isinstance(cut, MonoCut):
+                        raise ValueError(f"{where}: cut '{cut.id}' is a {type(cut).__name__}; blindcheck analyses "
+                                         "single-recording cuts (MonoCut) only")
+                    if cut.recording is None:
+                        raise ValueError(f"{where}: cut '{cut.id}' has no recording")
+                    rec = cut.recording
+                    path = _recording_file(rec, where)
+                    _check_channels(rec, cut.channel, f"cut '{cut.id}'", where)
+                except ValueError as exc:
+                    problems.append(str(exc))
+                    continue
                 sups = sorted(cut.supervisions, key=lambda s: s.start)
                 whole = cut.start == 0 and abs(cut.duration - rec.duration) < 0.5 / rec.sampling_rate
                 row = {"id": cut.id, "path": path, "recording_id": rec.id,
@@ -264,23 +282,31 @@ def _lhotse_rows(files: dict[str, str]) -> list[dict] | str:
                     row.update({k: v for k, v in _flat(s.custom).items() if k not in row})
                 row.update(_flat(cut.custom))
                 rows.append(row)
-            return rows
-        recs = load_manifest(files["recordings"])
-        sups = load_manifest(files["supervisions"])
-        if not isinstance(recs, RecordingSet) or not isinstance(sups, SupervisionSet):
-            return f"{files['recordings']} / {files['supervisions']}: not a lhotse recording and supervision set"
-        for s in sups:
-            if s.recording_id not in recs:
-                return f"{files['supervisions']}: supervision '{s.id}' refers to recording '{s.recording_id}', " \
-                       f"which is not in {files['recordings']}"
-            rec = recs[s.recording_id]
-            whole = s.start == 0 and abs(s.duration - rec.duration) < 0.5 / rec.sampling_rate
-            rows.append({"id": s.id, "path": _recording_file(rec, files["recordings"]), "recording_id": rec.id,
-                         "start": float("nan") if whole else float(s.start),
-                         "end": float("nan") if whole else float(s.start + s.duration),
-                         "text": (s.text or "").strip(), "speaker": s.speaker or "", **_flat(s.custom)})
-        return rows
-    except ValueError as exc:
-        return str(exc)
+        else:
+            where = files["supervisions"]
+            recs = load_manifest(files["recordings"])
+            sups = load_manifest(where)
+            if not isinstance(recs, RecordingSet) or not isinstance(sups, SupervisionSet):
+                return f"{files['recordings']} / {where}: not a lhotse recording and supervision set"
+            for s in sups:
+                try:
+                    if s.recording_id not in recs:
+                        raise ValueError(f"{where}: supervision '{s.id}' refers to recording '{s.recording_id}', "
+                                         f"which is not in {files['recordings']}")
+                    rec = recs[s.recording_id]
+                    path = _recording_file(rec, files["recordings"])
+                    _check_channels(rec, s.channel, f"supervision '{s.id}'", where)
+                except ValueError as exc:
+                    problems.append(str(exc))
+                    continue
+                whole = s.start == 0 and abs(s.duration - rec.duration) < 0.5 / rec.sampling_rate
+                rows.append({"id": s.id, "path": path, "recording_id": rec.id,
+                             "start": float("nan") if whole else float(s.start),
+                             "end": float("nan") if whole else float(s.start + s.duration),
+                             "text": (s.text or "").strip(), "speaker": s.speaker or "", **_flat(s.custom)})
     except Exception as exc:
         return f"{', '.join(files.values())}: lhotse cannot read it: {type(exc).__name__}: {exc}"
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        return f"{len(problems)} entries cannot be analysed: " + "; ".join(problems[:3]) + more
+    return rows

@@ -155,17 +155,27 @@ def test_lhotse_recordings_and_supervisions_and_refusals(clips, csv_features, tm
     d.mkdir()
     _jsonl_gz(d / "demo_recordings_all.jsonl.gz", recs)
     _jsonl_gz(d / "demo_supervisions_all.jsonl.gz", sups)
-    m = load_manifest(d)  # a directory holding both
+    m = load_manifest(d / "demo_supervisions_all.jsonl.gz")  # its recordings are found beside it
     res = extract_features(m, tmp_path / "cache", modalities=MODS, workers=1)
     got = res.features.set_index("id").sort_index()
     _same_features(csv_features, got)
     assert (got["content_hash"] == csv_features["content_hash"]).all()  # whole-recording supervisions: the files
-    assert len(load_manifest(d / "demo_supervisions_all.jsonl.gz").table) == 12  # its recordings found beside it
+    (d / "demo_supervisions_all.jsonl.gz").unlink()
     with pytest.raises(ManifestError, match="recordings together with supervisions"):
-        load_manifest(d / "demo_recordings_all.jsonl.gz") if (d / "demo_supervisions_all.jsonl.gz").unlink() is None \
-            else None
-    bad = [{**recs[0], "transforms": [{"name": "Speed", "kwargs": {"factor": 1.1}}]}, *recs[1:]]
+        load_manifest(d / "demo_recordings_all.jsonl.gz")
+    # Refused by name, in one read of a directory: a speed-perturbed recording and one channel of a stereo file.
+    stereo = tmp_path / "stereo.wav"
+    y = sf.read(clips["abspath"][0], dtype="int16")[0]
+    sf.write(stereo, np.stack([y, y[::-1]], 1), 8000, subtype="PCM_16")
+    two = {**_recording("st", stereo), "sources": [{"type": "file", "channels": [0, 1], "source": str(stereo)}],
+           "channel_ids": [0, 1]}
+    bad = [{**recs[0], "transforms": [{"name": "Speed", "kwargs": {"factor": 1.1}}]}, *recs[1:], two]
     _jsonl_gz(d / "demo_recordings_all.jsonl.gz", bad)
-    _jsonl_gz(d / "demo_supervisions_all.jsonl.gz", sups)
-    with pytest.raises(BlindcheckError, match="has transforms"):
+    _jsonl_gz(d / "demo_supervisions_all.jsonl.gz", [*sups, {**sups[1], "id": "st-1", "recording_id": "st",
+                                                             "channel": 1}])
+    with pytest.raises(BlindcheckError) as err:
         load_manifest(d)
+    msg = str(err.value)
+    assert msg.startswith("2 entries cannot be analysed")
+    assert f"recording '{recs[0]['id']}' has transforms (Speed)" in msg
+    assert "takes channel(s) [1] of the 2-channel recording 'st'" in msg
