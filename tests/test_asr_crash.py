@@ -33,7 +33,7 @@ def _asr_workers(pid: int) -> list[psutil.Process]:
     return out
 
 
-def _wait(cond, what: str, proc: subprocess.Popen, timeout: float = 60):
+def _wait(cond, what: str, proc: subprocess.Popen, timeout: float = 120):
     deadline = time.time() + timeout
     while time.time() < deadline:
         got = cond()

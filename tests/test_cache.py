@@ -146,7 +146,7 @@ def test_a_kill_during_asr_keeps_the_transcripts_already_done(tmp_path, fsdd_met
         print(json.dumps({{"text": res.stats["text"], "errors": len(res.errors), "rows": len(res.features)}}))
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)  # workers share its group
-    deadline = time.time() + 60
+    deadline = time.time() + 120
     while time.time() < deadline:
         parts = list((cache / "features").glob("asr-*/part-*.parquet")) if (cache / "features").exists() else []
         if len(parts) >= 3:
