@@ -48,6 +48,7 @@ class DecodedAudio:
     lossy: bool
     decoder: str  # "soundfile" or "ffmpeg"
     notes: list[str] = field(default_factory=list)
+    truncated: tuple[float, float] | None = None  # (declared, held) seconds when the file holds less than declared
 
     @property
     def duration_s(self) -> float:
@@ -178,11 +179,15 @@ def read_bytes(path: str) -> bytes:
     return open_source(path).data
 
 
-def decode(data: bytes, start: float | None = None, end: float | None = None) -> DecodedAudio:
+def decode(data: bytes, start: float | None = None, end: float | None = None,
+           allow_truncated: bool = False) -> DecodedAudio:
     """Decode audio bytes to mono float32 at the native rate.
 
     ``start``/``end`` (seconds) select a segment. Raises :class:`AudioError` with a specific message for an
-    empty file, bytes that are no audio, or a file with no samples.
+    empty file, bytes that are no audio, a file with no samples, or a *truncated* file: one that holds less
+    audio than its container declares (the WAV data chunk's size, FLAC's STREAMINFO total, an MP3's Xing frame
+    count, FFmpeg's stream duration), as a partial download or copy does. With ``allow_truncated`` such a file
+    is analysed as it is, with a note that starts with ``truncated``.
     """
     if len(data) == 0:
         raise AudioError("empty file (0 bytes)")
@@ -199,6 +204,12 @@ def decode(data: bytes, start: float | None = None, end: float | None = None) ->
             raise AudioError(
                 f"not a readable audio file (libsndfile: {_short(sf_exc)}; ffmpeg: {_short(av_exc)})"
             ) from av_exc
+    if audio.truncated is not None:
+        declared, held = audio.truncated
+        what = f"truncated: the header declares {_seconds(declared)}, the file holds {_seconds(held)}"
+        if not allow_truncated:
+            raise AudioError(what)
+        audio.notes.append(f"{what} (analysed as it is: allow-truncated)")
     if audio.samples.size == 0:
         raise AudioError("the file decodes to zero samples")
     if not np.all(np.isfinite(audio.samples)):
@@ -206,6 +217,17 @@ def decode(data: bytes, start: float | None = None, end: float | None = None) ->
         audio.samples = np.nan_to_num(audio.samples, nan=0.0, posinf=1.0, neginf=-1.0)
         audio.notes.append(f"{bad} non-finite samples replaced by 0/±1")
     return audio
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.1f} s" if s >= 1 else f"{1000 * s:.0f} ms"
+
+
+def _shortfall(declared: float, held: float, lossy: bool) -> tuple[float, float] | None:
+    """(declared, held) seconds when the file holds clearly less than it declares, else None. Lossy decoders
+    trim encoder delay and padding (tens of ms), so they get a wider margin."""
+    margin = max(0.1, 0.02 * declared) if lossy else 0.002
+    return (declared, held) if declared - held > margin else None
 
 
 def _short(exc: Exception) -> str:
@@ -223,11 +245,24 @@ def _decode_soundfile(data: bytes, start: float | None, end: float | None) -> De
         last = declared if end is None or math.isnan(end) else min(declared, int(round(end * sr)))
         if first:
             f.seek(min(first, declared))
-        x = f.read(frames=max(0, last - first), dtype="float32", always_2d=True)
-    notes = []
-    short = _riff_shortfall(data)
-    if short > 0:
-        notes.append(f"file is truncated: the WAV header declares {short} more bytes of audio than the file holds")
+        failure = None
+        try:  # one read: libsndfile's MP3 decoder goes wrong over several reads
+            x = f.read(frames=max(0, last - first), dtype="float32", always_2d=True)
+        except Exception as exc:
+            failure = exc
+    if failure is not None:  # a truncated FLAC fails ("lost sync") when its data ends: keep what decodes
+        x = _read_until_failure(data, first, max(0, last - first), channels)
+        if not len(x):
+            raise AudioError(f"truncated or corrupt: the header declares {_seconds(declared / sr)}, nothing "
+                             f"decodes ({_short(failure)})")
+    want = max(0, last - first) - len(x)
+    lossy = subtype in _LOSSY_SUBTYPES
+    truncated = None
+    riff = _riff_declared(data)
+    if riff is not None:  # libsndfile quietly shortens a truncated WAV's frame count: read the header itself
+        truncated = _shortfall(riff / sr, declared / sr, lossy=False)
+    elif want > 0:
+        truncated = _shortfall(declared / sr, (first + len(x)) / sr, lossy)
     return DecodedAudio(
         samples=np.ascontiguousarray(x.mean(axis=1), dtype=np.float32),
         sr=int(sr),
@@ -235,25 +270,44 @@ def _decode_soundfile(data: bytes, start: float | None, end: float | None) -> De
         format=str(fmt),
         subtype=str(subtype),
         bit_depth=float(_SUBTYPE_BITS.get(subtype, math.nan)),
-        lossy=subtype in _LOSSY_SUBTYPES,
+        lossy=lossy,
         decoder="soundfile",
-        notes=notes,
+        truncated=truncated,
     )
 
 
-def _riff_shortfall(data: bytes) -> int:
-    """Bytes of audio a RIFF/WAVE header declares beyond the end of the file (0 if complete or not WAV).
+def _read_until_failure(data: bytes, first: int, frames: int, channels: int) -> np.ndarray:
+    import soundfile as sf
 
-    libsndfile quietly shortens a truncated file's frame count, so truncation is read from the header."""
+    blocks = []
+    with sf.SoundFile(io.BytesIO(data)) as f:
+        if first:
+            f.seek(first)
+        while frames > 0:
+            try:
+                b = f.read(frames=min(frames, 4096), dtype="float32", always_2d=True)
+            except Exception:
+                break
+            if len(b) == 0:
+                break
+            blocks.append(b)
+            frames -= len(b)
+    return np.concatenate(blocks) if blocks else np.zeros((0, channels), np.float32)
+
+
+def _riff_declared(data: bytes) -> int | None:
+    """Frames a RIFF/WAVE header declares (data chunk size / block align); None if not WAV or not stated."""
     if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        return 0
-    pos = 12
+        return None
+    pos, align = 12, 0
     while pos + 8 <= len(data):
         cid, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
+        if cid == b"fmt " and pos + 22 <= len(data):
+            align = int.from_bytes(data[pos + 20:pos + 22], "little")
         if cid == b"data":
-            return max(0, pos + 8 + size - len(data)) if size != 0xFFFFFFFF else 0
+            return size // align if align and size not in (0, 0xFFFFFFFF) else None
         pos += 8 + size + (size & 1)
-    return 0
+    return None
 
 
 def _decode_ffmpeg(data: bytes, start: float | None, end: float | None) -> DecodedAudio:
@@ -276,15 +330,18 @@ def _decode_ffmpeg(data: bytes, start: float | None, end: float | None) -> Decod
         fmt = container.format.name.split(",")[0].upper()
         codec_name = codec.name
         bits = codec.format.bits if codec.format is not None else 0
+        declared = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else \
+            (container.duration / 1e6 if container.duration else math.nan)
     if not chunks or sr <= 0:
         raise AudioError("the file decodes to zero samples")
     x = np.concatenate(chunks, axis=1).astype(np.float32)
     mono = x.mean(axis=0)
+    lossless = codec_name in _LOSSLESS_CODECS or codec_name.startswith("pcm_")
+    truncated = _shortfall(declared, len(mono) / sr, lossy=not lossless) if math.isfinite(declared) else None
     if start is not None and not math.isnan(start):
         mono = mono[int(round(start * sr)):]
     if end is not None and not math.isnan(end):
         mono = mono[: max(0, int(round((end - (start or 0.0)) * sr)))]
-    lossless = codec_name in _LOSSLESS_CODECS or codec_name.startswith("pcm_")
     return DecodedAudio(
         samples=np.ascontiguousarray(mono),
         sr=sr,
@@ -294,6 +351,7 @@ def _decode_ffmpeg(data: bytes, start: float | None, end: float | None) -> Decod
         bit_depth=float(bits) if lossless and bits else math.nan,
         lossy=not lossless,
         decoder="ffmpeg",
+        truncated=truncated,
     )
 
 

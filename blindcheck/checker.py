@@ -120,6 +120,7 @@ def check(
     progress: ProgressFn | None = None,
     text_options: Any = None,
     classifier_progress: ClassifierProgressFn | None = None,
+    allow_truncated: bool = False,
     **overrides: Any,
 ) -> CheckResult:
     """Run extraction (cached), blind separability and the verdict.
@@ -129,6 +130,7 @@ def check(
     ``result.json``, ``blind_scores.parquet`` and the extraction outputs there. Without ``cache_dir`` the cache
     is ``out/cache`` (or a temporary directory when there is no ``out``). ``workers`` also bounds the threads
     of the classifier phase; ``classifier_progress(phase, done, total, seconds_left)`` reports on it.
+    ``allow_truncated`` analyses files shorter than their header declares instead of excluding them.
     """
     settings = settings.replace(**{k: v for k, v in overrides.items() if v is not None}) if settings else \
         load_settings(overrides)
@@ -141,11 +143,11 @@ def check(
 
         with tempfile.TemporaryDirectory() as tmp:
             ext = extract_features(m, tmp, modalities=modalities, workers=workers, progress=progress,
-                                   text_options=text_options)
+                                   text_options=text_options, allow_truncated=allow_truncated)
     else:
         cache = Path(cache_dir) if cache_dir else Path(out) / "cache"
         ext = extract_features(m, cache, modalities=modalities, workers=workers, progress=progress,
-                               text_options=text_options)
+                               text_options=text_options, allow_truncated=allow_truncated)
     feats = ext.features
     if feats["label"].nunique() < 2:
         raise BlindcheckError("after excluding clips that failed, only one class is left; see errors.csv")

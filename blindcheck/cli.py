@@ -29,6 +29,8 @@ def _add_manifest_args(p: argparse.ArgumentParser, out_required: bool = True) ->
     p.add_argument("--id-column", default=None, help="column holding clip ids (default: detected, else file stem)")
     p.add_argument("--skip-missing", action="store_true",
                    help="record missing audio files in errors.csv and go on, instead of stopping")
+    p.add_argument("--allow-truncated", action="store_true",
+                   help="analyse files that hold less audio than their header declares (default: a decode error)")
     p.add_argument("--modalities", default=None,
                    help="comma-separated subset of recording,spectral,prosodic,text (default: all that can run)")
     t = p.add_argument_group("text modality")
@@ -111,7 +113,7 @@ def _run_check(args, quiet: bool):
     try:
         return check(manifest, args.out, cache_dir=args.cache_dir, modalities=_modalities(args, manifest),
                      workers=args.workers, settings=settings, progress=progress, text_options=_text_options(args),
-                     classifier_progress=cls_progress)
+                     classifier_progress=cls_progress, allow_truncated=args.allow_truncated)
     finally:
         close()
         cls_close()
@@ -224,7 +226,8 @@ def cmd_extract(args) -> int:
     progress, close = _progress(args)
     try:
         result = extract_features(manifest, cache, modalities=_modalities(args, manifest), workers=args.workers,
-                                  progress=progress, text_options=_text_options(args))
+                                  progress=progress, text_options=_text_options(args),
+                                  allow_truncated=args.allow_truncated)
     finally:
         close()
     paths = write_outputs(result, manifest, out)
@@ -258,6 +261,7 @@ def format_extract_summary(result, manifest, paths) -> str:
             a = t["asr"]
             lines.append(f"  asr         {a['packed_clips']}/{t['transcribed']} clips packed in {a['packed_windows']} "
                          f"windows, {a['clips_redone']} redone, {a['windows_failed']} windows not trusted")
+        lines += [f"  note        {n}" for n in t.get("notes", [])]
     audio = s["audio_seconds"]
     speed = f"; {1000 * s['seconds'] / audio:.0f} ms per second of audio" if audio and audio > 0 else ""
     lines.append(f"  time        {s['seconds']:.1f} s for {audio:.1f} s of audio{speed}, {s['workers']} workers")

@@ -81,7 +81,7 @@ def _process_clip(task: dict, sr: int) -> dict:
     try:
         source = open_source(task["path"])  # the segments of one recording: read and hashed once
         res["hash"] = source.key(task["start"], task["end"])
-        audio = decode(source.data, task["start"], task["end"])
+        audio = decode(source.data, task["start"], task["end"], allow_truncated=task.get("allow_truncated", False))
         clip = load_clip(task["id"], audio, sr)
     except AudioError as exc:
         res["errors"].append(("decode", str(exc)))
@@ -99,7 +99,10 @@ def _process_clip(task: dict, sr: int) -> dict:
             res["errors"].append((name, f"{type(exc).__name__}: {exc}"))
             continue
         res["feats"][name] = {k: _nan(values.get(k)) for k in ext.feature_names()}
-        res["notes"][name] = base_notes + clip.notes if name == "recording" else list(clip.notes)
+        # What decoding found (truncation, non-finite samples) goes with the recording modality, or with the
+        # first one computed when recording is not.
+        first = "recording" if "recording" in task["modalities"] else task["modalities"][0]
+        res["notes"][name] = base_notes + clip.notes if name == first else list(clip.notes)
     return res
 
 
@@ -158,6 +161,7 @@ def extract_features(
     sr: int = ANALYSIS_SR,
     progress: ProgressFn | None = None,
     text_options=None,
+    allow_truncated: bool = False,
 ) -> ExtractionResult:
     """Extract (or read from the cache) every requested modality for every clip of ``manifest``.
 
@@ -168,6 +172,8 @@ def extract_features(
     workers: worker processes (default: all cores); 1 runs in this process.
     batch_size: clips per task sent to a worker.
     flush_s: longest time finished results wait in memory before being written to the cache.
+    allow_truncated: analyse a file that holds less audio than its header declares (with a note) instead of
+        recording it as a ``decode`` error; a run without it also rejects such clips found in the cache.
     """
     t0 = time.perf_counter()
     requested = list(modalities or acoustic_modalities())
@@ -197,7 +203,8 @@ def extract_features(
         path, h = table["path"].iloc[i], hashes[i]
         missing = [m for m in modalities if h is None or h not in cached_sets[m]]
         if missing or h is None:  # an unknown file is at least read and hashed (and decoded, to validate it)
-            tasks.append({"row": i, "id": cid, "path": path, "start": starts[i], "end": ends[i], "modalities": missing})
+            tasks.append({"row": i, "id": cid, "path": path, "start": starts[i], "end": ends[i], "modalities": missing,
+                          "allow_truncated": allow_truncated})
     # The clips of one source file (a recording's Kaldi segments, a shard's rows) one after another, so that a
     # worker reads and hashes the recording (or a shard's row group) once for all of them.
     tasks.sort(key=lambda t: (source_file(t["path"]), t["row"]))
@@ -270,8 +277,16 @@ def extract_features(
         if fresh[m]:
             cached[m] = pd.concat(([cached[m]] if not cached[m].empty else []) + fresh[m])
 
-    features = _assemble(table, hashes, failed_rows, modalities, extractors, cached)
     notes = _collect_notes(table, hashes, failed_rows, modalities, cached)
+    if not allow_truncated and len(notes):
+        # A clip analysed earlier under allow-truncated sits in the cache with its features: reject it here too.
+        cut = notes[notes["note"].str.startswith("truncated")].drop_duplicates("id")
+        for cid, path, note in zip(cut["id"], cut["path"], cut["note"], strict=True):
+            errors.append({"id": cid, "path": path, "stage": "decode",
+                           "message": note.replace(" (analysed as it is: allow-truncated)", "")})
+        failed_rows |= set(np.nonzero(table["id"].isin(set(cut["id"])).to_numpy())[0].tolist())
+        notes = notes[~notes["id"].isin(set(cut["id"]))].reset_index(drop=True)
+    features = _assemble(table, hashes, failed_rows, modalities, extractors, cached)
     transcripts, text_stats = None, None
     if "text" in requested and len(features):
         from blindcheck.text import TextOptions, extract_text
@@ -327,6 +342,7 @@ def _text_rows(table: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
         "start": meta["start"].to_numpy(dtype=float) if "start" in meta else np.full(len(meta), np.nan),
         "end": meta["end"].to_numpy(dtype=float) if "end" in meta else np.full(len(meta), np.nan),
         "given_text": meta["text"].to_numpy() if "text" in meta else np.full(len(meta), ""),
+        "label": meta["label"].to_numpy(dtype=int),
         "duration_s": duration,
     })
 

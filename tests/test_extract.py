@@ -48,18 +48,27 @@ def test_bad_clips_are_recorded_and_excluded(tmp_path, mixed_manifest):
     m = load_manifest(mixed_manifest)
     res = extract_features(m, tmp_path / "cache", workers=1)
     errs = res.errors.set_index("id")
-    assert set(errs.index) == {"empty", "text", "zero"}
+    assert set(errs.index) == {"empty", "text", "zero", "truncated"}
     assert (errs["stage"] == "decode").all()
+    assert errs.at["truncated", "message"].startswith("truncated: the header declares 1.0 s, the file holds 125 ms")
     assert "empty file" in errs.at["empty", "message"] and "zero samples" in errs.at["zero", "message"]
     ids = set(res.features["id"])
-    assert {"silence", "stereo24", "speech", "truncated"} <= ids and len(ids) == len(m.table) - 3
+    assert {"silence", "stereo24", "speech"} <= ids and len(ids) == len(m.table) - 4
     row = res.features.set_index("id")
     assert row.at["stereo24", "recording.channels"] == 2 and row.at["stereo24", "recording.bit_depth"] == 24
     assert row.at["speech", "recording.format_mp3"] == 1 and row.at["speech", "recording.lossy"] == 1
     assert np.isnan(row.at["silence", "prosodic.f0_mean_hz"])
     notes = res.notes
-    assert (notes["id"] == "silence").any() and (notes["id"] == "truncated").any()
-    assert res.stats["failed"] == 3 and res.stats["in_table"] == len(m.table) - 3
+    assert (notes["id"] == "silence").any()
+    assert res.stats["failed"] == 4 and res.stats["in_table"] == len(m.table) - 4
+    # allow-truncated analyses it, with a note; a later run without it rejects it from the cache too.
+    allowed = extract_features(m, tmp_path / "cache", workers=1, allow_truncated=True)
+    assert "truncated" in set(allowed.features["id"]) and allowed.stats["failed"] == 3
+    note = allowed.notes.set_index("id").loc[["truncated"], "note"]
+    assert note.str.startswith("truncated: the header declares 1.0 s").any()
+    again = extract_features(m, tmp_path / "cache", workers=1)
+    assert "truncated" not in set(again.features["id"]) and again.stats["failed"] == 4
+    assert again.stats["computed"]["recording"] == 0
 
 
 def test_cache_reuse_and_workers_agree(tmp_path, fsdd_meta):
@@ -140,14 +149,14 @@ def test_cli_extract_writes_table_and_summary(tmp_path, mixed_manifest, capsys):
     assert main(["extract", str(mixed_manifest), "--out", str(out), "--workers", "1", "--no-progress",
                  "--modalities", "recording,spectral,prosodic"]) == 0
     text = capsys.readouterr().out
-    assert "failed" in text and "decode 3" in text and "features" in text
+    assert "failed" in text and "decode 4" in text and "features" in text
     table = pd.read_parquet(out / "features.parquet")
     assert {"id", "label"} <= set(table.columns)
     assert any(c.startswith("recording.") for c in table.columns)
     assert any(c.startswith("spectral.") for c in table.columns)
     assert any(c.startswith("prosodic.") for c in table.columns)
     errors = pd.read_csv(out / "errors.csv")
-    assert len(errors) == 3 and list(errors.columns) == ["id", "path", "stage", "message"]
+    assert len(errors) == 4 and list(errors.columns) == ["id", "path", "stage", "message"]
     assert (out / "cache").is_dir()
 
 

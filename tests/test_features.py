@@ -219,11 +219,26 @@ def test_syllables_rate_and_pauses():
     assert 0.2 < f["pause_ratio"] < 0.5
 
 
+def test_prosodic_features_do_not_carry_the_recording_level(fsdd_meta):
+    """Issue 15: each modality keeps to its own evidence. A 20 dB gain change moves recording.* but no
+    prosodic feature (the level is the recording chain's, not prosody)."""
+    clip = load_clip("x", decode(read_bytes(fsdd_meta["abspath"].iloc[3])))
+    quiet = load_clip("q", decode(read_bytes(fsdd_meta["abspath"].iloc[3])))
+    quiet.y = clip.y * 0.1
+    quiet.audio.samples = quiet.audio.samples * 0.1
+    ext = get_extractor("prosodic")
+    a, b = ext.extract(clip), ext.extract(quiet)
+    for k in ext.feature_names():
+        assert (math.isnan(a[k]) and math.isnan(b[k])) or a[k] == pytest.approx(b[k], rel=1e-3, abs=1e-3), k
+    rec = get_extractor("recording")
+    assert rec.extract(clip)["rms_dbfs"] - rec.extract(quiet)["rms_dbfs"] == pytest.approx(20, abs=0.1)
+
+
 def test_unvoiced_noise_gives_nan_with_reason():
     rng = np.random.default_rng(0)
     f, notes = feats("prosodic", 0.1 * rng.standard_normal(SR).astype(np.float32))
     assert math.isnan(f["f0_mean_hz"]) and math.isnan(f["hnr_db"])
-    assert np.isfinite(f["intensity_mean_db"])
+    assert np.isfinite(f["intensity_std_db"]) and np.isfinite(f["intensity_range_db"])
     assert any("no voiced frames" in n for n in notes)
 
 

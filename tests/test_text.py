@@ -27,6 +27,7 @@ from blindcheck.errors import BlindcheckError  # noqa: E402
 from blindcheck.extract import extract_features  # noqa: E402
 from blindcheck.manifest import load_manifest  # noqa: E402
 from blindcheck.text import (  # noqa: E402
+    LEXICAL,
     ASRConfig,
     TextOptions,
     default_embedding_model,
@@ -53,17 +54,19 @@ def _tasks(paths, durations=None):
 
 
 def test_lexical_statistics():
-    f = lexical("The cat sat on the mat, 42 times!", 2.0, {"the", "cat", "sat", "on", "mat", "times"}, None)
-    assert f["n_words"] == 8 and f["words_per_second"] == 4.0
+    f = lexical("The cat sat on the mat, 42 times!", {"the", "cat", "sat", "on", "mat", "times"})
+    assert f["n_words"] == 8
     assert f["type_token_ratio"] == pytest.approx(7 / 8)
     assert f["digit_share"] == pytest.approx(2 / 26)
     assert f["punct_share"] == pytest.approx(2 / 26)
     assert f["oov_share"] == pytest.approx(1 / 8)  # "42"
     assert 0.5 < f["compression_ratio"] < 1.5
-    assert f["empty"] == 0 and math.isnan(f["asr_word_logprob"])
-    e = lexical("", 1.0, None, {"word_logprob": -0.5})
-    assert e["empty"] == 1 and e["n_words"] == 0 and e["asr_word_logprob"] == -0.5
+    assert f["empty"] == 0
+    e = lexical("", None)
+    assert e["empty"] == 1 and e["n_words"] == 0
     assert math.isnan(e["compression_ratio"])
+    # The text modality depends on the transcript alone: no rate, no ASR confidence (issue 15).
+    assert set(f) == set(LEXICAL) and not {"words_per_second", "asr_word_logprob"} & set(f)
 
 
 def test_embeddings_have_semantic_structure():
@@ -201,12 +204,14 @@ def test_extract_with_text_modality_and_cache(tmp_path, fsdd_meta):
     m = load_manifest(tmp_path / "m.csv")
     res = extract_features(m, tmp_path / "c", modalities=["recording", "text"], workers=2)
     t = res.stats["text"]
-    assert (t["given"], t["transcribed"], t["failed"]) == (9, 3, 0)
+    # Partial transcripts: every clip is transcribed, so that all text comes from one source, and it says so.
+    assert (t["given"], t["transcribed"], t["failed"]) == (0, 12, 0)
+    assert "9 of 12 clips have a transcript" in t["notes"][0]
     assert len(res.features) == 12
     cols = res.feature_columns("text")
-    assert "text.words_per_second" in cols and "text.emb_383" in cols
+    assert "text.emb_383" in cols and "text.n_words" in cols and "text.words_per_second" not in cols
     tr = res.transcripts.set_index("id")
-    assert set(tr["source"]) == {"given", "asr"}
+    assert set(tr["source"]) == {"asr"}
     asr = tr[tr["source"] == "asr"]
     assert asr.loc[asr["text"] != "", "word_logprob"].notna().all()  # an empty transcript has no words
     assert set(asr["mode"]) <= {"packed", "single"} and res.stats["text"]["asr"]["windows"] >= 1
@@ -215,7 +220,7 @@ def test_extract_with_text_modality_and_cache(tmp_path, fsdd_meta):
     assert again.stats["text"]["transcribed"] == 0 and again.stats["text"]["embedded"] == 0
     pd.testing.assert_frame_equal(res.features, again.features)
     assert any(p.name.startswith("asr-faster-whisper") for p in (tmp_path / "c" / "features").iterdir())
-    assert Store(tmp_path / "c").read_features(ASRConfig().tag(tmp_path / "c")).shape[0] == 3
+    assert Store(tmp_path / "c").read_features(ASRConfig().tag(tmp_path / "c")).shape[0] == 12
 
 
 def test_text_modality_requirements(tmp_path, fsdd_meta):
@@ -230,6 +235,36 @@ def test_text_modality_requirements(tmp_path, fsdd_meta):
             "try:\n    Embedder()\nexcept Exception as e:\n    print(type(e).__name__, e)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert "MissingDependencyError" in r.stdout and "blindcheck[text]" in r.stdout
+
+
+def test_all_text_comes_from_one_source_and_one_decoding_path(tmp_path, fsdd_meta):
+    """Issue 14 item 7: transcripts given for some clips only, or decoded on two paths, would let the text
+    modality separate the sides by where its text came from."""
+    sel = fsdd_meta.iloc[::60].reset_index(drop=True).head(6)
+    text = sel["text"].copy()
+    text.iloc[:2] = ""
+    pd.DataFrame({"id": sel["id"], "path": sel["abspath"], "label": [1, 1, 1, 0, 0, 0], "text": text}).to_csv(
+        tmp_path / "m.csv", index=False)
+    m = load_manifest(tmp_path / "m.csv")
+    with pytest.raises(BlindcheckError, match=r"4 of 6 clips have a transcript \(members 1/3, non-members 3/3\)"):
+        extract_features(m, tmp_path / "c", modalities=["text"], text_options=TextOptions(transcripts="given"))
+    # A clip too long to pack sends every clip down the one-clip-per-call path, and the run says so.
+    durations = np.array([sf.info(p).duration for p in sel["abspath"]])
+    limit = float(np.median(durations))
+    opts = TextOptions(transcripts="asr", asr=ASRConfig(max_packed_clip_s=limit, window_s=limit + 0.5, gap_s=0.2))
+    res = extract_features(m, tmp_path / "c", modalities=["text"], text_options=opts)
+    assert set(res.transcripts["mode"]) == {"single"}
+    assert any("transcribed alone" in n for n in res.stats["text"]["notes"])
+    # Packed windows' fallback clips falling mostly on one side stop the run; a few on both sides do not.
+    from blindcheck.text import _check_decoding_paths
+
+    labels = np.repeat([1, 0], 40)
+    ok = np.ones(80, bool)
+    modes = np.where(np.arange(80) >= 60, "single", "packed")  # 20 of 40 non-members, no member
+    with pytest.raises(BlindcheckError, match="0 of 40 members and 20 of 40 non-members"):
+        _check_decoding_paths(modes, labels, ok)
+    modes = np.where(np.isin(np.arange(80), [3, 41, 50]), "single", "packed")
+    _check_decoding_paths(modes, labels, ok)
 
 
 def test_openai_whisper_backend_with_a_real_checkpoint_file(tmp_path, fsdd_meta):

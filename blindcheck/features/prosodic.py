@@ -2,8 +2,10 @@
 
 - F0 from Praat's autocorrelation pitch (floor 75 Hz, ceiling 500 Hz, 10 ms steps): mean/median/std/p5/p95
   in Hz, std and p5–p95 range in semitones, voiced fraction.
-- Intensity (Praat, 75 Hz minimum pitch): mean and std in dB over the sounding frames (the same
-  0.99-quantile - 25 dB threshold as the syllable nuclei), so that silence and padding do not count.
+- Intensity (Praat, 75 Hz minimum pitch): std and p5–p95 range in dB over the sounding frames (the same
+  0.99-quantile - 25 dB threshold as the syllable nuclei), so that silence and padding do not count. Both are
+  level-free: the absolute level is the recording chain's (``recording.*``), and a prosodic feature that
+  carried it would let a gain difference between the sides read as prosody.
 - Jitter (local, RAP) and shimmer (local, APQ3) from Praat's cross-correlation point process, with Praat's
   standard arguments (period 0.1–20 ms, max period factor 1.3, max amplitude factor 1.6).
 - HNR (dB): the mean over voiced frames of 10·log10(r / (1 − r)), where r is the normalised autocorrelation
@@ -35,7 +37,7 @@ def _semitones(hz: np.ndarray, ref: float) -> np.ndarray:
 
 class ProsodicExtractor:
     name = "prosodic"
-    version = "2"
+    version = "3"
 
     def config(self) -> dict:
         return {"floor": PITCH_FLOOR, "ceiling": PITCH_CEILING, "step": TIME_STEP, "silence_db": SILENCE_DB,
@@ -44,7 +46,7 @@ class ProsodicExtractor:
     def feature_names(self) -> list[str]:
         return [
             "f0_mean_hz", "f0_median_hz", "f0_std_hz", "f0_p5_hz", "f0_p95_hz", "f0_std_st", "f0_range_st",
-            "voiced_fraction", "intensity_mean_db", "intensity_std_db", "jitter_local", "jitter_rap",
+            "voiced_fraction", "intensity_range_db", "intensity_std_db", "jitter_local", "jitter_rap",
             "shimmer_local", "shimmer_apq3", "hnr_db", "speaking_rate", "articulation_rate", "pause_count",
             "pause_ratio", "syllable_count",
         ]
@@ -103,7 +105,8 @@ class ProsodicExtractor:
             return out
         sounding = level > max(float(np.quantile(level[finite], 0.99)) + SILENCE_DB, float(level[finite].min()))
         sounding = sounding if sounding.any() else finite
-        out["intensity_mean_db"] = float(level[sounding].mean())
+        p5, p95 = np.quantile(level[sounding], [0.05, 0.95])
+        out["intensity_range_db"] = float(p95 - p5)
         out["intensity_std_db"] = float(level[sounding].std())
         out.update(self._rhythm(level, times, pitch, dur))
         return out
