@@ -725,6 +725,15 @@ def _disentangle(d: _Data, options: MatchOptions, group_columns: list[str]) -> l
     return parts
 
 
+def matching_model(sep: SeparabilityResult, verdict: Verdict):
+    """Whose out-of-fold scores are matched on: the model that isolates a subset of one side when that is what
+    made the split confounded (a shift in part of one side: the best-AUC model may be one that ranks the rest
+    well and the shifted clips less sharply), else the best model (:func:`~blindcheck.separability.best_model`)."""
+    if "subset" in verdict.criteria and "auc" not in verdict.criteria and sep.subset is not None:
+        return sep.model(sep.subset.model)
+    return sep.best
+
+
 def match_from_check(result: Any, options: MatchOptions | None = None, threads: int | None = None) -> MatchResult:
     """Match on what a :class:`~blindcheck.checker.CheckResult` already holds (features, OOF scores)."""
     sep = result.separability
@@ -733,13 +742,15 @@ def match_from_check(result: Any, options: MatchOptions | None = None, threads: 
     texts = feats["transcript"].to_numpy() if "transcript" in feats.columns else \
         (meta["text"].to_numpy() if "text" in meta.columns else None)
     order = pd.Series(np.arange(len(sep.ids)), index=pd.Index(sep.ids).astype(str))
-    scores = sep.best.scores[order.loc[feats["id"].astype(str)].to_numpy()]
     v = result.verdict
     best = sep.best
+    score_model = matching_model(sep, v)
+    scores = score_model.scores[order.loc[feats["id"].astype(str)].to_numpy()]
     before = {"status": v.status, "best_model": best.name, "auc": best.auc, "ci_low": best.ci_low,
               "ci_high": best.ci_high, "p": v.family_p, "upper_bound": v.upper_bound,
               "subset_share": (v.subset or {}).get("share"), "members": int(sep.labels.sum()),
-              "nonmembers": int((1 - sep.labels).sum()), "seed": sep.seed, "reasons": v.reasons[:3]}
+              "nonmembers": int((1 - sep.labels).sum()), "seed": sep.seed, "reasons": v.reasons[:3],
+              "score_model": score_model.name}
     res = match_table(feats, meta, scores, result.settings, options, texts=texts, threads=threads, before=before)
     in_table = set(feats["id"].astype(str))
     lost = result.manifest.table[~result.manifest.table["id"].astype(str).isin(in_table)]
