@@ -540,6 +540,8 @@ def _verify(d: _Data, att: Attempt, mask: np.ndarray, group_columns: list[str]) 
                             f"{att.retained['members_available'] if side == 'members' else att.retained['nonmembers_available']}), "  # noqa: E501
                             f"below the minimum retained share {_pct(s.match_min_retained)}")
     yk = y[keep]
+    if att.problems:  # too few kept: not worth a fresh check (it could not make the subset acceptable)
+        return att
     if (yk == 1).sum() < 2 or (yk == 0).sum() < 2:
         att.problems.append("too few clips of one side kept to verify")
         return att
