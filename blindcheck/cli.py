@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_match_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("matching (defaults: [tool.blindcheck] match-* keys, then built-in)")
     g.add_argument("--method", choices=["propensity", "optimal", "trim"], default=None,
-                   help="matching method (default: propensity, then optimal, then trim until one re-checks clean)")
+                   help="matching method (default: optimal where the sides are small enough, then propensity, "
+                        "then trim, until one re-checks clean)")
     g.add_argument("--exact", action="append", default=[], metavar="COL",
                    help="match exactly within this manifest column (repeatable), e.g. speaker")
     g.add_argument("--caliper", type=float, default=None, help="caliper in SDs of the logit blind score (default 0.2)")

@@ -80,18 +80,19 @@ def test_partial_codec_shift_is_matched_away_and_rechecks_clean(codec):
     pos = pd.Index(meta["id"]).get_indexer(res.ids)
     t, y = touched[pos], labels[pos]
     # the touched clips go, the untouched ones stay
-    assert (a.keep & t).sum() <= 0.1 * t.sum(), (a.keep & t).sum()
+    assert (a.keep & t).sum() == 0, (a.keep & t).sum()
     assert (a.keep & ~t & (y == 0)).sum() >= 0.7 * (~t & (y == 0)).sum()
-    # the features the codec moved most (touched vs untouched non-members) were off before and are balanced after
+    # the features the codec moved most (touched vs untouched non-members) were far off before; after, what is
+    # left is the sampling noise of an SMD at ~80 clips a side (SE ~0.16; keeping exactly the untouched clips
+    # leaves the same noise), so the bound is 0.25 per feature and 0.15 on average over the five
     f = result.extraction.features.set_index("id").loc[meta["id"]]
     cols = [c for c in f.columns if "." in c]
     non = labels == 0
     moved = {c: abs(smd(f[c].to_numpy(float)[touched], f[c].to_numpy(float)[non & ~touched])) for c in cols}
-    off = sorted((c for c in cols if np.isfinite(moved[c])), key=lambda c: -moved[c])[:3]
-    feats = a.balance.set_index("feature")
-    for c in off:
-        assert abs(feats.loc[c, "smd_before"]) > 0.4, (c, feats.loc[c].to_dict())
-        assert abs(feats.loc[c, "smd_after"]) < 0.1, (c, feats.loc[c].to_dict())
+    off = sorted((c for c in cols if np.isfinite(moved[c])), key=lambda c: -moved[c])[:5]
+    feats = a.balance.set_index("feature").loc[off]
+    assert (feats["smd_before"].abs() > 0.7).all(), feats
+    assert (feats["smd_after"].abs() < 0.25).all() and feats["smd_after"].abs().mean() < 0.15, feats
     # outputs: every input column plus match_id; the manifest loads as it is
     out = d / "codec_out"
     rows = pd.read_csv(out / "matched.csv")
