@@ -172,7 +172,7 @@ def test_disentangle_design_pairs_same_text_other_speaker_and_same_speaker_other
     labels = np.zeros(len(meta), int)
     labels[rng.permutation(len(meta))[: len(meta) // 2]] = 1
     m = _manifest(d / "dis.csv", meta, labels)
-    res = match(m, d / "dis_out", cache_dir=cache, design="disentangle", **FAST)
+    res = match(m, d / "dis_out", cache_dir=cache, design="disentangle", method="optimal", **FAST)
     assert [p.name for p in res.parts] == ["same_text_other_speaker", "same_speaker_other_text"]
     man = pd.read_csv(m).set_index("id")
     for part, same, other in ((res.parts[0], "text", "speaker"), (res.parts[1], "speaker", "text")):
@@ -224,6 +224,21 @@ def test_balance_table_smd_and_variance_ratio():
     assert abs(bal.loc["spectral.b", "smd_before"]) < 0.15
     assert 0.8 < bal.loc["spectral.b", "variance_ratio_before"] < 1.25
     assert smd(np.array([8000.0] * 5), np.array([44100.0] * 5)) == -np.inf
+
+
+def test_no_overlap_is_said_in_plain_words():
+    from blindcheck.matching import _Data, no_overlap_reasons
+    from blindcheck.settings import Settings
+
+    y = np.r_[np.ones(20), np.zeros(20)].astype(int)
+    rng = np.random.default_rng(0)
+    X = np.column_stack([np.where(y == 1, 8000.0, 44100.0), rng.normal(size=40)])
+    feats = pd.DataFrame(X, columns=["recording.sample_rate", "spectral.x"]).assign(id=[str(i) for i in range(40)],
+                                                                                    label=y)
+    d = _Data(features=feats, meta=feats[["id"]], y=y, score=np.full(40, 0.5), cols=["recording.sample_rate",
+              "spectral.x"], X=X, texts=None, settings=Settings(), threads=1)
+    assert no_overlap_reasons(d, np.ones(40, bool)) == [
+        "no overlap in recording.sample_rate: every member is 8.00 kHz, every non-member is 44.10 kHz"]
 
 
 def test_bad_options_are_errors(tmp_path):
