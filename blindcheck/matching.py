@@ -131,7 +131,7 @@ class DesignPart:
         return {"name": self.name, "description": self.description, "success": self.success,
                 "method": best.method if best else None, "reasons": self.reasons,
                 "result": best.summary() if best else None,
-                "attempts": [a.summary() | {"balance_summary": None} for a in self.attempts if a is not best],
+                "attempts": [a.summary() for a in self.attempts if a is not best],
                 "balance": _records(best.balance) if best is not None and best.balance is not None else []}
 
 
