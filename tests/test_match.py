@@ -166,15 +166,13 @@ def test_speaker_mix_keeps_half_and_rechecks_clean_cli(base):
     assert "matched" in r.stdout.lower()
 
 
-def test_disentangle_design_pairs_same_text_other_speaker_and_same_speaker_other_text(base):
-    meta, d, cache = base
-    rng = np.random.default_rng(3)
-    labels = np.zeros(len(meta), int)
-    labels[rng.permutation(len(meta))[: len(meta) // 2]] = 1
-    m = _manifest(d / "dis.csv", meta, labels)
-    res = match(m, d / "dis_out", cache_dir=cache, design="disentangle", method="optimal", **FAST)
+def test_disentangle_design_pairs_same_text_other_speaker_and_same_speaker_other_text(codec):
+    """On the codec split's check (speakers and digits on both sides), without a second check."""
+    res0, result, meta, labels, touched, d = codec
+    res = match_from_check(result, MatchOptions(design="disentangle", method="optimal"))
+    write_match(res, result.manifest, d / "dis_out")
     assert [p.name for p in res.parts] == ["same_text_other_speaker", "same_speaker_other_text"]
-    man = pd.read_csv(m).set_index("id")
+    man = result.manifest.table.set_index("id")
     for part, same, other in ((res.parts[0], "text", "speaker"), (res.parts[1], "speaker", "text")):
         a = part.best
         assert a is not None and a.keep.sum() >= 40, part.reasons
@@ -183,8 +181,7 @@ def test_disentangle_design_pairs_same_text_other_speaker_and_same_speaker_other
             assert sorted(pair["label"]) == [0, 1]
             assert pair[same].nunique() == 1 and pair[other].nunique() == 2
         assert a.verdict is not None and a.balance is not None  # verified and balanced like any subset
-        if part.success:
-            assert (d / "dis_out" / f"{part.name}.csv").exists()
+        assert (d / "dis_out" / f"{part.name}.csv").exists() == part.success
     j = json.loads((d / "dis_out" / "match.json").read_text())
     assert j["design"] == "disentangle" and len(j["parts"]) == 2
 
@@ -242,6 +239,11 @@ def test_no_overlap_is_said_in_plain_words():
 
 
 def test_bad_options_are_errors(tmp_path):
+    (tmp_path / "a.wav").write_bytes(b"")
+    pd.DataFrame({"path": ["a.wav", "a.wav"], "id": ["a", "b"], "label": [0, 1]}).to_csv(tmp_path / "m.csv",
+                                                                                         index=False)
+    with pytest.raises(BlindcheckError, match="exact 'gender': the manifest has no such column"):
+        match(tmp_path / "m.csv", exact=["gender"])
     with pytest.raises(BlindcheckError, match="unknown match method"):
         MatchOptions(method="nearest")
     from blindcheck.settings import Settings
