@@ -131,13 +131,13 @@ def _settings(args):
 
 
 def _run_check(args, quiet: bool):
-    return _run_check_on(args, _load(args), quiet)
+    settings = _settings(args)  # settings first: a refused setting costs no manifest reading
+    return _run_check_on(args, _load(args), quiet, settings)
 
 
-def _run_check_on(args, manifest, quiet: bool):
+def _run_check_on(args, manifest, quiet: bool, settings):
     from blindcheck.checker import check
 
-    settings = _settings(args)
     progress, close = (None, lambda: None) if quiet else _progress(args)
     cls_progress, cls_close = (None, lambda: None) if quiet else _classifier_progress(args)
     try:
@@ -196,6 +196,7 @@ def cmd_match(args) -> int:
     from blindcheck.matching import MatchOptions, format_match_summary, match_from_check, write_match
 
     options = MatchOptions(method=args.method, exact=tuple(args.exact), design=args.design)
+    settings = _settings(args)
     manifest = _load(args)
     for col in options.exact:
         if col not in manifest.table.columns:
@@ -206,7 +207,7 @@ def cmd_match(args) -> int:
         if missing:
             raise BlindcheckError(f"--design disentangle needs 'speaker' and 'text' columns; the manifest lacks "
                                   f"{' and '.join(missing)}")
-    result = _run_check_on(args, manifest, quiet=False)
+    result = _run_check_on(args, manifest, False, settings)
     res = match_from_check(result, options, threads=args.workers)
     paths = write_match(res, result.manifest, args.out, _manifest_options(args))
     print(format_match_summary(res))
