@@ -132,6 +132,15 @@ def test_disjoint_speakers_are_refused_with_the_reason(disjoint):
     res = match_from_check(result, MatchOptions(exact=("speaker",)))
     assert not res.success
     assert any("no value of speaker holds both members and non-members" in r for r in res.parts[0].reasons)
+    # the CLI verb: exit 1 and the reason, no matched manifest
+    out = d / "disjoint_cli"
+    r = subprocess.run([sys.executable, "-m", "blindcheck", "match", str(d / "disjoint.csv"), "--out", str(out),
+                        "--cache-dir", str(d / "cache"), "--workers", "2", "--repeats", "2", "--permutations", "199",
+                        "--modalities", "recording,spectral,prosodic", "--no-config", "--exact", "speaker"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 1, r.stderr
+    assert "NO SUBSET" in r.stdout and "no value of speaker holds both members and non-members" in r.stdout
+    assert not (out / "matched.csv").exists() and (out / "match.json").exists() and (out / "result.json").exists()
     # and no speaker repeats across the sides: the disentanglement design says so
     res = match_from_check(result, MatchOptions(design="disentangle"))
     same_speaker = res.part("same_speaker_other_text")
