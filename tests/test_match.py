@@ -253,6 +253,14 @@ def test_bad_options_are_errors(tmp_path):
                                                                                          index=False)
     with pytest.raises(BlindcheckError, match="exact 'gender': the manifest has no such column"):
         match(tmp_path / "m.csv", exact=["gender"])
+    # matched rows keep the user's columns as written, with paths made absolute (matched.csv lives elsewhere)
+    from blindcheck.matching import manifest_rows
+
+    raw = pd.DataFrame({"file": ["a.wav", "a.wav"], "uid": ["a", "b"], "split": ["train", "test"], "extra": ["1", ""]})
+    raw.to_csv(tmp_path / "raw.csv", index=False)
+    rows = manifest_rows(load_manifest(tmp_path / "raw.csv"), ["b"])
+    assert rows.to_dict("records") == [{"file": str((tmp_path / "a.wav").resolve()), "uid": "b", "split": "test",
+                                        "extra": ""}]
     with pytest.raises(BlindcheckError, match="unknown match method"):
         MatchOptions(method="nearest")
     from blindcheck.settings import Settings
