@@ -8,3 +8,11 @@ def check(*args, **kwargs):
     from blindcheck.checker import check as _check
 
     return _check(*args, **kwargs)
+
+
+def match(*args, **kwargs):
+    """Propose and verify a distribution-matched subset; see :func:`blindcheck.matching.match`. Returns a
+    :class:`~blindcheck.matching.MatchResult`."""
+    from blindcheck.matching import match as _match
+
+    return _match(*args, **kwargs)

@@ -81,11 +81,37 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="can members be told from non-members without the model? (verdict + reasons)")
     _add_manifest_args(p)
     _add_check_args(p)
+    p.add_argument("--match", action="store_true",
+                   help="also propose a matched subset (as blindcheck match, default options): matched.csv, "
+                        "match.json and a 'match' section in result.json")
     p = sub.add_parser("gate", help="the CI form of check: one JSON line; exit 0 clean, 1 confounded, "
                                     "3 inconclusive, 2 input error")
     _add_manifest_args(p, out_required=False)
     _add_check_args(p)
+    p = sub.add_parser("match", help="propose a distribution-matched member/non-member subset that a fresh blind "
+                                     "check calls clean, and export it as a manifest")
+    _add_manifest_args(p)
+    _add_check_args(p)
+    _add_match_args(p)
     return parser
+
+
+def _add_match_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("matching (defaults: [tool.blindcheck] match-* keys, then built-in)")
+    g.add_argument("--method", choices=["propensity", "optimal", "trim"], default=None,
+                   help="matching method (default: optimal where the sides are small enough, then propensity, "
+                        "then trim, until one re-checks clean)")
+    g.add_argument("--exact", action="append", default=[], metavar="COL",
+                   help="match exactly within this manifest column (repeatable), e.g. speaker")
+    g.add_argument("--caliper", type=float, default=None, help="caliper in SDs of the logit blind score (default 0.2)")
+    g.add_argument("--ratio", type=int, default=None, help="partners per clip of the smaller side, 1:k (default 1)")
+    g.add_argument("--target-auc", type=float, default=None,
+                   help="the fresh check must be clean with a best AUC no higher than this (default 0.55)")
+    g.add_argument("--min-retained", type=float, default=None,
+                   help="share of the smaller side a subset must keep (default 0.25)")
+    g.add_argument("--design", choices=["subset", "disentangle"], default="subset",
+                   help="subset (default), or disentangle: same text by other speakers, same speaker saying "
+                        "other texts (needs speaker and text columns)")
 
 
 def _add_check_args(p: argparse.ArgumentParser) -> None:
@@ -120,14 +146,20 @@ def _settings(args):
     overrides = {k: getattr(args, k) for k in ("group_by", "folds", "repeats", "seed", "alpha", "tolerated_auc",
                                                "tolerated_share", "power", "permutations", "refit_permutations",
                                                "bootstrap")}
+    for flag, key in (("caliper", "match_caliper"), ("ratio", "match_ratio"), ("target_auc", "match_target_auc"),
+                      ("min_retained", "match_min_retained")):
+        overrides[key] = getattr(args, flag, None)
     return load_settings(overrides, Path(args.config) if args.config else None, use_pyproject=not args.no_config)
 
 
 def _run_check(args, quiet: bool):
+    settings = _settings(args)  # settings first: a refused setting costs no manifest reading
+    return _run_check_on(args, _load(args), quiet, settings)
+
+
+def _run_check_on(args, manifest, quiet: bool, settings):
     from blindcheck.checker import check
 
-    settings = _settings(args)
-    manifest = _load(args)
     progress, close = (None, lambda: None) if quiet else _progress(args)
     cls_progress, cls_close = (None, lambda: None) if quiet else _classifier_progress(args)
     try:
@@ -177,6 +209,13 @@ def cmd_check(args) -> int:
     _write_summary(args.out, summary)
     print(summary)
     print(f"\n  wrote {Path(args.out) / 'result.json'}, blind_scores.parquet, features.parquet, summary.txt")
+    if args.match:
+        from blindcheck.matching import add_to_result_json, format_match_summary, match_from_check, write_match
+
+        res = match_from_check(result, threads=args.workers)
+        write_match(res, result.manifest, args.out, _manifest_options(args))
+        add_to_result_json(res, args.out)
+        print("\n" + format_match_summary(res))
     return EXIT_OK
 
 
@@ -193,6 +232,30 @@ def _write_summary(out: str | None, summary: str) -> None:
         tmp.replace(path)
 
 
+def cmd_match(args) -> int:
+    """Exit 0 when every subset asked for re-checks clean, 1 when none (or not all) does, 2 on input errors."""
+    from blindcheck.matching import MatchOptions, format_match_summary, match_from_check, write_match
+
+    options = MatchOptions(method=args.method, exact=tuple(args.exact), design=args.design)
+    settings = _settings(args)
+    manifest = _load(args)
+    for col in options.exact:
+        if col not in manifest.table.columns:
+            raise BlindcheckError(f"--exact {col}: the manifest has no such column "
+                                  f"(columns: {', '.join(map(str, manifest.table.columns))})")
+    if options.design == "disentangle":
+        missing = [c for c in ("speaker", "text") if c not in manifest.table.columns]
+        if missing:
+            raise BlindcheckError(f"--design disentangle needs 'speaker' and 'text' columns; the manifest lacks "
+                                  f"{' and '.join(missing)}")
+    result = _run_check_on(args, manifest, False, settings)
+    res = match_from_check(result, options, threads=args.workers)
+    paths = write_match(res, result.manifest, args.out, _manifest_options(args))
+    print(format_match_summary(res))
+    print(f"\n  wrote {', '.join(str(p) for p in paths.values())}")
+    return EXIT_OK if res.success else EXIT_CONFOUNDED
+
+
 def cmd_gate(args) -> int:
     from blindcheck.checker import format_summary, gate_line
 
@@ -202,12 +265,17 @@ def cmd_gate(args) -> int:
     return {"clean": EXIT_OK, "confounded": EXIT_CONFOUNDED, "inconclusive": EXIT_INCONCLUSIVE}[result.status]
 
 
-def _load(args):
-    from blindcheck.manifest import ManifestOptions, load_manifest
+def _manifest_options(args):
+    from blindcheck.manifest import ManifestOptions
 
-    opts = ManifestOptions(label_column=args.label_column, member_value=args.member_value,
+    return ManifestOptions(label_column=args.label_column, member_value=args.member_value,
                            path_column=args.path_column, id_column=args.id_column, skip_missing=args.skip_missing)
-    return load_manifest(args.manifest, opts)
+
+
+def _load(args):
+    from blindcheck.manifest import load_manifest
+
+    return load_manifest(args.manifest, _manifest_options(args))
 
 
 def _text_options(args):
@@ -375,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     with signals:
         try:
             args = build_parser().parse_args(argv)
-            handlers = {"extract": cmd_extract, "check": cmd_check, "gate": cmd_gate}
+            handlers = {"extract": cmd_extract, "check": cmd_check, "gate": cmd_gate, "match": cmd_match}
             _check_out(args)
             return handlers[args.verb](args)
         except BlindcheckError as exc:

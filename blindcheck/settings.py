@@ -38,6 +38,11 @@ class Settings:
     logreg_c: float = 0.1
     text_min_coverage: float = 0.5  # share of clips with a transcript needed to fit the TF-IDF model
     top_features: int = 10
+    # matching (blindcheck match / check --match)
+    match_caliper: float = 0.2  # caliper in pooled SDs of the logit blind score
+    match_ratio: int = 1  # partners from the larger side per clip of the smaller side (1:k)
+    match_target_auc: float = 0.55  # a matched subset must re-check clean with a best AUC no higher than this
+    match_min_retained: float = 0.25  # share of the smaller side a matched subset must keep
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1:
@@ -64,6 +69,14 @@ class Settings:
                 f"refit-permutations = {self.refit_permutations} cannot give a p-value <= alpha = {self.alpha} "
                 f"(the smallest p-value of R relabellings is 1/(R+1) = {1 / (self.refit_permutations + 1):.3g}); "
                 f"use at least {need}")
+        if self.match_caliper <= 0:
+            raise BlindcheckError(f"match caliper must be positive, not {self.match_caliper}")
+        if self.match_ratio < 1:
+            raise BlindcheckError(f"match ratio must be at least 1, not {self.match_ratio}")
+        if not 0.5 <= self.match_target_auc < 1:
+            raise BlindcheckError(f"match target AUC must be in [0.5, 1), not {self.match_target_auc}")
+        if not 0 <= self.match_min_retained <= 1:
+            raise BlindcheckError(f"match min-retained must be in [0, 1], not {self.match_min_retained}")
         if self.refit_permutations < 0:
             raise BlindcheckError(f"refit-permutations must be 0 (off) or positive, not {self.refit_permutations}")
 

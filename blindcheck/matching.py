@@ -1,0 +1,978 @@
+"""The ``match`` verb: distribution-matched member/non-member subsets, verified afresh.
+
+Input: the feature table and the out-of-fold blind scores of a ``check`` (nothing here knows about audio).
+Methods, tried in this order when none is named:
+
+- ``optimal``: the assignment that minimises the total distance on standardised features (scipy's
+  ``linear_sum_assignment``), using the features that differ between the sides before matching (|SMD| >= 0.1),
+  pairs restricted to the propensity caliper below; only where the sides are small enough
+  (``OPTIMAL_MAX_CELLS`` pairs per stratum). Pairs close in the shifted features balance them better than
+  pairs close in the score alone, so this comes first where it fits.
+- ``propensity``: nearest-neighbour matching on the logit of the blind model's out-of-fold score, 1:k
+  without replacement, within a caliper (default 0.2 pooled SD of the logit; Austin 2011), optionally exactly
+  within metadata columns. The smaller side is matched; each of its clips takes its nearest free partner in a
+  seeded random order. Scales to any size (O(n log n)).
+- ``trim``: overlap trimming, no pairs: clips whose blind score lies outside the region both sides share
+  (between the higher of the two sides' 1st percentiles and the lower of their 99th) are dropped.
+
+Every candidate subset is verified by a *fresh* cross-validated blind check (new folds and seed, every model
+of ``check``) and accepted only when that check's verdict is ``clean`` and its best AUC is at most the target
+(``match_target_auc``), while at least ``match_min_retained`` of the smaller side is kept. The selection's own
+estimate (the original out-of-fold scores on the kept clips, which the selection has seen and therefore flatters)
+is reported next to the fresh one. When no method succeeds the best attempt is reported with the reasons, and
+no matched manifest is written.
+
+The ``disentangle`` design (manifests with ``speaker`` and ``text``) builds two subsets that separate the voice
+from the words: members against non-members saying the *same text* in *another speaker's* voice, and members
+against non-members of the *same speaker* saying *other texts*; each is matched on the blind score and verified
+as above.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from blindcheck import stats
+from blindcheck.errors import BlindcheckError
+from blindcheck.separability import SeparabilityResult, feature_columns, modality_of, run_separability
+from blindcheck.settings import Settings
+from blindcheck.verdict import CLEAN, Verdict, decide, fmt_value
+
+METHODS = ("optimal", "propensity", "trim")  # the order tried when none is named
+DESIGNS = ("subset", "disentangle")
+OPTIMAL_MAX_CELLS = 25_000_000  # pairs in one assignment problem (a float64 cost matrix of 200 MB)
+TRIM_QUANTILE = 0.01
+FRESH_SEED_OFFSET = 1_000_003  # the fresh check's seed is the run's seed plus this: new folds, new models
+SMD_BALANCED = 0.1
+REFINE_FROM = 0.25  # support refinement acts on features with |SMD| at least this before matching
+REFINE_Z = 5.0  # and drops sets holding a clip this many robust SDs from the other side's median
+_BIG = 1e9
+
+
+@dataclass(frozen=True)
+class MatchOptions:
+    """What to match on. Numeric thresholds (caliper, ratio, target AUC, minimum retained share) live in
+    :class:`~blindcheck.settings.Settings` (``match_*``)."""
+
+    method: str | None = None  # None: propensity, then optimal, then trim
+    exact: tuple[str, ...] = ()  # metadata columns matched exactly
+    design: str = "subset"  # "subset" or "disentangle"
+
+    def __post_init__(self) -> None:
+        if self.method is not None and self.method not in METHODS:
+            raise BlindcheckError(f"unknown match method '{self.method}' (known: {', '.join(METHODS)})")
+        if self.design not in DESIGNS:
+            raise BlindcheckError(f"unknown match design '{self.design}' (known: {', '.join(DESIGNS)})")
+
+
+# ------------------------------------------------------------------------------------------------ results
+
+
+@dataclass
+class Attempt:
+    """One candidate subset, its verification and why it was accepted or not."""
+
+    method: str
+    keep: np.ndarray = field(repr=False)  # bool over the feature table's rows
+    match_id: np.ndarray = field(repr=False)  # int, -1 where no pair/set (dropped, or trimming)
+    dropped: np.ndarray = field(repr=False)  # str reason per row, "" where kept
+    retained: dict = field(default_factory=dict)
+    selection: dict = field(default_factory=dict)  # the original OOF scores on the kept clips
+    fresh: SeparabilityResult | None = field(default=None, repr=False)
+    verdict: Verdict | None = None
+    balance: pd.DataFrame | None = field(default=None, repr=False)
+    success: bool = False
+    problems: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        v = self.verdict
+        fresh = None
+        if v is not None and self.fresh is not None:
+            best = self.fresh.best
+            fresh = {"status": v.status, "best_model": best.name, "auc": best.auc, "ci_low": best.ci_low,
+                     "ci_high": best.ci_high, "p": v.family_p, "upper_bound": v.upper_bound,
+                     "upper_bound_model": v.upper_bound_model, "seed": self.fresh.seed,
+                     "folds": self.fresh.folds, "repeats": self.fresh.repeats,
+                     "subset_share": (v.subset or {}).get("share"), "reasons": v.reasons,
+                     "models": [{"name": m.name, "auc": m.auc, "ci_low": m.ci_low, "ci_high": m.ci_high,
+                                 "tpr_at_1pct_fpr": m.tpr_at_1pct_fpr} for m in self.fresh.models]}
+        reasons = pd.Series(self.dropped[self.dropped != ""]).value_counts().to_dict()
+        return {"method": self.method, "success": self.success, "problems": self.problems,
+                "retained": self.retained, "dropped": {str(k): int(c) for k, c in reasons.items()},
+                "selection_estimate": self.selection, "fresh_check": fresh,
+                "balance_summary": balance_summary(self.balance) if self.balance is not None else None}
+
+
+@dataclass
+class DesignPart:
+    """One subset asked for: the matched subset, or one half of a disentanglement design."""
+
+    name: str
+    description: str
+    attempts: list[Attempt] = field(default_factory=list)
+    chosen: Attempt | None = None  # the accepted attempt; None when none succeeded
+    best: Attempt | None = None  # the accepted attempt, else the best one found (never written as good)
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def success(self) -> bool:
+        return self.chosen is not None
+
+    def to_dict(self) -> dict:
+        best = self.best
+        return {"name": self.name, "description": self.description, "success": self.success,
+                "method": best.method if best else None, "reasons": self.reasons,
+                "result": best.summary() if best else None,
+                "attempts": [a.summary() for a in self.attempts if a is not best],
+                "balance": _records(best.balance) if best is not None and best.balance is not None else []}
+
+
+@dataclass
+class MatchResult:
+    """Everything ``match`` found; ``to_dict()`` is what ``match.json`` holds."""
+
+    design: str
+    parts: list[DesignPart]
+    before: dict
+    settings: Settings
+    options: MatchOptions
+    ids: np.ndarray = field(repr=False)
+    labels: np.ndarray = field(repr=False)
+    extra_dropped: pd.DataFrame = field(repr=False, default_factory=lambda: pd.DataFrame(
+        columns=["id", "label", "reason"]))  # manifest rows without features
+
+    @property
+    def success(self) -> bool:
+        return all(p.success for p in self.parts)
+
+    @property
+    def status(self) -> str:
+        return "matched" if self.success else ("partial" if any(p.success for p in self.parts) else "failed")
+
+    def part(self, name: str) -> DesignPart:
+        return next(p for p in self.parts if p.name == name)
+
+    def to_dict(self) -> dict:
+        from blindcheck.checker import _clean
+
+        s = self.settings
+        return _clean({
+            "schema": "blindcheck.match/1", "status": self.status, "design": self.design, "seed": s.seed,
+            "fresh_seed": s.seed + FRESH_SEED_OFFSET,
+            "options": {"method": self.options.method, "exact": list(self.options.exact),
+                        "caliper_sd": s.match_caliper, "ratio": s.match_ratio, "target_auc": s.match_target_auc,
+                        "min_retained": s.match_min_retained, "tolerated_auc": s.tolerated_auc},
+            "before": self.before,
+            "not_analysed": int(len(self.extra_dropped)),
+            "parts": [p.to_dict() for p in self.parts],
+        })
+
+
+def _records(df: pd.DataFrame) -> list[dict]:
+    return df.to_dict("records")
+
+
+# -------------------------------------------------------------------------------------------- balance
+
+
+def smd(a: np.ndarray, b: np.ndarray) -> float:
+    """Standardised mean difference (members minus non-members over the root mean of the two variances)."""
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if len(a) < 2 or len(b) < 2:
+        return math.nan
+    pooled = math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
+    diff = a.mean() - b.mean()
+    if pooled > 0:
+        return float(diff / pooled)
+    return 0.0 if diff == 0 else math.copysign(math.inf, diff)
+
+
+def variance_ratio(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if len(a) < 2 or len(b) < 2:
+        return math.nan
+    va, vb = a.var(ddof=1), b.var(ddof=1)
+    if vb > 0:
+        return float(va / vb)
+    return 1.0 if va == 0 else math.inf
+
+
+def balance_table(X: np.ndarray, cols: list[str], y: np.ndarray, keep: np.ndarray) -> pd.DataFrame:
+    """Per feature: SMD and variance ratio (members / non-members) before (all clips) and after (kept)."""
+    rows = []
+    for j, c in enumerate(cols):
+        v = X[:, j]
+        rows.append({"feature": c, "modality": modality_of(c),
+                     "smd_before": smd(v[y == 1], v[y == 0]), "smd_after": smd(v[keep & (y == 1)], v[keep & (y == 0)]),
+                     "variance_ratio_before": variance_ratio(v[y == 1], v[y == 0]),
+                     "variance_ratio_after": variance_ratio(v[keep & (y == 1)], v[keep & (y == 0)])})
+    df = pd.DataFrame(rows, columns=["feature", "modality", "smd_before", "smd_after", "variance_ratio_before",
+                                     "variance_ratio_after"])
+    order = np.argsort(-np.nan_to_num(np.abs(df["smd_before"].to_numpy(float)), nan=-1.0), kind="mergesort")
+    return df.iloc[order].reset_index(drop=True)
+
+
+def balance_summary(bal: pd.DataFrame) -> dict:
+    """Per modality (and ``all``): features, share with |SMD| < 0.1 and the largest |SMD|, before and after."""
+    out = {}
+    for mod, g in [("all", bal), *bal.groupby("modality", sort=True)]:
+        entry = {"features": int(len(g))}
+        for when in ("before", "after"):
+            s = np.abs(g[f"smd_{when}"].to_numpy(float))
+            ok = ~np.isnan(s)
+            entry[f"balanced_share_{when}"] = float(np.mean(s[ok] < SMD_BALANCED)) if ok.any() else None
+            entry[f"max_abs_smd_{when}"] = float(np.max(s[ok])) if ok.any() else None
+            entry[f"mean_abs_smd_{when}"] = float(np.mean(s[ok & np.isfinite(s)])) if (ok & np.isfinite(s)).any() \
+                else None
+        out[str(mod)] = entry
+    return out
+
+
+# ----------------------------------------------------------------------------------------- the matchers
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def caliper_width(lg: np.ndarray, y: np.ndarray, sd_units: float) -> float:
+    """``sd_units`` times the pooled SD of the logit score (root mean of the two sides' variances)."""
+    a, b = lg[y == 1], lg[y == 0]
+    pooled = math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2) if len(a) > 1 and len(b) > 1 else 0.0
+    return sd_units * pooled if pooled > 0 else 1e-9
+
+
+class _Free:
+    """Sorted positions that are still free, with nearest-free lookups left and right (path-compressed
+    union-find over "next free at or after i" and "at or before i")."""
+
+    def __init__(self, n: int):
+        self.right = list(range(n + 1))  # n: sentinel (none to the right)
+        self.left = list(range(n + 1))  # index i+1 holds position i; 0: sentinel (none to the left)
+
+    def _find(self, parent: list[int], i: int) -> int:
+        root = i
+        while parent[root] != root:
+            root = parent[root]
+        while parent[i] != root:
+            parent[i], i = root, parent[i]
+        return root
+
+    def next_right(self, i: int) -> int:
+        return self._find(self.right, i)
+
+    def next_left(self, i: int) -> int:
+        return self._find(self.left, i + 1) - 1
+
+    def take(self, i: int) -> None:
+        self.right[i] = i + 1
+        self.left[i + 1] = i
+
+
+def greedy_pairs(t_score: np.ndarray, c_score: np.ndarray, caliper: float, ratio: int,
+                 rng: np.random.Generator) -> list[tuple[int, int]]:
+    """Nearest-neighbour 1:``ratio`` matching without replacement on a 1-d score within ``caliper``:
+    in each of ``ratio`` rounds every treated unit (seeded random order) takes its nearest free control.
+    Returns (treated index, control index) pairs. O((n_t ratio + n_c) log n_c)."""
+    order = np.argsort(c_score, kind="mergesort")
+    cs = c_score[order]
+    free = _Free(len(cs))
+    pairs: list[tuple[int, int]] = []
+    active = np.ones(len(t_score), bool)
+    for _ in range(ratio):
+        for t in rng.permutation(len(t_score)):
+            if not active[t]:
+                continue
+            x = t_score[t]
+            p = int(np.searchsorted(cs, x))
+            r = free.next_right(p) if p <= len(cs) else len(cs)
+            lft = free.next_left(p - 1) if p > 0 else -1
+            cands = [(abs(cs[j] - x), j) for j in (lft, r) if 0 <= j < len(cs)]
+            if not cands:
+                active[t] = False
+                continue
+            d, j = min(cands)
+            if d > caliper:
+                active[t] = False  # a later round cannot find a closer free partner
+                continue
+            free.take(j)
+            pairs.append((int(t), int(order[j])))
+    return pairs
+
+
+def optimal_pairs(t_feat: np.ndarray, c_feat: np.ndarray, t_score: np.ndarray, c_score: np.ndarray,
+                  caliper: float, ratio: int, forbid: np.ndarray | None = None) -> list[tuple[int, int]]:
+    """Minimum total feature distance assignment (``scipy.optimize.linear_sum_assignment``), each treated
+    unit taking up to ``ratio`` controls, pairs outside the score caliper (or ``forbid``den) excluded."""
+    from scipy.optimize import linear_sum_assignment
+
+    cost = _distances(t_feat, c_feat)
+    bad = np.abs(t_score[:, None] - c_score[None, :]) > caliper
+    if forbid is not None:
+        bad |= forbid
+    cost[bad] = _BIG
+    reps = min(ratio, max(1, len(c_score) // max(len(t_score), 1)))
+    big = np.repeat(cost, reps, axis=0)
+    rows, cols = linear_sum_assignment(big)
+    return [(int(r // reps), int(c)) for r, c in zip(rows, cols, strict=True) if big[r, c] < _BIG]
+
+
+def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if a.shape[1] == 0:
+        return np.zeros((len(a), len(b)))
+    sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
+    return np.sqrt(np.maximum(sq, 0) / a.shape[1])
+
+
+def standardised(X: np.ndarray) -> np.ndarray:
+    """Median-imputed, z-scored features; constant columns dropped."""
+    with np.errstate(all="ignore"):
+        med = np.nanmedian(X, axis=0)
+    med = np.where(np.isfinite(med), med, 0.0)
+    Z = np.where(np.isfinite(X), X, med)
+    sd = Z.std(axis=0)
+    ok = sd > 0
+    return (Z[:, ok] - Z[:, ok].mean(axis=0)) / sd[ok]
+
+
+# ---------------------------------------------------------------------------------------- the search
+
+
+@dataclass
+class _Data:
+    """What every attempt needs, aligned on the feature table's rows."""
+
+    features: pd.DataFrame
+    meta: pd.DataFrame
+    y: np.ndarray
+    score: np.ndarray  # the best blind model's out-of-fold score
+    cols: list[str]
+    X: np.ndarray
+    texts: np.ndarray | None
+    settings: Settings
+    threads: int | None
+    _Z: np.ndarray | None = None
+    _Xi: np.ndarray | None = None
+
+    @property
+    def X_imputed(self) -> np.ndarray:
+        if self._Xi is None:
+            with np.errstate(all="ignore"):
+                med = np.nanmedian(self.X, axis=0) if self.X.size else np.zeros(self.X.shape[1])
+            self._Xi = np.where(np.isfinite(self.X), self.X, np.where(np.isfinite(med), med, 0.0))
+        return self._Xi
+
+    @property
+    def Z(self) -> np.ndarray:
+        """Standardised features for optimal matching: those imbalanced before matching (|SMD| >= 0.1 between
+        the sides), so that pairs are close where the sides differ; every feature when none is."""
+        if self._Z is None:
+            off = [j for j in range(self.X.shape[1])
+                   if abs(np.nan_to_num(smd(self.X[self.y == 1, j], self.X[self.y == 0, j]), nan=0.0)) >= SMD_BALANCED]
+            self._Z = standardised(self.X[:, off] if off else self.X)
+        return self._Z
+
+    @property
+    def smaller(self) -> int:
+        """The side that is matched (the smaller one; members on a tie)."""
+        return 1 if (self.y == 1).sum() <= (self.y == 0).sum() else 0
+
+
+def _side(label: int) -> str:
+    return "members" if label == 1 else "non-members"
+
+
+def _strata(meta: pd.DataFrame, exact: tuple[str, ...], n: int) -> np.ndarray:
+    if not exact:
+        return np.zeros(n, dtype=int)
+    return meta[list(exact)].astype(str).apply(lambda r: "\x1f".join(r), axis=1).factorize()[0] \
+        if len(exact) > 1 else pd.factorize(meta[exact[0]].astype(str))[0]
+
+
+def _pairs_attempt(d: _Data, method: str, exact: tuple[str, ...], mask: np.ndarray,
+                   forbid_same: str | None = None) -> Attempt:
+    """Propensity or optimal matching within exact strata, among the rows in ``mask``."""
+    s = d.settings
+    lg = logit(d.score)
+    n = len(d.y)
+    cal = caliper_width(lg[mask], d.y[mask], s.match_caliper)
+    strata = _strata(d.meta, exact, n)
+    t_side = d.smaller
+    rng = np.random.default_rng(s.seed)
+    match_id = np.full(n, -1)
+    dropped = np.where(mask, "", "outside the design").astype(object)
+    next_id = 0
+    exact_words = ", ".join(exact)
+    problems = []
+    for g in np.unique(strata[mask]):
+        in_g = mask & (strata == g)
+        t_idx = np.nonzero(in_g & (d.y == t_side))[0]
+        c_idx = np.nonzero(in_g & (d.y != t_side))[0]
+        if len(t_idx) == 0 or len(c_idx) == 0:
+            lacking = _side(1 - t_side) if len(c_idx) == 0 else _side(t_side)
+            dropped[in_g] = f"no {lacking} with the same {exact_words}"
+            continue
+        forbid = None
+        if forbid_same is not None:
+            col = d.meta[forbid_same].astype(str).to_numpy()
+            forbid = col[t_idx][:, None] == col[c_idx][None, :]
+        if method == "optimal":
+            cells = len(t_idx) * len(c_idx) * min(s.match_ratio, max(1, len(c_idx) // len(t_idx)))
+            if cells > OPTIMAL_MAX_CELLS:
+                return _failed(d, method, mask, f"the sides are too large for optimal matching ({len(t_idx)} x "
+                                                f"{len(c_idx)} pairs in one stratum; at most {OPTIMAL_MAX_CELLS})")
+            pairs = optimal_pairs(d.Z[t_idx], d.Z[c_idx], lg[t_idx], lg[c_idx], cal, s.match_ratio, forbid)
+        elif forbid is not None:  # greedy on the score, skipping forbidden partners (small strata only)
+            pairs = _greedy_forbid(lg[t_idx], lg[c_idx], cal, s.match_ratio, forbid, rng)
+        else:
+            pairs = greedy_pairs(lg[t_idx], lg[c_idx], cal, s.match_ratio, rng)
+        ids_of_t: dict[int, int] = {}
+        for ti, ci in pairs:
+            if ti not in ids_of_t:
+                ids_of_t[ti] = next_id
+                next_id += 1
+            match_id[t_idx[ti]] = ids_of_t[ti]
+            match_id[c_idx[ci]] = ids_of_t[ti]
+        # why the rest were dropped
+        ct = np.sort(lg[t_idx])
+        for idx, other in ((t_idx, lg[c_idx]), (c_idx, ct)):
+            other = np.sort(other)
+            for i in idx:
+                if match_id[i] >= 0:
+                    continue
+                p = np.searchsorted(other, lg[i])
+                near = min(abs(other[j] - lg[i]) for j in (p - 1, p) if 0 <= j < len(other))
+                dropped[i] = ("no partner within the caliper" if near > cal else
+                              "not needed: its possible partners were matched to closer clips")
+    refined = refine_balance(d, match_id, dropped, mask)
+    keep = match_id >= 0
+    if forbid_same is not None and not keep.any():
+        problems.append(f"no pair with a different {forbid_same} within the caliper")
+    att = Attempt(method=method, keep=keep, match_id=match_id, dropped=dropped, problems=problems)
+    att.retained = _retained(d, keep, mask, {"caliper_logit": cal, "balance_refinement": refined})
+    return att
+
+
+def refine_balance(d: _Data, match_id: np.ndarray, dropped: np.ndarray, mask: np.ndarray) -> dict:
+    """Support refinement: pairs close on the score can still hold a clip far outside the other side's range in a
+    feature that was clearly off before matching (a touched clip the blind model ranked like an untouched one).
+    Such a clip's set is dropped: robust z (median, 1.4826 MAD of the other side's kept clips) above
+    ``REFINE_Z`` in any feature whose pool |SMD| is at least ``REFINE_FROM`` and three standard errors of a
+    random split's SMD. Gaussian noise never reaches z = 5 at these sizes, so this removes outliers, not the
+    sampling noise of balance. Repeated until stable; edits ``match_id`` and ``dropped`` in place."""
+    y = d.y
+    pool1, pool0 = mask & (y == 1), mask & (y == 0)
+    cut = max(REFINE_FROM, 3 * math.sqrt(1 / max(pool1.sum(), 1) + 1 / max(pool0.sum(), 1)))
+    if not (match_id >= 0).any() or not d.cols:
+        return {"features": 0, "sets_dropped": 0, "from_abs_smd": cut}
+    before = np.array([smd(d.X[pool1, j], d.X[pool0, j]) for j in range(d.X.shape[1])])
+    F = np.nonzero(np.abs(np.nan_to_num(before, nan=0.0, posinf=1e9, neginf=-1e9)) >= cut)[0]
+    removed = 0
+    for _ in range(5):
+        kept = match_id >= 0
+        out = np.zeros(len(y), bool)
+        why = np.full(len(y), "", dtype=object)
+        for j in F:
+            v = d.X[:, j]
+            for side in (0, 1):
+                other = v[kept & (y != side) & np.isfinite(v)]
+                if len(other) < 5:
+                    continue
+                med = np.median(other)
+                mad = 1.4826 * np.median(np.abs(other - med))
+                if mad <= 0:
+                    continue
+                far = kept & (y == side) & np.isfinite(v) & (np.abs(v - med) / mad > REFINE_Z) & ~out
+                out |= far
+                why[far] = f"outside the other side's range in {d.cols[j]}"
+        if not out.any():
+            break
+        gone_sets = np.unique(match_id[out])
+        for k in gone_sets:
+            rows = np.nonzero(match_id == k)[0]
+            reason = next((why[r] for r in rows if why[r]), "")
+            match_id[rows] = -1
+            dropped[rows] = reason
+        removed += len(gone_sets)
+    return {"features": int(len(F)), "sets_dropped": removed, "from_abs_smd": cut, "z": REFINE_Z}
+
+
+def _greedy_forbid(t: np.ndarray, c: np.ndarray, cal: float, ratio: int, forbid: np.ndarray,
+                   rng: np.random.Generator) -> list[tuple[int, int]]:
+    dist = np.abs(t[:, None] - c[None, :])
+    dist[forbid] = np.inf
+    used = np.zeros(len(c), bool)
+    pairs = []
+    for _ in range(ratio):
+        for ti in rng.permutation(len(t)):
+            row = np.where(used, np.inf, dist[ti])
+            j = int(np.argmin(row))
+            if row[j] <= cal:
+                used[j] = True
+                pairs.append((int(ti), j))
+    return pairs
+
+
+def _trim_attempt(d: _Data, exact: tuple[str, ...], mask: np.ndarray) -> Attempt:
+    lg = logit(d.score)
+    n = len(d.y)
+    q = TRIM_QUANTILE
+    a, b = lg[mask & (d.y == 1)], lg[mask & (d.y == 0)]
+    lo = max(np.quantile(a, q), np.quantile(b, q))
+    hi = min(np.quantile(a, 1 - q), np.quantile(b, 1 - q))
+    dropped = np.where(mask, "", "outside the design").astype(object)
+    keep = mask & (lg >= lo) & (lg <= hi)
+    dropped[mask & ~keep] = "blind score outside the region both sides share"
+    problems = []
+    if lo > hi:
+        problems.append(f"the blind scores of the two sides do not overlap: members' scores run "
+                        f"{_prob(a.min())}–{_prob(a.max())}, non-members' {_prob(b.min())}–{_prob(b.max())}")
+    if exact:
+        strata = _strata(d.meta, exact, n)
+        for g in np.unique(strata[keep]):
+            in_g = keep & (strata == g)
+            if len(np.unique(d.y[in_g])) < 2:
+                lacking = _side(0) if d.y[in_g][0] == 1 else _side(1)
+                keep &= ~in_g
+                dropped[in_g] = f"no {lacking} with the same {', '.join(exact)}"
+    att = Attempt(method="trim", keep=keep, match_id=np.full(n, -1), dropped=dropped, problems=problems)
+    att.retained = _retained(d, keep, mask, {"score_region": [_prob(lo), _prob(hi)]})
+    return att
+
+
+def _prob(lg: float) -> float:
+    return float(1 / (1 + math.exp(-lg))) if math.isfinite(lg) else (1.0 if lg > 0 else 0.0)
+
+
+def _failed(d: _Data, method: str, mask: np.ndarray, problem: str) -> Attempt:
+    n = len(d.y)
+    att = Attempt(method=method, keep=np.zeros(n, bool), match_id=np.full(n, -1),
+                  dropped=np.where(mask, "method not applicable", "outside the design").astype(object),
+                  problems=[problem])
+    att.retained = _retained(d, att.keep, mask, {})
+    return att
+
+
+def _retained(d: _Data, keep: np.ndarray, mask: np.ndarray, extra: dict) -> dict:
+    y = d.y
+    out = {"members": int((keep & (y == 1)).sum()), "nonmembers": int((keep & (y == 0)).sum()),
+           "members_available": int((mask & (y == 1)).sum()), "nonmembers_available": int((mask & (y == 0)).sum())}
+    small = d.smaller
+    avail = out["members_available"] if small == 1 else out["nonmembers_available"]
+    kept = out["members"] if small == 1 else out["nonmembers"]
+    out["smaller_side"] = _side(small)
+    out["smaller_side_share"] = kept / avail if avail else 0.0
+    out.update(extra)
+    return out
+
+
+def _group_counts(d: _Data, keep: np.ndarray, mask: np.ndarray, columns: list[str], limit: int = 200) -> dict:
+    out = {}
+    for col in columns:
+        df = pd.DataFrame({"g": d.meta[col].astype(str).to_numpy(), "y": d.y, "k": keep, "m": mask})[lambda x: x.m]
+        rows = []
+        for g, part in df.groupby("g", sort=True):
+            rows.append({"group": g, "members": int((part.y == 1).sum()), "nonmembers": int((part.y == 0).sum()),
+                         "members_kept": int(((part.y == 1) & part.k).sum()),
+                         "nonmembers_kept": int(((part.y == 0) & part.k).sum())})
+        out[col] = rows[:limit]
+    return out
+
+
+def _verify(d: _Data, att: Attempt, mask: np.ndarray, group_columns: list[str]) -> Attempt:
+    """Selection estimate, fresh check, balance table and the decision."""
+    s = d.settings
+    keep, y = att.keep, d.y
+    att.retained["groups"] = _group_counts(d, keep, mask, group_columns)
+    att.balance = balance_table_masked(d, keep, mask)  # "before": the design's pool (every clip for a subset)
+    share = att.retained["smaller_side_share"]
+    if share < s.match_min_retained:
+        side = att.retained["smaller_side"]
+        att.problems.append(f"keeps {_pct(share)} of the {side} "
+                            f"({att.retained['members'] if side == 'members' else att.retained['nonmembers']} of "
+                            f"{att.retained['members_available'] if side == 'members' else att.retained['nonmembers_available']}), "  # noqa: E501
+                            f"below the minimum retained share {_pct(s.match_min_retained)}")
+    yk = y[keep]
+    if att.problems:  # too few kept: not worth a fresh check (it could not make the subset acceptable)
+        return att
+    if (yk == 1).sum() < 2 or (yk == 0).sum() < 2:
+        att.problems.append("too few clips of one side kept to verify")
+        return att
+    a, lo, hi, _ = stats.auc_ci(yk, d.score[keep], 1 - s.alpha, 0, np.random.default_rng(s.seed))
+    att.selection = {"auc": a, "ci_low": lo, "ci_high": hi,
+                     "note": "the original out-of-fold scores on the kept clips; the selection used them, so this "
+                             "estimate is optimistic — the fresh check is the one to trust"}
+    fresh_settings = s.replace(seed=s.seed + FRESH_SEED_OFFSET)
+    table = d.features.loc[keep].reset_index(drop=True)
+    groups = d.meta[s.group_by].astype(str).to_numpy()[keep] if s.group_by else None
+    texts = d.texts[keep] if d.texts is not None else None
+    try:
+        att.fresh = run_separability(table, yk, fresh_settings, groups=groups, texts=texts, threads=d.threads)
+    except BlindcheckError as exc:
+        att.problems.append(f"the fresh check could not run: {exc}")
+        return att
+    att.verdict = decide(att.fresh, fresh_settings)
+    best = att.fresh.best
+    if att.verdict.status != CLEAN:
+        att.problems.append(f"the fresh check on the subset is {att.verdict.status}: "
+                            + (att.verdict.reasons[0] if att.verdict.reasons else ""))
+    if best.auc > s.match_target_auc:
+        att.problems.append(f"the fresh check's best AUC {best.auc:.2f} ({best.name}) is above the target "
+                            f"{s.match_target_auc:.2f}")
+    att.success = not att.problems
+    return att
+
+
+def balance_table_masked(d: _Data, keep: np.ndarray, mask: np.ndarray) -> pd.DataFrame:
+    sub = np.nonzero(mask)[0]
+    return balance_table(d.X[sub], d.cols, d.y[sub], keep[sub])
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def _score_key(att: Attempt) -> tuple:
+    """Order for "the best attempt found" when none succeeds: verified ones first, then the lowest fresh upper
+    bound, then the most clips kept."""
+    ub = att.verdict.upper_bound if att.verdict is not None else math.inf
+    return (att.verdict is None, ub if math.isfinite(ub) else math.inf, -int(att.keep.sum()))
+
+
+def _search(d: _Data, options: MatchOptions, mask: np.ndarray, group_columns: list[str],
+            forbid_same: str | None = None, exact: tuple[str, ...] | None = None) -> list[Attempt]:
+    methods = [options.method] if options.method else list(METHODS)
+    if forbid_same is not None:  # a design made of pairs: trimming forms none
+        methods = [m for m in methods if m != "trim"]
+    exact = options.exact if exact is None else exact
+    attempts = []
+    for method in methods:
+        att = _trim_attempt(d, exact, mask) if method == "trim" else \
+            _pairs_attempt(d, method, exact, mask, forbid_same)
+        if att.keep.any():
+            att = _verify(d, att, mask, group_columns)
+        elif not att.problems:
+            att.problems.append("no clip could be matched")
+        attempts.append(att)
+        if att.success:
+            break
+    return attempts
+
+
+def no_overlap_reasons(d: _Data, mask: np.ndarray, k: int = 3) -> list[str]:
+    """Plain words for features in which the two sides do not overlap at all."""
+    found = []
+    y = d.y[mask]
+    for j, c in enumerate(d.cols):
+        v = d.X[mask, j]
+        a, b = v[(y == 1) & np.isfinite(v)], v[(y == 0) & np.isfinite(v)]
+        if len(a) == 0 or len(b) == 0:
+            continue
+        if a.max() < b.min() or b.max() < a.min():
+            gap = max(b.min() - a.max(), a.min() - b.max())
+            spread = np.std(np.r_[a, b]) or 1.0
+            found.append((gap / spread, c, a, b))
+    found.sort(key=lambda f: -f[0])
+    return [f"no overlap in {c}: {_describe('member', a, c)}, {_describe('non-member', b, c)}"
+            for _, c, a, b in found[:k]]
+
+
+def _describe(who: str, v: np.ndarray, col: str) -> str:
+    if v.min() == v.max():
+        return f"every {who} is {fmt_value(col, float(v[0]))}"
+    return f"{who}s span {fmt_value(col, float(v.min()))} to {fmt_value(col, float(v.max()))}"
+
+
+def _finish(part: DesignPart, d: _Data, mask: np.ndarray, options: MatchOptions) -> DesignPart:
+    ok = [a for a in part.attempts if a.success]
+    if ok:
+        part.chosen = part.best = ok[0]
+        a = ok[0]
+        part.reasons.append(
+            f"{a.method} matching kept {a.retained['members']} members and {a.retained['nonmembers']} non-members "
+            f"({_pct(a.retained['smaller_side_share'])} of the {a.retained['smaller_side']}); a fresh blind check "
+            f"on them is clean with best AUC {a.fresh.best.auc:.2f} ({a.fresh.best.name}), at most the target "
+            f"{d.settings.match_target_auc:.2f}")
+        return part
+    part.best = min(part.attempts, key=_score_key) if part.attempts else None
+    part.reasons.append("no method found a subset that a fresh blind check calls clean at the target "
+                        f"AUC {d.settings.match_target_auc:.2f} while keeping at least "
+                        f"{_pct(d.settings.match_min_retained)} of the smaller side; no matched manifest written")
+    part.reasons += no_overlap_reasons(d, mask)
+    if options.exact:
+        strata = _strata(d.meta, options.exact, len(d.y))
+        both = [g for g in np.unique(strata[mask]) if len(np.unique(d.y[mask & (strata == g)])) == 2]
+        if not both:
+            part.reasons.append(f"no value of {', '.join(options.exact)} holds both members and non-members: "
+                                "there is nothing to match within it")
+    for a in part.attempts:
+        part.reasons += [f"{a.method}: {p}" for p in a.problems]
+    return part
+
+
+# ---------------------------------------------------------------------------------------- public API
+
+
+def match_table(features: pd.DataFrame, meta: pd.DataFrame, scores: np.ndarray, settings: Settings,
+                options: MatchOptions | None = None, texts: np.ndarray | None = None, threads: int | None = None,
+                before: dict | None = None) -> MatchResult:
+    """Match on a feature table (rows aligned with ``meta``, the manifest rows of the same clips, and with
+    ``scores``, the best blind model's out-of-fold scores) and verify each candidate afresh."""
+    options = options or MatchOptions()
+    for col in options.exact:
+        if col not in meta.columns:
+            raise BlindcheckError(f"exact '{col}': the manifest has no such column (columns: "
+                                  f"{', '.join(map(str, meta.columns))})")
+    features = features.reset_index(drop=True)
+    meta = meta.reset_index(drop=True)
+    cols = feature_columns(features)
+    y = features["label"].to_numpy().astype(int)
+    d = _Data(features=features, meta=meta, y=y, score=np.asarray(scores, float), cols=cols,
+              X=features[cols].to_numpy(dtype=float) if cols else np.zeros((len(y), 0)), texts=texts,
+              settings=settings, threads=threads)
+    group_columns = list(dict.fromkeys([*options.exact, *([settings.group_by] if settings.group_by else []),
+                                        *(["speaker"] if "speaker" in meta.columns else [])]))
+    all_rows = np.ones(len(y), bool)
+    if options.design == "subset":
+        part = DesignPart("matched", "members and non-members matched on the blind score")
+        part.attempts = _search(d, options, all_rows, group_columns)
+        parts = [_finish(part, d, all_rows, options)]
+    else:
+        parts = _disentangle(d, options, group_columns)
+    return MatchResult(design=options.design, parts=parts, before=before or {}, settings=settings, options=options,
+                       ids=features["id"].to_numpy(), labels=y)
+
+
+def _disentangle(d: _Data, options: MatchOptions, group_columns: list[str]) -> list[DesignPart]:
+    missing = [c for c in ("speaker", "text") if c not in d.meta.columns]
+    if missing:
+        raise BlindcheckError(f"the disentangle design needs 'speaker' and 'text' columns; the manifest lacks "
+                              f"{' and '.join(repr(c) for c in missing)}")
+    if options.method == "trim":
+        raise BlindcheckError("the disentangle design is made of pairs: use the propensity or optimal method, "
+                              "not trim")
+    spk = d.meta["speaker"].astype(str).to_numpy()
+    txt = d.meta["text"].astype(str).str.strip().str.lower().to_numpy()
+    y = d.y
+    parts = []
+    specs = [("same_text_other_speaker", "members against non-members saying the same text in another speaker's "
+              "voice (does an attack respond to the words alone?)", txt, "text", "speaker"),
+             ("same_speaker_other_text", "members against non-members of the same speaker saying other texts "
+              "(does an attack respond to the voice alone?)", spk, "speaker", "text")]
+    for name, desc, key, same, other in specs:
+        part = DesignPart(name, desc)
+        has_value = key != ""
+        member_keys = set(key[(y == 1) & has_value])
+        nonmember_keys = set(key[(y == 0) & has_value])
+        shared = member_keys & nonmember_keys
+        # the pool: clips whose `same` value appears on both sides
+        mask = np.isin(key, list(shared)) & has_value
+        if not shared:
+            part.reasons.append(f"no {same} occurs on both sides: the data have no repeated {same}s across members "
+                                f"and non-members to draw on ({len(member_keys)} {same}s among members, "
+                                f"{len(nonmember_keys)} among non-members)")
+            parts.append(part)
+            continue
+        d.meta = d.meta.assign(_bc_same=key, _bc_other=(txt if other == "text" else spk))
+        part.attempts = _search(d, MatchOptions(method=options.method, exact=("_bc_same",), design="subset"), mask,
+                                group_columns, forbid_same="_bc_other", exact=("_bc_same",))
+        kept = part.attempts[-1].keep if part.attempts else np.zeros(len(y), bool)
+        part.reasons.append(f"{len(shared)} {same}s occur on both sides ({int(mask.sum())} clips); pairs must "
+                            f"differ in {other}")
+        if not kept.any():
+            part.reasons.append(f"no member has a non-member with the same {same} and a different {other}")
+        parts.append(_finish(part, d, mask, MatchOptions()))
+    return parts
+
+
+def matching_model(sep: SeparabilityResult, verdict: Verdict):
+    """Whose out-of-fold scores are matched on: the model that isolates a subset of one side when that is what
+    made the split confounded (a shift in part of one side: the best-AUC model may be one that ranks the rest
+    well and the shifted clips less sharply), else the best model (:func:`~blindcheck.separability.best_model`)."""
+    if "subset" in verdict.criteria and "auc" not in verdict.criteria and sep.subset is not None:
+        return sep.model(sep.subset.model)
+    return sep.best
+
+
+def match_from_check(result: Any, options: MatchOptions | None = None, threads: int | None = None) -> MatchResult:
+    """Match on what a :class:`~blindcheck.checker.CheckResult` already holds (features, OOF scores)."""
+    sep = result.separability
+    feats = result.extraction.features
+    meta = result.manifest.table.set_index("id").loc[feats["id"]].reset_index()
+    texts = feats["transcript"].to_numpy() if "transcript" in feats.columns else \
+        (meta["text"].to_numpy() if "text" in meta.columns else None)
+    order = pd.Series(np.arange(len(sep.ids)), index=pd.Index(sep.ids).astype(str))
+    v = result.verdict
+    best = sep.best
+    score_model = matching_model(sep, v)
+    scores = score_model.scores[order.loc[feats["id"].astype(str)].to_numpy()]
+    before = {"status": v.status, "best_model": best.name, "auc": best.auc, "ci_low": best.ci_low,
+              "ci_high": best.ci_high, "p": v.family_p, "upper_bound": v.upper_bound,
+              "subset_share": (v.subset or {}).get("share"), "members": int(sep.labels.sum()),
+              "nonmembers": int((1 - sep.labels).sum()), "seed": sep.seed, "reasons": v.reasons[:3],
+              "score_model": score_model.name}
+    res = match_table(feats, meta, scores, result.settings, options, texts=texts, threads=threads, before=before)
+    in_table = set(feats["id"].astype(str))
+    lost = result.manifest.table[~result.manifest.table["id"].astype(str).isin(in_table)]
+    res.extra_dropped = pd.DataFrame({"id": lost["id"], "label": lost["label"],
+                                      "reason": "not analysed (see errors.csv)"})
+    return res
+
+
+def match(manifest: Any, out: str | os.PathLike | None = None, *, method: str | None = None,
+          exact: tuple[str, ...] | list[str] = (), design: str = "subset", cache_dir: str | os.PathLike | None = None,
+          modalities: list[str] | None = None, workers: int | None = None, settings: Settings | None = None,
+          manifest_options: Any = None, text_options: Any = None, **overrides: Any) -> MatchResult:
+    """Run ``check`` (features cached), then match and verify; with ``out``, write ``matched.csv`` (or one CSV per
+    disentanglement subset), ``dropped.csv`` and ``match.json``. ``overrides`` are settings
+    (``match_caliper``, ``match_target_auc``, ``match_min_retained``, ``match_ratio``, ``seed``, ...)."""
+    from blindcheck.checker import check
+    from blindcheck.manifest import Manifest, load_manifest
+
+    options = MatchOptions(method=method, exact=tuple(exact), design=design)
+    m = manifest if isinstance(manifest, Manifest) else load_manifest(manifest, manifest_options)
+    for col in options.exact:
+        if col not in m.table.columns:
+            raise BlindcheckError(f"exact '{col}': the manifest has no such column (columns: "
+                                  f"{', '.join(map(str, m.table.columns))})")
+    if cache_dir is None and out is not None:
+        cache_dir = Path(out) / "cache"
+    result = check(m, None, cache_dir=cache_dir, modalities=modalities, workers=workers, settings=settings,
+                   text_options=text_options, **overrides)
+    res = match_from_check(result, options, threads=workers)
+    if out is not None:
+        write_match(res, result.manifest, out, manifest_options)
+    return res
+
+
+# ------------------------------------------------------------------------------------------- outputs
+
+
+def manifest_rows(manifest: Any, ids: list[str], manifest_options: Any = None) -> pd.DataFrame:
+    """The manifest rows of ``ids`` with every input column as the user wrote it (CSV/TSV/JSONL/Parquet), paths
+    made absolute; canonical columns for Kaldi and audiofolder inputs."""
+    from blindcheck.manifest import ManifestOptions, _normalise, _read_table
+
+    src = Path(manifest.source)
+    canon = manifest.table.set_index(manifest.table["id"].astype(str))
+    if src.is_file():
+        opts = manifest_options or ManifestOptions()
+        raw = _read_table(src)
+        tagged = raw.copy()
+        tagged["_bc_row"] = np.arange(len(raw))
+        table, _ = _normalise(tagged, src.parent, ManifestOptions(
+            label_column=opts.label_column, member_value=opts.member_value, path_column=opts.path_column,
+            id_column=opts.id_column, skip_missing=True), str(src))
+        row_of = pd.Series(table["_bc_row"].to_numpy(), index=table["id"].astype(str))
+        rows = raw.iloc[row_of.loc[ids].to_numpy()].reset_index(drop=True).copy()
+        from blindcheck.manifest import PATH_COLUMNS, _pick
+
+        path_col = _pick(raw, opts.path_column, PATH_COLUMNS, "audio path", str(src))
+        rows[path_col] = canon.loc[ids, "path"].to_numpy()
+        return rows
+    return canon.loc[ids].reset_index(drop=True)
+
+
+def write_match(res: MatchResult, manifest: Any, out: str | os.PathLike, manifest_options: Any = None) -> dict:
+    """``matched.csv`` (design subset) or ``<part>.csv`` (disentangle) for every accepted subset, with every input
+    column plus ``match_id``; ``dropped.csv`` (id, label, reason, design part); ``match.json``."""
+    outp = Path(out)
+    outp.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    dropped_frames = []
+    for part in res.parts:
+        name = "matched" if res.design == "subset" else part.name
+        target = outp / f"{name}.csv"
+        best = part.best
+        if part.chosen is not None:
+            a = part.chosen
+            ids = [str(i) for i in res.ids[a.keep]]
+            rows = manifest_rows(manifest, ids, manifest_options)
+            rows["match_id"] = [int(x) if x >= 0 else "" for x in a.match_id[a.keep]]
+            tmp = outp / f".{name}.csv.tmp"
+            rows.to_csv(tmp, index=False)
+            os.replace(tmp, target)
+            paths[name] = target
+        elif target.exists():
+            target.unlink()  # a stale subset from an earlier run must not pass for this run's
+        if best is not None:
+            sel = best.dropped != ""
+            sel &= best.dropped != "outside the design"
+            dropped_frames.append(pd.DataFrame({"id": res.ids[sel], "label": res.labels[sel],
+                                                "reason": best.dropped[sel], "part": part.name}))
+    if len(res.extra_dropped):
+        dropped_frames.append(res.extra_dropped.assign(part="all"))
+    dropped = pd.concat(dropped_frames, ignore_index=True) if dropped_frames else \
+        pd.DataFrame(columns=["id", "label", "reason", "part"])
+    dropped.to_csv(outp / "dropped.csv", index=False)
+    paths["dropped"] = outp / "dropped.csv"
+    tmp = outp / ".match.json.tmp"
+    tmp.write_text(json.dumps(res.to_dict(), indent=2, allow_nan=False), encoding="utf-8")
+    os.replace(tmp, outp / "match.json")
+    paths["match"] = outp / "match.json"
+    return paths
+
+
+def add_to_result_json(res: MatchResult, out: str | os.PathLike) -> None:
+    """The ``match`` section of ``result.json`` (``check --match``): status, design, and per part the method,
+    counts and the before/after AUC; the full record is in ``match.json``."""
+    from blindcheck.checker import _clean
+
+    path = Path(out) / "result.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    parts = []
+    for p in res.parts:
+        b = p.best
+        s = b.summary() if b else {}
+        parts.append({"name": p.name, "success": p.success, "method": b.method if b else None,
+                      "retained": {k: v for k, v in (s.get("retained") or {}).items() if k != "groups"},
+                      "selection_auc": (s.get("selection_estimate") or {}).get("auc"),
+                      "fresh": {k: (s.get("fresh_check") or {}).get(k) for k in ("status", "best_model", "auc",
+                                                                                  "ci_low", "ci_high", "p")},
+                      "reasons": p.reasons})
+    data["match"] = _clean({"status": res.status, "design": res.design, "before": res.before, "parts": parts,
+                            "file": "match.json"})
+    tmp = Path(out) / ".result.json.tmp"
+    tmp.write_text(json.dumps(data, indent=2, allow_nan=False), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def format_match_summary(res: MatchResult) -> str:
+    """The terminal summary of ``blindcheck match``."""
+    b = res.before
+    lines = [f"blindcheck match — design {res.design}",
+             f"  before: {b.get('status', '?').upper()}, best AUC {b.get('auc', math.nan):.2f} "
+             f"[{b.get('ci_low', math.nan):.2f}, {b.get('ci_high', math.nan):.2f}] ({b.get('best_model')}), "
+             f"{b.get('members')} members, {b.get('nonmembers')} non-members"]
+    for p in res.parts:
+        lines += ["", f"  {p.name}: {'MATCHED' if p.success else 'NO SUBSET'} — {p.description}"]
+        for a in p.attempts:
+            r = a.retained
+            fresh = (f"fresh {a.verdict.status}, AUC {a.fresh.best.auc:.2f} [{a.fresh.best.ci_low:.2f}, "
+                     f"{a.fresh.best.ci_high:.2f}]" if a.verdict is not None else "not verified")
+            sel = f"selection AUC {a.selection['auc']:.2f}; " if a.selection else ""
+            lines.append(f"    {a.method:<11} kept {r.get('members', 0):>5} m / {r.get('nonmembers', 0):>5} n "
+                         f"({_pct(r.get('smaller_side_share', 0))} of the smaller side); {sel}{fresh}"
+                         + ("  <- accepted" if a.success else ""))
+        best = p.best
+        if best is not None and best.balance is not None:
+            bs = balance_summary(best.balance)
+            for mod, e in bs.items():
+                lines.append(f"    balance {mod:<10} |SMD| < 0.1: {_pct(e['balanced_share_before'] or 0)} -> "
+                             f"{_pct(e['balanced_share_after'] or 0)} of {e['features']} features; max |SMD| "
+                             f"{_num(e['max_abs_smd_before'])} -> {_num(e['max_abs_smd_after'])}")
+        lines += [f"    - {r}" for r in p.reasons]
+    return "\n".join(lines)
+
+
+def _num(x: float | None) -> str:
+    return "n/a" if x is None else ("inf" if not math.isfinite(x) else f"{x:.2f}")

@@ -1,0 +1,272 @@
+"""Matched subsets on real speech: a partial codec shift, disjoint speakers, a speaker mix, disentanglement."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from blindcheck import check, match
+from blindcheck.errors import BlindcheckError
+from blindcheck.manifest import load_manifest
+from blindcheck.matching import (
+    MatchOptions,
+    balance_table,
+    greedy_pairs,
+    match_from_check,
+    optimal_pairs,
+    smd,
+    write_match,
+)
+
+FAST = {"workers": 2, "repeats": 2, "permutations": 199, "modalities": ["recording", "spectral", "prosodic"]}
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory, fsdd_meta):
+    """240 clips (6 speakers x 10 digits x takes 0-3) and one feature cache shared by every scenario."""
+    d = tmp_path_factory.mktemp("match")
+    return fsdd_meta[fsdd_meta["take"] < 4].reset_index(drop=True), d, d / "cache"
+
+
+def _manifest(path, base, labels, paths=None, **extra):
+    df = pd.DataFrame({"id": base["id"], "path": paths if paths is not None else base["abspath"], "label": labels,
+                       "speaker": base["speaker"], "text": base["text"], **extra})
+    df.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def codec(base):
+    """30% of the non-members passed through a low-bitrate MP3 codec (constant bit rate, lowest quality)."""
+    meta, d, cache = base
+    rng = np.random.default_rng(11)
+    labels = np.zeros(len(meta), int)
+    labels[rng.permutation(len(meta))[: len(meta) // 2]] = 1
+    non = np.nonzero(labels == 0)[0]
+    touched = np.zeros(len(meta), bool)
+    touched[rng.choice(non, int(round(0.3 * len(non))), replace=False)] = True
+    (d / "codec").mkdir()
+    paths = []
+    for row, t in zip(meta.itertuples(), touched, strict=True):
+        if not t:
+            paths.append(row.abspath)
+            continue
+        x, sr = sf.read(row.abspath, dtype="float32")
+        sf.write(d / "codec" / f"{row.id}.mp3", x, sr, format="MP3", compression_level=0.99, bitrate_mode="CONSTANT")
+        y = sf.read(d / "codec" / f"{row.id}.mp3", dtype="float32")[0]
+        sf.write(d / "codec" / f"{row.id}.wav", y, sr, subtype="PCM_16")
+        paths.append(str(d / "codec" / f"{row.id}.wav"))
+    m = _manifest(d / "codec.csv", meta, labels, paths, note=["x"] * len(meta))
+    result = check(m, None, cache_dir=cache, **FAST)
+    res = match_from_check(result)
+    write_match(res, result.manifest, d / "codec_out")
+    return res, result, meta, labels, touched, d
+
+
+def test_partial_codec_shift_is_matched_away_and_rechecks_clean(codec):
+    res, result, meta, labels, touched, d = codec
+    assert res.before["status"] == "confounded"
+    part = res.part("matched")
+    assert part.success, part.reasons
+    a = part.chosen
+    assert a.verdict.status == "clean" and a.fresh.best.auc <= 0.55
+    assert a.fresh.seed != res.settings.seed  # a fresh cross-validation, not the selection's own
+    pos = pd.Index(meta["id"]).get_indexer(res.ids)
+    t, y = touched[pos], labels[pos]
+    # the touched clips go, the untouched ones stay
+    assert (a.keep & t).sum() == 0, (a.keep & t).sum()
+    assert (a.keep & ~t & (y == 0)).sum() >= 0.7 * (~t & (y == 0)).sum()
+    # the features the codec moved most (touched vs untouched non-members) were far off before; after, what is
+    # left is the sampling noise of an SMD at ~80 clips a side (SE ~0.16; keeping exactly the untouched clips
+    # leaves the same noise), so the bound is 0.25 per feature and 0.15 on average over the five
+    f = result.extraction.features.set_index("id").loc[meta["id"]]
+    cols = [c for c in f.columns if "." in c]
+    non = labels == 0
+    moved = {c: abs(smd(f[c].to_numpy(float)[touched], f[c].to_numpy(float)[non & ~touched])) for c in cols}
+    off = sorted((c for c in cols if np.isfinite(moved[c])), key=lambda c: -moved[c])[:5]
+    feats = a.balance.set_index("feature").loc[off]
+    assert (feats["smd_before"].abs() > 0.7).all(), feats
+    assert (feats["smd_after"].abs() < 0.25).all() and feats["smd_after"].abs().mean() < 0.15, feats
+    # outputs: every input column plus match_id; the manifest loads as it is
+    out = d / "codec_out"
+    rows = pd.read_csv(out / "matched.csv")
+    assert list(rows.columns) == ["id", "path", "label", "speaker", "text", "note", "match_id"]
+    assert len(rows) == int(a.keep.sum()) and rows["match_id"].value_counts().max() == 2
+    assert (rows.groupby("match_id")["label"].nunique() == 2).all()
+    assert load_manifest(out / "matched.csv").table["id"].tolist() == rows["id"].astype(str).tolist()
+    j = json.loads((out / "match.json").read_text())
+    r = j["parts"][0]["result"]
+    assert j["status"] == "matched" and r["fresh_check"]["status"] == "clean"
+    assert r["selection_estimate"]["auc"] is not None and {"all", "recording", "spectral"} <= set(r["balance_summary"])
+    assert j["parts"][0]["balance"][0].keys() >= {"feature", "smd_before", "smd_after", "variance_ratio_after"}
+    dropped = pd.read_csv(out / "dropped.csv")
+    assert len(dropped) == len(meta) - len(rows) and dropped["reason"].str.len().min() > 0
+
+
+@pytest.fixture(scope="module")
+def disjoint(base):
+    """Different speakers (each with their own recording set-up) on the two sides."""
+    meta, d, cache = base
+    labels = meta["speaker"].isin(["george", "jackson", "lucas"]).astype(int).to_numpy()
+    m = _manifest(d / "disjoint.csv", meta, labels)
+    return check(m, None, cache_dir=cache, **FAST), d
+
+
+def test_disjoint_speakers_are_refused_with_the_reason(disjoint):
+    result, d = disjoint
+    res = match_from_check(result)
+    part = res.part("matched")
+    assert not part.success and part.chosen is None
+    assert part.reasons[0].startswith("no method found a subset")
+    assert any("keeps" in r or "fresh check" in r or "do not overlap" in r for r in part.reasons), part.reasons
+    paths = write_match(res, result.manifest, d / "disjoint_out")
+    assert "matched" not in paths and not (d / "disjoint_out" / "matched.csv").exists()
+    assert json.loads((d / "disjoint_out" / "match.json").read_text())["status"] == "failed"
+    # exactly within speaker: nothing to match
+    res = match_from_check(result, MatchOptions(exact=("speaker",)))
+    assert not res.success
+    assert any("no value of speaker holds both members and non-members" in r for r in res.parts[0].reasons)
+    # the CLI verb: exit 1 and the reason, no matched manifest
+    out = d / "disjoint_cli"
+    r = subprocess.run([sys.executable, "-m", "blindcheck", "match", str(d / "disjoint.csv"), "--out", str(out),
+                        "--cache-dir", str(d / "cache"), "--workers", "2", "--repeats", "2", "--permutations", "199",
+                        "--modalities", "recording,spectral,prosodic", "--no-config", "--exact", "speaker"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 1, r.stderr
+    assert "NO SUBSET" in r.stdout and "no value of speaker holds both members and non-members" in r.stdout
+    assert not (out / "matched.csv").exists() and (out / "match.json").exists() and (out / "result.json").exists()
+    # and no speaker repeats across the sides: the disentanglement design says so
+    res = match_from_check(result, MatchOptions(design="disentangle"))
+    same_speaker = res.part("same_speaker_other_text")
+    assert not same_speaker.success and "no speaker occurs on both sides" in same_speaker.reasons[0]
+
+
+def test_speaker_mix_keeps_half_and_rechecks_clean_cli(base):
+    """The same speakers on both sides, 70:30 in one half of them and 30:70 in the other."""
+    meta, d, cache = base
+    rng = np.random.default_rng(5)
+    labels = np.zeros(len(meta), int)
+    for spk, g in meta.groupby("speaker"):
+        share = 0.7 if spk in ("george", "jackson", "lucas") else 0.3
+        idx = rng.permutation(g.index.to_numpy())
+        labels[idx[: int(round(share * len(idx)))]] = 1
+    m = _manifest(d / "mix.csv", meta, labels)
+    out = d / "mix_out"
+    cmd = [sys.executable, "-m", "blindcheck", "check", str(m), "--out", str(out), "--cache-dir", str(cache),
+           "--workers", "2", "--repeats", "2", "--permutations", "199", "--modalities", "recording,spectral,prosodic",
+           "--no-config", "--match"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((out / "result.json").read_text())
+    assert res["verdict"]["status"] != "clean"
+    sec = res["match"]
+    p = sec["parts"][0]
+    assert sec["status"] == "matched" and p["success"], p["reasons"]
+    assert p["retained"]["smaller_side_share"] >= 0.5
+    assert p["fresh"]["status"] == "clean" and p["fresh"]["auc"] <= 0.55
+    rows = pd.read_csv(out / "matched.csv")
+    assert len(rows) == p["retained"]["members"] + p["retained"]["nonmembers"]
+    assert "matched" in r.stdout.lower()
+
+
+def test_disentangle_design_pairs_same_text_other_speaker_and_same_speaker_other_text(codec):
+    """On the codec split's check (speakers and digits on both sides), without a second check."""
+    res0, result, meta, labels, touched, d = codec
+    res = match_from_check(result, MatchOptions(design="disentangle", method="optimal"))
+    write_match(res, result.manifest, d / "dis_out")
+    assert [p.name for p in res.parts] == ["same_text_other_speaker", "same_speaker_other_text"]
+    man = result.manifest.table.set_index("id")
+    for part, same, other in ((res.parts[0], "text", "speaker"), (res.parts[1], "speaker", "text")):
+        a = part.best
+        assert a is not None and a.keep.sum() >= 40, part.reasons
+        kept = man.loc[[str(i) for i in res.ids[a.keep]]].assign(match_id=a.match_id[a.keep])
+        for _, pair in kept.groupby("match_id"):
+            assert sorted(pair["label"]) == [0, 1]
+            assert pair[same].nunique() == 1 and pair[other].nunique() == 2
+        assert a.verdict is not None and a.balance is not None  # verified and balanced like any subset
+        assert (d / "dis_out" / f"{part.name}.csv").exists() == part.success
+    j = json.loads((d / "dis_out" / "match.json").read_text())
+    assert j["design"] == "disentangle" and len(j["parts"]) == 2
+
+
+def test_matchers_on_known_scores():
+    rng = np.random.default_rng(0)
+    t = np.array([0.0, 1.0, 5.0])
+    c = np.array([0.05, 0.9, 1.02, 9.0])
+    pairs = greedy_pairs(t, c, caliper=0.2, ratio=1, rng=rng)
+    assert sorted(pairs) == [(0, 0), (1, 2)]  # nearest free partner; 5.0 has none within the caliper
+    assert len({p[1] for p in pairs}) == len(pairs)  # without replacement
+    # 1:2 takes two partners each where they exist
+    pairs2 = greedy_pairs(t, c, caliper=0.2, ratio=2, rng=np.random.default_rng(0))
+    assert sorted(p[1] for p in pairs2) == [0, 1, 2]
+    # deterministic for a seed, on a large problem too
+    big_t, big_c = rng.normal(size=2000), rng.normal(0.3, 1, size=3000)
+    a = greedy_pairs(big_t, big_c, 0.05, 1, np.random.default_rng(7))
+    assert a == greedy_pairs(big_t, big_c, 0.05, 1, np.random.default_rng(7))
+    assert all(abs(big_t[i] - big_c[j]) <= 0.05 for i, j in a) and len({j for _, j in a}) == len(a)
+    # optimal: the assignment minimises the total feature distance (a greedy pass would take the shared partner)
+    tf = np.array([[0.0], [1.0]])
+    cf = np.array([[0.6], [-1.0]])
+    opt = optimal_pairs(tf, cf, np.zeros(2), np.zeros(2), caliper=1.0, ratio=1)
+    assert sorted(opt) == [(0, 1), (1, 0)]
+    # pairs outside the score caliper are never formed
+    assert optimal_pairs(tf, cf, np.array([0.0, 0.0]), np.array([5.0, 5.0]), caliper=1.0, ratio=1) == []
+
+
+def test_balance_table_smd_and_variance_ratio():
+    rng = np.random.default_rng(1)
+    y = np.r_[np.ones(500), np.zeros(500)].astype(int)
+    X = np.column_stack([np.r_[rng.normal(1, 1, 500), rng.normal(0, 1, 500)], rng.normal(size=1000)])
+    keep = np.ones(1000, bool)
+    keep[:250] = False  # drop half of the members: the shifted feature stays shifted
+    bal = balance_table(X, ["recording.a", "spectral.b"], y, keep).set_index("feature")
+    assert abs(bal.loc["recording.a", "smd_before"] - 1.0) < 0.15
+    assert abs(bal.loc["spectral.b", "smd_before"]) < 0.15
+    assert 0.8 < bal.loc["spectral.b", "variance_ratio_before"] < 1.25
+    assert smd(np.array([8000.0] * 5), np.array([44100.0] * 5)) == -np.inf
+
+
+def test_no_overlap_is_said_in_plain_words():
+    from blindcheck.matching import _Data, no_overlap_reasons
+    from blindcheck.settings import Settings
+
+    y = np.r_[np.ones(20), np.zeros(20)].astype(int)
+    rng = np.random.default_rng(0)
+    X = np.column_stack([np.where(y == 1, 8000.0, 44100.0), rng.normal(size=40)])
+    feats = pd.DataFrame(X, columns=["recording.sample_rate", "spectral.x"]).assign(id=[str(i) for i in range(40)],
+                                                                                    label=y)
+    d = _Data(features=feats, meta=feats[["id"]], y=y, score=np.full(40, 0.5), cols=["recording.sample_rate",
+              "spectral.x"], X=X, texts=None, settings=Settings(), threads=1)
+    assert no_overlap_reasons(d, np.ones(40, bool)) == [
+        "no overlap in recording.sample_rate: every member is 8.00 kHz, every non-member is 44.10 kHz"]
+
+
+def test_bad_options_are_errors(tmp_path):
+    (tmp_path / "a.wav").write_bytes(b"")
+    pd.DataFrame({"path": ["a.wav", "a.wav"], "id": ["a", "b"], "label": [0, 1]}).to_csv(tmp_path / "m.csv",
+                                                                                         index=False)
+    with pytest.raises(BlindcheckError, match="exact 'gender': the manifest has no such column"):
+        match(tmp_path / "m.csv", exact=["gender"])
+    # matched rows keep the user's columns as written, with paths made absolute (matched.csv lives elsewhere)
+    from blindcheck.matching import manifest_rows
+
+    raw = pd.DataFrame({"file": ["a.wav", "a.wav"], "uid": ["a", "b"], "split": ["train", "test"], "extra": ["1", ""]})
+    raw.to_csv(tmp_path / "raw.csv", index=False)
+    rows = manifest_rows(load_manifest(tmp_path / "raw.csv"), ["b"])
+    assert rows.to_dict("records") == [{"file": str((tmp_path / "a.wav").resolve()), "uid": "b", "split": "test",
+                                        "extra": ""}]
+    with pytest.raises(BlindcheckError, match="unknown match method"):
+        MatchOptions(method="nearest")
+    from blindcheck.settings import Settings
+
+    with pytest.raises(BlindcheckError, match="target AUC"):
+        Settings(match_target_auc=0.4)
+    r = subprocess.run([sys.executable, "-m", "blindcheck", "match", str(tmp_path / "none.csv"), "--out",
+                        str(tmp_path / "o")], capture_output=True, text=True)
+    assert r.returncode == 2 and "manifest not found" in r.stderr
