@@ -8,3 +8,10 @@ def check(*args, **kwargs):
     from blindcheck.checker import check as _check
 
     return _check(*args, **kwargs)
+
+
+def report(*args, **kwargs):
+    """Render a result directory as report.html/.md/.tex and figures; see :func:`blindcheck.report.report`."""
+    from blindcheck.report import report as _report
+
+    return _report(*args, **kwargs)

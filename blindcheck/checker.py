@@ -38,6 +38,7 @@ class CheckResult:
     extraction: ExtractionResult
     manifest: Manifest
     settings: Settings
+    command: list[str] | None = None  # the command line that ran this check (None from the Python API)
 
     @property
     def status(self) -> str:
@@ -79,6 +80,7 @@ class CheckResult:
             "attributions": sep.attributions.head(50).to_dict("records"),
             "groups": sep.group_table.to_dict("records") if sep.group_table is not None else None,
             "text_terms": sep.text_terms,
+            "command": self.command,
         })
 
 
@@ -121,6 +123,7 @@ def check(
     text_options: Any = None,
     classifier_progress: ClassifierProgressFn | None = None,
     allow_truncated: bool = False,
+    command: list[str] | None = None,
     **overrides: Any,
 ) -> CheckResult:
     """Run extraction (cached), blind separability and the verdict.
@@ -131,6 +134,7 @@ def check(
     is ``out/cache`` (or a temporary directory when there is no ``out``). ``workers`` also bounds the threads
     of the classifier phase; ``classifier_progress(phase, done, total, seconds_left)`` reports on it.
     ``allow_truncated`` analyses files shorter than their header declares instead of excluding them.
+    ``command`` (the CLI's argv) is recorded in result.json for the report's reproduce section.
     """
     settings = settings.replace(**{k: v for k, v in overrides.items() if v is not None}) if settings else \
         load_settings(overrides)
@@ -159,7 +163,7 @@ def check(
     sep = run_separability(feats, feats["label"].to_numpy(), settings, groups=groups, texts=texts,
                            threads=workers, progress=classifier_progress)
     result = CheckResult(verdict=decide(sep, settings, failures_by_side(m, ext)), separability=sep,
-                         extraction=ext, manifest=m, settings=settings)
+                         extraction=ext, manifest=m, settings=settings, command=command)
     if out is not None:
         write_results(result, out)
     return result

@@ -64,10 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="can members be told from non-members without the model? (verdict + reasons)")
     _add_manifest_args(p)
     _add_check_args(p)
+    p.add_argument("--no-report", action="store_true", help="skip report.html/.md/.tex and figures/")
     p = sub.add_parser("gate", help="the CI form of check: one JSON line; exit 0 clean, 1 confounded, "
                                     "3 inconclusive, 2 input error")
     _add_manifest_args(p, out_required=False)
     _add_check_args(p)
+    p.add_argument("--format", choices=["json", "github"], default="json", dest="gate_format",
+                   help="json: one JSON line; github: GitHub annotations too (the Markdown summary goes to "
+                        "$GITHUB_STEP_SUMMARY whenever that variable is set)")
+    p = sub.add_parser("report", help="render OUT_DIR's results as report.html, report.md, report.tex and figures/")
+    p.add_argument("out_dir", help="a directory written by check (holds result.json)")
+    p.add_argument("--formats", default="html,md,tex", help="comma-separated subset of html,md,tex")
+    p.add_argument("--no-figures", action="store_true", help="no figures (and none embedded in the HTML)")
     return parser
 
 
@@ -113,7 +121,8 @@ def _run_check(args, quiet: bool):
     try:
         return check(manifest, args.out, cache_dir=args.cache_dir, modalities=_modalities(args, manifest),
                      workers=args.workers, settings=settings, progress=progress, text_options=_text_options(args),
-                     classifier_progress=cls_progress, allow_truncated=args.allow_truncated)
+                     classifier_progress=cls_progress, allow_truncated=args.allow_truncated,
+                     command=["blindcheck", *getattr(args, "argv", [])])
     finally:
         close()
         cls_close()
@@ -151,6 +160,28 @@ def cmd_check(args) -> int:
     result = _run_check(args, quiet=False)
     print(format_summary(result))
     print(f"\n  wrote {Path(args.out) / 'result.json'}, blind_scores.parquet, features.parquet")
+    if not args.no_report:
+        from blindcheck.report import report
+
+        paths = report(args.out)
+        print(f"  report {paths.html} (+ report.md, report.tex, {len(paths.figures)} figure files) "
+              f"in {paths.seconds:.1f} s")
+    return EXIT_OK
+
+
+def cmd_report(args) -> int:
+    from blindcheck.report import FORMATS, report
+
+    formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise BlindcheckError(f"unknown report format '{bad[0]}' (known: {', '.join(FORMATS)})")
+    paths = report(args.out_dir, formats=formats, figures=not args.no_figures)
+    for p in (paths.html, paths.md, paths.tex):
+        if p is not None:
+            print(f"wrote {p}")
+    if paths.figures:
+        print(f"wrote {len(paths.figures)} figure files under {Path(args.out_dir) / 'figures'}")
     return EXIT_OK
 
 
@@ -159,6 +190,12 @@ def cmd_gate(args) -> int:
 
     result = _run_check(args, quiet=True)
     print(gate_line(result))
+    from blindcheck.report.ci import annotations, write_step_summary
+
+    saved = result.to_dict()
+    if args.gate_format == "github":
+        print("\n".join(annotations(saved)))
+    write_step_summary(saved, args.out)
     return {"clean": EXIT_OK, "confounded": EXIT_CONFOUNDED, "inconclusive": EXIT_INCONCLUSIVE}[result.status]
 
 
@@ -272,7 +309,8 @@ def format_extract_summary(result, manifest, paths) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"extract": cmd_extract, "check": cmd_check, "gate": cmd_gate}
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    handlers = {"extract": cmd_extract, "check": cmd_check, "gate": cmd_gate, "report": cmd_report}
     try:
         return handlers[args.verb](args)
     except BlindcheckError as exc:

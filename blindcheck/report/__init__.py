@@ -110,3 +110,14 @@ def report(out_dir: str | os.PathLike, formats: tuple[str, ...] = FORMATS, figur
 
 
 __all__ = ["FORMATS", "ReportData", "ReportPaths", "render", "render_markdown", "report"]
+
+
+class _CallableModule(__import__("types").ModuleType):
+    """``blindcheck.report(out_dir)`` keeps working after ``import blindcheck.report`` has replaced the
+    package attribute ``blindcheck.report`` (the function) with this module."""
+
+    def __call__(self, *args, **kwargs) -> ReportPaths:
+        return report(*args, **kwargs)
+
+
+__import__("sys").modules[__name__].__class__ = _CallableModule

@@ -24,6 +24,8 @@ class ReportData:
     features: pd.DataFrame | None = None  # features.parquet
     errors: pd.DataFrame | None = None  # errors.csv
     attack_scores: pd.DataFrame | None = None  # attacks.parquet
+    manifest: pd.DataFrame | None = None  # manifest.parquet: id, label, path, text, speaker, ...
+    transcripts: pd.DataFrame | None = None  # transcripts.parquet
     extra: dict[str, Any] = field(default_factory=dict)  # sections read from their own JSON files
 
     @classmethod
@@ -48,7 +50,8 @@ class ReportData:
                     raise BlindcheckError(f"{f}: cannot read: {exc}") from exc
         return cls(result=result, out=outp, scores=_parquet(outp / "blind_scores.parquet"),
                    features=_parquet(outp / "features.parquet"), errors=_csv(outp / "errors.csv"),
-                   attack_scores=_parquet(outp / "attacks.parquet"), extra=extra)
+                   attack_scores=_parquet(outp / "attacks.parquet"), manifest=_parquet(outp / "manifest.parquet"),
+                   transcripts=_parquet(outp / "transcripts.parquet"), extra=extra)
 
     def section(self, name: str) -> Any:
         """An optional section from result.json, else from its own file (``name.json``), else None."""

@@ -284,8 +284,10 @@ def fig_overview(d: ReportData) -> Figure | None:
                               ("recording.loudness_lufs", "loudness (LUFS)", 1.0)):
         if col in f.columns:
             panels.append((col, label, scale))
-    groups = None
-    if d.scores is not None and "group" in d.scores.columns:
+    groups, gname = None, (d.result.get("cv") or {}).get("group_by") or "speaker"
+    if d.manifest is not None and {gname, "label"} <= set(d.manifest.columns):
+        groups = d.manifest[[gname, "label"]].rename(columns={gname: "group"})
+    elif d.scores is not None and "group" in d.scores.columns:
         groups = d.scores[["group", "label"]]
     n = len(panels) + (groups is not None)
     if n == 0:
@@ -317,7 +319,7 @@ def fig_overview(d: ReportData) -> Figure | None:
         ax.bar(x, per.get(0, 0), bottom=per.get(1, 0), color=NONMEMBER, label="non-members")
         ax.set_xticks(x, [str(g)[:12] for g in per.index], rotation=60, ha="right", fontsize=7)
         ax.set_ylabel("clips")
-        ax.set_xlabel(f"{(d.result.get('cv') or {}).get('group_by') or 'group'}")
+        ax.set_xlabel(f"{gname} (clips per side)")
     axes.flat[0].legend(frameon=False)
     fig.suptitle("dataset overview by side")
     fig.tight_layout()

@@ -114,6 +114,30 @@ def text_terms(d: ReportData) -> dict | None:
             "nonmembers": [str(x) for x in t.get("nonmembers") or []]}
 
 
+def clips(d: ReportData, k: int = 5) -> dict | None:
+    """The clips the best blind model places furthest to each side, with what the manifest says about them."""
+    if d.scores is None or "blind_score" not in d.scores.columns:
+        return None
+    s = d.scores[["id", "label", "blind_score"]].copy()
+    s["id"] = s["id"].astype(str)
+    text = None
+    if d.transcripts is not None and {"id", "transcript"} <= set(d.transcripts.columns):
+        text = d.transcripts.assign(id=d.transcripts["id"].astype(str)).set_index("id")["transcript"]
+    elif d.manifest is not None and {"id", "text"} <= set(d.manifest.columns):
+        text = d.manifest.assign(id=d.manifest["id"].astype(str)).set_index("id")["text"]
+    extra_col = next((c for c in ("speaker", (d.result.get("cv") or {}).get("group_by")) if c and d.manifest is not None
+                      and c in d.manifest.columns), None)
+    extra = d.manifest.assign(id=d.manifest["id"].astype(str)).set_index("id")[extra_col] if extra_col else None
+    rows = []
+    for side, asc in ((1, False), (0, True)):
+        part = s[s["label"] == side].sort_values("blind_score", ascending=asc).head(k)
+        for r in part.itertuples():
+            rows.append({"id": r.id, "side": "member" if side == 1 else "non-member", "score": num(r.blind_score, 3),
+                         "text": "" if text is None or r.id not in text.index else str(text[r.id]),
+                         "extra": "" if extra is None or r.id not in extra.index else str(extra[r.id])})
+    return {"rows": rows, "extra_col": extra_col, "has_text": text is not None}
+
+
 def extraction(d: ReportData) -> dict:
     e = d.result.get("extraction") or {}
     m = d.result.get("manifest") or {}
@@ -242,7 +266,7 @@ _CLI_SETTINGS = {"group_by", "folds", "repeats", "seed", "alpha", "tolerated_auc
 
 SECTIONS: dict[str, Callable[[ReportData], Any]] = {
     "header": header, "verdict": verdict, "models": models, "top_features": top_features, "groups": groups,
-    "text_terms": text_terms, "extraction": extraction, "attacks": attacks, "di": di, "match": match,
+    "text_terms": text_terms, "clips": clips, "extraction": extraction, "attacks": attacks, "di": di, "match": match,
     "next_steps": next_steps, "reproduce": reproduce,
 }
 
