@@ -31,7 +31,9 @@ def tex(value: object) -> str:
 # Characters that open or close inline markup, plus the table separator; '<' and '&' become entities so that
 # GitHub's HTML pass-through never sees a tag, '@' so that no user string mentions anyone.
 _MD_PUNCT = re.compile(r"([\\`*_{}\[\]|~])")
-_MD_LINE_START = re.compile(r"^(\s*)([#+\-=>]|\d+(?=[.)]))")
+# Markers that would turn a value placed at a line start into a heading, list or quote; numbers ("1.00", "-1.7")
+# are left alone (no template puts a value where a number would start an ordered list).
+_MD_LINE_START = re.compile(r"^(\s*)([#+=>]|-(?![\d.]))")
 
 
 def md(value: object) -> str:
@@ -40,8 +42,7 @@ def md(value: object) -> str:
         return value
     s = _text(value).replace("&", "&amp;").replace("<", "&lt;").replace("@", "&#64;")
     s = _MD_PUNCT.sub(r"\\\1", s.replace("\r", " ").replace("\n", " "))
-    return _MD_LINE_START.sub(lambda m: m.group(1) + (m.group(2) + "\\" if m.group(2)[0].isdigit() else
-                                                      "\\" + m.group(2)), s)
+    return _MD_LINE_START.sub(lambda m: m.group(1) + "\\" + m.group(2), s)
 
 
 def md_code(value: object) -> str:

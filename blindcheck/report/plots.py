@@ -21,7 +21,9 @@ from matplotlib.figure import Figure  # noqa: E402
 from blindcheck.report.data import ReportData  # noqa: E402
 
 # Okabe & Ito (2008): distinguishable under the common colour-vision deficiencies.
-PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
+# Yellow (#F0E442) is left out: too faint for thin lines on white.
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000"]
+_DASHES = ["-", "--", "-."]
 MEMBER, NONMEMBER = "#D55E00", "#0072B2"
 MODALITY = {"recording": "#E69F00", "spectral": "#0072B2", "prosodic": "#009E73", "text": "#CC79A7",
             "all": "#000000"}
@@ -31,6 +33,10 @@ _STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fon
 
 def _colour(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
+
+
+def _dash(i: int) -> str:
+    return _DASHES[(i // len(PALETTE)) % len(_DASHES)]
 
 
 def _roc(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -52,21 +58,21 @@ def fig_roc(d: ReportData) -> Figure | None:
         if c.startswith("score."):
             name = c[len("score."):]
             curves.append((f"{name} (AUC {aucs[name]:.2f})" if aucs.get(name) is not None else name,
-                           *_roc(labels, d.scores[c].to_numpy(float)), "-"))
+                           *_roc(labels, d.scores[c].to_numpy(float)), None))
     a = d.attack_scores
     if a is not None and "label" in a.columns:
         for c in a.columns:
             if c.startswith("attack.") or c.startswith("mia_"):
                 name = c.split(".", 1)[-1]
                 curves.append((f"attack {name}", *_roc(a["label"].to_numpy().astype(int), a[c].to_numpy(float)),
-                               "--"))
+                               ":"))
     if not curves:
         return None
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.8))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.8 + 0.18 * math.ceil(len(curves) / 3)))
     floor = max(1e-3, 1 / max(int((labels == 0).sum()), 1))
     for i, (name, fpr, tpr, ls) in enumerate(curves):
-        ax1.plot(fpr, tpr, ls, color=_colour(i), lw=1.4, label=name)
-        ax2.plot(np.maximum(fpr, floor / 2), tpr, ls, color=_colour(i), lw=1.4)
+        ax1.plot(fpr, tpr, ls or _dash(i), color=_colour(i), lw=1.4, label=name)
+        ax2.plot(np.maximum(fpr, floor / 2), tpr, ls or _dash(i), color=_colour(i), lw=1.4)
     grid = np.logspace(math.log10(floor / 2), 0, 50)
     for ax, x in ((ax1, [0, 1]), (ax2, grid)):
         ax.plot(x, x, ":", color="0.5", lw=1, label="chance" if ax is ax1 else None)
@@ -79,7 +85,9 @@ def fig_roc(d: ReportData) -> Figure | None:
     ax2.axvline(0.01, color="0.6", lw=0.8, ls="--")
     ax2.set_xlabel("false-positive rate, log scale (finest: 1 / non-members)")
     ax2.set_title("low-FPR region (dashed: 1% FPR)")
-    ax1.legend(loc="lower right", frameon=False)
+    # Below the panels: inside, the legend hides the curves of models below chance.
+    fig.legend(loc="lower center", ncol=3, frameon=False, bbox_to_anchor=(0.5, 0))
+    fig.tight_layout(rect=(0, 0.06 * math.ceil((len(curves) + 1) / 3), 1, 1))
     return fig
 
 
@@ -104,9 +112,9 @@ def fig_auc(d: ReportData) -> Figure | None:
     ax.set_yticks(y, [m["name"] for m in models])
     alpha = (d.result.get("settings") or {}).get("alpha", 0.05)
     ax.set_xlabel(f"blind AUC (out-of-fold) with {100 * (1 - alpha):.0f}% CI")
-    ax.set_xlim(min(0.3, lo.min() - 0.02), 1.0)
+    ax.set_xlim(min(0.3, lo.min() - 0.02), 1.02)
     ax.set_title("blind AUC per model and modality")
-    ax.legend(loc="lower left", frameon=False)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.5 / len(models)), ncol=2, frameon=False)
     return fig
 
 
@@ -292,7 +300,10 @@ def fig_overview(d: ReportData) -> Figure | None:
     n = len(panels) + (groups is not None)
     if n == 0:
         return None
-    fig, axes = plt.subplots(1, n, figsize=(2.8 * n, 2.8), squeeze=False)
+    cols = min(n, 3)
+    fig, axes = plt.subplots(math.ceil(n / cols), cols, figsize=(9, 2.8 * math.ceil(n / cols)), squeeze=False)
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
     for ax, (col, label, scale) in zip(axes.flat, panels, strict=False):
         x = f[col].to_numpy(float) * scale
         ok = np.isfinite(x)
@@ -311,7 +322,7 @@ def fig_overview(d: ReportData) -> Figure | None:
             ax.set_ylabel("clips")
         ax.set_xlabel(label)
     if groups is not None:
-        ax = axes.flat[-1]
+        ax = axes.flat[n - 1]
         per = groups.groupby(["group", "label"]).size().unstack(fill_value=0)
         per = per.loc[per.sum(axis=1).sort_values(ascending=False).index[:20]]
         x = np.arange(len(per))
