@@ -13,7 +13,6 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from blindcheck.errors import BlindcheckError
 from blindcheck.report.data import ReportData
 
