@@ -79,6 +79,10 @@ def models(d: ReportData) -> dict:
     if fam:
         note += (f" Family-wise over the models: AUC p {pval(fam.get('p_auc'))}, isolated-subset p "
                  f"{pval(fam.get('p_isolation'))} ({fam.get('method', '')}).")
+    res = cv.get("fpr_resolution")
+    if isinstance(res, int | float) and res > 0.001:
+        note += (f" With {cv.get('nonmembers', '?')} non-members the finest FPR is {100 * res:.2f}%: TPR@0.1% FPR is "
+                 "the TPR at zero false positives.")
     return {"rows": rows, "ci_level": f"{100 * (1 - alpha):.0f}%", "note": note,
             "note_short": f"{cv.get('clips', '?')} clips ({cv.get('members', '?')} members, "
                           f"{cv.get('nonmembers', '?')} non-members), {cv.get('folds', '?')}-fold CV"}
