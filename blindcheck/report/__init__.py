@@ -86,7 +86,10 @@ def render(d: ReportData, out: str | os.PathLike | None = None, formats: tuple[s
         _write(paths.html, _env("html").get_template("report.html.j2").render(**ctx, figures=figs))
     if "md" in formats:
         paths.md = outp / "report.md"
-        links = [{"caption": f["caption"], "path": f"figures/{f['name']}.png"} for f in figs if "png" in f["paths"]]
+        from blindcheck.report.escape import Raw
+
+        links = [{"caption": f["caption"], "path": Raw(f"figures/{f['name']}.png")} for f in figs
+                 if "png" in f["paths"]]
         _write(paths.md, render_markdown(d, links))
     if "tex" in formats:
         paths.tex = outp / "report.tex"
