@@ -16,3 +16,10 @@ def match(*args, **kwargs):
     from blindcheck.matching import match as _match
 
     return _match(*args, **kwargs)
+
+
+def report(*args, **kwargs):
+    """Render a result directory as report.html/.md/.tex and figures; see :func:`blindcheck.report.report`."""
+    from blindcheck.report import report as _report
+
+    return _report(*args, **kwargs)

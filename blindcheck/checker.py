@@ -40,6 +40,7 @@ class CheckResult:
     manifest: Manifest
     settings: Settings
     notes: list[str] = field(default_factory=list)  # e.g. why a default modality was skipped
+    command: list[str] | None = None  # the command line that ran this check (None from the Python API)
 
     @property
     def status(self) -> str:
@@ -82,6 +83,7 @@ class CheckResult:
             "attributions": sep.attributions.head(50).to_dict("records"),
             "groups": sep.group_table.to_dict("records") if sep.group_table is not None else None,
             "text_terms": sep.text_terms,
+            "command": self.command,
         })
 
 
@@ -124,6 +126,7 @@ def check(
     text_options: Any = None,
     classifier_progress: ClassifierProgressFn | None = None,
     allow_truncated: bool = False,
+    command: list[str] | None = None,
     **overrides: Any,
 ) -> CheckResult:
     """Run extraction (cached), blind separability and the verdict.
@@ -137,6 +140,7 @@ def check(
     bounds the threads of the classifier phase; ``classifier_progress(phase, done, total, seconds_left)`` reports
     on it.
     ``allow_truncated`` analyses files shorter than their header declares instead of excluding them.
+    ``command`` (the CLI's argv) is recorded in result.json for the report's reproduce section.
     """
     settings = settings.replace(**{k: v for k, v in overrides.items() if v is not None}) if settings else \
         load_settings(overrides)
@@ -169,7 +173,7 @@ def check(
                            threads=workers, progress=classifier_progress)
     result = CheckResult(verdict=decide(sep, settings, failures_by_side(m, ext)), separability=sep,
                          extraction=ext, manifest=m, settings=settings,
-                         notes=[choice.note, *sep.notes] if choice.note else list(sep.notes))
+                         notes=[choice.note, *sep.notes] if choice.note else list(sep.notes), command=command)
     if out is not None:
         write_results(result, out)
     return result

@@ -84,15 +84,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--match", action="store_true",
                    help="also propose a matched subset (as blindcheck match, default options): matched.csv, "
                         "match.json and a 'match' section in result.json")
+    p.add_argument("--no-report", action="store_true", help="skip report.html/.md/.tex and figures/")
     p = sub.add_parser("gate", help="the CI form of check: one JSON line; exit 0 clean, 1 confounded, "
                                     "3 inconclusive, 2 input error")
     _add_manifest_args(p, out_required=False)
     _add_check_args(p)
+    p.add_argument("--format", choices=["json", "github"], default="json", dest="gate_format",
+                   help="json: one JSON line; github: GitHub annotations too (the Markdown summary goes to "
+                        "$GITHUB_STEP_SUMMARY whenever that variable is set)")
     p = sub.add_parser("match", help="propose a distribution-matched member/non-member subset that a fresh blind "
                                      "check calls clean, and export it as a manifest")
     _add_manifest_args(p)
     _add_check_args(p)
     _add_match_args(p)
+    p.add_argument("--no-report", action="store_true", help="skip report.html/.md/.tex and figures/")
+    p = sub.add_parser("report", help="render OUT_DIR's results as report.html, report.md, report.tex and figures/")
+    p.add_argument("out_dir", help="a directory written by check (holds result.json)")
+    p.add_argument("--formats", default="html,md,tex", help="comma-separated subset of html,md,tex")
+    p.add_argument("--no-figures", action="store_true", help="no figures (and none embedded in the HTML)")
     return parser
 
 
@@ -166,7 +175,8 @@ def _run_check_on(args, manifest, quiet: bool, settings):
         result = check(manifest, args.out, cache_dir=args.cache_dir, modalities=args.modalities,
                        workers=args.workers, settings=settings, progress=progress,
                        text_options=_text_options(args), classifier_progress=cls_progress,
-                       allow_truncated=args.allow_truncated)
+                       allow_truncated=args.allow_truncated,
+                       command=["blindcheck", *getattr(args, "argv", [])])
     finally:
         close()
         cls_close()
@@ -216,6 +226,34 @@ def cmd_check(args) -> int:
         write_match(res, result.manifest, args.out, _manifest_options(args))
         add_to_result_json(res, args.out)
         print("\n" + format_match_summary(res))
+    _render_report(args)
+    return EXIT_OK
+
+
+def _render_report(args) -> None:
+    """The report at the end of a verb that wrote a result directory (``--no-report`` skips it)."""
+    if args.no_report:
+        return
+    from blindcheck.report import report
+
+    paths = report(args.out)
+    print(f"  report {paths.html} (+ report.md, report.tex, {len(paths.figures)} figure files) "
+          f"in {paths.seconds:.1f} s")
+
+
+def cmd_report(args) -> int:
+    from blindcheck.report import FORMATS, report
+
+    formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise BlindcheckError(f"unknown report format '{bad[0]}' (known: {', '.join(FORMATS)})")
+    paths = report(args.out_dir, formats=formats, figures=not args.no_figures)
+    for p in (paths.html, paths.md, paths.tex):
+        if p is not None:
+            print(f"wrote {p}")
+    if paths.figures:
+        print(f"wrote {len(paths.figures)} figure files under {Path(args.out_dir) / 'figures'}")
     return EXIT_OK
 
 
@@ -253,6 +291,7 @@ def cmd_match(args) -> int:
     paths = write_match(res, result.manifest, args.out, _manifest_options(args))
     print(format_match_summary(res))
     print(f"\n  wrote {', '.join(str(p) for p in paths.values())}")
+    _render_report(args)
     return EXIT_OK if res.success else EXIT_CONFOUNDED
 
 
@@ -262,6 +301,12 @@ def cmd_gate(args) -> int:
     result = _run_check(args, quiet=True)
     _write_summary(args.out, _with_notes(format_summary(result), result.notes))
     print(gate_line(result))
+    from blindcheck.report.ci import annotations, write_step_summary
+
+    saved = result.to_dict()
+    if args.gate_format == "github":
+        print("\n".join(annotations(saved)))
+    write_step_summary(saved, args.out)
     return {"clean": EXIT_OK, "confounded": EXIT_CONFOUNDED, "inconclusive": EXIT_INCONCLUSIVE}[result.status]
 
 
@@ -375,7 +420,7 @@ def format_extract_summary(result, manifest, paths) -> str:
 
 def _check_out(args) -> None:
     """The output (and cache) directory must be a writable directory, checked before any work is done."""
-    for flag, value in (("--out", args.out), ("--cache-dir", args.cache_dir)):
+    for flag, value in (("--out", getattr(args, "out", None)), ("--cache-dir", getattr(args, "cache_dir", None))):
         if value is None:
             continue
         d = Path(value).absolute()
@@ -443,7 +488,9 @@ def main(argv: list[str] | None = None) -> int:
     with signals:
         try:
             args = build_parser().parse_args(argv)
-            handlers = {"extract": cmd_extract, "check": cmd_check, "gate": cmd_gate, "match": cmd_match}
+            args.argv = list(sys.argv[1:] if argv is None else argv)
+            handlers = {"extract": cmd_extract, "check": cmd_check, "gate": cmd_gate, "match": cmd_match,
+                        "report": cmd_report}
             _check_out(args)
             return handlers[args.verb](args)
         except BlindcheckError as exc:

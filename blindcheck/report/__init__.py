@@ -1,0 +1,125 @@
+"""Reports of a result directory: ``report.html`` (self-contained), ``report.md`` (pull-request comment),
+``report.tex`` (booktabs table) and every figure as PNG and PDF under ``figures/``.
+
+Rendering reads the result files and computes no new statistic. Every user-provided string is escaped by the
+template environment of its format (see :mod:`blindcheck.report.escape`).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from blindcheck.errors import BlindcheckError
+from blindcheck.report.data import ReportData
+
+FORMATS = ("html", "md", "tex")
+
+
+@dataclass
+class ReportPaths:
+    html: Path | None = None
+    md: Path | None = None
+    tex: Path | None = None
+    figures: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _env(fmt: str):
+    import jinja2
+
+    from blindcheck.report import escape
+
+    loader = jinja2.PackageLoader("blindcheck.report", "templates")
+    if fmt == "html":
+        return jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined)
+    fn = {"md": escape.md, "tex": escape.tex}[fmt]
+    env = jinja2.Environment(loader=loader, autoescape=False, finalize=fn, undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True)
+    env.globals["code"] = escape.md_code
+    return env
+
+
+def _png_size(png: bytes) -> tuple[int, int]:
+    return struct.unpack(">II", png[16:24])
+
+
+def render_markdown(d: ReportData, figure_links: list[dict] | None = None) -> str:
+    """The Markdown report (also the `$GITHUB_STEP_SUMMARY` of ``gate``)."""
+    from blindcheck.report.sections import collect
+
+    return _env("md").get_template("report.md.j2").render(**collect(d), figure_links=figure_links or [])
+
+
+def render(d: ReportData, out: str | os.PathLike | None = None, formats: tuple[str, ...] = FORMATS,
+           figures: bool = True) -> ReportPaths:
+    """Write the reports of ``d`` into ``out`` (default: the result directory)."""
+    import time
+
+    from markupsafe import Markup
+
+    from blindcheck.report.plots import render_figures
+    from blindcheck.report.sections import collect
+
+    t0 = time.perf_counter()
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise BlindcheckError(f"unknown report format '{unknown[0]}' (known: {', '.join(FORMATS)})")
+    outp = Path(out) if out is not None else d.out
+    if outp is None:
+        raise BlindcheckError("report: no output directory")
+    outp.mkdir(parents=True, exist_ok=True)
+    ctx = collect(d)
+    for core in ("verdict", "models", "header", "reproduce"):
+        if ctx[core] is None:
+            raise BlindcheckError(f"report: result.json has no readable '{core}' section")
+    figs = render_figures(d, outp / "figures") if figures else []
+    paths = ReportPaths(figures=[p for f in figs for p in f["paths"].values()])
+    if "html" in formats:
+        for f in figs:
+            f["data_uri"] = Markup("data:image/png;base64," + base64.b64encode(f["png"]).decode("ascii"))
+            f["width"], f["height"] = _png_size(f["png"])
+        paths.html = outp / "report.html"
+        _write(paths.html, _env("html").get_template("report.html.j2").render(**ctx, figures=figs))
+    if "md" in formats:
+        paths.md = outp / "report.md"
+        from blindcheck.report.escape import Raw
+
+        links = [{"caption": f["caption"], "path": Raw(f"figures/{f['name']}.png")} for f in figs
+                 if "png" in f["paths"]]
+        _write(paths.md, render_markdown(d, links))
+    if "tex" in formats:
+        paths.tex = outp / "report.tex"
+        _write(paths.tex, _env("tex").get_template("report.tex.j2").render(**ctx))
+    paths.seconds = time.perf_counter() - t0
+    return paths
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def report(out_dir: str | os.PathLike, formats: tuple[str, ...] = FORMATS, figures: bool = True,
+           dest: str | os.PathLike | None = None) -> ReportPaths:
+    """Render the reports of the result directory ``out_dir`` (written by ``check``) into ``dest`` (default
+    ``out_dir``)."""
+    return render(ReportData.from_dir(out_dir), dest, formats, figures)
+
+
+__all__ = ["FORMATS", "ReportData", "ReportPaths", "render", "render_markdown", "report"]
+
+
+class _CallableModule(__import__("types").ModuleType):
+    """``blindcheck.report(out_dir)`` keeps working after ``import blindcheck.report`` has replaced the
+    package attribute ``blindcheck.report`` (the function) with this module."""
+
+    def __call__(self, *args, **kwargs) -> ReportPaths:
+        return report(*args, **kwargs)
+
+
+__import__("sys").modules[__name__].__class__ = _CallableModule
