@@ -66,7 +66,83 @@ def build_parser() -> argparse.ArgumentParser:
                                     "3 inconclusive, 2 input error")
     _add_manifest_args(p, out_required=False)
     _add_check_args(p)
+    # attacks vs blind (correlate, di): also on check and gate, which add the attacks section when scores exist
+    for verb in ("check", "gate"):
+        _add_attack_args(sub.choices[verb])
+    p = sub.add_parser("correlate", help="MIA attack scores against the blind baseline on the same clips")
+    _add_manifest_args(p)
+    _add_check_args(p)
+    _add_attack_args(p)
+    p = sub.add_parser("di", help="dataset inference (Welch one-sided) on attack and blind scores, minimal n")
+    _add_manifest_args(p)
+    _add_check_args(p)
+    _add_attack_args(p)
     return parser
+
+
+def _add_attack_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("attack scores (mia_* columns of the manifest, or a scores file)")
+    g.add_argument("--scores", default=None, help="CSV/TSV/Parquet with an 'id' column and one column per attack")
+    g.add_argument("--lower-is-member", default="",
+                   help="comma-separated attacks whose lower scores mean member (losses, perplexities)")
+
+
+def _attack_kwargs(args) -> dict:
+    return {"scores": getattr(args, "scores", None),
+            "lower_is_member": tuple(a.strip() for a in getattr(args, "lower_is_member", "").split(",") if a.strip())}
+
+
+def format_attacks(corr) -> str:
+    """The attacks table of ``correlate`` / ``check``."""
+    lines = ["", f"  attacks vs blind ({corr.blind_model}, split {corr.split_status})",
+             f"  {'attack':<22} {'n':>5} {'AUC':>5} {'CI':>13} {'TPR@1%':>7} {'blind':>5} {'p(a>b)':>7} {'rho':>5} "
+             f"{'resid.':>6} {'strat.':>6}  status"]
+    for a in corr.attacks:
+        m = a.metrics
+        st = f"{m['stratified_auc']:.2f}" if m["stratified_auc"] == m["stratified_auc"] else "—"
+        ci = f"[{m['ci_low']:.2f}, {m['ci_high']:.2f}]"
+        lines.append(f"  {a.name[:22]:<22} {m['n']:>5} {m['auc']:>5.2f} {ci:>13} "
+                     f"{100 * m['tpr_at_1pct_fpr']:>6.0f}% {m['blind_auc']:>5.2f} {m['delong_p']:>7.3f} "
+                     f"{m['spearman']:>5.2f} {m['residual_auc']:>6.2f} {st:>6}  {a.status}")
+        lines += [f"    - {r}" for r in a.reasons]
+    return "\n".join(lines)
+
+
+def cmd_correlate(args) -> int:
+    from blindcheck.correlate import correlate
+
+    settings, manifest = _settings(args), _load(args)
+    corr = correlate(manifest, out=args.out, cache_dir=args.cache_dir, workers=args.workers, settings=settings,
+                     text_options=_text_options(args), modalities=_modalities(args, manifest), **_attack_kwargs(args))
+    _warn_mismatch(args, corr)
+    print(f"blindcheck correlate — {corr.check.manifest.source}: blind verdict {corr.split_status.upper()}")
+    print(format_attacks(corr))
+    print(f"\n  wrote {Path(args.out) / 'result.json'} (attacks), attacks.parquet, blind_scores.parquet")
+    return EXIT_OK
+
+
+def cmd_di(args) -> int:
+    from blindcheck.inference import dataset_inference_manifest
+
+    settings, manifest = _settings(args), _load(args)
+    di = dataset_inference_manifest(manifest, out=args.out, cache_dir=args.cache_dir, workers=args.workers,
+                                    settings=settings, text_options=_text_options(args),
+                                    modalities=_modalities(args, manifest), **_attack_kwargs(args))
+    _warn_mismatch(args, di.check.attacks)
+    print(f"blindcheck di — {di.check.manifest.source}: Welch one-sided t-test at alpha = {di.alpha}, n per side "
+          f"for {100 * di.power:.0f}% rejection over {di.resamples} subsamples")
+    for d in (di.attack, di.blind):
+        if d is not None:
+            print(f"  {d.name[:40]:<40} p = {d.p:.3g}  minimal n = {d.n_min if d.n_min is not None else 'not reached'}")
+    print("\n".join(f"  - {r}" for r in di.reasons))
+    print(f"\n  wrote {Path(args.out) / 'result.json'} (di)")
+    return EXIT_OK
+
+
+def _warn_mismatch(args, corr) -> None:
+    msg = corr.mismatch.message() if corr is not None else None
+    if msg:
+        print(f"blindcheck {args.verb}: warning: {msg}", file=sys.stderr)
 
 
 def _add_check_args(p: argparse.ArgumentParser) -> None:
@@ -111,7 +187,7 @@ def _run_check(args, quiet: bool):
     try:
         return check(manifest, args.out, cache_dir=args.cache_dir, modalities=_modalities(args, manifest),
                      workers=args.workers, settings=settings, progress=progress, text_options=_text_options(args),
-                     classifier_progress=cls_progress)
+                     classifier_progress=cls_progress, **_attack_kwargs(args))
     finally:
         close()
         cls_close()
@@ -148,6 +224,9 @@ def cmd_check(args) -> int:
 
     result = _run_check(args, quiet=False)
     print(format_summary(result))
+    if result.attacks is not None:
+        _warn_mismatch(args, result.attacks)
+        print(format_attacks(result.attacks))
     print(f"\n  wrote {Path(args.out) / 'result.json'}, blind_scores.parquet, features.parquet")
     return EXIT_OK
 
@@ -157,6 +236,8 @@ def cmd_gate(args) -> int:
 
     result = _run_check(args, quiet=True)
     print(gate_line(result))
+    if result.attacks is not None and result.attacks.confounded:
+        return EXIT_CONFOUNDED
     return {"clean": EXIT_OK, "confounded": EXIT_CONFOUNDED, "inconclusive": EXIT_INCONCLUSIVE}[result.status]
 
 
@@ -268,7 +349,8 @@ def format_extract_summary(result, manifest, paths) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"extract": cmd_extract, "check": cmd_check, "gate": cmd_gate}
+    handlers = {"extract": cmd_extract, "check": cmd_check, "gate": cmd_gate, "correlate": cmd_correlate,
+                "di": cmd_di}
     try:
         return handlers[args.verb](args)
     except BlindcheckError as exc:
