@@ -216,32 +216,45 @@ def residualize(s: np.ndarray, X: np.ndarray, blind: np.ndarray, y: np.ndarray, 
                 folds: int, seed: int) -> np.ndarray:
     """The attack score minus its out-of-fold prediction from the blind features and the blind score.
 
-    The predictor is a ridge regression (penalty chosen by inner CV) on the standardized features (medians
-    imputed) and a cubic spline of the blind score's rank, so that any monotone function of the blind score is
-    removed. ``s``: (n,), ``X``: (n, p) (p may be 0), ``blind``: (n,). Folds are stratified by label (grouped
-    with ``groups``). Labels are never a regressor.
+    The predictor is least squares on the blind score and a cubic spline of its rank (any smooth function of
+    the blind score is removed in full), then a ridge regression (penalty by efficient leave-one-out CV) of what
+    is left on the standardized features (medians imputed). ``s``: (n,), ``X``: (n, p) (p may be 0),
+    ``blind``: (n,). Folds are stratified by label (grouped with ``groups``). Labels are never a regressor.
     """
-    from sklearn.linear_model import RidgeCV
-    from sklearn.preprocessing import SplineTransformer, StandardScaler
+    from threadpoolctl import threadpool_limits
 
     n = len(s)
     r = (rankdata(blind) - 0.5) / n
+    bz = (blind - blind.mean()) / (blind.std() or 1.0)
     pred = np.empty(n)
-    for train, test in _folds(y, groups, folds, seed):
-        spl = SplineTransformer(n_knots=5, degree=3, extrapolation="linear").fit(r[train, None])
-        parts_tr, parts_te = [spl.transform(r[train, None])], [spl.transform(r[test, None])]
-        if X.shape[1]:
-            med = np.nanmedian(X[train], axis=0)
-            med = np.where(np.isfinite(med), med, 0.0)
-            xtr = np.where(np.isfinite(X[train]), X[train], med)
-            xte = np.where(np.isfinite(X[test]), X[test], med)
-            sc = StandardScaler().fit(xtr)
-            parts_tr.append(np.nan_to_num(sc.transform(xtr)))
-            parts_te.append(np.nan_to_num(sc.transform(xte)))
-        A, B = np.hstack(parts_tr), np.hstack(parts_te)
-        model = RidgeCV(alphas=np.logspace(-3, 4, 15)).fit(A, s[train])
-        pred[test] = model.predict(B)
+    with threadpool_limits(1):  # small solves: threads only contend
+        for train, test in _folds(y, groups, folds, seed):
+            pred[test] = _ridge_fold(s, X, bz, r, train, test)
     return s - pred
+
+
+def _ridge_fold(s: np.ndarray, X: np.ndarray, bz: np.ndarray, r: np.ndarray, train: np.ndarray, test: np.ndarray
+                ) -> np.ndarray:
+    """Out-of-fold prediction for ``test``: least squares on the blind score and its rank spline (unpenalised,
+    so that the blind score's part is removed in full), then ridge on the features for what is left."""
+    from sklearn.linear_model import LinearRegression, RidgeCV
+    from sklearn.preprocessing import SplineTransformer, StandardScaler
+
+    spl = SplineTransformer(n_knots=4, degree=3, extrapolation="linear").fit(r[train, None])
+    btr = np.hstack([bz[train, None], spl.transform(r[train, None])])
+    bte = np.hstack([bz[test, None], spl.transform(r[test, None])])
+    first = LinearRegression().fit(btr, s[train])
+    pred = first.predict(bte)
+    if X.shape[1]:
+        med = np.nanmedian(X[train], axis=0)
+        med = np.where(np.isfinite(med), med, 0.0)
+        xtr = np.where(np.isfinite(X[train]), X[train], med)
+        xte = np.where(np.isfinite(X[test]), X[test], med)
+        sc = StandardScaler().fit(xtr)
+        left = s[train] - first.predict(btr)
+        pred = pred + RidgeCV(alphas=np.logspace(-2, 5, 15)).fit(np.nan_to_num(sc.transform(xtr)), left).predict(
+            np.nan_to_num(sc.transform(xte)))
+    return pred
 
 
 def stratified_auc(y: np.ndarray, s: np.ndarray, blind: np.ndarray, strata: int) -> tuple[float, float, int, int]:
@@ -278,16 +291,22 @@ def _boot_corr(a: np.ndarray, b: np.ndarray, y: np.ndarray, reps: int, level: fl
     ra, rb = rankdata(a), rankdata(b)
     sp, pe = float(np.corrcoef(ra, rb)[0, 1]), float(pearsonr(a, b)[0])
     pos, neg = np.nonzero(y)[0], np.nonzero(~y.astype(bool))[0]
-    sps, pes = np.empty(reps), np.empty(reps)
-    for i in range(reps):
-        idx = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
-        x1, x2 = a[idx], b[idx]
-        pes[i] = np.corrcoef(x1, x2)[0, 1]
-        sps[i] = np.corrcoef(rankdata(x1), rankdata(x2))[0, 1]
+    idx = np.concatenate([pos[rng.integers(0, len(pos), (reps, len(pos)))],
+                          neg[rng.integers(0, len(neg), (reps, len(neg)))]], axis=1)
+    x1, x2 = a[idx], b[idx]
+    pes = _rowcorr(x1, x2)
+    sps = _rowcorr(rankdata(x1, axis=1), rankdata(x2, axis=1))
     q = [0.5 - level / 2, 0.5 + level / 2]
     s_lo, s_hi = np.nanquantile(sps, q)
     p_lo, p_hi = np.nanquantile(pes, q)
     return sp, float(s_lo), float(s_hi), pe, float(p_lo), float(p_hi)
+
+
+def _rowcorr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a - a.mean(axis=1, keepdims=True)
+    b = b - b.mean(axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (a * b).sum(axis=1) / np.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1))
 
 
 def attack_metrics(s: np.ndarray, y: np.ndarray, blind: np.ndarray, X: np.ndarray, settings: Settings,
@@ -323,8 +342,8 @@ def attack_metrics(s: np.ndarray, y: np.ndarray, blind: np.ndarray, X: np.ndarra
         "pearson": pe, "pearson_ci_low": pe_lo, "pearson_ci_high": pe_hi,
         "residual_auc": r_auc, "residual_ci_low": r_lo, "residual_ci_high": r_hi, "residual_p": _p_above(r_auc, r_se),
         "stratified_auc": st_auc,
-        "stratified_ci_low": st_auc - zq * st_se if math.isfinite(st_se) else math.nan,
-        "stratified_ci_high": st_auc + zq * st_se if math.isfinite(st_se) else math.nan,
+        "stratified_ci_low": max(0.0, st_auc - zq * st_se) if math.isfinite(st_se) else math.nan,
+        "stratified_ci_high": min(1.0, st_auc + zq * st_se) if math.isfinite(st_se) else math.nan,
         "stratified_p": _p_above(st_auc, st_se), "strata_used": st_used, "strata_clips": st_clips,
     }
     return m, res
