@@ -87,8 +87,17 @@ def _add_attack_args(p: argparse.ArgumentParser) -> None:
                    help="comma-separated attacks whose lower scores mean member (losses, perplexities)")
 
 
-def _attack_kwargs(args) -> dict:
-    return {"scores": getattr(args, "scores", None),
+def _attack_kwargs(args, manifest) -> dict:
+    """The scores file read and its ids checked against the manifest before any work (errors exit 2 at once)."""
+    from blindcheck.correlate import check_scores_ids, read_scores
+
+    scores = getattr(args, "scores", None)
+    if scores is not None:
+        scores = read_scores(scores)
+        msg = check_scores_ids(manifest.table["id"], scores).message()
+        if msg:
+            print(f"blindcheck {args.verb}: warning: {msg}", file=sys.stderr)
+    return {"scores": scores,
             "lower_is_member": tuple(a.strip() for a in getattr(args, "lower_is_member", "").split(",") if a.strip())}
 
 
@@ -113,8 +122,8 @@ def cmd_correlate(args) -> int:
 
     settings, manifest = _settings(args), _load(args)
     corr = correlate(manifest, out=args.out, cache_dir=args.cache_dir, workers=args.workers, settings=settings,
-                     text_options=_text_options(args), modalities=_modalities(args, manifest), **_attack_kwargs(args))
-    _warn_mismatch(args, corr)
+                     text_options=_text_options(args), modalities=_modalities(args, manifest),
+                     **_attack_kwargs(args, manifest))
     print(f"blindcheck correlate — {corr.check.manifest.source}: blind verdict {corr.split_status.upper()}")
     print(format_attacks(corr))
     print(f"\n  wrote {Path(args.out) / 'result.json'} (attacks), attacks.parquet, blind_scores.parquet")
@@ -127,8 +136,7 @@ def cmd_di(args) -> int:
     settings, manifest = _settings(args), _load(args)
     di = dataset_inference_manifest(manifest, out=args.out, cache_dir=args.cache_dir, workers=args.workers,
                                     settings=settings, text_options=_text_options(args),
-                                    modalities=_modalities(args, manifest), **_attack_kwargs(args))
-    _warn_mismatch(args, di.check.attacks)
+                                    modalities=_modalities(args, manifest), **_attack_kwargs(args, manifest))
     print(f"blindcheck di — {di.check.manifest.source}: Welch one-sided t-test at alpha = {di.alpha}, n per side "
           f"for {100 * di.power:.0f}% rejection over {di.resamples} subsamples")
     for d in (di.attack, di.blind):
@@ -137,12 +145,6 @@ def cmd_di(args) -> int:
     print("\n".join(f"  - {r}" for r in di.reasons))
     print(f"\n  wrote {Path(args.out) / 'result.json'} (di)")
     return EXIT_OK
-
-
-def _warn_mismatch(args, corr) -> None:
-    msg = corr.mismatch.message() if corr is not None else None
-    if msg:
-        print(f"blindcheck {args.verb}: warning: {msg}", file=sys.stderr)
 
 
 def _add_check_args(p: argparse.ArgumentParser) -> None:
@@ -187,7 +189,7 @@ def _run_check(args, quiet: bool):
     try:
         return check(manifest, args.out, cache_dir=args.cache_dir, modalities=_modalities(args, manifest),
                      workers=args.workers, settings=settings, progress=progress, text_options=_text_options(args),
-                     classifier_progress=cls_progress, **_attack_kwargs(args))
+                     classifier_progress=cls_progress, **_attack_kwargs(args, manifest))
     finally:
         close()
         cls_close()
@@ -225,7 +227,6 @@ def cmd_check(args) -> int:
     result = _run_check(args, quiet=False)
     print(format_summary(result))
     if result.attacks is not None:
-        _warn_mismatch(args, result.attacks)
         print(format_attacks(result.attacks))
     print(f"\n  wrote {Path(args.out) / 'result.json'}, blind_scores.parquet, features.parquet")
     return EXIT_OK

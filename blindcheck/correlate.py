@@ -73,7 +73,26 @@ def read_scores(path: str | os.PathLike) -> pd.DataFrame:
         raise BlindcheckError(f"{p}: no score column besides 'id'; add one numeric column per attack")
     for c in cols:
         df[c] = _numeric(df[c], c, df["id"], str(p))
+        fin = df[c][np.isfinite(df[c])]
+        if len(fin) == 0:
+            raise BlindcheckError(f"{p}: score column '{c}' holds no finite number")
+        if (fin == fin.iloc[0]).all():
+            raise BlindcheckError(f"{p}: score column '{c}' gives every clip the same score ({fin.iloc[0]:g}); "
+                                  "it ranks nothing")
     return df
+
+
+def check_scores_ids(manifest_ids: pd.Series | np.ndarray, scores: pd.DataFrame) -> IdMismatch:
+    """Before any work: the ids of ``scores`` against the manifest's. No overlap at all is an error; partial
+    overlap is returned (counted and named) for the caller to report."""
+    ids = pd.Index(np.asarray(manifest_ids).astype(str))
+    sid = pd.Index(scores["id"].astype(str))
+    mismatch = IdMismatch(scores_only=list(sid.difference(ids, sort=False)), clips_only=list(ids.difference(sid,
+                                                                                                        sort=False)))
+    if len(mismatch.scores_only) == len(sid):
+        raise BlindcheckError(f"no id of the scores file is in the manifest ({len(sid)} ids in the scores, e.g. "
+                              f"{', '.join(sid[:3])}; manifest ids e.g. {', '.join(ids[:3])})")
+    return mismatch
 
 
 def _numeric(col: pd.Series, name: str, ids: pd.Series, source: str) -> pd.Series:
@@ -494,6 +513,9 @@ def correlate(manifest: Any, scores: pd.DataFrame | str | os.PathLike | None = N
                                                                                                  None))
     if scores is None and not has_attacks(m.table):
         raise BlindcheckError("no attack scores: the manifest has no mia_* column and no scores file was given")
+    if scores is not None:
+        scores = scores if isinstance(scores, pd.DataFrame) else read_scores(scores)
+        check_scores_ids(m.table["id"], scores)
     res = check(m, out, scores=scores, lower_is_member=lower_is_member, **check_kwargs)
     res.attacks.check = res
     return res.attacks

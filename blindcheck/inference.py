@@ -201,15 +201,16 @@ def dataset_inference_manifest(manifest: Any, scores: Any = None, out: Any = Non
     on the attacks (``mia_*`` columns, ``scores``) and on the blind score. With ``out``, writes ``result.json``
     with a ``di`` section (and ``attacks``). Returns the :class:`DIResult`; ``.check`` holds the CheckResult."""
     from blindcheck.checker import check, write_results
-    from blindcheck.correlate import align_scores, has_attacks, read_scores
+    from blindcheck.correlate import align_scores, check_scores_ids, has_attacks, read_scores
     from blindcheck.manifest import Manifest, load_manifest
 
     m = manifest if isinstance(manifest, Manifest) else load_manifest(manifest, check_kwargs.pop("manifest_options",
                                                                                                  None))
     if scores is None and not has_attacks(m.table):
         raise BlindcheckError("no attack scores: the manifest has no mia_* column and no scores file was given")
-    if scores is not None and not hasattr(scores, "columns"):
-        scores = read_scores(scores)
+    if scores is not None:
+        scores = scores if hasattr(scores, "columns") else read_scores(scores)
+        check_scores_ids(m.table["id"], scores)
     res = check(m, None, scores=scores, lower_is_member=lower_is_member, **check_kwargs)
     sep = res.separability
     attacks, _ = align_scores(sep.ids, m.table, scores)
