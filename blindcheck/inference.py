@@ -57,30 +57,54 @@ def rejection_curve(suspect: np.ndarray, reference: np.ndarray, alpha: float, re
     suspect, reference = np.asarray(suspect, float), np.asarray(reference, float)
     rates = np.empty(len(grid))
     for j, n in enumerate(grid):
-        ia = np.argpartition(rng.random((resamples, len(suspect))), n - 1, axis=1)[:, :n]
-        ib = np.argpartition(rng.random((resamples, len(reference))), n - 1, axis=1)[:, :n]
-        p = _welch(suspect[ia], reference[ib])[2]
+        p = _welch(suspect[_draw(rng, len(suspect), n, resamples)], reference[_draw(rng, len(reference), n,
+                                                                                      resamples)])[2]
         rates[j] = float((p <= alpha).mean())
     return rates
+
+
+def _draw(rng: np.random.Generator, pool: int, n: int, rows: int) -> np.ndarray:
+    """(rows, n) indices, each row n distinct draws from range(pool)."""
+    if n * 10 < pool:  # few from many: per-row sampling without replacement is O(n)
+        return np.stack([rng.choice(pool, n, replace=False) for _ in range(rows)])
+    return np.argpartition(rng.random((rows, pool)), n - 1, axis=1)[:, :n]
 
 
 def combine(scores: np.ndarray, labels: np.ndarray, partitions: int, rng: np.random.Generator) -> np.ndarray:
     """Several attacks' scores (n, k) -> one score per clip: a logistic regression fitted on one half of a
     random stratified partition scores the other half (and vice versa); each clip's score is the mean of its
     held-out scores over ``partitions`` partitions, so no clip is scored by a model fitted on it."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     y = np.asarray(labels).astype(int)
+    S = np.asarray(scores, float)
+    pos, neg = np.nonzero(y == 1)[0], np.nonzero(y == 0)[0]
     total = np.zeros(len(y))
     for _ in range(partitions):
-        split = StratifiedKFold(2, shuffle=True, random_state=int(rng.integers(2**31)))
-        for cal, test in split.split(scores, y):
-            lr = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000)).fit(scores[cal], y[cal])
-            total[test] += lr.decision_function(scores[test])
+        p, q = rng.permutation(pos), rng.permutation(neg)
+        half_a = np.r_[p[: len(p) // 2], q[: len(q) // 2]]
+        half_b = np.r_[p[len(p) // 2:], q[len(q) // 2:]]
+        for cal, test in ((half_a, half_b), (half_b, half_a)):
+            mu, sd = S[cal].mean(axis=0), S[cal].std(axis=0)
+            sd = np.where(sd > 0, sd, 1.0)
+            w = logistic_fit((S[cal] - mu) / sd, y[cal])
+            total[test] += w[0] + ((S[test] - mu) / sd) @ w[1:]
     return total / partitions
+
+
+def logistic_fit(X: np.ndarray, y: np.ndarray, l2: float = 1.0, iterations: int = 50) -> np.ndarray:
+    """L2-penalised logistic regression by Newton's method (intercept unpenalised): weights (1 + k,)."""
+    A = np.column_stack([np.ones(len(y)), X])
+    w = np.zeros(A.shape[1])
+    pen = np.full(A.shape[1], l2)
+    pen[0] = 0.0
+    for _ in range(iterations):
+        p = 1 / (1 + np.exp(-(A @ w)))
+        grad = A.T @ (p - y) + pen * w
+        hess = (A * (p * (1 - p))[:, None]).T @ A + np.diag(pen) + 1e-9 * np.eye(len(w))
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return w
 
 
 @dataclass
