@@ -304,7 +304,7 @@ def stratified_auc(y: np.ndarray, s: np.ndarray, blind: np.ndarray, strata: int)
     return num / wsum, math.sqrt(var) / wsum, used, clips
 
 
-def _boot_corr(a: np.ndarray, b: np.ndarray, y: np.ndarray, reps: int, level: float, rng: np.random.Generator
+def correlations(a: np.ndarray, b: np.ndarray, y: np.ndarray, reps: int, level: float, rng: np.random.Generator
                ) -> tuple[float, float, float, float, float, float]:
     """Spearman and Pearson of ``a`` and ``b`` with percentile bootstrap intervals (resampling within class)."""
     ra, rb = rankdata(a), rankdata(b)
@@ -344,7 +344,7 @@ def attack_metrics(s: np.ndarray, y: np.ndarray, blind: np.ndarray, X: np.ndarra
     blind_auc, blind_lo, blind_hi, _ = stats.auc_ci(y, blind, level, groups=groups)
     _, _, se_d, p_d = stats.delong_paired(y, s, blind, groups)
     zq = norm.ppf(0.5 + level / 2)
-    sp, sp_lo, sp_hi, pe, pe_lo, pe_hi = _boot_corr(s, blind, y, settings.correlation_bootstrap, level, rng)
+    sp, sp_lo, sp_hi, pe, pe_lo, pe_hi = correlations(s, blind, y, settings.correlation_bootstrap, level, rng)
     res = residualize(s, X, blind, y, groups, settings.folds, settings.seed)
     r_auc, r_lo, r_hi, r_se = stats.auc_ci(y, res, level, groups=groups)
     st_auc, st_se, st_used, st_clips = stratified_auc(y, s, blind, settings.attack_strata)
