@@ -1,7 +1,7 @@
 """Command-line interface: a thin shell over the Python API.
 
 Exit codes: 0 success, 2 usage or input error (message on stderr, no traceback). ``gate`` adds 1
-(confounded) and 3 (inconclusive).
+(confounded split, or any attack ``confounded-attack``) and 3 (inconclusive).
 """
 
 from __future__ import annotations
