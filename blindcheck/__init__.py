@@ -23,3 +23,17 @@ def report(*args, **kwargs):
     from blindcheck.report import report as _report
 
     return _report(*args, **kwargs)
+
+
+def correlate(*args, **kwargs):
+    """Attack scores against the blind baseline; see :func:`blindcheck.correlate.correlate`."""
+    from blindcheck.correlate import correlate as _correlate
+
+    return _correlate(*args, **kwargs)
+
+
+def dataset_inference(*args, **kwargs):
+    """Dataset inference on attack and blind scores; see :func:`blindcheck.inference.dataset_inference_manifest`."""
+    from blindcheck.inference import dataset_inference_manifest
+
+    return dataset_inference_manifest(*args, **kwargs)

@@ -41,6 +41,8 @@ class CheckResult:
     settings: Settings
     notes: list[str] = field(default_factory=list)  # e.g. why a default modality was skipped
     command: list[str] | None = None  # the command line that ran this check (None from the Python API)
+    attacks: Any = None  # CorrelateResult when the manifest has mia_* columns or scores were given
+    di: Any = None  # DIResult from `blindcheck di`
 
     @property
     def status(self) -> str:
@@ -84,6 +86,9 @@ class CheckResult:
             "groups": sep.group_table.to_dict("records") if sep.group_table is not None else None,
             "text_terms": sep.text_terms,
             "command": self.command,
+            **({"attacks": self.attacks.to_list(), "attack_ids": self.attacks.mismatch.to_dict(),
+                "attack_blind_model": self.attacks.blind_model} if self.attacks is not None else {}),
+            **({"di": self.di.to_dict()} if self.di is not None else {}),
         })
 
 
@@ -127,6 +132,8 @@ def check(
     classifier_progress: ClassifierProgressFn | None = None,
     allow_truncated: bool = False,
     command: list[str] | None = None,
+    scores: Any = None,
+    lower_is_member: tuple[str, ...] | list[str] = (),
     **overrides: Any,
 ) -> CheckResult:
     """Run extraction (cached), blind separability and the verdict.
@@ -174,6 +181,9 @@ def check(
     result = CheckResult(verdict=decide(sep, settings, failures_by_side(m, ext)), separability=sep,
                          extraction=ext, manifest=m, settings=settings,
                          notes=[choice.note, *sep.notes] if choice.note else list(sep.notes), command=command)
+    from blindcheck.correlate import attach_attacks  # attacks vs blind, when there are any (mia_* or scores)
+
+    result.attacks = attach_attacks(result, scores, lower_is_member)
     if out is not None:
         write_results(result, out)
     return result
@@ -201,6 +211,9 @@ def write_results(result: CheckResult, out: str | os.PathLike) -> dict[str, Path
     tmp.write_text(json.dumps(result.to_dict(), indent=2, allow_nan=False), encoding="utf-8")
     os.replace(tmp, paths["result"])
     write_parquet_atomic(result.separability.scores_frame(), paths["blind_scores"])
+    if result.attacks is not None:
+        paths["attacks"] = outp / "attacks.parquet"
+        write_parquet_atomic(result.attacks.frame(), paths["attacks"])
     return paths
 
 
@@ -265,4 +278,5 @@ def gate_line(result: CheckResult) -> str:
                               "upper_bound": round(v.upper_bound, 4), "p": v.family_p,
                               "subset_share": sub.get("share"), "subset_side": sub.get("side"),
                               "subset_p": sub.get("family_p"), "required_n": v.required_n,
-                              "top_modality": v.top_modality, "reason": v.reasons[0] if v.reasons else ""}))
+                              "top_modality": v.top_modality, "reason": v.reasons[0] if v.reasons else "",
+                              **({"confounded_attacks": result.attacks.confounded} if result.attacks else {})}))

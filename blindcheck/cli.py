@@ -2,7 +2,7 @@
 
 Exit codes: 0 success, 2 usage or input error (message on stderr, no traceback), 4 internal error (a bug:
 traceback in OUT/blindcheck-error.log, or on stderr without a usable OUT), 130 interrupted by SIGINT (Ctrl-C),
-143 by SIGTERM. ``gate`` adds 1 (confounded) and 3 (inconclusive).
+143 by SIGTERM. ``gate`` adds 1 (confounded split, or any attack ``confounded-attack``) and 3 (inconclusive).
 """
 
 from __future__ import annotations
@@ -102,6 +102,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_dir", help="a directory written by check (holds result.json)")
     p.add_argument("--formats", default="html,md,tex", help="comma-separated subset of html,md,tex")
     p.add_argument("--no-figures", action="store_true", help="no figures (and none embedded in the HTML)")
+    # attacks vs blind (correlate, di): also on check and gate, which add the attacks section when scores exist
+    for verb in ("check", "gate"):
+        _add_attack_args(sub.choices[verb])
+    p = sub.add_parser("correlate", help="MIA attack scores against the blind baseline on the same clips")
+    _add_manifest_args(p)
+    _add_check_args(p)
+    _add_attack_args(p)
+    p.add_argument("--no-report", action="store_true", help="skip report.html/.md/.tex and figures/")
+    p = sub.add_parser("di", help="dataset inference (Welch one-sided) on attack and blind scores, minimal n")
+    _add_manifest_args(p)
+    _add_check_args(p)
+    _add_attack_args(p)
     return parser
 
 
@@ -121,6 +133,74 @@ def _add_match_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--design", choices=["subset", "disentangle"], default="subset",
                    help="subset (default), or disentangle: same text by other speakers, same speaker saying "
                         "other texts (needs speaker and text columns)")
+
+
+def _add_attack_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("attack scores (mia_* columns of the manifest, or a scores file)")
+    g.add_argument("--scores", default=None, help="CSV/TSV/Parquet with an 'id' column and one column per attack")
+    g.add_argument("--lower-is-member", default="",
+                   help="comma-separated attacks whose lower scores mean member (losses, perplexities)")
+
+
+def _attack_kwargs(args, manifest) -> dict:
+    """The scores file read and its ids checked against the manifest before any work (errors exit 2 at once)."""
+    from blindcheck.correlate import check_scores_ids, read_scores
+
+    scores = getattr(args, "scores", None)
+    if scores is not None:
+        scores = read_scores(scores)
+        msg = check_scores_ids(manifest.table["id"], scores).message()
+        if msg:
+            print(f"blindcheck {args.verb}: warning: {msg}", file=sys.stderr)
+    return {"scores": scores,
+            "lower_is_member": tuple(a.strip() for a in getattr(args, "lower_is_member", "").split(",") if a.strip())}
+
+
+def format_attacks(corr) -> str:
+    """The attacks table of ``correlate`` / ``check``."""
+    lines = ["", f"  attacks vs blind ({corr.blind_model}, split {corr.split_status})",
+             f"  {'attack':<22} {'n':>5} {'AUC':>5} {'CI':>13} {'TPR@1%':>7} {'blind':>5} {'p(a>b)':>7} {'rho':>5} "
+             f"{'resid.':>6} {'strat.':>6}  status"]
+    for a in corr.attacks:
+        m = a.metrics
+        st = f"{m['stratified_auc']:.2f}" if m["stratified_auc"] == m["stratified_auc"] else "—"
+        ci = f"[{m['ci_low']:.2f}, {m['ci_high']:.2f}]"
+        lines.append(f"  {a.name[:22]:<22} {m['n']:>5} {m['auc']:>5.2f} {ci:>13} "
+                     f"{100 * m['tpr_at_1pct_fpr']:>6.0f}% {m['blind_auc']:>5.2f} {m['delong_p']:>7.3f} "
+                     f"{m['spearman']:>5.2f} {m['residual_auc']:>6.2f} {st:>6}  {a.status}")
+        lines += [f"    - {r}" for r in a.reasons]
+    return "\n".join(lines)
+
+
+def cmd_correlate(args) -> int:
+    from blindcheck.correlate import correlate
+
+    settings, manifest = _settings(args), _load(args)
+    corr = correlate(manifest, out=args.out, cache_dir=args.cache_dir, workers=args.workers, settings=settings,
+                     text_options=_text_options(args), modalities=args.modalities,
+                     **_attack_kwargs(args, manifest))
+    print(f"blindcheck correlate — {corr.check.manifest.source}: blind verdict {corr.split_status.upper()}")
+    print(format_attacks(corr))
+    print(f"\n  wrote {Path(args.out) / 'result.json'} (attacks), attacks.parquet, blind_scores.parquet")
+    _render_report(args)
+    return EXIT_OK
+
+
+def cmd_di(args) -> int:
+    from blindcheck.inference import dataset_inference_manifest
+
+    settings, manifest = _settings(args), _load(args)
+    di = dataset_inference_manifest(manifest, out=args.out, cache_dir=args.cache_dir, workers=args.workers,
+                                    settings=settings, text_options=_text_options(args),
+                                    modalities=args.modalities, **_attack_kwargs(args, manifest))
+    print(f"blindcheck di — {di.check.manifest.source}: Welch one-sided t-test at alpha = {di.alpha}, n per side "
+          f"for {100 * di.power:.0f}% rejection over {di.resamples} subsamples")
+    for d in (di.attack, di.blind):
+        if d is not None:
+            print(f"  {d.name[:40]:<40} p = {d.p:.3g}  minimal n = {d.n_min if d.n_min is not None else 'not reached'}")
+    print("\n".join(f"  - {r}" for r in di.reasons))
+    print(f"\n  wrote {Path(args.out) / 'result.json'} (di)")
+    return EXIT_OK
 
 
 def _add_check_args(p: argparse.ArgumentParser) -> None:
@@ -175,7 +255,7 @@ def _run_check_on(args, manifest, quiet: bool, settings):
         result = check(manifest, args.out, cache_dir=args.cache_dir, modalities=args.modalities,
                        workers=args.workers, settings=settings, progress=progress,
                        text_options=_text_options(args), classifier_progress=cls_progress,
-                       allow_truncated=args.allow_truncated,
+                       allow_truncated=args.allow_truncated, **_attack_kwargs(args, manifest),
                        command=["blindcheck", *getattr(args, "argv", [])])
     finally:
         close()
@@ -217,6 +297,8 @@ def cmd_check(args) -> int:
     result = _run_check(args, quiet=False)
     summary = _with_notes(format_summary(result), result.notes)
     _write_summary(args.out, summary)
+    if result.attacks is not None:
+        summary += "\n" + format_attacks(result.attacks)
     print(summary)
     print(f"\n  wrote {Path(args.out) / 'result.json'}, blind_scores.parquet, features.parquet, summary.txt")
     if args.match:
@@ -307,6 +389,8 @@ def cmd_gate(args) -> int:
     if args.gate_format == "github":
         print("\n".join(annotations(saved)))
     write_step_summary(saved, args.out)
+    if result.attacks is not None and result.attacks.confounded:
+        return EXIT_CONFOUNDED
     return {"clean": EXIT_OK, "confounded": EXIT_CONFOUNDED, "inconclusive": EXIT_INCONCLUSIVE}[result.status]
 
 
@@ -490,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
             args = build_parser().parse_args(argv)
             args.argv = list(sys.argv[1:] if argv is None else argv)
             handlers = {"extract": cmd_extract, "check": cmd_check, "gate": cmd_gate, "match": cmd_match,
-                        "report": cmd_report}
+                        "report": cmd_report, "correlate": cmd_correlate, "di": cmd_di}
             _check_out(args)
             return handlers[args.verb](args)
         except BlindcheckError as exc:

@@ -43,8 +43,18 @@ class Settings:
     match_ratio: int = 1  # partners from the larger side per clip of the smaller side (1:k)
     match_target_auc: float = 0.55  # a matched subset must re-check clean with a best AUC no higher than this
     match_min_retained: float = 0.25  # share of the smaller side a matched subset must keep
+    # attacks: correlate (attack vs blind) and dataset inference (blindcheck/correlate.py, blindcheck/inference.py)
+    attack_rho: float = 0.7  # |Spearman rho| of an attack's score with the blind score at which the attack is
+    #                          "confounded-attack" (the level published for audio-LLM MIA benchmarks)
+    attack_strata: int = 5  # quantile strata of the blind score for the attack's stratified AUC
+    correlation_bootstrap: int = 1000  # bootstrap resamples for the CIs of Spearman and Pearson
+    di_power: float = 0.95  # dataset inference: rejection rate (over subsamples) at which n suffices
+    di_resamples: int = 400  # random subsamples per n of the grid
+    di_grid: int = 40  # number of sample sizes (per side) in the grid, geometric from 2 to the smaller side
+    di_partitions: int = 10  # random calibration/test partitions when several attacks are combined
 
     def __post_init__(self) -> None:
+        _check_attack_settings(self)
         if not 0 < self.alpha < 1:
             raise BlindcheckError(f"alpha must be in (0, 1), not {self.alpha}")
         if not 0.5 <= self.tolerated_auc < 1:
@@ -85,6 +95,20 @@ class Settings:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _check_attack_settings(s: Settings) -> None:
+    if not 0 < s.attack_rho <= 1:
+        raise BlindcheckError(f"attack_rho must be in (0, 1], not {s.attack_rho}")
+    if s.attack_strata < 1:
+        raise BlindcheckError(f"attack_strata must be at least 1, not {s.attack_strata}")
+    if s.correlation_bootstrap < 100:
+        raise BlindcheckError(f"correlation_bootstrap must be at least 100, not {s.correlation_bootstrap}")
+    if not 0 < s.di_power < 1:
+        raise BlindcheckError(f"di_power must be in (0, 1), not {s.di_power}")
+    if s.di_resamples < 20 or s.di_grid < 2 or s.di_partitions < 1:
+        raise BlindcheckError(f"di_resamples (>= 20), di_grid (>= 2) and di_partitions (>= 1) are too small: "
+                              f"{s.di_resamples}, {s.di_grid}, {s.di_partitions}")
 
 
 def find_pyproject(start: Path | None = None) -> Path | None:
