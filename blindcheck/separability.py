@@ -400,7 +400,8 @@ def run_separability(
                 o, _ = cv.run(yp, refit_rng)
                 return np.column_stack([o[spec.name].mean(axis=0) for spec, _ in plan])
 
-        scored = [(spec, len(idx), oof[spec.name].mean(axis=0)) for spec, idx in plan]
+        # single:all chooses among every feature but scores with one (a different one per fold, possibly)
+        scored = [(spec, 1 if spec.kind == "single" else len(idx), oof[spec.name].mean(axis=0)) for spec, idx in plan]
         result = evaluate_scores(scored, y, settings, groups=groups, table=table, refit=refit,
                                  progress=progress)
     result.attributions = _attributions(cols, shap_sum, shap_rows)
