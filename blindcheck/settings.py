@@ -38,6 +38,8 @@ class Settings:
     logreg_c: float = 0.1
     text_min_coverage: float = 0.5  # share of clips with a transcript needed to fit the TF-IDF model
     top_features: int = 10
+    # voice modality: inferred speakers (blindcheck.speakers)
+    voice_cluster_threshold: float = 0.90  # cosine distance (centred GE2E embeddings) at which clusters stop merging
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1:
@@ -64,6 +66,8 @@ class Settings:
                 f"refit-permutations = {self.refit_permutations} cannot give a p-value <= alpha = {self.alpha} "
                 f"(the smallest p-value of R relabellings is 1/(R+1) = {1 / (self.refit_permutations + 1):.3g}); "
                 f"use at least {need}")
+        if not 0 < self.voice_cluster_threshold < 2:
+            raise BlindcheckError(f"voice-cluster-threshold must be in (0, 2), not {self.voice_cluster_threshold}")
         if self.refit_permutations < 0:
             raise BlindcheckError(f"refit-permutations must be 0 (off) or positive, not {self.refit_permutations}")
 

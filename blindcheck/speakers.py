@@ -1,0 +1,135 @@
+"""Who speaks on which side: speakers inferred from the voice embeddings, and the speaker overlap of a split.
+
+:func:`infer_speakers` clusters the ``voice.*`` embeddings into ``voice_cluster`` labels, the number of
+clusters chosen from the data: the embeddings are centred on their mean and L2-normed (GE2E embeddings are
+non-negative, so raw cosine similarities all crowd near 1), grouped by average-linkage agglomerative
+clustering on cosine distance (scikit-learn) cut at ``threshold``, and the groups refined by k-means started
+from their centroids. The threshold (default :data:`DEFAULT_THRESHOLD`) was validated on the bundled speech (see
+``benchmarks/voice_speed.py`` and ``tests/test_voice.py``). Clips without an embedding (too short, silent,
+noise) get no cluster (``""``): for grouped folds each becomes a group of its own.
+
+:func:`speaker_overlap` counts the speakers (given, or inferred) that appear on both sides, only among members
+and only among non-members, and the share of clips whose speaker lies on one side only. A speaker-disjoint
+split lets membership follow from who speaks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+DEFAULT_THRESHOLD = 0.90  # cosine distance between centred embeddings at which clusters stop merging
+
+
+def infer_speakers(emb: np.ndarray, threshold: float = DEFAULT_THRESHOLD, seed: int = 0) -> np.ndarray:
+    """Cluster labels (``"v01"``, ``"v02"``, ... by cluster size; ``""`` where a row has NaN), shape (n,).
+
+    ``emb``: shape (n, d) speaker embeddings, rows with NaN left out of the clustering."""
+    emb = np.asarray(emb, dtype=float)
+    ok = np.isfinite(emb).all(axis=1)
+    labels = np.full(len(emb), "", dtype=object)
+    if ok.sum() == 0:
+        return labels
+    if ok.sum() == 1:
+        labels[ok] = "v01"
+        return labels
+    z = emb[ok] - emb[ok].mean(axis=0)
+    z /= np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+    from sklearn.cluster import AgglomerativeClustering, KMeans
+
+    raw = AgglomerativeClustering(n_clusters=None, distance_threshold=threshold, metric="cosine",
+                                  linkage="average").fit_predict(z)
+    k = len(np.unique(raw))
+    if 1 < k < len(z):
+        centres = np.stack([z[raw == c].mean(axis=0) for c in range(k)])
+        raw = KMeans(n_clusters=k, init=centres, n_init=1, random_state=seed).fit_predict(z)
+    ids, counts = np.unique(raw, return_counts=True)
+    order = ids[np.lexsort((ids, -counts))]
+    width = max(2, len(str(len(order))))
+    names = {c: f"v{i + 1:0{width}d}" for i, c in enumerate(order)}
+    labels[ok] = [names[c] for c in raw]
+    return labels
+
+
+def adjusted_rand(given: np.ndarray, inferred: np.ndarray) -> float:
+    """Agreement of the inferred clusters with the given speakers, over clips that have a cluster."""
+    from sklearn.metrics import adjusted_rand_score
+
+    inferred = np.asarray(inferred, dtype=object)
+    ok = inferred != ""
+    if ok.sum() < 2:
+        return math.nan
+    return float(adjusted_rand_score(np.asarray(given, dtype=str)[ok], inferred[ok].astype(str)))
+
+
+def speaker_overlap(speakers: np.ndarray, labels: np.ndarray) -> dict:
+    """Speakers per side: ``total``, ``shared`` (on both sides), ``members_only``, ``nonmembers_only``, the
+    clips whose speaker is on one side only (``clips_one_side``, ``share_clips_one_side``), ``unassigned``
+    clips (no speaker known) and ``disjoint`` (no speaker on both sides, each side has one)."""
+    spk = np.asarray(speakers, dtype=object)
+    y = np.asarray(labels).astype(int)
+    known = np.array([s is not None and str(s) != "" and str(s) != "nan" for s in spk])
+    spk_k, y_k = spk[known].astype(str), y[known]
+    members, nonmembers = set(spk_k[y_k == 1]), set(spk_k[y_k == 0])
+    shared = members & nonmembers
+    one_side = ~np.isin(spk_k, list(shared))
+    return {
+        "total": len(members | nonmembers), "shared": len(shared), "members_only": len(members - nonmembers),
+        "nonmembers_only": len(nonmembers - members), "clips": int(known.sum()),
+        "clips_one_side": int(one_side.sum()),
+        "share_clips_one_side": float(one_side.mean()) if known.any() else math.nan,
+        "unassigned": int((~known).sum()),
+        "disjoint": bool(members and nonmembers and not shared),
+    }
+
+
+def speaker_report(feats, meta, settings) -> dict | None:
+    """The ``speakers`` section of ``result.json``: inferred clusters (written into ``feats["voice_cluster"]``
+    when the table has ``voice.*`` columns), the speaker overlap between the sides — of the manifest's
+    ``speaker`` column where it has one, else of the inferred speakers — and their agreement (ARI)."""
+    emb_cols = [c for c in feats.columns if c.startswith("voice.emb_")]
+    labels = feats["label"].to_numpy()
+    inferred = None
+    out: dict = {}
+    if emb_cols:
+        inferred = infer_speakers(feats[emb_cols].to_numpy(dtype=float), settings.voice_cluster_threshold,
+                                  settings.seed)
+        feats["voice_cluster"] = inferred
+        out["inferred"] = {"clusters": len(set(inferred) - {""}), "threshold": settings.voice_cluster_threshold,
+                           "unclustered": int((inferred == "").sum()), **speaker_overlap(inferred, labels)}
+    given = None
+    if "speaker" in meta.columns:
+        given = meta["speaker"].to_numpy(dtype=object)
+        given = np.array(["" if g is None or (isinstance(g, float) and math.isnan(g)) else str(g) for g in given],
+                         dtype=object)
+        if not (given != "").any():
+            given = None
+    if given is not None:
+        out["given"] = speaker_overlap(given, labels)
+        if inferred is not None:
+            out["inferred"]["ari_vs_given"] = adjusted_rand(given, inferred)
+    if not out:
+        return None
+    out["source"] = "given" if given is not None else "inferred"
+    out["overlap"] = out[out["source"]]
+    return out
+
+
+def format_speakers(sp: dict) -> list[str]:
+    """Summary lines of the speaker overlap (for the CLI)."""
+    o = sp["overlap"]
+    src = "manifest's speaker column" if sp["source"] == "given" else "speakers inferred from the voice"
+    lines = [f"  speakers ({src}): {o['total']} — {o['shared']} on both sides, {o['members_only']} only among "
+             f"members, {o['nonmembers_only']} only among non-members; {100 * o['share_clips_one_side']:.0f}% of "
+             f"the clips have a speaker on one side only" if o["clips"] else f"  speakers ({src}): none known"]
+    if o["disjoint"]:
+        lines.append("  the split is speaker-disjoint: membership follows from who speaks")
+    inf = sp.get("inferred")
+    if inf:
+        ari = inf.get("ari_vs_given")
+        lines.append(f"  voice clusters: {inf['clusters']} (threshold {inf['threshold']:.2f}"
+                     + (f"; agreement with the speaker column: ARI {ari:.2f}" if ari is not None and ari == ari
+                        else "") + (f"; {inf['unclustered']} clips without a voice embedding" if inf['unclustered']
+                                    else "") + ")")
+    return lines
