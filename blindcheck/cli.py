@@ -30,7 +30,7 @@ def _add_manifest_args(p: argparse.ArgumentParser, out_required: bool = True) ->
     p.add_argument("--skip-missing", action="store_true",
                    help="record missing audio files in errors.csv and go on, instead of stopping")
     p.add_argument("--modalities", default=None,
-                   help="comma-separated subset of recording,spectral,prosodic,text (default: all that can run)")
+                   help="comma-separated subset of recording,spectral,prosodic,voice,text (default: all that can run)")
     t = p.add_argument_group("text modality")
     t.add_argument("--transcripts", choices=["given", "asr", "auto"], default="auto",
                    help="given: the manifest's text; asr: Whisper for every clip; auto (default): the manifest's "
@@ -72,7 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_check_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("blind classifier and verdict (defaults: [tool.blindcheck] in pyproject.toml, "
                              "then built-in)")
-    g.add_argument("--group-by", default=None, help="manifest column whose groups never straddle folds (e.g. speaker)")
+    g.add_argument("--group-by", default=None, help="manifest column whose groups never straddle folds (e.g. speaker); "
+                                                    "'voice': the speakers inferred from the voice modality")
+    g.add_argument("--voice-cluster-threshold", type=float, default=None,
+                   help="cosine distance at which inferred speaker clusters stop merging (default 0.90)")
     g.add_argument("--folds", type=int, default=None, help="cross-validation folds (default 5)")
     g.add_argument("--repeats", type=int, default=None, help="CV repeats (default: more when the sample is small)")
     g.add_argument("--seed", type=int, default=None, help="random seed (default 0), recorded in result.json")
@@ -97,7 +100,7 @@ def _settings(args):
 
     overrides = {k: getattr(args, k) for k in ("group_by", "folds", "repeats", "seed", "alpha", "tolerated_auc",
                                                "tolerated_share", "power", "permutations", "refit_permutations",
-                                               "bootstrap")}
+                                               "bootstrap", "voice_cluster_threshold")}
     return load_settings(overrides, Path(args.config) if args.config else None, use_pyproject=not args.no_config)
 
 
@@ -180,19 +183,27 @@ def _text_options(args):
 def _modalities(args, manifest) -> list[str]:
     """The requested modalities; by default every acoustic one, plus text when it can run here."""
     from blindcheck.features import acoustic_modalities
+    from blindcheck.features.voice import voice_unavailable
     from blindcheck.text import text_unavailable
 
-    known = [*acoustic_modalities(), "text"]
+    known = [*acoustic_modalities(), "voice", "text"]
     if not args.modalities:
+        mods = list(known)
+        why_voice = voice_unavailable()
+        if why_voice:
+            print(f"blindcheck: voice modality skipped: {why_voice}", file=sys.stderr)
+            mods.remove("voice")
         why = text_unavailable(manifest.table, _text_options(args))
         if why:
             print(f"blindcheck: text modality skipped: {why}", file=sys.stderr)
-            return acoustic_modalities()
-        return known
+            mods.remove("text")
+        return mods
     mods = [m.strip() for m in args.modalities.split(",") if m.strip()]
     unknown = [m for m in mods if m not in known]
     if unknown:
         raise BlindcheckError(f"unknown modality '{unknown[0]}' (known: {', '.join(known)})")
+    if "voice" in mods and voice_unavailable():
+        raise BlindcheckError(f"voice modality asked for but it cannot run: {voice_unavailable()}")
     if "text" in mods:
         why = text_unavailable(manifest.table, _text_options(args))
         if why:
@@ -258,6 +269,9 @@ def format_extract_summary(result, manifest, paths) -> str:
             a = t["asr"]
             lines.append(f"  asr         {a['packed_clips']}/{t['transcribed']} clips packed in {a['packed_windows']} "
                          f"windows, {a['clips_redone']} redone, {a['windows_failed']} windows not trusted")
+    if s.get("voice"):
+        v = s["voice"]
+        lines.append(f"  voice       {v['embedded']} embedded ({v['reused']} reused), {v['failed']} failed")
     audio = s["audio_seconds"]
     speed = f"; {1000 * s['seconds'] / audio:.0f} ms per second of audio" if audio and audio > 0 else ""
     lines.append(f"  time        {s['seconds']:.1f} s for {audio:.1f} s of audio{speed}, {s['workers']} workers")

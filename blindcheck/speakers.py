@@ -20,6 +20,7 @@ import math
 import numpy as np
 
 DEFAULT_THRESHOLD = 0.90  # cosine distance between centred embeddings at which clusters stop merging
+INFERRED_MIN_SHARE = 0.15  # an inferred speaker is on both sides when each holds more than this share of it
 
 
 def infer_speakers(emb: np.ndarray, threshold: float = DEFAULT_THRESHOLD, seed: int = 0) -> np.ndarray:
@@ -63,24 +64,32 @@ def adjusted_rand(given: np.ndarray, inferred: np.ndarray) -> float:
     return float(adjusted_rand_score(np.asarray(given, dtype=str)[ok], inferred[ok].astype(str)))
 
 
-def speaker_overlap(speakers: np.ndarray, labels: np.ndarray) -> dict:
+def speaker_overlap(speakers: np.ndarray, labels: np.ndarray, min_share: float = 0.0) -> dict:
     """Speakers per side: ``total``, ``shared`` (on both sides), ``members_only``, ``nonmembers_only``, the
     clips whose speaker is on one side only (``clips_one_side``, ``share_clips_one_side``), ``unassigned``
-    clips (no speaker known) and ``disjoint`` (no speaker on both sides, each side has one)."""
+    clips (no speaker known) and ``disjoint`` (no speaker on both sides, each side has one).
+
+    A speaker counts as on both sides when each side holds more than ``min_share`` of its clips (0 for given
+    speakers; :data:`INFERRED_MIN_SHARE` for inferred ones, whose clusters hold a few clips of other voices); a
+    speaker is then on the side that holds most of its clips."""
     spk = np.asarray(speakers, dtype=object)
     y = np.asarray(labels).astype(int)
     known = np.array([s is not None and str(s) != "" and str(s) != "nan" for s in spk])
     spk_k, y_k = spk[known].astype(str), y[known]
-    members, nonmembers = set(spk_k[y_k == 1]), set(spk_k[y_k == 0])
-    shared = members & nonmembers
-    one_side = ~np.isin(spk_k, list(shared))
+    names, inv = np.unique(spk_k, return_inverse=True)
+    n = np.bincount(inv, minlength=len(names))
+    frac = np.bincount(inv, weights=y_k, minlength=len(names)) / np.maximum(n, 1)
+    shared = (frac > min_share) & (1 - frac > min_share)
+    members_only = ~shared & (frac >= 0.5)
+    nonmembers_only = ~shared & (frac < 0.5)
+    one_side = ~shared[inv]
     return {
-        "total": len(members | nonmembers), "shared": len(shared), "members_only": len(members - nonmembers),
-        "nonmembers_only": len(nonmembers - members), "clips": int(known.sum()),
+        "total": len(names), "shared": int(shared.sum()), "members_only": int(members_only.sum()),
+        "nonmembers_only": int(nonmembers_only.sum()), "clips": int(known.sum()),
         "clips_one_side": int(one_side.sum()),
         "share_clips_one_side": float(one_side.mean()) if known.any() else math.nan,
-        "unassigned": int((~known).sum()),
-        "disjoint": bool(members and nonmembers and not shared),
+        "unassigned": int((~known).sum()), "min_share": min_share,
+        "disjoint": bool(members_only.any() and nonmembers_only.any() and not shared.any()),
     }
 
 
@@ -97,7 +106,8 @@ def speaker_report(feats, meta, settings) -> dict | None:
                                   settings.seed)
         feats["voice_cluster"] = inferred
         out["inferred"] = {"clusters": len(set(inferred) - {""}), "threshold": settings.voice_cluster_threshold,
-                           "unclustered": int((inferred == "").sum()), **speaker_overlap(inferred, labels)}
+                           "unclustered": int((inferred == "").sum()),
+                           **speaker_overlap(inferred, labels, INFERRED_MIN_SHARE)}
     given = None
     if "speaker" in meta.columns:
         given = meta["speaker"].to_numpy(dtype=object)
