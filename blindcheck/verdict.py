@@ -319,7 +319,7 @@ def decide(sep: SeparabilityResult, settings: Settings, failures: Failures | Non
             reasons.append(f"{single} of {groups['total']} '{g}' groups lie entirely on one side: group identity "
                            "alone would separate them")
     if speakers:  # speaker overlap between the sides (blindcheck.speakers)
-        status = _speaker_reasons(speakers, g, status, reasons, tau_s)
+        status = _speaker_reasons(speakers, g, status, reasons, criteria, tau, tau_s, alpha)
     subset = {**sf.to_dict(), "family_p": fam.p_isolation, "tolerated": tau_s,
               "share_low": share_lo, "share_high": sf.share_bounds(1 - alpha / (2 * m))[1],
               "upper_bound_any": share_hi_all, "statistic": "isolation at 1% FPR (TPR members / TNR non-members)"}
@@ -370,11 +370,30 @@ def _failure_line(f: Failures, alpha: float, decisive: bool) -> str:
     return line + "; the difference is small, but see errors.csv for what fails"
 
 
-def _speaker_reasons(speakers: dict, g: str | None, status: str, reasons: list[str], tau_s: float) -> str:
-    """A speaker-disjoint split is named (and never called clean): membership follows from who speaks. Returns
-    the status, adding the reasons in place."""
+def _speaker_reasons(speakers: dict, g: str | None, status: str, reasons: list[str], criteria: list[str],
+                     tau: float, tau_s: float, alpha: float) -> str:
+    """A speaker-disjoint split is named (and never called clean): membership follows from who speaks; so is a
+    speaker mix that alone separates the sides beyond the tolerated AUC (criterion ``speakers``, except in a run
+    grouped by the speakers, which asks what lies beyond them). Returns the status; reasons and criteria are
+    extended in place."""
     o = speakers["overlap"]
     src = "from the manifest" if speakers["source"] == "given" else "inferred from the voice"
+    sp = speakers.get("separability")
+    if sp and not o["disjoint"] and sp["p"] <= alpha and sp["lower_bound"] > tau:
+        line = (f"the speakers ({src}) are split unevenly between the sides: who speaks alone tells members from "
+                f"non-members at AUC {sp['auc']:.2f} (lower confidence bound {sp['lower_bound']:.2f} above the "
+                f"tolerated {tau:.2f}, {fmt_p(sp['p'])}; each clip scored by its speaker's member share in the other "
+                "folds) — an attack on a model that heard those voices can exploit it")
+        if g in ("speaker", "voice"):
+            reasons.append(line + f"; this run, grouped by '{g}', asks whether anything beyond the speakers "
+                                  "separates the sides")
+        else:
+            if status != CONFOUNDED:
+                reasons.insert(0, line)
+                status = CONFOUNDED
+            else:
+                reasons.insert(1, line)
+            criteria.append("speakers")
     if o["disjoint"]:
         line = (f"the split is speaker-disjoint: the {o['members_only']} speakers among the members and the "
                 f"{o['nonmembers_only']} among the non-members ({src}) are different people — membership follows "
