@@ -156,15 +156,15 @@ def test_random_splits_stay_clean_with_voice(voiced):
     rng = np.random.default_rng(11)
     settings = Settings(repeats=1, permutations=999)
     statuses = []
-    for _ in range(6):
+    for _ in range(4):
         y = np.zeros(len(meta), int)
         y[rng.permutation(len(meta))[:240]] = 1
         _, v, sp = _separate(res, meta, y, settings)
         assert sp["overlap"]["shared"] == 6
         statuses.append(v.status)
-    # P(2 or more false alarms of 6 at alpha = 0.05) = 0.033
+    # P(2 or more false alarms of 4 at alpha = 0.05) = 0.014
     assert statuses.count("confounded") <= 1, statuses
-    assert statuses.count("clean") >= 4, statuses
+    assert statuses.count("clean") >= 3, statuses
 
 
 def test_bad_clips_get_nan_voice_features_with_a_reason(tmp_path, fsdd_meta):
@@ -187,17 +187,18 @@ def test_bad_clips_get_nan_voice_features_with_a_reason(tmp_path, fsdd_meta):
 
 def test_check_writes_speakers_and_groups_by_voice(tmp_path, fsdd_meta):
     """The check verb end to end, with no speaker column: inferred speakers, `group_by="voice"`, result.json."""
-    keep = fsdd_meta["speaker"].isin(["george", "theo"]) & (fsdd_meta["take"] < 4)
+    keep = fsdd_meta["speaker"].isin(["george", "theo", "jackson", "yweweler"]) & (fsdd_meta["take"] < 3)
     sub = fsdd_meta[keep].reset_index(drop=True)
-    pd.DataFrame({"path": sub["abspath"], "label": (sub["speaker"] == "george").astype(int)}).to_csv(
+    pd.DataFrame({"path": sub["abspath"], "label": sub["speaker"].isin(["george", "theo"]).astype(int)}).to_csv(
         tmp_path / "m.csv", index=False)
     result = check(tmp_path / "m.csv", tmp_path / "out", modalities=["voice"], workers=1, group_by="voice",
                    repeats=1, permutations=999)
     data = json.loads((tmp_path / "out" / "result.json").read_text())
     sp = data["speakers"]
-    assert sp["source"] == "inferred" and sp["overlap"]["disjoint"] and sp["inferred"]["clusters"] == 2
+    assert sp["source"] == "inferred" and sp["overlap"]["disjoint"] and sp["inferred"]["clusters"] >= 3
+    assert sp["overlap"]["shared"] == 0 and data["cv"]["group_by"] == "voice"
     assert result.status != "clean"
-    assert any("speaker-disjoint" in r for r in result.verdict.reasons)
+    assert any("speaker-disjoint" in r and "cannot make the split clean" in r for r in result.verdict.reasons)
     feats = pd.read_parquet(tmp_path / "out" / "features.parquet")
-    assert set(feats["voice_cluster"]) - {""} == {"v01", "v02"}
+    assert {"v01", "v02", "v03"} <= set(feats["voice_cluster"])
     assert not math.isnan(data["models"][0]["auc"])
