@@ -138,6 +138,10 @@ def format_speakers(sp: dict) -> list[str]:
              f"the clips have a speaker on one side only" if o["clips"] else f"  speakers ({src}): none known"]
     if o["disjoint"]:
         lines.append("  the split is speaker-disjoint: membership follows from who speaks")
+    sep = sp.get("separability")
+    if sep:
+        lines.append(f"  who speaks alone separates the sides at AUC {sep['auc']:.2f} (lower bound "
+                     f"{sep['lower_bound']:.2f}; each clip scored by its speaker's member share in the other folds)")
     inf = sp.get("inferred")
     if inf:
         ari = inf.get("ari_vs_given")

@@ -15,6 +15,10 @@ A clean verdict is an equivalence claim, so the three verdicts are one decision 
   the side, and the relabellings can reach alpha at all;
 - **inconclusive** in between, with the number of clips that would decide it.
 
+With speakers known (the manifest's ``speaker`` column, or speakers inferred from the voice modality), a
+speaker-disjoint split is named and never clean, and a speaker mix that alone separates the sides beyond the
+tolerated AUC is confounded (criterion ``speakers``; see :mod:`blindcheck.speakers`).
+
 With grouped folds the intervals are cluster-robust and the permutations move whole groups, so the evidence is
 counted in groups, not clips. Where every group lies on one side, membership follows from the group itself:
 the grouped run can then say whether anything *beyond* the group separates the sides, never that the split
