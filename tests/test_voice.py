@@ -203,3 +203,10 @@ def test_check_writes_speakers_and_groups_by_voice(tmp_path, fsdd_meta):
     feats = pd.read_parquet(tmp_path / "out" / "features.parquet")
     assert {"v01", "v02", "v03"} <= set(feats["voice_cluster"])
     assert not math.isnan(data["models"][0]["auc"])
+    # the CLI on the same manifest and cache: the embeddings are reused, and the gate never says clean
+    r = subprocess.run([sys.executable, "-m", "blindcheck", "gate", str(tmp_path / "m.csv"), "--cache-dir",
+                        str(tmp_path / "out" / "cache"), "--modalities", "voice", "--group-by", "voice", "--workers",
+                        "1", "--repeats", "1", "--permutations", "999", "--no-config"],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode in (1, 3), r.stderr[-2000:]
+    assert json.loads(r.stdout.strip().splitlines()[-1])["verdict"] == result.status
