@@ -43,6 +43,7 @@ class CheckResult:
     command: list[str] | None = None  # the command line that ran this check (None from the Python API)
     attacks: Any = None  # CorrelateResult when the manifest has mia_* columns or scores were given
     di: Any = None  # DIResult from `blindcheck di`
+    speakers: dict | None = None  # speaker overlap between the sides (given or inferred speakers)
 
     @property
     def status(self) -> str:
@@ -89,6 +90,7 @@ class CheckResult:
             **({"attacks": self.attacks.to_list(), "attack_ids": self.attacks.mismatch.to_dict(),
                 "attack_blind_model": self.attacks.blind_model} if self.attacks is not None else {}),
             **({"di": self.di.to_dict()} if self.di is not None else {}),
+            "speakers": self.speakers,
         })
 
 
@@ -152,12 +154,19 @@ def check(
     settings = settings.replace(**{k: v for k, v in overrides.items() if v is not None}) if settings else \
         load_settings(overrides)
     m = manifest if isinstance(manifest, Manifest) else load_manifest(manifest, manifest_options)
-    if settings.group_by and settings.group_by not in m.table.columns:
-        raise BlindcheckError(f"group-by '{settings.group_by}': the manifest has no such column "
-                              f"(columns: {', '.join(m.table.columns)})")
-    # The same rule as the CLI's: without ``modalities``, every acoustic one plus text where it can run.
+    # The same rule as the CLI's: without ``modalities``, every acoustic one plus voice and text where they run.
     choice = choose_modalities(m.table, modalities, text_options)
     modalities = choice.modalities
+    if settings.group_by == "voice" and "voice" not in m.table.columns:  # the inferred speakers
+        from blindcheck.features.voice import voice_unavailable
+
+        why = voice_unavailable()
+        if why:
+            raise BlindcheckError(f"group-by 'voice' groups by speakers inferred from the voice modality: {why}")
+        modalities += [] if "voice" in modalities else ["voice"]
+    elif settings.group_by and settings.group_by not in m.table.columns:
+        raise BlindcheckError(f"group-by '{settings.group_by}': the manifest has no such column "
+                              f"(columns: {', '.join(m.table.columns)})")
     if cache_dir is None and out is None:
         import tempfile
 
@@ -172,14 +181,23 @@ def check(
     if feats["label"].nunique() < 2:
         raise BlindcheckError("after excluding clips that failed, only one class is left; see errors.csv")
     meta = m.table.set_index("id").loc[feats["id"]]
-    groups = meta[settings.group_by].astype(str).to_numpy() if settings.group_by else None
+    speakers = None
+    if "voice" in ext.modalities or "speaker" in meta.columns:
+        from blindcheck.speakers import speaker_report
+
+        speakers = speaker_report(feats, meta, settings)  # adds feats["voice_cluster"] with the voice modality
+    if settings.group_by == "voice" and "voice" not in m.table.columns:
+        vc = feats["voice_cluster"].astype(str)
+        groups = np.where(vc != "", vc, "unclustered:" + feats["id"].astype(str)).astype(str)
+    else:
+        groups = meta[settings.group_by].astype(str).to_numpy() if settings.group_by else None
     # TF-IDF reads the transcripts the text modality used (given or ASR), else the manifest's text.
     texts = feats["transcript"].to_numpy() if "transcript" in feats.columns else \
         (meta["text"].to_numpy() if "text" in meta.columns else None)
     sep = run_separability(feats, feats["label"].to_numpy(), settings, groups=groups, texts=texts,
                            threads=workers, progress=classifier_progress)
-    result = CheckResult(verdict=decide(sep, settings, failures_by_side(m, ext)), separability=sep,
-                         extraction=ext, manifest=m, settings=settings,
+    result = CheckResult(verdict=decide(sep, settings, failures_by_side(m, ext), speakers=speakers), separability=sep,
+                         extraction=ext, manifest=m, settings=settings, speakers=speakers,
                          notes=[choice.note, *sep.notes] if choice.note else list(sep.notes), command=command)
     from blindcheck.correlate import attach_attacks  # attacks vs blind, when there are any (mia_* or scores)
 
@@ -264,6 +282,10 @@ def format_summary(result: CheckResult) -> str:
             lines.append(f"  {str(r.group)[:20]:<20} {r.n:>6} {r.members:>8} {r.nonmembers:>7} {auc:>6}")
         if len(gt) > 10:
             lines.append(f"  … {len(gt) - 10} more in result.json")
+    if result.speakers:
+        from blindcheck.speakers import format_speakers
+
+        lines += ["", *format_speakers(result.speakers)]
     lines += ["", f"  verdict: {v.status.upper()}"]
     lines += [f"  - {r}" for r in v.reasons]
     return "\n".join(lines)

@@ -48,7 +48,7 @@ def _add_manifest_args(p: argparse.ArgumentParser, out_required: bool = True) ->
     p.add_argument("--allow-truncated", action="store_true",
                    help="analyse files that hold less audio than their header declares (default: a decode error)")
     p.add_argument("--modalities", default=None,
-                   help="comma-separated subset of recording,spectral,prosodic,text (default: all that can run)")
+                   help="comma-separated subset of recording,spectral,prosodic,voice,text (default: all that can run)")
     t = p.add_argument_group("text modality")
     t.add_argument("--transcripts", choices=["given", "asr", "auto"], default="auto",
                    help="given: the manifest's text; asr: Whisper for every clip; auto (default): the manifest's "
@@ -206,7 +206,10 @@ def cmd_di(args) -> int:
 def _add_check_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("blind classifier and verdict (defaults: [tool.blindcheck] in pyproject.toml, "
                              "then built-in)")
-    g.add_argument("--group-by", default=None, help="manifest column whose groups never straddle folds (e.g. speaker)")
+    g.add_argument("--group-by", default=None, help="manifest column whose groups never straddle folds (e.g. speaker); "
+                                                    "'voice': the speakers inferred from the voice modality")
+    g.add_argument("--voice-cluster-threshold", type=float, default=None,
+                   help="cosine distance at which inferred speaker clusters stop merging (default 0.90)")
     g.add_argument("--folds", type=int, default=None,
                    help="cross-validation folds (default 5; fewer where a side has fewer clips or groups, "
                         "which the summary states)")
@@ -234,7 +237,7 @@ def _settings(args):
 
     overrides = {k: getattr(args, k) for k in ("group_by", "folds", "repeats", "seed", "alpha", "tolerated_auc",
                                                "tolerated_share", "power", "permutations", "refit_permutations",
-                                               "bootstrap")}
+                                               "bootstrap", "voice_cluster_threshold")}
     for flag, key in (("caliper", "match_caliper"), ("ratio", "match_ratio"), ("target_auc", "match_target_auc"),
                       ("min_retained", "match_min_retained")):
         overrides[key] = getattr(args, flag, None)
@@ -491,6 +494,9 @@ def format_extract_summary(result, manifest, paths) -> str:
             a = t["asr"]
             lines.append(f"  asr         {a['packed_clips']}/{t['transcribed']} clips packed in {a['packed_windows']} "
                          f"windows, {a['clips_redone']} redone, {a['windows_failed']} windows not trusted")
+    if s.get("voice"):
+        v = s["voice"]
+        lines.append(f"  voice       {v['embedded']} embedded ({v['reused']} reused), {v['failed']} failed")
         lines += [f"  note        {n}" for n in t.get("notes", [])]
     audio = s["audio_seconds"]
     if audio == audio and audio > 0:  # known only when the recording modality ran

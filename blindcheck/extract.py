@@ -178,7 +178,7 @@ def extract_features(
     """
     t0 = time.perf_counter()
     requested = list(modalities or acoustic_modalities())
-    modalities = [m for m in requested if m != "text"]
+    modalities = [m for m in requested if m not in ("text", "voice")]  # voice and text: spawned stages below
     extractors = {m: get_extractor(m) for m in modalities}
     tags = {m: cache_tag(e) for m, e in extractors.items()}
     store = Store(cache_dir)
@@ -288,6 +288,21 @@ def extract_features(
         failed_rows |= set(np.nonzero(table["id"].isin(set(cut["id"])).to_numpy())[0].tolist())
         notes = notes[~notes["id"].isin(set(cut["id"]))].reset_index(drop=True)
     features = _assemble(table, hashes, failed_rows, modalities, extractors, cached)
+    voice_stats = None
+    if "voice" in requested and len(features):
+        from blindcheck.features.voice import extract_voice
+
+        meta = table.set_index("id").loc[features["id"]]
+        rows = pd.DataFrame({"id": features["id"].to_numpy(), "content_hash": features["content_hash"].to_numpy(),
+                             "path": meta["path"].to_numpy(),
+                             "start": meta["start"].to_numpy(dtype=float) if has_seg else np.nan,
+                             "end": meta["end"].to_numpy(dtype=float) if has_seg else np.nan})
+        voice = extract_voice(rows, store, workers=n_workers)
+        errors += voice["errors"]
+        features = features.merge(voice["features"], on="id", how="inner")
+        notes = pd.concat([notes, pd.DataFrame(voice["notes"], columns=NOTE_COLUMNS)], ignore_index=True)
+        voice_stats = voice["stats"]
+        modalities = [*modalities, "voice"]
     transcripts, text_stats = None, None
     if "text" in requested and len(features):
         from blindcheck.text import TextOptions, extract_text
@@ -308,6 +323,7 @@ def extract_features(
         "reused": {m: len(features) - computed[m] for m in computed},
         "with_notes": int(notes["id"].nunique()) if not notes.empty else 0,
         "text": text_stats,
+        "voice": voice_stats,
         "seconds": time.perf_counter() - t0,
         "workers": n_workers,
         "audio_seconds": float(features["recording.duration_s"].sum()) if "recording.duration_s" in features else

@@ -1,9 +1,9 @@
 """Which modalities a run analyses: one rule for the CLI and the Python API, so one manifest gets one verdict.
 
-- Nothing requested: every acoustic modality, plus ``text`` when it can run here (transcripts given, or the
-  ASR and embedding packages installed). When it cannot, text is skipped *only* for ``transcripts="auto"``,
-  and the skip is reported in the returned note; an explicit ``transcripts="asr"`` or ``"given"`` that cannot
-  be met is an error naming the missing extra.
+- Nothing requested: every acoustic modality, plus ``voice`` when its extra is installed, plus ``text`` when it can
+  run here (transcripts given, or the ASR and embedding packages installed). When it cannot, text is skipped *only*
+  for ``transcripts="auto"``, and the skip is reported in the returned note; an explicit ``transcripts="asr"`` or
+  ``"given"`` that cannot be met is an error naming the missing extra.
 - A list requested: exactly those; an unknown name or a ``text`` that cannot run is an error.
 """
 
@@ -25,7 +25,7 @@ class ModalityChoice:
 def known_modalities() -> list[str]:
     from blindcheck.features import acoustic_modalities
 
-    return [*acoustic_modalities(), "text"]
+    return [*acoustic_modalities(), "voice", "text"]
 
 
 def choose_modalities(table: pd.DataFrame, requested: list[str] | str | None, text_options=None) -> ModalityChoice:
@@ -42,18 +42,34 @@ def choose_modalities(table: pd.DataFrame, requested: list[str] | str | None, te
     if isinstance(requested, str):
         requested = [m.strip() for m in requested.split(",") if m.strip()]
     if not requested:
+        from blindcheck.features.voice import voice_unavailable
+
+        chosen, notes = list(acoustic_modalities()), []
+        why_voice = voice_unavailable()
+        if why_voice is None:
+            chosen.append("voice")
+        else:
+            notes.append(f"voice modality skipped: {why_voice}")
         why = text_unavailable(table, options)
         if why is None:
-            return ModalityChoice(known)
-        if options.transcripts != "auto":
+            chosen.append("text")
+        elif options.transcripts != "auto":
             raise MissingDependencyError(f"transcripts '{options.transcripts}' asked for, but the text modality "
                                          f"cannot run: {why}")
-        return ModalityChoice(acoustic_modalities(), note=f"text modality skipped (transcripts auto): {why}")
+        else:
+            notes.append(f"text modality skipped (transcripts auto): {why}")
+        return ModalityChoice(chosen, note="; ".join(notes) or None)
     unknown = [m for m in requested if m not in known]
     if unknown:
         raise BlindcheckError(f"unknown modality '{unknown[0]}' (known: {', '.join(known)})")
     if len(set(requested)) != len(requested):
         raise BlindcheckError(f"modality named twice: {', '.join(requested)}")
+    if "voice" in requested:
+        from blindcheck.features.voice import voice_unavailable
+
+        why = voice_unavailable()
+        if why:
+            raise MissingDependencyError(f"voice modality asked for but it cannot run: {why}")
     if "text" in requested:
         why = text_unavailable(table, options)
         if why:

@@ -52,6 +52,8 @@ class Settings:
     di_resamples: int = 400  # random subsamples per n of the grid
     di_grid: int = 40  # number of sample sizes (per side) in the grid, geometric from 2 to the smaller side
     di_partitions: int = 10  # random calibration/test partitions when several attacks are combined
+    # voice modality: inferred speakers (blindcheck.speakers)
+    voice_cluster_threshold: float = 0.90  # cosine distance (centred GE2E embeddings) at which clusters stop merging
 
     def __post_init__(self) -> None:
         _check_attack_settings(self)
@@ -87,6 +89,8 @@ class Settings:
             raise BlindcheckError(f"match target AUC must be in [0.5, 1), not {self.match_target_auc}")
         if not 0 <= self.match_min_retained <= 1:
             raise BlindcheckError(f"match min-retained must be in [0, 1], not {self.match_min_retained}")
+        if not 0 < self.voice_cluster_threshold < 2:
+            raise BlindcheckError(f"voice-cluster-threshold must be in (0, 2), not {self.voice_cluster_threshold}")
         if self.refit_permutations < 0:
             raise BlindcheckError(f"refit-permutations must be 0 (off) or positive, not {self.refit_permutations}")
 

@@ -15,6 +15,10 @@ A clean verdict is an equivalence claim, so the three verdicts are one decision 
   the side, and the relabellings can reach alpha at all;
 - **inconclusive** in between, with the number of clips that would decide it.
 
+With speakers known (the manifest's ``speaker`` column, or speakers inferred from the voice modality), a
+speaker-disjoint split is named and never clean, and a speaker mix that alone separates the sides beyond the
+tolerated AUC is confounded (criterion ``speakers``; see :mod:`blindcheck.speakers`).
+
 With grouped folds the intervals are cluster-robust and the permutations move whole groups, so the evidence is
 counted in groups, not clips. Where every group lies on one side, membership follows from the group itself:
 the grouped run can then say whether anything *beyond* the group separates the sides, never that the split
@@ -168,7 +172,8 @@ def _side_word(side: str) -> str:
     return "members" if side == "members" else "non-members"
 
 
-def decide(sep: SeparabilityResult, settings: Settings, failures: Failures | None = None) -> Verdict:
+def decide(sep: SeparabilityResult, settings: Settings, failures: Failures | None = None,
+           speakers: dict | None = None) -> Verdict:
     """Turn separability metrics into a verdict with reasons. Pure: no I/O, no randomness."""
     alpha, tau, tau_s = settings.alpha, settings.tolerated_auc, settings.tolerated_share
     m = len(sep.models)
@@ -317,6 +322,8 @@ def decide(sep: SeparabilityResult, settings: Settings, failures: Failures | Non
         if single and not all_pure:
             reasons.append(f"{single} of {groups['total']} '{g}' groups lie entirely on one side: group identity "
                            "alone would separate them")
+    if speakers:  # speaker overlap between the sides (blindcheck.speakers)
+        status = _speaker_reasons(speakers, g, status, reasons, criteria, tau, tau_s, alpha)
     subset = {**sf.to_dict(), "family_p": fam.p_isolation, "tolerated": tau_s,
               "share_low": share_lo, "share_high": sf.share_bounds(1 - alpha / (2 * m))[1],
               "upper_bound_any": share_hi_all, "statistic": "isolation at 1% FPR (TPR members / TNR non-members)"}
@@ -365,3 +372,47 @@ def _failure_line(f: Failures, alpha: float, decisive: bool) -> str:
         return line + ("; which files fail is itself a confound (a codec, container or source only one side "
                        "uses): see errors.csv")
     return line + "; the difference is small, but see errors.csv for what fails"
+
+
+def _speaker_reasons(speakers: dict, g: str | None, status: str, reasons: list[str], criteria: list[str],
+                     tau: float, tau_s: float, alpha: float) -> str:
+    """A speaker-disjoint split is named (and never called clean): membership follows from who speaks; so is a
+    speaker mix that alone separates the sides beyond the tolerated AUC (criterion ``speakers``, except in a run
+    grouped by the speakers, which asks what lies beyond them). Returns the status; reasons and criteria are
+    extended in place."""
+    o = speakers["overlap"]
+    src = "from the manifest" if speakers["source"] == "given" else "inferred from the voice"
+    sp = speakers.get("separability")
+    if sp and not o["disjoint"] and sp["p"] <= alpha and sp["lower_bound"] > tau:
+        line = (f"the speakers ({src}) are split unevenly between the sides: who speaks alone tells members from "
+                f"non-members at AUC {sp['auc']:.2f} (lower confidence bound {sp['lower_bound']:.2f} above the "
+                f"tolerated {tau:.2f}, {fmt_p(sp['p'])}; each clip scored by its speaker's member share in the other "
+                "folds) — an attack on a model that heard those voices can exploit it")
+        if g in ("speaker", "voice"):
+            reasons.append(line + f"; this run, grouped by '{g}', asks whether anything beyond the speakers "
+                                  "separates the sides")
+        else:
+            if status != CONFOUNDED:
+                reasons.insert(0, line)
+                status = CONFOUNDED
+            else:
+                reasons.insert(1, line)
+            criteria.append("speakers")
+    if o["disjoint"]:
+        line = (f"the split is speaker-disjoint: the {o['members_only']} speakers among the members and the "
+                f"{o['nonmembers_only']} among the non-members ({src}) are different people — membership follows "
+                "from who speaks, which an attack on a model that heard those voices can exploit")
+        if g in ("speaker", "voice"):
+            line += (f"; this run, grouped by '{g}', asks a different question — whether anything beyond the voice "
+                     "separates the sides — and cannot make the split clean")
+        else:
+            line += ("; group-by = speaker (or voice) would ask whether anything beyond the voice separates the "
+                     "sides, which never makes a speaker-disjoint split clean")
+        if status == CLEAN:
+            status = INCONCLUSIVE
+        reasons.insert(1 if status == CONFOUNDED and reasons else 0, line)
+    elif o["clips"] and o["share_clips_one_side"] > tau_s:
+        reasons.append(f"{o['members_only'] + o['nonmembers_only']} of {o['total']} speakers ({src}) appear on one "
+                       f"side only, {_pct(o['share_clips_one_side'])} of the clips: for those clips membership "
+                       "follows from who speaks")
+    return status

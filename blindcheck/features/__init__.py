@@ -52,4 +52,8 @@ def get_extractor(name: str) -> Extractor:
         from blindcheck.features.prosodic import ProsodicExtractor
 
         return ProsodicExtractor()
+    if name == "voice":  # runs in spawned workers (torch), see blindcheck.features.voice.extract_voice
+        from blindcheck.features.voice import VoiceExtractor
+
+        return VoiceExtractor()
     raise KeyError(f"unknown modality '{name}' (known: {', '.join(acoustic_modalities())})")
