@@ -175,6 +175,27 @@ def test_optional_sections_render_when_present_and_are_skipped_when_misshapen(ch
     assert 'id="attacks"' not in html and 'id="di"' not in html and "Matched subset" not in html
 
 
+def test_dataset_inference_section_as_the_verb_writes_it(checked, tmp_path):
+    """The di section exactly as ``blindcheck di`` writes it (a real DIResult on real blind scores) renders its
+    minimal-n table and rejection curves."""
+    from blindcheck.inference import dataset_inference
+    from blindcheck.settings import Settings
+
+    _, out, _, _, _ = checked
+    d = ReportData.from_dir(out)
+    y = d.scores["label"].to_numpy()
+    rng = np.random.default_rng(3)
+    attack = y + rng.normal(0, 1.5, len(y))  # a genuine shift: DI rejects at some n
+    res = dataset_inference({"mia_x": attack}, y, Settings(di_resamples=50, di_grid=8),
+                            blind_score=d.scores["blind_score"].to_numpy())
+    d.result["di"] = json.loads(json.dumps(res.to_dict()))
+    p = render(d, tmp_path / "di", formats=("html", "md"))
+    md = p.md.read_text()
+    n_min = res.attack.n_min
+    assert f"| mia\\_x | {n_min if n_min is not None else 'not reached'} |" in md, md
+    assert "| blind |" in md and 'id="fig-di"' in p.html.read_text()
+
+
 def test_cli_report_and_gate_for_github(checked, tmp_path):
     res, out, _, manifest, d = checked
     run = lambda *a, **kw: subprocess.run([sys.executable, "-m", "blindcheck", *map(str, a)],  # noqa: E731

@@ -54,13 +54,49 @@ class ReportData:
                    transcripts=_parquet(outp / "transcripts.parquet"), extra=extra)
 
     def section(self, name: str) -> Any:
-        """An optional section from result.json, else from its own file (``name.json``), else None."""
+        """An optional section from result.json, else from its own file (``name.json``), else None; the
+        ``di`` and ``match`` sections as the verbs write them are read into the renderers' shape (see
+        :func:`_di_view` and :func:`_match_view`)."""
         value = self.result.get(name)
         if value is None:
             value = self.extra.get(name)
             if isinstance(value, dict) and name in value and len(value) <= 3:  # {"attacks": [...], ...}
                 value = value[name]
+        if name == "di" and isinstance(value, dict) and "attack" in value:
+            return _di_view(value)
+        if name == "match" and isinstance(value, dict) and "parts" in value:
+            return _match_view(value, self.extra.get("match"))
         return value
+
+
+def _di_view(di: dict) -> dict:
+    """``blindcheck di``'s section (``attack`` and ``blind`` scorers, each with its rejection ``curve`` and
+    ``n_min``) as the report's rows and curves."""
+    scorers = [s for s in (di.get("attack"), di.get("blind")) if isinstance(s, dict)]
+    return {**di, "curves": {str(s.get("name")): s.get("curve") or [] for s in scorers},
+            "minimal_n": {str(s.get("name")): s.get("n_min") for s in scorers},
+            "status": "explainable without the model" if di.get("explainable_without_model") else None}
+
+
+def _match_view(section: dict, full: dict | None) -> dict:
+    """``blindcheck match``'s record (``match.json``, or the ``match`` section ``check --match`` adds to
+    result.json) as the report's view of its first part: method, fresh AUC, retained counts and the balance
+    table (from match.json, which holds it)."""
+    parts = section.get("parts") or []
+    part = parts[0] if parts and isinstance(parts[0], dict) else {}
+    res = part.get("result") or {}
+    fresh = part.get("fresh") or res.get("fresh_check") or {}
+    retained = part.get("retained") or res.get("retained") or {}
+    full_parts = (full or {}).get("parts") or []
+    balance = part.get("balance") or (full_parts[0].get("balance") if full_parts and
+                                      isinstance(full_parts[0], dict) else None) or []
+    return {"status": section.get("status", ""), "method": part.get("method") or res.get("method") or "",
+            "before": section.get("before") or {}, "after": fresh,
+            "retained": {k: retained[k] for k in ("members", "nonmembers") if k in retained},
+            "balance": [{**b, "variance_ratio": b.get("variance_ratio_after")} for b in balance
+                        if isinstance(b, dict)],
+            "reasons": [str(r) for r in part.get("reasons") or []],
+            "manifest": "matched.csv" if part.get("success") else None}
 
 
 def _parquet(path: Path) -> pd.DataFrame | None:

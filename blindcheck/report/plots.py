@@ -196,7 +196,7 @@ def fig_attack_scatter(d: ReportData) -> Figure | None:
     if a is None or "label" not in a.columns:
         return None
     blind = next((c for c in ("blind_score", "blind") if c in a.columns), None)
-    attacks = [c for c in a.columns if c.startswith(("attack.", "mia_")) and not c.endswith("residual")][:3]
+    attacks = [c for c in a.columns if c not in ("id", "label", "group", blind) and not c.endswith("residual")][:3]
     if blind is None or not attacks:
         return None
     rho = {str(x.get("name")): x.get("spearman") for x in _attacks(d)}
