@@ -494,10 +494,10 @@ def format_extract_summary(result, manifest, paths) -> str:
             a = t["asr"]
             lines.append(f"  asr         {a['packed_clips']}/{t['transcribed']} clips packed in {a['packed_windows']} "
                          f"windows, {a['clips_redone']} redone, {a['windows_failed']} windows not trusted")
+        lines += [f"  note        {n}" for n in t.get("notes", [])]
     if s.get("voice"):
         v = s["voice"]
         lines.append(f"  voice       {v['embedded']} embedded ({v['reused']} reused), {v['failed']} failed")
-        lines += [f"  note        {n}" for n in t.get("notes", [])]
     audio = s["audio_seconds"]
     if audio == audio and audio > 0:  # known only when the recording modality ran
         lines.append(f"  time        {s['seconds']:.1f} s for {audio:.1f} s of audio; "

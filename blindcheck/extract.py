@@ -260,18 +260,22 @@ def extract_features(
     if tasks:
         # Pay imports and one-time set-up here, once: forked workers inherit it.
         _warm_worker(sorted({m for t in tasks for m in t["modalities"]}))
-    if n_workers == 1 or len(batches) <= 2:
-        for b in batches:
-            for res in _process_batch(b, sr):
-                accept(res)
-            done += len(b)
-            if time.monotonic() - last_flush >= flush_s:
-                flush()
-            if progress:
-                progress(done, n)
-    else:
-        done = _run_pool(batches, sr, n_workers, modalities, accept, flush, lambda: last_flush, flush_s,
-                         progress, done, n)
+    try:
+        if n_workers == 1 or len(batches) <= 2:
+            for b in batches:
+                for res in _process_batch(b, sr):
+                    accept(res)
+                done += len(b)
+                if time.monotonic() - last_flush >= flush_s:
+                    flush()
+                if progress:
+                    progress(done, n)
+        else:
+            done = _run_pool(batches, sr, n_workers, modalities, accept, flush, lambda: last_flush, flush_s,
+                             progress, done, n)
+    except KeyboardInterrupt:  # Ctrl-C / SIGTERM: what has finished is kept, so a resumed run starts after it
+        flush()
+        raise
     flush()
     store.compact(list(tags.values()))
     for m in modalities:

@@ -93,22 +93,33 @@ def test_ctrl_c_at_start_up_and_mid_extraction_then_sigterm_in_check(tmp_path, f
     assert rc == 130 and took < 10 and not alive, (rc, took, alive, err)
     assert "interrupted (SIGINT)" in err and "run the same command again" in err and "Traceback" not in err
 
-    p, proc = _start(*args)
+    # Mid-extraction: a run long enough to be caught in the middle on a quiet machine too (the recording
+    # modality alone takes ~1 ms per clip): prosody as well, over every clip four times (distinct ids).
+    long = tmp_path / "long.csv"
+    pd.DataFrame({"id": [f"{i}_{k}" for k in range(4) for i in fsdd_meta["id"]],
+                  "path": list(fsdd_meta["abspath"]) * 4,
+                  "label": list(fsdd_meta["speaker"].isin(["george", "jackson"]).astype(int)) * 4}).to_csv(long,
+                                                                                                        index=False)
+    largs = ["extract", long, "--out", out, "--modalities", "recording,prosodic", "--workers", "2", "--no-progress"]
+    p, proc = _start(*largs)
     parts = out / "cache" / "features"
     deadline = time.monotonic() + 120
-    while not list(parts.glob("recording-*/part-*.parquet")):  # a first batch reached the cache: workers run
+    while not proc.children(recursive=True):  # the pool's workers run
         assert p.poll() is None and time.monotonic() < deadline, p.communicate()[1]
         time.sleep(0.05)
+    time.sleep(1.0)
     workers = [c for c in proc.children(recursive=True)]
     rc, err, took, alive = _interrupt(p, proc, signal.SIGINT, twice=True)
     assert f"finished clips are kept in the cache {out / 'cache'}; run the same command again to resume" in err
     assert workers and rc == 130 and took < 10 and not alive, (workers, rc, took, alive, err)
+    # What finished before the interruption was written on the way out (one row per distinct file).
     kept = sum(len(pd.read_parquet(f)) for f in parts.glob("recording-*/part-*.parquet"))
-    assert 0 < kept < 240
+    assert 0 < kept < 480, kept
 
-    r = _cli(*args)
+    r = _cli(*largs)
     assert r.returncode == 0, r.stderr
-    assert f"recording {240 - kept}/{kept}" in r.stdout  # computed/reused: only what was missing is computed
+    comp = r.stdout.split("computed/reused from cache: ")[1].splitlines()[0]
+    assert comp.startswith(f"recording {480 - kept}/"), comp  # only what was missing is computed
 
     p, proc = _start("check", m, "--out", out, "--modalities", "recording", "--workers", "2",
                      "--no-progress", "--repeats", "20", "--no-config")
@@ -283,8 +294,11 @@ def test_api_and_cli_choose_the_same_modalities_and_verdict(tmp_path, fsdd_meta)
              "--permutations", "199", "--no-progress")
     assert r.returncode == 0, r.stderr
     cli = json.loads((tmp_path / "cli" / "result.json").read_text())
-    assert api.extraction.modalities == cli["extraction"]["modalities"] == ["recording", "spectral", "prosodic",
-                                                                            "text"]
+    from blindcheck.features.voice import voice_unavailable
+
+    voice = ["voice"] if voice_unavailable() is None else []  # the voice extra, where installed, is a default too
+    assert api.extraction.modalities == cli["extraction"]["modalities"]
+    assert sorted(api.extraction.modalities) == sorted(["recording", "spectral", "prosodic", *voice, "text"])
     assert api.status == cli["verdict"]["status"] and api.verdict.best_model == cli["verdict"]["best_model"]
     assert {mr.name: round(mr.auc, 6) for mr in api.separability.models} == \
         {x["name"]: round(x["auc"], 6) for x in cli["models"]}
