@@ -109,7 +109,7 @@ def simulation(args) -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     aucs = [float(a) for a in args.aucs.split(",")]
     rng = np.random.default_rng(args.seed + 1)
-    _header(f"3. known true AUC (synthetic tables, 30 features in 3 modalities, 5 models, repeats=1, "
+    _header(f"3. known true AUC (synthetic tables, 30 features in 3 modalities, 6 models, repeats=1, "
             f"{args.sim_reps} tables per cell; tolerated AUC {settings.tolerated_auc})")
     for n in sizes:
         for a in aucs:
