@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -521,13 +519,6 @@ def correlate(manifest: Any, scores: pd.DataFrame | str | os.PathLike | None = N
     return res.attacks
 
 
-class _CallableModule(types.ModuleType):
-    """Importing ``blindcheck.correlate`` (this module) replaces the package attribute ``blindcheck.correlate``
-    (the API function) with the module; calling the module runs the verb, so ``blindcheck.correlate(...)`` works
-    either way."""
+from blindcheck._verbs import callable_module  # noqa: E402  (at the end: the module runs its verb when called)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> CorrelateResult:
-        return correlate(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+callable_module(__name__, correlate)

@@ -114,12 +114,6 @@ def report(out_dir: str | os.PathLike, formats: tuple[str, ...] = FORMATS, figur
 __all__ = ["FORMATS", "ReportData", "ReportPaths", "render", "render_markdown", "report"]
 
 
-class _CallableModule(__import__("types").ModuleType):
-    """``blindcheck.report(out_dir)`` keeps working after ``import blindcheck.report`` has replaced the
-    package attribute ``blindcheck.report`` (the function) with this module."""
+from blindcheck._verbs import callable_module  # noqa: E402  (at the end: the module runs its verb when called)
 
-    def __call__(self, *args, **kwargs) -> ReportPaths:
-        return report(*args, **kwargs)
-
-
-__import__("sys").modules[__name__].__class__ = _CallableModule
+callable_module(__name__, report)
