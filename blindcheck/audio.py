@@ -24,6 +24,7 @@ import numpy as np
 from blindcheck.errors import AudioError
 
 ANALYSIS_SR = 16_000
+TRUNCATED_ALLOWED = " (analysed as it is: allow-truncated)"  # ends the note of a truncated file analysed anyway
 
 # libsndfile subtypes -> bit depth of the stored samples (lossy codecs have none).
 _SUBTYPE_BITS = {
@@ -209,7 +210,7 @@ def decode(data: bytes, start: float | None = None, end: float | None = None,
         what = f"truncated: the header declares {_seconds(declared)}, the file holds {_seconds(held)}"
         if not allow_truncated:
             raise AudioError(what)
-        audio.notes.append(f"{what} (analysed as it is: allow-truncated)")
+        audio.notes.append(what + TRUNCATED_ALLOWED)
     if audio.samples.size == 0:
         raise AudioError("the file decodes to zero samples")
     if not np.all(np.isfinite(audio.samples)):

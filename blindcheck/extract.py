@@ -27,6 +27,7 @@ import pandas as pd
 
 from blindcheck.audio import (
     ANALYSIS_SR,
+    TRUNCATED_ALLOWED,
     AudioError,
     decode,
     load_clip,
@@ -287,8 +288,7 @@ def extract_features(
         # A clip analysed earlier under allow-truncated sits in the cache with its features: reject it here too.
         cut = notes[notes["note"].str.startswith("truncated")].drop_duplicates("id")
         for cid, path, note in zip(cut["id"], cut["path"], cut["note"], strict=True):
-            errors.append({"id": cid, "path": path, "stage": "decode",
-                           "message": note.replace(" (analysed as it is: allow-truncated)", "")})
+            errors.append({"id": cid, "path": path, "stage": "decode", "message": note.replace(TRUNCATED_ALLOWED, "")})
         failed_rows |= set(np.nonzero(table["id"].isin(set(cut["id"])).to_numpy())[0].tolist())
         notes = notes[~notes["id"].isin(set(cut["id"]))].reset_index(drop=True)
     features = _assemble(table, hashes, failed_rows, modalities, extractors, cached)
@@ -296,12 +296,7 @@ def extract_features(
     if "voice" in requested and len(features):
         from blindcheck.features.voice import extract_voice
 
-        meta = table.set_index("id").loc[features["id"]]
-        rows = pd.DataFrame({"id": features["id"].to_numpy(), "content_hash": features["content_hash"].to_numpy(),
-                             "path": meta["path"].to_numpy(),
-                             "start": meta["start"].to_numpy(dtype=float) if has_seg else np.nan,
-                             "end": meta["end"].to_numpy(dtype=float) if has_seg else np.nan})
-        voice = extract_voice(rows, store, workers=n_workers)
+        voice = extract_voice(_clip_rows(table, features), store, workers=n_workers)
         errors += voice["errors"]
         features = features.merge(voice["features"], on="id", how="inner")
         notes = pd.concat([notes, pd.DataFrame(voice["notes"], columns=NOTE_COLUMNS)], ignore_index=True)
@@ -337,8 +332,21 @@ def extract_features(
                             transcripts=transcripts)
 
 
+def _clip_rows(table: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
+    """Per analysed clip, what a spawned stage (voice, text) needs to read it again: id, content hash, path,
+    segment (NaN where the manifest has none)."""
+    meta = table.set_index("id").loc[features["id"]]
+    return pd.DataFrame({
+        "id": features["id"].to_numpy(), "content_hash": features["content_hash"].to_numpy(),
+        "path": meta["path"].to_numpy(),
+        "start": meta["start"].to_numpy(dtype=float) if "start" in meta else np.full(len(meta), np.nan),
+        "end": meta["end"].to_numpy(dtype=float) if "end" in meta else np.full(len(meta), np.nan),
+    })
+
+
 def _text_rows(table: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
-    """What the text stage needs per analysed clip: path, segment, given transcript and duration."""
+    """What the text stage needs per analysed clip: :func:`_clip_rows`, given transcript, label and duration."""
+    rows = _clip_rows(table, features)
     meta = table.set_index("id").loc[features["id"]]
     if "recording.duration_s" in features:
         duration = features["recording.duration_s"].to_numpy(dtype=float)
@@ -346,8 +354,7 @@ def _text_rows(table: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
         import soundfile as sf
 
         duration = []
-        for path, s0, e0 in zip(meta["path"], meta.get("start", pd.Series(np.nan, index=meta.index)),
-                                meta.get("end", pd.Series(np.nan, index=meta.index)), strict=True):
+        for path, s0, e0 in zip(rows["path"], rows["start"], rows["end"], strict=True):
             if not (math.isnan(s0) or math.isnan(e0)):
                 duration.append(e0 - s0)
                 continue
@@ -357,15 +364,8 @@ def _text_rows(table: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
             except Exception:
                 duration.append(math.nan)
         duration = np.array(duration)
-    return pd.DataFrame({
-        "id": features["id"].to_numpy(), "content_hash": features["content_hash"].to_numpy(),
-        "path": meta["path"].to_numpy(),
-        "start": meta["start"].to_numpy(dtype=float) if "start" in meta else np.full(len(meta), np.nan),
-        "end": meta["end"].to_numpy(dtype=float) if "end" in meta else np.full(len(meta), np.nan),
-        "given_text": meta["text"].to_numpy() if "text" in meta else np.full(len(meta), ""),
-        "label": meta["label"].to_numpy(dtype=int),
-        "duration_s": duration,
-    })
+    return rows.assign(given_text=meta["text"].to_numpy() if "text" in meta else np.full(len(meta), ""),
+                       label=meta["label"].to_numpy(dtype=int), duration_s=duration)
 
 
 def _run_pool(batches, sr, n_workers, modalities, accept, flush, last_flush, flush_s, progress, done, n) -> int:
