@@ -384,9 +384,12 @@ def extract_features(manifest: Manifest, cache_dir: str | os.PathLike, config: E
                 done += sum(accept(summary) for summary in result["clips"])
                 if progress:
                     progress(done, n)
-    finally:
+    except BaseException:
         if own and ex is not None:
-            ex.close()
+            ex.close(abort=True)
+        raise
+    if own and ex is not None:
+        ex.close()
     del todo
     store.compact(list(tags.values()))
 
@@ -456,7 +459,7 @@ def open_executor(config: ExtractionConfig, warm: list[str] | None = None) -> Ex
             ex.client.run(_ensure_worker, list(warm if warm is not None else
                                                [str(m) for m in config.requested if m.acoustic]))
         except BaseException:
-            ex.close()
+            ex.close(abort=True)
             raise
     return ex
 
