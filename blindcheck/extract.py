@@ -285,6 +285,10 @@ def extract_features(manifest: Manifest, cache_dir: str | os.PathLike, config: E
     """
     if isinstance(executor, str):
         settings["executor"], executor = executor, None
+    unknown = set(settings) - {f.name for f in dataclasses.fields(ExtractionConfig)}
+    if unknown:
+        raise TypeError(f"extract_features() got unknown setting(s) {', '.join(sorted(unknown))}; the settings are "
+                        f"ExtractionConfig's: {', '.join(f.name for f in dataclasses.fields(ExtractionConfig))}")
     config = dataclasses.replace(config or ExtractionConfig(), **settings) if settings else \
         (config or ExtractionConfig())
     own = executor is None
