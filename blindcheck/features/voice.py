@@ -16,7 +16,8 @@ cut into 1.6 s partials (1.3 per second, zero-padded when shorter) whose embeddi
 
 torch never enters the process that runs xgboost (its OpenMP runtime made every boosting round ~100x slower):
 this module imports torch only inside :meth:`VoiceExtractor.extract_batch`, which :func:`extract_voice` runs
-in worker processes started with *spawn*.
+in worker processes started with *spawn*, or on the workers of a Dask cluster (each loads the encoder once and
+writes its batches' embeddings to the shared cache).
 """
 
 from __future__ import annotations
