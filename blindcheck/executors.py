@@ -64,14 +64,14 @@ class Executor:
     def describe(self) -> str:
         return f"{self.name}, {self.workers} workers"
 
-    def close(self) -> None:
-        pass
+    def close(self, abort: bool = False) -> None:
+        """Release the workers; ``abort`` (an interruption, an error): at once, without waiting for running work."""
 
     def __enter__(self) -> Executor:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(abort=exc_type is not None)
 
 
 class LocalExecutor(Executor):
@@ -141,8 +141,11 @@ class DaskExecutor(Executor):
         else:
             n = max(1, workers or usable_cores())
             with dask.config.set({"distributed.scheduler.allowed-failures": allowed_failures}):
+                # No dashboard; the scheduler's HTTP endpoint on a free loopback port (not 8787, which another
+                # cluster on the machine may hold: that cost a warning on every run).
                 self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                            dashboard_address=None, silence_logs=logging.ERROR)
+                                            dashboard_address=None, silence_logs=logging.ERROR,
+                                            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
             self.client = Client(self.cluster)
         self.address = address or self.cluster.scheduler_address
         self.workers = max(1, sum(self.client.nthreads().values()))
@@ -200,12 +203,21 @@ class DaskExecutor(Executor):
             raise BlindcheckError(f"Dask worker(s) {', '.join(blind)} cannot see the cache directory {path}: mount "
                                   "one shared filesystem at the same path on the driver and on every worker")
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
+        if abort and self.cluster is not None:
+            # A LocalCluster's worker processes are this process's children (its nannies live here): end them now
+            # rather than wait for a graceful close, which waits out the work they are doing.
+            import multiprocessing
+
+            for child in multiprocessing.active_children():
+                with contextlib.suppress(Exception):
+                    child.kill()
+        wait_s = 2 if abort else 10
         with contextlib.suppress(Exception):
-            self.client.close(timeout=10)
+            self.client.close(timeout=wait_s)
         if self.cluster is not None:
             with contextlib.suppress(Exception):
-                self.cluster.close(timeout=10)
+                self.cluster.close(timeout=wait_s)
 
 
 def make_executor(kind: str = "local", workers: int | None = None, scheduler: str | None = None,

@@ -424,9 +424,12 @@ def extract_features(manifest: Manifest, cache_dir: str | os.PathLike, config: E
             features = features.merge(text["features"], on="id", how="inner")
             transcripts, text_stats = text["transcripts"], text["stats"]
             modalities = [*modalities, Modality.TEXT]
-    finally:
+    except BaseException:
         if own and ex is not None:
-            ex.close()
+            ex.close(abort=True)
+        raise
+    if own and ex is not None:
+        ex.close()
     err_df = pd.DataFrame(errors, columns=ERROR_COLUMNS)
     stats = {
         "clips": n + len(manifest.missing),
@@ -461,7 +464,7 @@ def open_executor(config: ExtractionConfig, warm: list[str] | None = None) -> Ex
             ex.client.run(_ensure_worker, list(warm if warm is not None else
                                                [str(m) for m in config.requested if m.acoustic]))
         except BaseException:
-            ex.close()
+            ex.close(abort=True)
             raise
     return ex
 
@@ -504,22 +507,28 @@ def _text_rows(table: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
 
 def _assemble(store: Store, table: pd.DataFrame, hashes: np.ndarray, keep: np.ndarray, modalities, extractors,
               tags) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The feature table (float32, one row per kept clip) and the notes, read from the cache part by part."""
+    """The feature table (one float32 block, one row per kept clip) and the notes, read from the cache part by part:
+    the driver holds the table and one modality's values at a time, never the parts."""
     rows = np.nonzero(keep)[0]
-    kept = hashes[rows]
-    out = pd.DataFrame({"id": table["id"].to_numpy()[rows], "label": table["label"].to_numpy()[rows],
-                        "content_hash": kept.astype(str) if len(kept) else np.array([], dtype=str)})
-    blocks, note_rows = [out], []
-    ids, paths = out["id"].to_numpy(), table["path"].to_numpy()[rows]
+    kept = hashes[rows].astype(str) if len(rows) else np.array([], dtype=str)
+    names = {m: extractors[m].feature_names() for m in modalities}
+    columns = [f"{m}.{c}" for m in modalities for c in names[m]]
+    values = np.empty((len(rows), len(columns)), dtype=np.float32)
+    note_rows = []
+    ids, paths = table["id"].to_numpy()[rows], table["path"].to_numpy()[rows]
+    col = 0
     for m in modalities:
-        names = extractors[m].feature_names()
-        values, _, notes = store.read_matrix(tags[m], kept, names)
-        blocks.append(pd.DataFrame(values, columns=[f"{m}.{c}" for c in names]))
+        _, _, notes = store.read_matrix(tags[m], kept, names[m], out=values[:, col:col + len(names[m])])
+        col += len(names[m])
         if notes:
             for j, h in enumerate(kept):
                 for line in notes.get(h, "").splitlines():
                     note_rows.append({"id": ids[j], "path": paths[j], "modality": str(m), "note": line})
-    return pd.concat(blocks, axis=1), pd.DataFrame(note_rows, columns=NOTE_COLUMNS)
+    out = pd.DataFrame(values, columns=columns, copy=False)
+    out.insert(0, "content_hash", kept)
+    out.insert(0, "label", table["label"].to_numpy()[rows])
+    out.insert(0, "id", ids)
+    return out, pd.DataFrame(note_rows, columns=NOTE_COLUMNS)
 
 
 def write_outputs(result: ExtractionResult, manifest: Manifest, out_dir: str | os.PathLike) -> dict[str, Path]:

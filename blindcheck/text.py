@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from blindcheck.asr import RESULT_COLUMNS, ASRConfig, compression_ratio, offline, transcribe
-from blindcheck.errors import BlindcheckError, MissingDependencyError, worker_errors
+from blindcheck.errors import BlindcheckError, MissingDependencyError, option, worker_errors
 from blindcheck.pools import worker_pool
 
 __all__ = ["ASRConfig", "Embedder", "TextOptions", "default_embedding_model", "embed", "extract_text", "lexical",
@@ -174,7 +174,7 @@ def text_unavailable(table: pd.DataFrame, options: TextOptions) -> str | None:
         return "sentence-transformers is not installed: pip install 'blindcheck[text]'"
     has_text = "text" in table.columns and (table["text"].astype(str).str.strip() != "").all()
     if options.transcripts == "given" or (options.transcripts == "auto" and has_text):
-        return None if "text" in table.columns else "--transcripts given, but the manifest has no text column"
+        return None if "text" in table.columns else "transcripts = given, but the manifest has no text column"
     if options.asr.backend == "faster-whisper":
         if importlib.util.find_spec("faster_whisper") is None:
             return "transcripts are needed and faster-whisper is not installed: pip install 'blindcheck[asr]'"
@@ -216,7 +216,8 @@ def _check_decoding_paths(modes: np.ndarray, labels: np.ndarray, ok: np.ndarray)
         raise BlindcheckError(
             f"ASR decoded {a} of {int(m.sum())} members and {b} of {int(n.sum())} non-members one clip at a time "
             f"(packed windows left them doubtful; Fisher p = {p:.2g}): text from two decoding paths would differ "
-            "by side through the path; transcribe every clip alone (ASR pack = off, --asr-no-pack)")
+            "by side through the path; transcribe every clip alone "
+            f"({option('ASRConfig(pack=False)', '--asr-no-pack')})")
 
 
 def extract_text(rows: pd.DataFrame, store, options: TextOptions, workers: int = 1, executor=None) -> dict:
@@ -228,7 +229,7 @@ def extract_text(rows: pd.DataFrame, store, options: TextOptions, workers: int =
     whose workers load each model once and must see the cache directory) or, by default, in spawned local
     processes: ``workers`` for ASR, one for the embeddings."""
     if options.transcripts not in ("given", "asr", "auto"):
-        raise BlindcheckError(f"--transcripts must be given, asr or auto, not '{options.transcripts}'")
+        raise BlindcheckError(f"{option('transcripts')} must be given, asr or auto, not '{options.transcripts}'")
     given = rows["given_text"].fillna("").astype(str)
     has = (given.str.strip() != "").to_numpy()
     labels = rows["label"].to_numpy() if "label" in rows else None
