@@ -8,7 +8,8 @@ caller's, because only the caller knows what a job is made of. Any other excepti
 a bug and is raised in the driver.
 
 - :class:`LocalExecutor`: a :func:`blindcheck.pools.worker_pool` (workers ignore Ctrl-C; the pool is torn down
-  at once on any exception). ``workers=1`` runs the jobs in this process.
+  at once on any exception). ``workers=1`` runs the jobs in this process, except with ``start_method="spawn"``,
+  which asks for a fresh interpreter (to keep torch or CTranslate2 out of the driver) even for one worker.
 - :class:`DaskExecutor`: a ``distributed.Client`` on a scheduler address, or on a ``LocalCluster`` of
   ``workers`` single-threaded processes on 127.0.0.1 when no address is given. Dask itself reschedules the task
   of a worker that died (``distributed.scheduler.allowed-failures`` times; 1 on a LocalCluster started here);
@@ -85,7 +86,7 @@ class LocalExecutor(Executor):
 
     def run(self, fn, jobs, max_in_flight=None):
         jobs = iter(jobs)
-        if self.workers == 1:
+        if self.workers == 1 and self.start_method != "spawn":
             if self.initializer is not None:
                 self.initializer(*self.initargs)
             for job in jobs:

@@ -294,7 +294,7 @@ def extract_features(manifest: Manifest, cache_dir: str | os.PathLike, config: E
     own = executor is None
     t0 = time.perf_counter()
     requested = config.requested
-    modalities = [m for m in requested if m.acoustic]  # voice and text: spawned stages below
+    modalities = [m for m in requested if m.acoustic]  # voice and text: stages below
     extractors = {m: get_extractor(m) for m in modalities}
     tags = {m: cache_tag(e) for m, e in extractors.items()}
     store = Store(cache_dir)
@@ -388,47 +388,52 @@ def extract_features(manifest: Manifest, cache_dir: str | os.PathLike, config: E
                 done += sum(accept(summary) for summary in result["clips"])
                 if progress:
                     progress(done, n)
+        del todo
+        store.compact(list(tags.values()))
+
+        keep = np.array([i not in failed_rows and hashes[i] is not None for i in range(n)], dtype=bool)
+        features, notes = _assemble(store, table, hashes, keep, modalities, extractors, tags)
+        if not config.allow_truncated and len(notes):
+            # A clip analysed earlier under allow-truncated sits in the cache with its features: reject it here too.
+            cut = notes[notes["note"].str.startswith("truncated")].drop_duplicates("id")
+            for cid, path, note in zip(cut["id"], cut["path"], cut["note"], strict=True):
+                errors.append({"id": cid, "path": path, "stage": "decode",
+                               "message": note.replace(TRUNCATED_ALLOWED, "")})
+            if len(cut):
+                gone = set(cut["id"])
+                features = features[~features["id"].isin(gone)].reset_index(drop=True)
+                notes = notes[~notes["id"].isin(gone)].reset_index(drop=True)
+        spoken = len(features) and (Modality.VOICE in requested or Modality.TEXT in requested)
+        if spoken and ex is None and own and config.executor == "dask":  # every acoustic feature was cached
+            ex = open_executor(config, warm=[])
+        stage_ex = ex if isinstance(ex, DaskExecutor) else None  # else their own spawned local processes
+        n_workers = ex.workers if ex is not None else (config.workers or usable_cores())
+        voice_stats = None
+        if Modality.VOICE in requested and len(features):
+            from blindcheck.features.voice import extract_voice
+
+            voice = extract_voice(_clip_rows(table, features), store, workers=n_workers, executor=stage_ex)
+            errors += voice["errors"]
+            features = features.merge(voice["features"], on="id", how="inner")
+            notes = pd.concat([notes, pd.DataFrame(voice["notes"], columns=NOTE_COLUMNS)], ignore_index=True)
+            voice_stats = voice["stats"]
+            modalities = [*modalities, Modality.VOICE]
+        transcripts, text_stats = None, None
+        if Modality.TEXT in requested and len(features):
+            from blindcheck.text import TextOptions, extract_text
+
+            rows = _text_rows(table, features)
+            text = extract_text(rows, store, config.text or TextOptions(), workers=n_workers, executor=stage_ex)
+            errors += text["errors"]
+            features = features.merge(text["features"], on="id", how="inner")
+            transcripts, text_stats = text["transcripts"], text["stats"]
+            modalities = [*modalities, Modality.TEXT]
     except BaseException:
         if own and ex is not None:
             ex.close(abort=True)
         raise
     if own and ex is not None:
         ex.close()
-    del todo
-    store.compact(list(tags.values()))
-
-    keep = np.array([i not in failed_rows and hashes[i] is not None for i in range(n)], dtype=bool)
-    features, notes = _assemble(store, table, hashes, keep, modalities, extractors, tags)
-    if not config.allow_truncated and len(notes):
-        # A clip analysed earlier under allow-truncated sits in the cache with its features: reject it here too.
-        cut = notes[notes["note"].str.startswith("truncated")].drop_duplicates("id")
-        for cid, path, note in zip(cut["id"], cut["path"], cut["note"], strict=True):
-            errors.append({"id": cid, "path": path, "stage": "decode", "message": note.replace(TRUNCATED_ALLOWED, "")})
-        if len(cut):
-            gone = set(cut["id"])
-            features = features[~features["id"].isin(gone)].reset_index(drop=True)
-            notes = notes[~notes["id"].isin(gone)].reset_index(drop=True)
-    n_workers = ex.workers if ex is not None else (config.workers or usable_cores())
-    voice_stats = None
-    if Modality.VOICE in requested and len(features):
-        from blindcheck.features.voice import extract_voice
-
-        voice = extract_voice(_clip_rows(table, features), store, workers=n_workers)
-        errors += voice["errors"]
-        features = features.merge(voice["features"], on="id", how="inner")
-        notes = pd.concat([notes, pd.DataFrame(voice["notes"], columns=NOTE_COLUMNS)], ignore_index=True)
-        voice_stats = voice["stats"]
-        modalities = [*modalities, Modality.VOICE]
-    transcripts, text_stats = None, None
-    if Modality.TEXT in requested and len(features):
-        from blindcheck.text import TextOptions, extract_text
-
-        rows = _text_rows(table, features)
-        text = extract_text(rows, store, config.text or TextOptions(), workers=n_workers)
-        errors += text["errors"]
-        features = features.merge(text["features"], on="id", how="inner")
-        transcripts, text_stats = text["transcripts"], text["stats"]
-        modalities = [*modalities, Modality.TEXT]
     err_df = pd.DataFrame(errors, columns=ERROR_COLUMNS)
     stats = {
         "clips": n + len(manifest.missing),
