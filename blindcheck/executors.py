@@ -204,20 +204,24 @@ class DaskExecutor(Executor):
                                   "one shared filesystem at the same path on the driver and on every worker")
 
     def close(self, abort: bool = False) -> None:
-        if abort and self.cluster is not None:
-            # A LocalCluster's worker processes are this process's children (its nannies live here): end them now
-            # rather than wait for a graceful close, which waits out the work they are doing.
-            import multiprocessing
-
-            for child in multiprocessing.active_children():
-                with contextlib.suppress(Exception):
-                    child.kill()
-        wait_s = 2 if abort else 10
         with contextlib.suppress(Exception):
-            self.client.close(timeout=wait_s)
-        if self.cluster is not None:
+            self.client.close(timeout=2 if abort else 10)
+        if self.cluster is None:
+            return
+        # A LocalCluster's nannies live in this process and its workers are our child processes. Its work is done
+        # (or abandoned, on ``abort``) and the results are in the cache: the nannies are asked to stop without
+        # restarting anyone, and a worker still alive a moment later (a graceful close waits out running work and
+        # the interpreter shutdown of workers that loaded librosa, torch or CTranslate2, 4 s and more) is killed.
+        import multiprocessing
+        import threading
+
+        closer = threading.Thread(target=lambda: self.cluster.close(timeout=10), daemon=True)
+        closer.start()
+        closer.join(0.5 if abort else 1.0)
+        for child in multiprocessing.active_children():
             with contextlib.suppress(Exception):
-                self.cluster.close(timeout=wait_s)
+                child.kill()
+        closer.join(10)
 
 
 def make_executor(kind: str = "local", workers: int | None = None, scheduler: str | None = None,
