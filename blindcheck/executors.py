@@ -87,10 +87,15 @@ class LocalExecutor(Executor):
     def run(self, fn, jobs, max_in_flight=None):
         jobs = iter(jobs)
         if self.workers == 1 and self.start_method != "spawn":
-            if self.initializer is not None:
-                self.initializer(*self.initargs)
-            for job in jobs:
-                yield job, fn(job)
+            from threadpoolctl import threadpool_limits
+
+            # One BLAS thread while the jobs run here, as in a worker (on a busy machine a small matrix product
+            # under two OpenBLAS threads took 100x longer); the driver's own setting is restored after.
+            with threadpool_limits(limits=1):
+                if self.initializer is not None:
+                    self.initializer(*self.initargs)
+                for job in jobs:
+                    yield job, fn(job)
             return
         limit = max(1, max_in_flight or 2 * self.workers)
         while True:  # one pool per round; a worker that dies breaks the pool, and the next round starts afresh

@@ -230,6 +230,12 @@ def decide(sep: SeparabilityResult, settings: Settings, failures: Failures | Non
                            f"confidence bound {lower:.2f} exceeds the tolerated AUC {tau:.2f}")
             if mod_line:
                 reasons.append(mod_line)
+        if all_pure:
+            reasons.append(
+                f"every '{g}' group lies on one side ({groups['members_only']} member groups, "
+                f"{groups['nonmembers_only']} non-member groups): membership also follows from the {g} itself; "
+                f"the separation above was found with whole '{g}' groups held out, so it is more than each {g}'s "
+                "identity (something the groups of one side share: a recording set-up, a voice type)")
         if "subset" in criteria and ("auc" not in criteria or sf.share < 0.5):  # else: the whole side, said above
             reasons.append(_subset_line(sf, alpha, m, fam.p_isolation, tau_s, diluted="auc" not in criteria,
                                         auc=best.auc))
