@@ -92,7 +92,7 @@ def _bands(sr: int) -> dict:
         w = (fk - fk.mean()) / ((fk - fk.mean()) ** 2).sum()  # least-squares slope = w @ level
         slopes[name] = (rows, w)
     return {
-        "freq": freq, "contrast": contrast, "lin": [(lin_edges[b] + 1, lin_edges[b + 1] + 1) for b in range(N_LIN)],
+        "freq": freq, "contrast": contrast, "lin": (lin_edges[:-1] + 1, np.diff(lin_edges)),
         "alpha_lo": (freq >= 50) & (freq < 1000), "alpha_hi": (freq >= 1000) & (freq < 5000),
         "hb_lo": freq < 2000, "hb_hi": (freq >= 2000) & (freq < 5000), "slopes": slopes,
     }
@@ -100,6 +100,15 @@ def _bands(sr: int) -> dict:
 
 def _db(x: np.ndarray) -> np.ndarray:
     return 10.0 * np.log10(np.maximum(x, _AMIN))
+
+
+def _delta(x: np.ndarray, width: int) -> np.ndarray:
+    """librosa.feature.delta(x, width=width, mode="interp"): a Savitzky-Golay first derivative (order 1) along
+    the frames. With a straight-line fit, the 'interp' edges take the slope of the first/last full window."""
+    h = width // 2
+    k = np.arange(-h, h + 1, dtype=np.float64)
+    core = np.lib.stride_tricks.sliding_window_view(x, width, axis=1) @ (k / (k**2).sum())
+    return core[:, np.clip(np.arange(x.shape[1]) - h, 0, core.shape[1] - 1)]
 
 
 def _contrast(mag: np.ndarray, sr: int) -> np.ndarray:
@@ -165,8 +174,6 @@ class SpectralExtractor:
         return names
 
     def extract(self, clip: Clip) -> dict[str, float]:
-        from scipy.signal import savgol_filter
-
         sr = clip.sr
         c = _bands(sr)
         freq = c["freq"]
@@ -178,7 +185,7 @@ class SpectralExtractor:
         n_frames = mfcc.shape[1]
         out: dict[str, float] = {}
         width = min(9, n_frames if n_frames % 2 else n_frames - 1)
-        delta = savgol_filter(mfcc, width, 1, deriv=1, axis=-1, mode="interp") if width >= 3 else None
+        delta = _delta(mfcc, width) if width >= 3 else None
         if delta is None:
             clip.notes.append(f"spectral: only {n_frames} frames, MFCC deltas undefined")
         act = active_frames(power)
@@ -229,7 +236,7 @@ class SpectralExtractor:
         for b in range(N_MELS):
             out[f"ltas_mel_{b:02d}"] = float(ltas[b])
         lt = p_act.mean(axis=1)
-        lin = _db(np.array([lt[a:b].mean() for a, b in c["lin"]]))
+        lin = _db(np.add.reduceat(lt, c["lin"][0]) / c["lin"][1])
         lin -= lin.mean()
         for b in range(N_LIN):
             out[f"ltas_lin_{b:02d}"] = float(lin[b])
