@@ -8,7 +8,11 @@ clips with 100 ms pauses.
     python benchmarks/extract_speed.py [--data DIR_WITH_metadata.csv] [--clips N] [--long N] [--workers N]
 
 Needs the `bench` extra (opensmile). Worker start-up (imports, warm-up) is included in the timed run, as a
-user would experience it; a note gives it separately.
+user would experience it. The 1-worker row is per core: blindcheck then runs in this process, which is held to
+one BLAS thread (as the pool's workers hold themselves), since openSMILE's single worker uses one thread.
+
+``--stages`` prints, instead, the time of each stage (decode + resample, the shared STFT, each modality) in ms
+per audio second, in this process with one BLAS thread, on both sets (the profile behind the optimisation).
 """
 
 from __future__ import annotations
@@ -48,9 +52,11 @@ def make_long(files: list[str], n: int, out: Path, seed: int = 0) -> list[str]:
 
 
 def run_blindcheck(paths: list[str], workers: int) -> tuple[float, int]:
+    from threadpoolctl import threadpool_limits
+
     table = pd.DataFrame({"id": [f"c{i}" for i in range(len(paths))], "path": paths,
                           "label": [i % 2 for i in range(len(paths))]})
-    with tempfile.TemporaryDirectory() as cache:
+    with tempfile.TemporaryDirectory() as cache, threadpool_limits(1 if workers == 1 else None):
         t = time.perf_counter()
         res = extract_features(Manifest(table=table, source="bench"), cache, workers=workers)
         el = time.perf_counter() - t
@@ -69,18 +75,54 @@ def run_egemaps(paths: list[str], workers: int) -> tuple[float, int]:
     return time.perf_counter() - t, df.shape[1]
 
 
+def stages(sets: dict[str, list[str]]) -> None:
+    from threadpoolctl import threadpool_limits
+
+    from blindcheck.audio import decode, load_clip, read_bytes
+    from blindcheck.features import acoustic_modalities, get_extractor
+    from blindcheck.features.frames import stft_power
+
+    exts = [get_extractor(m) for m in acoustic_modalities()]
+    with threadpool_limits(1):
+        for e in exts:  # imports and one-time set-up
+            e.extract(load_clip("warm", decode(read_bytes(next(iter(sets.values()))[0]))))
+        print(f"{'set':<20} {'audio s':>8} " + " ".join(f"{k:>10}" for k in ["decode", "stft",
+              *acoustic_modalities(), "total"]) + "   (ms per audio second)")
+        for name, paths in sets.items():
+            t = dict.fromkeys(["decode", "stft", *acoustic_modalities()], 0.0)
+            audio = 0.0
+            for p in paths:
+                a = time.perf_counter()
+                clip = load_clip("x", decode(read_bytes(p)))
+                b = time.perf_counter()
+                stft_power(clip)
+                t["decode"] += b - a
+                t["stft"] += time.perf_counter() - b
+                audio += len(clip.y) / clip.sr
+                for e in exts:
+                    a = time.perf_counter()
+                    e.extract(clip)
+                    t[e.name] += time.perf_counter() - a
+            print(f"{name:<20} {audio:>8.1f} " + " ".join(f"{1000 * v / audio:>10.2f}" for v in t.values())
+                  + f" {1000 * sum(t.values()) / audio:>10.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(ROOT / "tests" / "data" / "fsdd"))
     ap.add_argument("--clips", type=int, default=240, help="short clips to use")
     ap.add_argument("--long", type=int, default=24, help="long clips to build")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--stages", action="store_true", help="per-stage profile instead of the comparison")
     args = ap.parse_args()
 
     meta = pd.read_csv(Path(args.data) / "metadata.csv")
     files = [str(Path(args.data) / p) for p in meta["path"]][: args.clips]
     with tempfile.TemporaryDirectory() as tmp:
         sets = {"short (FSDD clips)": files, "long (5-15 s)": make_long(files, args.long, Path(tmp))}
+        if args.stages:
+            stages(sets)
+            return
         # One untimed pass so that both tools' files are in the page cache and one-time costs are paid.
         run_blindcheck(files[:4], 1)
         run_egemaps(files[:4], 1)

@@ -16,16 +16,16 @@
   nuclei / phonation time; pauses are silent stretches of at least 0.3 s between the first and last
   sounding frame.
 
-- Voice quality from the pitch track (version 4), formant-free: on each voiced pitch frame, a 64 ms Hann
-  window of the signal (FFT zero-padded to 128 ms) gives the harmonic amplitudes H1, H2, H4 (the strongest
-  bin within ±f0/4 of k·f0): ``h1_h2_db`` (mean, std) and ``h2_h4_db`` (mean) — the glottal source's spectral
-  tilt, and what a microphone's low-frequency response or a codec's high-pass does to it; and the cepstral
-  peak prominence ``cpp_db`` (mean, std; Hillenbrand 1994): the real cepstrum of the frame's dB spectrum,
-  its peak between 2 and 13.3 ms (the 75-500 Hz pitch range) above the straight line fitted to the cepstrum
-  between 1 ms and 32 ms. ``hnr_std_db``: the spread of the per-frame HNR. ``f0_iqr_st``: p25-p75 range
-  in semitones; ``f0_velocity_st_s``: mean absolute F0 change between consecutive voiced frames, in
-  semitones per second; ``voiced_segment_rate`` (voiced stretches per second) and ``voiced_segment_mean_s``.
-  All level-free.
+- Voice quality from the pitch track (version 4), formant-free: on every third voiced pitch frame, a 64 ms
+  Hann window of the signal gives the harmonic amplitudes H1, H2, H4 (the strongest bin within f0/4 of
+  k*f0, refined by a parabola through its neighbours): ``h1_h2_db`` (mean, std) and ``h2_h4_db`` (mean),
+  the glottal source's spectral tilt and what a microphone's low-frequency response or a codec's high-pass
+  does to it; and the cepstral peak prominence ``cpp_db`` (mean, std; Hillenbrand 1994): the real cepstrum
+  of the frame's dB spectrum (numpy's irfft scale), its peak between 2 and 13.3 ms (the 75-500 Hz pitch
+  range) above the straight line fitted to the cepstrum between 1 and 32 ms. ``hnr_std_db``: the spread of
+  the per-frame HNR. ``f0_iqr_st``: p25-p75 range in semitones; ``f0_velocity_st_s``: mean absolute F0
+  change between consecutive voiced frames, in semitones per second; ``voiced_segment_rate`` (voiced
+  stretches per second) and ``voiced_segment_mean_s``. All level-free.
 
 The version-3 features keep their values exactly (``benchmarks/feature_drift.py``). Cheaper pitch settings were
 measured and rejected: 8 candidates per frame instead of Praat's 15 saves 26% of the pitch time but moved
@@ -37,13 +37,14 @@ A clip with no voiced frame gets NaN voice measures and a note saying so.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 
 from blindcheck.audio import Clip
 
 PITCH_FLOOR, PITCH_CEILING, TIME_STEP, CANDIDATES = 75.0, 500.0, 0.01, 15
-VQ_WIN_S, VQ_NFFT_S = 0.064, 0.128  # voice-quality analysis window and (zero-padded) FFT length
+VQ_WIN_S, VQ_EVERY = 0.064, 3  # voice-quality analysis window; every 3rd voiced pitch frame (30 ms)
 SILENCE_DB, MIN_DIP_DB, MIN_PAUSE_S = -25.0, 2.0, 0.3
 
 
@@ -52,39 +53,49 @@ def _semitones(hz: np.ndarray, ref: float) -> np.ndarray:
 
 
 def voice_quality(y: np.ndarray, sr: int, times: np.ndarray, f0: np.ndarray) -> dict[str, float]:
-    """H1-H2, H2-H4 and cepstral peak prominence over the voiced frames at ``times`` with pitch ``f0``."""
-    win = int(round(VQ_WIN_S * sr))
-    nfft = int(round(VQ_NFFT_S * sr))
-    half = win // 2
+    """H1-H2, H2-H4 and cepstral peak prominence over the voiced frames at ``times`` with pitch ``f0``.
+
+    Every ``VQ_EVERY``-th voiced frame is analysed (64 ms windows every 30 ms still overlap by half)."""
+    times, f0 = times[::VQ_EVERY], f0[::VQ_EVERY]
+    n = int(round(VQ_WIN_S * sr))
+    half = n // 2
     padded = np.pad(y.astype(np.float64), half)
     starts = np.clip(np.round(times * sr).astype(int), 0, len(y))  # frame centre t -> padded start t*sr
-    frames = np.lib.stride_tricks.sliding_window_view(padded, win)[starts] * np.hanning(win)
-    db = 20.0 * np.log10(np.abs(np.fft.rfft(frames, nfft, axis=1)) + 1e-10)
-    df = sr / nfft
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n)[starts] * _hann(n)
+    db = 20.0 * np.log10(np.abs(np.fft.rfft(frames, axis=1)) + 1e-10)
+    df = sr / n
     reach = np.ceil(0.25 * f0 / df).astype(int)
     offs = np.arange(-int(reach.max()), int(reach.max()) + 1)
+    rows = np.arange(len(f0))
 
     def harmonic(k: int) -> np.ndarray:
-        centre = np.round(k * f0 / df).astype(int)
-        idx = np.clip(centre[:, None] + offs, 0, db.shape[1] - 1)
-        vals = np.take_along_axis(db, idx, axis=1)
-        return np.where(np.abs(offs)[None, :] <= reach[:, None], vals, -np.inf).max(axis=1)
+        """Strongest bin within f0/4 of k*f0, refined by a parabola through it and its neighbours."""
+        idx = np.clip(np.round(k * f0 / df).astype(int)[:, None] + offs, 1, db.shape[1] - 2)
+        vals = np.where(np.abs(offs)[None, :] <= reach[:, None], np.take_along_axis(db, idx, axis=1), -np.inf)
+        m = idx[rows, vals.argmax(axis=1)]
+        a, b, c = db[rows, m - 1], db[rows, m], db[rows, m + 1]
+        den = a - 2 * b + c
+        p = np.where(den < 0, 0.5 * (a - c) / np.where(den < 0, den, -1.0), 0.0)
+        return b - 0.25 * (a - c) * p
 
     h1, h2, h4 = harmonic(1), harmonic(2), harmonic(4)
-    ok = 4 * f0 < sr / 2
-    ceps = np.fft.irfft(db, nfft, axis=1)
-    q = np.arange(nfft) / sr
-    fit = (q >= 0.001) & (q <= 0.032)
-    qf = q[fit]
-    slope = ceps[:, fit] @ (qf - qf.mean()) / ((qf - qf.mean()) ** 2).sum()  # least squares, per frame
-    icpt = ceps[:, fit].mean(axis=1) - slope * qf.mean()
+    ceps = np.fft.irfft(db, n, axis=1)
+    q = np.arange(n) / sr
+    fit = (q >= 0.001) & (q <= 0.5 * n / sr)
+    qc = q[fit] - q[fit].mean()
+    slope = ceps[:, fit] @ qc / (qc**2).sum()  # least-squares line, per frame
+    icpt = ceps[:, fit].mean(axis=1) - slope * q[fit].mean()
     lo, hi = int(np.ceil(sr / PITCH_CEILING)), int(np.floor(sr / PITCH_FLOOR))
     peak = lo + ceps[:, lo:hi + 1].argmax(axis=1)
-    cpp = ceps[np.arange(len(peak)), peak] - (icpt + slope * q[peak])
-    d12, d24 = h1 - h2, (h2 - h4)[ok]
-    return {"h1_h2_db_mean": float(d12.mean()), "h1_h2_db_std": float(d12.std()),
-            "h2_h4_db_mean": float(d24.mean()) if d24.size else math.nan,
+    cpp = ceps[rows, peak] - (icpt + slope * q[peak])
+    d12, d24 = h1 - h2, h2 - h4
+    return {"h1_h2_db_mean": float(d12.mean()), "h1_h2_db_std": float(d12.std()), "h2_h4_db_mean": float(d24.mean()),
             "cpp_db_mean": float(cpp.mean()), "cpp_db_std": float(cpp.std())}
+
+
+@lru_cache(maxsize=4)
+def _hann(n: int) -> np.ndarray:
+    return np.hanning(n)
 
 
 class ProsodicExtractor:
@@ -94,7 +105,7 @@ class ProsodicExtractor:
     def config(self) -> dict:
         return {"floor": PITCH_FLOOR, "ceiling": PITCH_CEILING, "step": TIME_STEP, "silence_db": SILENCE_DB,
                 "min_dip_db": MIN_DIP_DB, "min_pause_s": MIN_PAUSE_S, "candidates": CANDIDATES, "vq_win_s": VQ_WIN_S,
-                "vq_nfft_s": VQ_NFFT_S}
+                "vq_every": VQ_EVERY}
 
     def feature_names(self) -> list[str]:
         return [
