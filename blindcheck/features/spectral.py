@@ -207,17 +207,16 @@ class SpectralExtractor:
         msum = np.where(msum < np.finfo(np.float32).tiny, 1.0, msum)  # librosa's normalize(): silent frame -> 0
         mnorm = m_act / msum
         centroid = freq @ mnorm
-        bandwidth = np.sqrt((mnorm * (freq[:, None] - centroid) ** 2).sum(axis=0))
+        bandwidth = np.sqrt(np.maximum((freq**2) @ mnorm - centroid**2, 0.0))  # = sqrt(sum p (f - centroid)^2)
         cum = np.cumsum(mag[:, act], axis=0)  # float32, as librosa's rolloff
         rolloff = freq[np.argmax(cum >= 0.85 * cum[-1], axis=0)]
         pt = np.maximum(p_act, _AMIN)
         flatness = np.exp(np.log(pt).mean(axis=0)) / pt.mean(axis=0)
         flux = np.concatenate([[0.0], np.maximum(0.0, np.diff(logmel, axis=1)).mean(axis=0)])[act]
         zcr = _zcr(clip.y, n_frames)[act]
-        db_act = _db(p_act)
         tilt = [_db(p_act[c["alpha_lo"]].sum(axis=0)) - _db(p_act[c["alpha_hi"]].sum(axis=0)),
                 _db(p_act[c["hb_lo"]].max(axis=0)) - _db(p_act[c["hb_hi"]].max(axis=0))]
-        tilt += [w @ db_act[rows] for rows, w in c["slopes"].values()]
+        tilt += [w @ _db(p_act[rows]) for rows, w in c["slopes"].values()]
         series = np.vstack([centroid, bandwidth, rolloff, flatness, zcr, flux, *tilt])
         means, stds = series.mean(axis=1), series.std(axis=1)
         for j, k in enumerate(_FRAME_FEATURES + _TILT_FEATURES):
