@@ -62,7 +62,9 @@ def voice_quality(y: np.ndarray, sr: int, times: np.ndarray, f0: np.ndarray) -> 
     padded = np.pad(y.astype(np.float64), half)
     starts = np.clip(np.round(times * sr).astype(int), 0, len(y))  # frame centre t -> padded start t*sr
     frames = np.lib.stride_tricks.sliding_window_view(padded, n)[starts] * _hann(n)
-    db = 20.0 * np.log10(np.abs(np.fft.rfft(frames, axis=1)) + 1e-10)
+    mag = np.abs(np.fft.rfft(frames, axis=1))
+    # Floor 100 dB under each frame's peak (not an absolute one), so that the measures do not see the level.
+    db = 20.0 * np.log10(mag + 1e-5 * mag.max(axis=1, keepdims=True) + 1e-300)
     df = sr / n
     reach = np.ceil(0.25 * f0 / df).astype(int)
     offs = np.arange(-int(reach.max()), int(reach.max()) + 1)

@@ -23,7 +23,7 @@ float64 from the shared power instead of float32 magnitudes (relative change < 1
   high-frequency resolution the mel LTAS lacks (band-limiting, codec low-pass, anti-alias roll-off).
 - ``alpha_ratio_db`` (energy 50-1000 Hz over 1-5 kHz), ``hammarberg_db`` (strongest bin 0-2 kHz over
   strongest bin 2-5 kHz), ``slope_0_500_db_khz`` and ``slope_500_1500_db_khz`` (least-squares slope of the
-  dB power spectrum in that band, dB per kHz): spectral tilt as in eGeMAPS; mean and std.
+  dB power spectrum in that band, DC bin left out, dB per kHz): spectral tilt as in eGeMAPS; mean and std.
 - ``{centroid_hz,bandwidth_hz,rolloff_hz,flatness}_p{10,50,90}``: percentiles of the frame series.
 - ``mod_{lo}_{hi}hz``: share of the amplitude envelope's modulation power (frame RMS at 100 Hz, all frames,
   mean removed) in octave bands 1-2 ... 32-50 Hz; 0 when the envelope is flat. ``mod_1_2hz`` is NaN for clips
@@ -87,7 +87,7 @@ def _bands(sr: int) -> dict:
     lin_edges = np.linspace(0, len(freq) - 1, N_LIN + 1).round().astype(int)  # bins 1..N/2, DC left out
     slopes = {}
     for name, lo, hi in (("slope_0_500_db_khz", 0.0, 500.0), ("slope_500_1500_db_khz", 500.0, 1500.0)):
-        rows = np.flatnonzero((freq >= lo) & (freq <= hi))
+        rows = np.flatnonzero((freq > 0) & (freq >= lo) & (freq <= hi))  # DC left out (a 1-dof bin, biased low)
         fk = freq[rows] / 1000.0
         w = (fk - fk.mean()) / ((fk - fk.mean()) ** 2).sum()  # least-squares slope = w @ level
         slopes[name] = (rows, w)
