@@ -57,47 +57,43 @@ def voice_quality(y: np.ndarray, sr: int, times: np.ndarray, f0: np.ndarray) -> 
 
     Every ``VQ_EVERY``-th voiced frame is analysed (64 ms windows every 30 ms still overlap by half)."""
     times, f0 = times[::VQ_EVERY], f0[::VQ_EVERY]
-    n = int(round(VQ_WIN_S * sr))
-    half = n // 2
-    padded = np.pad(y.astype(np.float64), half)
+    n, window, fit, qc, qmean, lo, hi = _vq_constants(sr)
+    padded = np.pad(y.astype(np.float64), n // 2)
     starts = np.clip(np.round(times * sr).astype(int), 0, len(y))  # frame centre t -> padded start t*sr
-    frames = np.lib.stride_tricks.sliding_window_view(padded, n)[starts] * _hann(n)
-    mag = np.abs(np.fft.rfft(frames, axis=1))
+    mag = np.abs(np.fft.rfft(np.lib.stride_tricks.sliding_window_view(padded, n)[starts] * window, axis=1))
     # Floor 100 dB under each frame's peak (not an absolute one), so that the measures do not see the level.
     db = 20.0 * np.log10(mag + 1e-5 * mag.max(axis=1, keepdims=True) + 1e-300)
+
+    # H1, H2, H4: the strongest bin within f0/4 of k*f0, refined by a parabola through it and its neighbours.
     df = sr / n
     reach = np.ceil(0.25 * f0 / df).astype(int)
     offs = np.arange(-int(reach.max()), int(reach.max()) + 1)
-    rows = np.arange(len(f0))
+    rows = np.arange(len(f0))[:, None, None]
+    idx = np.clip(np.round(np.outer(f0, [1, 2, 4]) / df).astype(int)[:, :, None] + offs, 1, db.shape[1] - 2)
+    vals = np.where(np.abs(offs) <= reach[:, None, None], db[rows, idx], -np.inf)
+    m = np.take_along_axis(idx, vals.argmax(axis=2)[:, :, None], axis=2)
+    a, b, c = db[rows, m - 1][..., 0], db[rows, m][..., 0], db[rows, m + 1][..., 0]
+    den = a - 2 * b + c
+    h = b - 0.25 * (a - c) * np.where(den < 0, 0.5 * (a - c) / np.where(den < 0, den, -1.0), 0.0)
+    d12, d24 = h[:, 0] - h[:, 1], h[:, 1] - h[:, 2]
 
-    def harmonic(k: int) -> np.ndarray:
-        """Strongest bin within f0/4 of k*f0, refined by a parabola through it and its neighbours."""
-        idx = np.clip(np.round(k * f0 / df).astype(int)[:, None] + offs, 1, db.shape[1] - 2)
-        vals = np.where(np.abs(offs)[None, :] <= reach[:, None], np.take_along_axis(db, idx, axis=1), -np.inf)
-        m = idx[rows, vals.argmax(axis=1)]
-        a, b, c = db[rows, m - 1], db[rows, m], db[rows, m + 1]
-        den = a - 2 * b + c
-        p = np.where(den < 0, 0.5 * (a - c) / np.where(den < 0, den, -1.0), 0.0)
-        return b - 0.25 * (a - c) * p
-
-    h1, h2, h4 = harmonic(1), harmonic(2), harmonic(4)
     ceps = np.fft.irfft(db, n, axis=1)
-    q = np.arange(n) / sr
-    fit = (q >= 0.001) & (q <= 0.5 * n / sr)
-    qc = q[fit] - q[fit].mean()
-    slope = ceps[:, fit] @ qc / (qc**2).sum()  # least-squares line, per frame
-    icpt = ceps[:, fit].mean(axis=1) - slope * q[fit].mean()
-    lo, hi = int(np.ceil(sr / PITCH_CEILING)), int(np.floor(sr / PITCH_FLOOR))
+    slope = ceps[:, fit] @ qc  # least-squares line over 1-32 ms, per frame
+    icpt = ceps[:, fit].mean(axis=1) - slope * qmean
     peak = lo + ceps[:, lo:hi + 1].argmax(axis=1)
-    cpp = ceps[rows, peak] - (icpt + slope * q[peak])
-    d12, d24 = h1 - h2, h2 - h4
+    cpp = ceps[rows[:, 0, 0], peak] - (icpt + slope * peak / sr)
     return {"h1_h2_db_mean": float(d12.mean()), "h1_h2_db_std": float(d12.std()), "h2_h4_db_mean": float(d24.mean()),
             "cpp_db_mean": float(cpp.mean()), "cpp_db_std": float(cpp.std())}
 
 
 @lru_cache(maxsize=4)
-def _hann(n: int) -> np.ndarray:
-    return np.hanning(n)
+def _vq_constants(sr: int) -> tuple:
+    n = int(round(VQ_WIN_S * sr))
+    q = np.arange(n) / sr
+    fit = (q >= 0.001) & (q <= 0.5 * n / sr)
+    qc = q[fit] - q[fit].mean()
+    return (n, np.hanning(n), fit, qc / (qc**2).sum(), float(q[fit].mean()), int(np.ceil(sr / PITCH_CEILING)),
+            int(np.floor(sr / PITCH_FLOOR)))
 
 
 class ProsodicExtractor:

@@ -17,10 +17,10 @@ import math
 from functools import lru_cache
 
 import numpy as np
-from scipy.signal import get_window, medfilt
+from scipy.signal import get_window
 
 from blindcheck.audio import Clip
-from blindcheck.features.frames import active_frames, activity, frame_levels_db, stft_power
+from blindcheck.features.frames import activity, clip_active_frames, frame_levels_db, stft_power
 
 _FORMATS = ("wav", "flac", "mp3", "ogg")
 _DB_FLOOR = -120.0
@@ -93,8 +93,8 @@ def effective_bandwidth(x: np.ndarray, sr: int) -> float:
     f, p = welch_psd(x, sr, nper)
     level = 10.0 * np.log10(p + 1e-30)
     k = min(9, len(level) - (1 - len(level) % 2))
-    if k >= 3:
-        level = medfilt(level, kernel_size=k)
+    if k >= 3:  # scipy.signal.medfilt(level, k): running median, zero-padded ends
+        level = np.median(np.lib.stride_tricks.sliding_window_view(np.pad(level, k // 2), k), axis=1)
     floor, peak = np.percentile(level, 5), level.max()
     if peak - floor < 20.0:  # no band stands out from the rest: energy reaches Nyquist
         return float(f[-1])
@@ -200,7 +200,7 @@ class RecordingExtractor:
         are unchanged. NaN (with a note) when fewer than 3 frames are inactive or they are digital silence.
         """
         power = stft_power(clip)
-        quiet = power[:, ~active_frames(power, min_active=0)]
+        quiet = power[:, ~clip_active_frames(clip, min_active=0)]
         quiet = quiet[:, quiet.sum(axis=0) > 1e-14]  # digital zeros have no spectral shape
         if quiet.shape[1] < 3:
             clip.notes.append("recording: fewer than 3 non-silent pause frames, noise spectrum undefined")

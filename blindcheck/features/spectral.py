@@ -38,7 +38,7 @@ from functools import lru_cache
 import numpy as np
 
 from blindcheck.audio import Clip
-from blindcheck.features.frames import HOP, N_FFT, WIN, active_frames, stft_magnitude, stft_power
+from blindcheck.features.frames import HOP, N_FFT, WIN, clip_active_frames, stft_magnitude, stft_power
 
 N_MELS, N_MFCC, N_CONTRAST = 40, 21, 6
 N_LIN = 32
@@ -188,7 +188,7 @@ class SpectralExtractor:
         delta = _delta(mfcc, width) if width >= 3 else None
         if delta is None:
             clip.notes.append(f"spectral: only {n_frames} frames, MFCC deltas undefined")
-        act = active_frames(power)
+        act = clip_active_frames(clip)
         m, s = mfcc[:, act].mean(axis=1), mfcc[:, act].std(axis=1)
         if delta is not None:
             dm, ds = delta[:, act].mean(axis=1), delta[:, act].std(axis=1)
