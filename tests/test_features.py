@@ -272,7 +272,7 @@ def test_linear_ltas_and_slopes_follow_a_known_tilt():
     slope, icpt = np.polyfit(np.arange(32), lin, 1)
     assert slope == pytest.approx(-1.5, abs=0.05)
     assert np.abs(lin - (icpt + slope * np.arange(32))).max() < 0.6
-    assert abs(lin.mean()) < 1e-9  # relative to the bands' mean
+    assert np.mean(10 ** (lin / 10)) == pytest.approx(1.0)  # relative to the bands' mean power
     assert f["slope_500_1500_db_khz_mean"] == pytest.approx(-6.0, abs=0.3)
     # 0-500 Hz holds 16 bins: a frame's slope scatters by ~13 dB/kHz, its mean over 12 s by ~0.4.
     long, _ = feats("spectral", shaped_noise(-6.0, 12.0, seed=1))
@@ -327,9 +327,10 @@ def test_noise_floor_shape_in_the_pauses():
         y[SR // 2: SR] += burst
         f, _ = feats("recording", y)
         bands = np.array([f[f"noise_band_{b:02d}_db"] for b in range(8)])
-        # 1 kHz bands: each 6 dB (or 0 dB) below the previous one, about their mean.
+        # 1 kHz bands: each 6 dB (or 0 dB) below the previous one, relative to their mean power.
         np.testing.assert_allclose(np.diff(bands), slope, atol=0.6)
         assert f["noise_slope_db_khz"] == pytest.approx(slope, abs=0.5)
+        assert np.mean(10 ** (bands / 10)) == pytest.approx(1.0)
 
 
 def harmonics(f0, amps, dur=1.5):

@@ -5,8 +5,9 @@ native rate (resampling would hide the very artefacts looked for); silence, SNR 
 analysis-rate signal, so that they are comparable across native rates.
 
 Version 3 adds the shape of the noise floor (the inactive STFT frames' mean spectrum): ``noise_band_XX_db``, its
-level in 8 linear bands of sr/16 (1 kHz at 16 kHz) relative to their mean, and ``noise_slope_db_khz``, the
-least-squares slope of its dB spectrum from 100 Hz to Nyquist: hiss, hum, a preamp's or a codec's noise
+level in 8 linear bands of sr/16 (1 kHz at 16 kHz) relative to their mean power (floored at -80 dB, so that an
+empty band's numerical noise is a constant), and ``noise_slope_db_khz``, the
+least-squares slope of its dB spectrum (same floor) from 100 Hz to Nyquist: hiss, hum, a preamp's or a codec's noise
 shaping. Loudness is the same BS.1770-4 computation as pyloudnorm's ``Meter.integrated_loudness`` with the
 K-weighting filters built once per rate and the blocks summed vectorised (same values to rounding).
 """
@@ -210,10 +211,11 @@ class RecordingExtractor:
         freqs = np.fft.rfftfreq(2 * (len(spec) - 1), 1.0 / clip.sr)
         flat = float(np.exp(np.mean(np.log(np.maximum(spec, 1e-20)))) / max(spec.mean(), 1e-20))
         out = {"noise_flatness": flat, "noise_centroid_hz": float((freqs * spec).sum() / spec.sum())}
-        level = 10.0 * np.log10(np.maximum(spec, 1e-20))
+        level = 10.0 * np.log10(np.maximum(spec / max(spec.mean(), 1e-30), 1e-8))  # floored 80 dB under the mean
         edges = np.linspace(1, len(spec), N_NOISE_BANDS + 1).round().astype(int)  # DC left out
-        bands = 10.0 * np.log10(np.maximum(np.add.reduceat(spec, edges[:-1]) / np.diff(edges), 1e-20))
-        for b, v in enumerate(bands - bands.mean()):
+        bands = np.add.reduceat(spec, edges[:-1]) / np.diff(edges)
+        bands = 10.0 * np.log10(np.maximum(bands / max(bands.mean(), 1e-30), 1e-8))  # re their mean, >= -80 dB
+        for b, v in enumerate(bands):
             out[f"noise_band_{b:02d}_db"] = float(v)
         sel = freqs >= 100.0
         fk = freqs[sel] / 1000.0

@@ -19,8 +19,10 @@ floating-point rounding (``benchmarks/feature_drift.py``): centroid, bandwidth a
 float64 from the shared power instead of float32 magnitudes (relative change < 1e-5). Added in version 4
 (all over active frames, all level-free):
 
-- ``ltas_lin_XX``: LTAS in 32 linear bands of sr/64 (250 Hz at 16 kHz), dB relative to their mean: the
-  high-frequency resolution the mel LTAS lacks (band-limiting, codec low-pass, anti-alias roll-off).
+- ``ltas_lin_XX``: LTAS in 32 linear bands of sr/64 (250 Hz at 16 kHz), dB relative to the bands' mean power,
+  floored at -80 dB (so that the numerical noise of an empty band, e.g. above 4 kHz in an 8 kHz file, is a
+  constant and does not move the other bands): the high-frequency resolution the mel LTAS lacks
+  (band-limiting, codec low-pass, anti-alias roll-off).
 - ``alpha_ratio_db`` (energy 50-1000 Hz over 1-5 kHz), ``hammarberg_db`` (strongest bin 0-2 kHz over
   strongest bin 2-5 kHz), ``slope_0_500_db_khz`` and ``slope_500_1500_db_khz`` (least-squares slope of the
   dB power spectrum in that band, DC bin left out, dB per kHz): spectral tilt as in eGeMAPS; mean and std.
@@ -235,8 +237,8 @@ class SpectralExtractor:
         for b in range(N_MELS):
             out[f"ltas_mel_{b:02d}"] = float(ltas[b])
         lt = p_act.mean(axis=1)
-        lin = _db(np.add.reduceat(lt, c["lin"][0]) / c["lin"][1])
-        lin -= lin.mean()
+        lin = np.add.reduceat(lt, c["lin"][0]) / c["lin"][1]
+        lin = 10.0 * np.log10(np.maximum(lin / max(lin.mean(), 1e-30), 1e-8))  # re the mean band power, >= -80 dB
         for b in range(N_LIN):
             out[f"ltas_lin_{b:02d}"] = float(lin[b])
         mod = _modulation(power, sr)
