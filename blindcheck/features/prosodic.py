@@ -151,6 +151,8 @@ class ProsodicExtractor:
             if both.any():
                 step_st = np.abs(np.diff(_semitones(np.where(voiced, f0, 1.0), 1.0)))[both]
                 out["f0_velocity_st_s"] = float(step_st.mean() / TIME_STEP)
+            else:
+                clip.notes.append("prosodic: no two consecutive voiced frames, F0 velocity undefined")
             edges = np.diff(np.concatenate([[0], voiced.astype(np.int8), [0]]))
             runs = (np.nonzero(edges == -1)[0] - np.nonzero(edges == 1)[0]) * TIME_STEP
             out["voiced_segment_rate"] = float(len(runs) / dur)
