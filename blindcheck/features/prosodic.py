@@ -15,7 +15,6 @@
   above (0.99-quantile − 25 dB), at voiced frames. Speaking rate = nuclei / duration; articulation rate =
   nuclei / phonation time; pauses are silent stretches of at least 0.3 s between the first and last
   sounding frame.
-
 - Voice quality from the pitch track (version 4), formant-free: on every third voiced pitch frame, a 64 ms
   Hann window of the signal gives the harmonic amplitudes H1, H2, H4 (the strongest bin within f0/4 of
   k*f0, refined by a parabola through its neighbours): ``h1_h2_db`` (mean, std) and ``h2_h4_db`` (mean),
