@@ -8,7 +8,14 @@ clips with 100 ms pauses.
     python benchmarks/extract_speed.py [--data DIR_WITH_metadata.csv] [--clips N] [--long N] [--workers N]
 
 Needs the `bench` extra (opensmile). Worker start-up (imports, warm-up) is included in the timed run, as a
-user would experience it; a note gives it separately.
+user would experience it. The 1-worker row is per core: blindcheck then runs in this process, which is held to
+one BLAS thread (as the pool's workers hold themselves), since openSMILE's single worker uses one thread.
+For that row the script also prints the ratio of process CPU time (both run entirely in this process then),
+which other load on a shared machine does not inflate as it does the wall-clock ratio.
+
+``--stages`` prints, instead, the CPU time of each stage (decode + resample, the shared STFT, each modality) in
+ms per audio second, in this process's thread with one BLAS thread, on both sets (the profile behind the
+optimisation; thread CPU time, so that other load on the machine does not count).
 """
 
 from __future__ import annotations
@@ -47,26 +54,61 @@ def make_long(files: list[str], n: int, out: Path, seed: int = 0) -> list[str]:
     return paths
 
 
-def run_blindcheck(paths: list[str], workers: int) -> tuple[float, int]:
+def run_blindcheck(paths: list[str], workers: int) -> tuple[float, float, int]:
+    """Wall seconds, this process's CPU seconds (meaningful for 1 worker: everything runs here), features."""
+    from threadpoolctl import threadpool_limits
+
     table = pd.DataFrame({"id": [f"c{i}" for i in range(len(paths))], "path": paths,
                           "label": [i % 2 for i in range(len(paths))]})
-    with tempfile.TemporaryDirectory() as cache:
-        t = time.perf_counter()
+    with tempfile.TemporaryDirectory() as cache, threadpool_limits(1 if workers == 1 else None):
+        t, c = time.perf_counter(), time.process_time()
         res = extract_features(Manifest(table=table, source="bench"), cache, workers=workers)
-        el = time.perf_counter() - t
+        el, cpu = time.perf_counter() - t, time.process_time() - c
     assert res.stats["failed"] == 0, res.errors
-    return el, len(res.feature_columns())
+    return el, cpu, len(res.feature_columns())
 
 
-def run_egemaps(paths: list[str], workers: int) -> tuple[float, int]:
+def run_egemaps(paths: list[str], workers: int) -> tuple[float, float, int]:
     import opensmile
 
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
                             feature_level=opensmile.FeatureLevel.Functionals,
                             num_workers=workers, multiprocessing=workers > 1)
     df = smile.process_files(paths)
-    return time.perf_counter() - t, df.shape[1]
+    return time.perf_counter() - t, time.process_time() - c, df.shape[1]
+
+
+def stages(sets: dict[str, list[str]]) -> None:
+    from threadpoolctl import threadpool_limits
+
+    from blindcheck.audio import decode, load_clip, read_bytes
+    from blindcheck.features import acoustic_modalities, get_extractor
+    from blindcheck.features.frames import stft_power
+
+    exts = [get_extractor(m) for m in acoustic_modalities()]
+    with threadpool_limits(1):
+        for e in exts:  # imports and one-time set-up
+            e.extract(load_clip("warm", decode(read_bytes(next(iter(sets.values()))[0]))))
+        print(f"{'set':<20} {'audio s':>8} " + " ".join(f"{k:>10}" for k in ["decode", "stft",
+              *acoustic_modalities(), "total"]) + "   (CPU ms per audio second)")
+        for name, paths in sets.items():
+            t = dict.fromkeys(["decode", "stft", *acoustic_modalities()], 0.0)
+            audio = 0.0
+            for p in paths:
+                a = time.thread_time()
+                clip = load_clip("x", decode(read_bytes(p)))
+                b = time.thread_time()
+                stft_power(clip)
+                t["decode"] += b - a
+                t["stft"] += time.thread_time() - b
+                audio += len(clip.y) / clip.sr
+                for e in exts:
+                    a = time.thread_time()
+                    e.extract(clip)
+                    t[e.name] += time.thread_time() - a
+            print(f"{name:<20} {audio:>8.1f} " + " ".join(f"{1000 * v / audio:>10.2f}" for v in t.values())
+                  + f" {1000 * sum(t.values()) / audio:>10.2f}")
 
 
 def main() -> None:
@@ -75,24 +117,29 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=240, help="short clips to use")
     ap.add_argument("--long", type=int, default=24, help="long clips to build")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--stages", action="store_true", help="per-stage profile instead of the comparison")
     args = ap.parse_args()
 
     meta = pd.read_csv(Path(args.data) / "metadata.csv")
     files = [str(Path(args.data) / p) for p in meta["path"]][: args.clips]
     with tempfile.TemporaryDirectory() as tmp:
         sets = {"short (FSDD clips)": files, "long (5-15 s)": make_long(files, args.long, Path(tmp))}
+        if args.stages:
+            stages(sets)
+            return
         # One untimed pass so that both tools' files are in the page cache and one-time costs are paid.
         run_blindcheck(files[:4], 1)
         run_egemaps(files[:4], 1)
         print(f"{'set':<20} {'workers':>7} {'audio s':>8} {'blindcheck ms/s':>16} {'eGeMAPS ms/s':>13} "
-              f"{'ratio':>6} {'features':>13}")
+              f"{'ratio':>6} {'CPU ratio':>9} {'features':>13}")
         for name, paths in sets.items():
             audio = sum(sf.info(p).duration for p in paths)
             for w in sorted({1, args.workers}):
-                tb, nb = run_blindcheck(paths, w)
-                te, ne = run_egemaps(paths, w)
+                tb, cb, nb = run_blindcheck(paths, w)
+                te, ce, ne = run_egemaps(paths, w)
+                cpu = f"{cb / ce:>9.2f}" if w == 1 else f"{'':>9}"
                 print(f"{name:<20} {w:>7} {audio:>8.1f} {1000 * tb / audio:>16.2f} {1000 * te / audio:>13.2f} "
-                      f"{tb / te:>6.2f} {nb:>6} vs {ne:>3}")
+                      f"{tb / te:>6.2f} {cpu} {nb:>6} vs {ne:>3}")
 
 
 if __name__ == "__main__":

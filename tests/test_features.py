@@ -251,3 +251,143 @@ def test_real_speech_values_are_plausible(fsdd_meta):
         assert 0 < p["jitter_local"] < 0.1
         assert 0 < r["effective_bandwidth_hz"] <= 4000
         assert r["sample_rate"] == 8000 and r["bit_depth"] == 16
+
+
+# ------------------------------------------------------------------- families added for issue 21 (v4/v3)
+
+
+def shaped_noise(slope_db_per_khz: float, dur: float, seed: int = 0, sr: int = SR) -> np.ndarray:
+    """White noise whose power spectrum falls (or rises) by a known number of dB per kHz."""
+    x = np.fft.rfft(np.random.default_rng(seed).standard_normal(int(dur * sr)))
+    f_khz = np.fft.rfftfreq(int(dur * sr), 1.0 / sr) / 1000.0
+    y = np.fft.irfft(x * 10 ** (slope_db_per_khz * f_khz / 20), int(dur * sr))
+    return (0.1 * y / y.std()).astype(np.float32)
+
+
+def test_linear_ltas_and_slopes_follow_a_known_tilt():
+    f, _ = feats("spectral", shaped_noise(-6.0, 3.0))
+    lin = np.array([f[f"ltas_lin_{b:02d}"] for b in range(32)])
+    # 250 Hz bands on a -6 dB/kHz spectrum: each band 1.5 dB below the one under it (each band's level is a
+    # mean of ~2400 correlated periodogram bins: about 0.15 dB of estimation noise).
+    slope, icpt = np.polyfit(np.arange(32), lin, 1)
+    assert slope == pytest.approx(-1.5, abs=0.05)
+    assert np.abs(lin - (icpt + slope * np.arange(32))).max() < 0.6
+    assert np.mean(10 ** (lin / 10)) == pytest.approx(1.0)  # relative to the bands' mean power
+    assert f["slope_500_1500_db_khz_mean"] == pytest.approx(-6.0, abs=0.3)
+    # 0-500 Hz holds 16 bins: a frame's slope scatters by ~13 dB/kHz, its mean over 12 s by ~0.4.
+    long, _ = feats("spectral", shaped_noise(-6.0, 12.0, seed=1))
+    assert long["slope_0_500_db_khz_mean"] == pytest.approx(-6.0, abs=1.2)
+    flat, _ = feats("spectral", shaped_noise(0.0, 3.0))
+    assert abs(flat["slope_500_1500_db_khz_mean"]) < 0.5
+    assert np.ptp([flat[f"ltas_lin_{b:02d}"] for b in range(32)]) < 1.0
+    # Alpha ratio of white noise: energy in 50-1000 Hz over 1-5 kHz = their bin counts (30 vs 128 bins of
+    # 31.25 Hz), whatever the level.
+    assert flat["alpha_ratio_db_mean"] == pytest.approx(10 * math.log10(30 / 128), abs=0.3)
+
+
+def test_hammarberg_index_of_two_tones():
+    # Strongest bin below 2 kHz (a 1 kHz tone) over strongest 2-5 kHz (3 kHz tone at a tenth the amplitude).
+    y = tone(1000, 1.0, amp=0.5) + tone(3000, 1.0, amp=0.05)
+    f, _ = feats("spectral", y)
+    assert f["hammarberg_db_mean"] == pytest.approx(20.0, abs=0.2)
+    assert f["hammarberg_db_std"] < 0.2
+
+
+def test_frame_feature_percentiles_see_both_halves():
+    # 30% of the frames hold a 1 kHz tone, 70% a 3 kHz tone (same level): p10 reads the first, p50/p90 the second.
+    y = np.concatenate([tone(1000, 0.6), tone(3000, 1.4)])
+    f, _ = feats("spectral", y)
+    assert f["centroid_hz_p10"] == pytest.approx(1000, rel=0.03)
+    assert f["centroid_hz_p50"] == pytest.approx(3000, rel=0.03)
+    assert f["centroid_hz_p90"] == pytest.approx(3000, rel=0.03)
+    assert f["rolloff_hz_p10"] < 1200 < 2800 < f["rolloff_hz_p50"]
+
+
+@pytest.mark.parametrize(("fm", "band"), [(5.5, "mod_4_8hz"), (24.0, "mod_16_32hz"), (1.5, "mod_1_2hz")])
+def test_envelope_modulation_band_of_an_am_tone(fm, band):
+    t = np.arange(3 * SR) / SR
+    y = (0.3 * (1 + np.sin(2 * np.pi * fm * t)) * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
+    f, _ = feats("spectral", y)
+    shares = {k: v for k, v in f.items() if k.startswith("mod_")}
+    assert len(shares) == 6 and sum(shares.values()) == pytest.approx(1.0)
+    assert shares[band] > 0.85, shares
+
+
+def test_modulation_needs_a_full_cycle():
+    f, notes = feats("spectral", tone(500, 0.5))
+    assert math.isnan(f["mod_1_2hz"]) and np.isfinite(f["mod_2_4hz"])
+    assert any("1-2 Hz envelope modulation undefined" in n for n in notes)
+
+
+def test_noise_floor_shape_in_the_pauses():
+    burst = tone(440, 0.5, amp=0.5)
+    for slope in (0.0, -6.0):
+        noise = shaped_noise(slope, 2.0, seed=3) * 0.01  # about -46 dB below the tone
+        y = noise.copy()
+        y[SR // 2: SR] += burst
+        f, _ = feats("recording", y)
+        bands = np.array([f[f"noise_band_{b:02d}_db"] for b in range(8)])
+        # 1 kHz bands: each 6 dB (or 0 dB) below the previous one, relative to their mean power.
+        np.testing.assert_allclose(np.diff(bands), slope, atol=0.6)
+        assert f["noise_slope_db_khz"] == pytest.approx(slope, abs=0.5)
+        assert np.mean(10 ** (bands / 10)) == pytest.approx(1.0)
+
+
+def harmonics(f0, amps, dur=1.5):
+    t = np.arange(int(dur * SR)) / SR
+    return (0.2 * sum(a * np.sin(2 * np.pi * f0 * k * t + k) for k, a in enumerate(amps, 1))).astype(np.float32)
+
+
+@pytest.mark.parametrize("f0", [100.0, 160.0, 230.0])
+def test_harmonic_differences_of_a_known_source(f0):
+    # H1 = 1, H2 = 0.5, H4 = 0.25: H1-H2 = H2-H4 = 20 log10(2) = 6.02 dB.
+    f, notes = feats("prosodic", harmonics(f0, [1.0, 0.5, 0.3, 0.25, 0.1]))
+    assert f["f0_median_hz"] == pytest.approx(f0, rel=0.01)
+    assert f["h1_h2_db_mean"] == pytest.approx(6.02, abs=0.5)
+    assert f["h2_h4_db_mean"] == pytest.approx(6.02, abs=0.5)
+    assert f["h1_h2_db_std"] < 0.3
+    flipped, _ = feats("prosodic", harmonics(f0, [0.5, 1.0, 0.3, 0.5, 0.1]))  # H2 over H1 by 6 dB
+    assert flipped["h1_h2_db_mean"] == pytest.approx(-6.02, abs=0.5)
+
+
+def test_h1_h2_of_the_pulse_train_is_its_resonance_ratio():
+    # The pulse train's pulses are exp(-t/2.5 ms) sin(2 pi 700 t): |H(f)| = w0 / |(a + j w)^2 + w0^2|.
+    a, w0 = 1 / 0.0025, 2 * np.pi * 700
+
+    def gain(f):
+        return w0 / abs((a + 2j * np.pi * f) ** 2 + w0**2)
+
+    f, _ = feats("prosodic", pulse_train(140, 1.0)[0])
+    assert f["h1_h2_db_mean"] == pytest.approx(20 * math.log10(gain(140) / gain(280)), abs=0.3)
+
+
+def test_cpp_falls_with_noise():
+    y, _ = pulse_train(140, 1.0)
+    rng = np.random.default_rng(5)
+    cpps = [feats("prosodic", y + rng.normal(0, y.std() * 10 ** (nd / 20), len(y)).astype(np.float32))[0]
+            ["cpp_db_mean"] for nd in (-40, -20, -5)]
+    assert cpps[0] > cpps[1] > cpps[2] > 0
+    assert cpps[0] > 3 * cpps[2]
+
+
+def test_f0_glide_velocity_and_iqr():
+    # F0 doubles over 1.5 s (exponential glide): 8 semitones per second, an IQR of half the 12 st range.
+    t = np.arange(int(1.5 * SR)) / SR
+    f0 = 110 * 2 ** (t / 1.5)
+    phase = 2 * np.pi * np.cumsum(f0) / SR
+    y = (0.2 * (np.sin(phase) + 0.5 * np.sin(2 * phase) + 0.3 * np.sin(3 * phase))).astype(np.float32)
+    f, _ = feats("prosodic", y)
+    assert f["f0_velocity_st_s"] == pytest.approx(8.0, rel=0.15)
+    assert f["f0_iqr_st"] == pytest.approx(6.0, abs=0.6)
+    steady, _ = feats("prosodic", harmonics(150, [1.0, 0.5, 0.3]))
+    assert steady["f0_velocity_st_s"] < 0.5 and steady["f0_iqr_st"] < 0.1
+
+
+def test_voiced_segments_of_syllables():
+    syll, _ = pulse_train(130, 0.2)
+    gap = np.zeros(int(0.2 * SR), np.float32)
+    y = np.concatenate([gap] + [np.concatenate([syll, gap]) for _ in range(4)])
+    f, _ = feats("prosodic", y)
+    assert f["voiced_segment_rate"] == pytest.approx(4 / (len(y) / SR), rel=0.01)
+    assert f["voiced_segment_mean_s"] == pytest.approx(0.2, abs=0.05)
+    assert f["hnr_std_db"] >= 0

@@ -59,6 +59,14 @@ def active_frames(power: np.ndarray, min_active: int = 3) -> np.ndarray:
     return mask if mask.sum() >= min_active else np.ones_like(mask)
 
 
+def clip_active_frames(clip: Clip, min_active: int = 3) -> np.ndarray:
+    """:func:`active_frames` of the clip's shared STFT power, the activity rule applied once per clip."""
+    if "stft_active" not in clip.shared:
+        clip.shared["stft_active"] = active_frames(stft_power(clip), min_active=0)
+    mask = clip.shared["stft_active"]
+    return mask if mask.sum() >= min_active else np.ones_like(mask)
+
+
 def frame_levels_db(y, sr: int, frame_s: float = 0.025, hop_s: float = 0.010):
     """Per-frame mean-square level in dBFS (floor -120 dB) and the hop in seconds. Shared by modalities."""
     frame, hop = max(1, int(round(frame_s * sr))), max(1, int(round(hop_s * sr)))

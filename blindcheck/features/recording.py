@@ -3,20 +3,62 @@
 Format facts come from the file itself; levels, bandwidth and clipping are measured on the samples at the
 native rate (resampling would hide the very artefacts looked for); silence, SNR and loudness on the
 analysis-rate signal, so that they are comparable across native rates.
+
+Version 3 adds the shape of the noise floor (the inactive STFT frames' mean spectrum): ``noise_band_XX_db``, its
+level in 8 linear bands of sr/16 (1 kHz at 16 kHz) relative to their mean power (floored at -80 dB, so that an
+empty band's numerical noise is a constant), and ``noise_slope_db_khz``, the
+least-squares slope of its dB spectrum (same floor) from 100 Hz to Nyquist: hiss, hum, a preamp's or a codec's noise
+shaping. Loudness is the same BS.1770-4 computation as pyloudnorm's ``Meter.integrated_loudness`` with the
+K-weighting filters built once per rate and the blocks summed vectorised (same values to rounding).
 """
 
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
-from scipy.signal import get_window, medfilt
+from scipy.signal import get_window
 
 from blindcheck.audio import Clip
-from blindcheck.features.frames import active_frames, activity, frame_levels_db, stft_power
+from blindcheck.features.frames import activity, clip_active_frames, frame_levels_db, stft_power
 
 _FORMATS = ("wav", "flac", "mp3", "ogg")
 _DB_FLOOR = -120.0
+N_NOISE_BANDS = 8
+
+
+@lru_cache(maxsize=8)
+def _k_weighting(sr: int) -> tuple:
+    """pyloudnorm's K-weighting stages at ``sr``: (b, a, passband gain) each, computed once."""
+    import pyloudnorm
+
+    return tuple((f.b, f.a, f.passband_gain) for f in pyloudnorm.Meter(sr)._filters.values())
+
+
+def integrated_loudness(y: np.ndarray, sr: int, block_size: float) -> float:
+    """ITU-R BS.1770-4 integrated loudness of a mono signal, as ``pyloudnorm.Meter(sr, block_size=block_size)
+    .integrated_loudness(y)`` (gates at -70 LUFS and -10 LU; -inf when every block is gated out)."""
+    from scipy.signal import lfilter
+
+    x = np.asarray(y, np.float64)
+    for b, a, gain in _k_weighting(sr):
+        x = gain * lfilter(b, a, x)
+    step = 1.0 - 0.75
+    n_blocks = int(np.round((len(x) / sr - block_size) / (block_size * step)) + 1)
+    j = np.arange(n_blocks)
+    lo = (block_size * (j * step) * sr).astype(int)
+    hi = (block_size * (j * step + 1) * sr).astype(int)
+    csum = np.concatenate([[0.0], np.cumsum(x**2)])
+    z = (csum[np.minimum(hi, len(x))] - csum[np.minimum(lo, len(x))]) / (block_size * sr)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lk = -0.691 + 10.0 * np.log10(z)
+        gated = lk >= -70.0
+        if not gated.any():
+            return -math.inf
+        rel = -0.691 + 10.0 * np.log10(z[gated].mean()) - 10.0
+        keep = (lk > rel) & (lk > -70.0)
+        return float(-0.691 + 10.0 * np.log10(z[keep].mean())) if keep.any() else -math.inf
 
 
 def _db(power: float) -> float:
@@ -52,8 +94,8 @@ def effective_bandwidth(x: np.ndarray, sr: int) -> float:
     f, p = welch_psd(x, sr, nper)
     level = 10.0 * np.log10(p + 1e-30)
     k = min(9, len(level) - (1 - len(level) % 2))
-    if k >= 3:
-        level = medfilt(level, kernel_size=k)
+    if k >= 3:  # scipy.signal.medfilt(level, k): running median, zero-padded ends
+        level = np.median(np.lib.stride_tricks.sliding_window_view(np.pad(level, k // 2), k), axis=1)
     floor, peak = np.percentile(level, 5), level.max()
     if peak - floor < 20.0:  # no band stands out from the rest: energy reaches Nyquist
         return float(f[-1])
@@ -81,7 +123,7 @@ def clipping_fraction(x: np.ndarray) -> float:
 
 class RecordingExtractor:
     name = "recording"
-    version = "2"
+    version = "3"
 
     def config(self) -> dict:
         return {"frame_s": 0.025, "hop_s": 0.010, "loudness": "BS.1770-4/pyloudnorm"}
@@ -93,7 +135,7 @@ class RecordingExtractor:
             "duration_s", "effective_bandwidth_hz", "bandwidth_ratio", "dc_offset", "peak_dbfs",
             "crest_factor_db", "clipping_fraction", "rms_dbfs", "loudness_lufs", "leading_silence_s",
             "trailing_silence_s", "silence_ratio", "noise_floor_dbfs", "snr_db", "noise_flatness",
-            "noise_centroid_hz",
+            "noise_centroid_hz", *[f"noise_band_{b:02d}_db" for b in range(N_NOISE_BANDS)], "noise_slope_db_khz",
         ]
 
     def extract(self, clip: Clip) -> dict[str, float]:
@@ -159,29 +201,36 @@ class RecordingExtractor:
         are unchanged. NaN (with a note) when fewer than 3 frames are inactive or they are digital silence.
         """
         power = stft_power(clip)
-        quiet = power[:, ~active_frames(power, min_active=0)]
+        quiet = power[:, ~clip_active_frames(clip, min_active=0)]
         quiet = quiet[:, quiet.sum(axis=0) > 1e-14]  # digital zeros have no spectral shape
         if quiet.shape[1] < 3:
             clip.notes.append("recording: fewer than 3 non-silent pause frames, noise spectrum undefined")
-            return {"noise_flatness": math.nan, "noise_centroid_hz": math.nan}
+            return {"noise_flatness": math.nan, "noise_centroid_hz": math.nan, "noise_slope_db_khz": math.nan,
+                    **{f"noise_band_{b:02d}_db": math.nan for b in range(N_NOISE_BANDS)}}
         spec = quiet.mean(axis=1)
         freqs = np.fft.rfftfreq(2 * (len(spec) - 1), 1.0 / clip.sr)
         flat = float(np.exp(np.mean(np.log(np.maximum(spec, 1e-20)))) / max(spec.mean(), 1e-20))
-        return {"noise_flatness": flat, "noise_centroid_hz": float((freqs * spec).sum() / spec.sum())}
+        out = {"noise_flatness": flat, "noise_centroid_hz": float((freqs * spec).sum() / spec.sum())}
+        level = 10.0 * np.log10(np.maximum(spec / max(spec.mean(), 1e-30), 1e-8))  # floored 80 dB under the mean
+        edges = np.linspace(1, len(spec), N_NOISE_BANDS + 1).round().astype(int)  # DC left out
+        bands = np.add.reduceat(spec, edges[:-1]) / np.diff(edges)
+        bands = 10.0 * np.log10(np.maximum(bands / max(bands.mean(), 1e-30), 1e-8))  # re their mean, >= -80 dB
+        for b, v in enumerate(bands):
+            out[f"noise_band_{b:02d}_db"] = float(v)
+        sel = freqs >= 100.0
+        fk = freqs[sel] / 1000.0
+        out["noise_slope_db_khz"] = float(level[sel] @ (fk - fk.mean()) / ((fk - fk.mean()) ** 2).sum())
+        return out
 
     @staticmethod
     def _loudness(clip: Clip) -> float:
         """ITU-R BS.1770-4 integrated loudness (LUFS). Clips under 400 ms use one block spanning the clip."""
-        import pyloudnorm
-
         dur = len(clip.y) / clip.sr
         if dur < 0.05:
             clip.notes.append("recording: clip shorter than 50 ms, loudness undefined")
             return math.nan
-        # pyloudnorm needs strictly more samples than one block.
-        meter = pyloudnorm.Meter(clip.sr, block_size=min(0.400, (len(clip.y) - 1) / clip.sr))
-        with np.errstate(divide="ignore"):
-            lufs = float(meter.integrated_loudness(clip.y.astype(np.float64)))
+        # As before with pyloudnorm, which needs strictly more samples than one block.
+        lufs = integrated_loudness(clip.y, clip.sr, block_size=min(0.400, (len(clip.y) - 1) / clip.sr))
         if not math.isfinite(lufs):
             clip.notes.append("recording: every block below the -70 LUFS gate, loudness undefined")
             return math.nan

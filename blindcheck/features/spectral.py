@@ -1,4 +1,4 @@
-"""``spectral.*``: short-time spectral shape at the analysis rate (librosa), from one STFT.
+"""``spectral.*``: short-time spectral shape at the analysis rate, from one STFT (plain numpy).
 
 Frames: 25 ms Hann windows every 10 ms, FFT size 512 at 16 kHz. Every frame-level descriptor is summarised by
 its mean and standard deviation over the clip's *active* frames (frames with speech energy, by the same rule
@@ -10,27 +10,153 @@ sides shows up in one modality only: MFCC c0's mean (the log energy) is left out
 dynamics) kept. The long-term average spectrum (``ltas_mel_XX``) is the mean mel-band power of the active
 frames in dB relative to the clip's average band level: a level-free picture of the microphone and room
 response.
+
+Version 4 computes every family from the shared |STFT| / power / mel in numpy instead of librosa's wrappers
+(each of which re-derived frequencies, normalisations or a numba kernel), with the same definitions as
+librosa 0.11 (slaney mel, orthonormal DCT-II, Savitzky-Golay deltas, librosa's spectral contrast including its
+80 dB ``top_db`` clamp of the peak/valley levels). Values of the version-3 features agree with version 3 to
+floating-point rounding (``benchmarks/feature_drift.py``): centroid, bandwidth and flatness are now computed in
+float64 from the shared power instead of float32 magnitudes (relative change < 1e-5). Added in version 4
+(all over active frames, all level-free):
+
+- ``ltas_lin_XX``: LTAS in 32 linear bands of sr/64 (250 Hz at 16 kHz), dB relative to the bands' mean power,
+  floored at -80 dB (so that the numerical noise of an empty band, e.g. above 4 kHz in an 8 kHz file, is a
+  constant and does not move the other bands): the high-frequency resolution the mel LTAS lacks
+  (band-limiting, codec low-pass, anti-alias roll-off).
+- ``alpha_ratio_db`` (energy 50-1000 Hz over 1-5 kHz), ``hammarberg_db`` (strongest bin 0-2 kHz over
+  strongest bin 2-5 kHz), ``slope_0_500_db_khz`` and ``slope_500_1500_db_khz`` (least-squares slope of the
+  dB power spectrum in that band, DC bin left out, dB per kHz): spectral tilt as in eGeMAPS; mean and std.
+- ``{centroid_hz,bandwidth_hz,rolloff_hz,flatness}_p{10,50,90}``: percentiles of the frame series.
+- ``mod_{lo}_{hi}hz``: share of the amplitude envelope's modulation power (frame RMS at 100 Hz, all frames,
+  mean removed) in octave bands 1-2 ... 32-50 Hz; 0 when the envelope is flat. ``mod_1_2hz`` is NaN for clips
+  under 1 s (it needs one full cycle).
 """
 
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 
 from blindcheck.audio import Clip
-from blindcheck.features.frames import HOP, N_FFT, WIN, active_frames, stft_magnitude, stft_power
+from blindcheck.features.frames import HOP, N_FFT, WIN, clip_active_frames, stft_magnitude, stft_power
 
 N_MELS, N_MFCC, N_CONTRAST = 40, 21, 6
+N_LIN = 32
 _FRAME_FEATURES = ("centroid_hz", "bandwidth_hz", "rolloff_hz", "flatness", "zcr", "flux")
+_TILT_FEATURES = ("alpha_ratio_db", "hammarberg_db", "slope_0_500_db_khz", "slope_500_1500_db_khz")
+_PCT_FEATURES = ("centroid_hz", "bandwidth_hz", "rolloff_hz", "flatness")
+_PCTS = (10, 50, 90)
+_MOD_EDGES = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 50.0)
+_AMIN = 1e-10
+
+
+@lru_cache(maxsize=8)
+def _mel_basis(sr: int) -> np.ndarray:
+    import librosa.filters  # the filter bank only (no numba): slaney mel, as librosa.feature.melspectrogram
+
+    return librosa.filters.mel(sr=sr, n_fft=N_FFT, n_mels=N_MELS, fmin=20.0, fmax=sr / 2).astype(np.float64)
+
+
+@lru_cache(maxsize=1)
+def _dct_matrix() -> np.ndarray:
+    """Orthonormal DCT-II rows 0..N_MFCC-1 over N_MELS bands (scipy.fft.dct(type=2, norm='ortho'))."""
+    n = np.arange(N_MELS)
+    m = np.cos(np.pi / N_MELS * (n[None, :] + 0.5) * np.arange(N_MFCC)[:, None]) * math.sqrt(2.0 / N_MELS)
+    m[0] /= math.sqrt(2.0)
+    return m
+
+
+@lru_cache(maxsize=8)
+def _bands(sr: int) -> dict:
+    """Per-rate constants: bin frequencies, contrast sub-bands (librosa's rule), tilt and LTAS band masks."""
+    freq = np.fft.rfftfreq(N_FFT, 1.0 / sr)
+    octa = np.zeros(N_CONTRAST + 2)
+    octa[1:] = 100.0 * (2.0 ** np.arange(0, N_CONTRAST + 1))
+    contrast = []
+    for k, (lo, hi) in enumerate(zip(octa[:-1], octa[1:], strict=True)):
+        band = (freq >= lo) & (freq <= hi)
+        idx = np.flatnonzero(band)
+        if k > 0:
+            band[idx[0] - 1] = True
+        if k == N_CONTRAST:
+            band[idx[-1] + 1:] = True
+        rows = np.flatnonzero(band)
+        if k < N_CONTRAST:
+            rows = rows[:-1]
+        contrast.append((rows, int(max(np.rint(0.02 * band.sum()), 1))))
+    lin_edges = np.linspace(0, len(freq) - 1, N_LIN + 1).round().astype(int)  # bins 1..N/2, DC left out
+    slopes = {}
+    for name, lo, hi in (("slope_0_500_db_khz", 0.0, 500.0), ("slope_500_1500_db_khz", 500.0, 1500.0)):
+        rows = np.flatnonzero((freq > 0) & (freq >= lo) & (freq <= hi))  # DC left out (a 1-dof bin, biased low)
+        fk = freq[rows] / 1000.0
+        w = (fk - fk.mean()) / ((fk - fk.mean()) ** 2).sum()  # least-squares slope = w @ level
+        slopes[name] = (rows, w)
+    return {
+        "freq": freq, "contrast": contrast, "lin": (lin_edges[:-1] + 1, np.diff(lin_edges)),
+        "alpha_lo": (freq >= 50) & (freq < 1000), "alpha_hi": (freq >= 1000) & (freq < 5000),
+        "hb_lo": freq < 2000, "hb_hi": (freq >= 2000) & (freq < 5000), "slopes": slopes,
+    }
+
+
+def _db(x: np.ndarray) -> np.ndarray:
+    return 10.0 * np.log10(np.maximum(x, _AMIN))
+
+
+def _delta(x: np.ndarray, width: int) -> np.ndarray:
+    """librosa.feature.delta(x, width=width, mode="interp"): a Savitzky-Golay first derivative (order 1) along
+    the frames. With a straight-line fit, the 'interp' edges take the slope of the first/last full window."""
+    h = width // 2
+    k = np.arange(-h, h + 1, dtype=np.float64)
+    core = np.lib.stride_tricks.sliding_window_view(x, width, axis=1) @ (k / (k**2).sum())
+    return core[:, np.clip(np.arange(x.shape[1]) - h, 0, core.shape[1] - 1)]
+
+
+def _contrast(mag: np.ndarray, sr: int) -> np.ndarray:
+    """librosa.feature.spectral_contrast(S=mag, sr, n_fft, n_bands=6, fmin=100, quantile=0.02)."""
+    peak = np.empty((N_CONTRAST + 1, mag.shape[1]))
+    valley = np.empty_like(peak)
+    for k, (rows, q) in enumerate(_bands(sr)["contrast"]):
+        srt = np.sort(mag[rows], axis=0)
+        valley[k] = srt[:q].mean(axis=0)
+        peak[k] = srt[-q:].mean(axis=0)
+    pdb, vdb = _db(peak), _db(valley)  # librosa's power_to_db(top_db=80) on the peak and valley matrices
+    return np.maximum(pdb, pdb.max() - 80.0) - np.maximum(vdb, vdb.max() - 80.0)
+
+
+def _zcr(y: np.ndarray, n_frames: int) -> np.ndarray:
+    """librosa.feature.zero_crossing_rate(y, frame_length=WIN, hop_length=HOP, center=True)."""
+    y = np.pad(y, WIN // 2, mode="edge")
+    s = np.signbit(np.where(np.abs(y) <= 1e-10, 0.0, y))
+    cs = np.concatenate([[0], np.cumsum(s[1:] != s[:-1])])
+    starts = np.arange(n_frames) * HOP
+    return (cs[starts + WIN - 1] - cs[starts]) / WIN
+
+
+def _modulation(power: np.ndarray, sr: int) -> np.ndarray:
+    """Share of the frame-RMS envelope's modulation power in each band of ``_MOD_EDGES``."""
+    env = np.sqrt(power.mean(axis=0))
+    env = env - env.mean()
+    n = max(len(env), 256)
+    spec = np.abs(np.fft.rfft(env, n)) ** 2
+    fm = np.fft.rfftfreq(n, HOP / sr)
+    bands = np.array([spec[(fm >= lo) & (fm < hi)].sum() for lo, hi in zip(_MOD_EDGES[:-1], _MOD_EDGES[1:],
+                                                                              strict=True)])
+    total = bands.sum()
+    out = bands / total if total > 1e-20 else np.zeros_like(bands)
+    if power.shape[1] * HOP / sr < 1.0 / _MOD_EDGES[0]:
+        out[0] = math.nan
+    return out
 
 
 class SpectralExtractor:
     name = "spectral"
-    version = "3"
+    version = "4"
 
     def config(self) -> dict:
-        return {"n_fft": N_FFT, "win": WIN, "hop": HOP, "n_mels": N_MELS, "n_mfcc": N_MFCC, "contrast": N_CONTRAST}
+        return {"n_fft": N_FFT, "win": WIN, "hop": HOP, "n_mels": N_MELS, "n_mfcc": N_MFCC, "contrast": N_CONTRAST,
+                "n_lin": N_LIN, "pcts": list(_PCTS), "mod_edges": list(_MOD_EDGES)}
 
     def feature_names(self) -> list[str]:
         names = []
@@ -42,50 +168,82 @@ class SpectralExtractor:
         for b in range(N_CONTRAST + 1):
             names += [f"contrast_{b}_mean", f"contrast_{b}_std"]
         names += [f"ltas_mel_{b:02d}" for b in range(N_MELS)]
+        names += [f"ltas_lin_{b:02d}" for b in range(N_LIN)]
+        for f in _TILT_FEATURES:
+            names += [f"{f}_mean", f"{f}_std"]
+        names += [f"{f}_p{p}" for f in _PCT_FEATURES for p in _PCTS]
+        names += [f"mod_{lo:g}_{hi:g}hz" for lo, hi in zip(_MOD_EDGES[:-1], _MOD_EDGES[1:], strict=True)]
         return names
 
     def extract(self, clip: Clip) -> dict[str, float]:
-        import librosa
-
         sr = clip.sr
+        c = _bands(sr)
+        freq = c["freq"]
         mag = stft_magnitude(clip)
         power = stft_power(clip)
-        mel = librosa.feature.melspectrogram(S=power, sr=sr, n_fft=N_FFT, n_mels=N_MELS, fmin=20.0, fmax=sr / 2)
-        logmel = librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None)
-        mfcc = librosa.feature.mfcc(S=logmel, n_mfcc=N_MFCC)
+        mel = _mel_basis(sr) @ power
+        logmel = _db(mel)
+        mfcc = _dct_matrix() @ logmel
         n_frames = mfcc.shape[1]
         out: dict[str, float] = {}
         width = min(9, n_frames if n_frames % 2 else n_frames - 1)
-        delta = librosa.feature.delta(mfcc, width=width, mode="interp") if width >= 3 else None
+        delta = _delta(mfcc, width) if width >= 3 else None
         if delta is None:
             clip.notes.append(f"spectral: only {n_frames} frames, MFCC deltas undefined")
-        act = active_frames(power)
-        mfcc = mfcc[:, act]
-        delta = delta[:, act] if delta is not None else None
+        act = clip_active_frames(clip)
+        m, s = mfcc[:, act].mean(axis=1), mfcc[:, act].std(axis=1)
+        if delta is not None:
+            dm, ds = delta[:, act].mean(axis=1), delta[:, act].std(axis=1)
+        else:
+            dm = ds = np.full(N_MFCC, math.nan)
         for i in range(N_MFCC):
             if i:
-                out[f"mfcc_{i:02d}_mean"] = float(mfcc[i].mean())
-            out[f"mfcc_{i:02d}_std"] = float(mfcc[i].std())
-            out[f"mfcc_{i:02d}_delta_mean"] = float(delta[i].mean()) if delta is not None else math.nan
-            out[f"mfcc_{i:02d}_delta_std"] = float(delta[i].std()) if delta is not None else math.nan
+                out[f"mfcc_{i:02d}_mean"] = float(m[i])
+            out[f"mfcc_{i:02d}_std"] = float(s[i])
+            out[f"mfcc_{i:02d}_delta_mean"] = float(dm[i])
+            out[f"mfcc_{i:02d}_delta_std"] = float(ds[i])
 
-        frames = {
-            "centroid_hz": librosa.feature.spectral_centroid(S=mag, sr=sr, n_fft=N_FFT)[0],
-            "bandwidth_hz": librosa.feature.spectral_bandwidth(S=mag, sr=sr, n_fft=N_FFT)[0],
-            "rolloff_hz": librosa.feature.spectral_rolloff(S=mag, sr=sr, n_fft=N_FFT, roll_percent=0.85)[0],
-            "flatness": librosa.feature.spectral_flatness(S=mag, amin=1e-10)[0],
-            "zcr": librosa.feature.zero_crossing_rate(clip.y, frame_length=WIN, hop_length=HOP, center=True)[0],
-            "flux": np.concatenate([[0.0], np.maximum(0.0, np.diff(logmel, axis=1)).mean(axis=0)]),
-        }
-        for k, v in frames.items():
-            v = v[act]  # every frame series has one value per STFT frame
-            out[f"{k}_mean"], out[f"{k}_std"] = float(np.mean(v)), float(np.std(v))
-        contrast = librosa.feature.spectral_contrast(S=mag, sr=sr, n_fft=N_FFT, n_bands=N_CONTRAST, fmin=100.0)
-        contrast = contrast[:, act]
+        # Frame series over the active frames only (every one has one value per STFT frame).
+        p_act, m_act = power[:, act], mag[:, act].astype(np.float64)
+        msum = m_act.sum(axis=0)
+        msum = np.where(msum < np.finfo(np.float32).tiny, 1.0, msum)  # librosa's normalize(): silent frame -> 0
+        mnorm = m_act / msum
+        centroid = freq @ mnorm
+        bandwidth = np.sqrt(np.maximum((freq**2) @ mnorm - centroid**2, 0.0))  # = sqrt(sum p (f - centroid)^2)
+        cum = np.cumsum(mag[:, act], axis=0)  # float32, as librosa's rolloff
+        rolloff = freq[np.argmax(cum >= 0.85 * cum[-1], axis=0)]
+        pt = np.maximum(p_act, _AMIN)
+        flatness = np.exp(np.log(pt).mean(axis=0)) / pt.mean(axis=0)
+        flux = np.concatenate([[0.0], np.maximum(0.0, np.diff(logmel, axis=1)).mean(axis=0)])[act]
+        zcr = _zcr(clip.y, n_frames)[act]
+        tilt = [_db(p_act[c["alpha_lo"]].sum(axis=0)) - _db(p_act[c["alpha_hi"]].sum(axis=0)),
+                _db(p_act[c["hb_lo"]].max(axis=0)) - _db(p_act[c["hb_hi"]].max(axis=0))]
+        tilt += [w @ _db(p_act[rows]) for rows, w in c["slopes"].values()]
+        series = np.vstack([centroid, bandwidth, rolloff, flatness, zcr, flux, *tilt])
+        means, stds = series.mean(axis=1), series.std(axis=1)
+        for j, k in enumerate(_FRAME_FEATURES + _TILT_FEATURES):
+            out[f"{k}_mean"], out[f"{k}_std"] = float(means[j]), float(stds[j])
+        pct = np.percentile(series[:4], _PCTS, axis=1)  # (pcts, features)
+        for j, k in enumerate(_PCT_FEATURES):
+            for i, p in enumerate(_PCTS):
+                out[f"{k}_p{p}"] = float(pct[i, j])
+
+        contrast = _contrast(mag, sr)[:, act]
+        cm, cs = contrast.mean(axis=1), contrast.std(axis=1)
         for b in range(N_CONTRAST + 1):
-            out[f"contrast_{b}_mean"], out[f"contrast_{b}_std"] = float(contrast[b].mean()), float(contrast[b].std())
-        ltas = 10.0 * np.log10(np.maximum(mel[:, act].mean(axis=1), 1e-10))
+            out[f"contrast_{b}_mean"], out[f"contrast_{b}_std"] = float(cm[b]), float(cs[b])
+        ltas = _db(mel[:, act].mean(axis=1))
         ltas -= ltas.mean()
         for b in range(N_MELS):
             out[f"ltas_mel_{b:02d}"] = float(ltas[b])
+        lt = p_act.mean(axis=1)
+        lin = np.add.reduceat(lt, c["lin"][0]) / c["lin"][1]
+        lin = 10.0 * np.log10(np.maximum(lin / max(lin.mean(), 1e-30), 1e-8))  # re the mean band power, >= -80 dB
+        for b in range(N_LIN):
+            out[f"ltas_lin_{b:02d}"] = float(lin[b])
+        mod = _modulation(power, sr)
+        if math.isnan(mod[0]):
+            clip.notes.append("spectral: clip shorter than 1 s, 1-2 Hz envelope modulation undefined")
+        for (lo, hi), v in zip(zip(_MOD_EDGES[:-1], _MOD_EDGES[1:], strict=True), mod, strict=True):
+            out[f"mod_{lo:g}_{hi:g}hz"] = float(v)
         return out
