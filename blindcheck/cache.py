@@ -20,12 +20,14 @@ table is never rewritten to add a few rows, and a kill during compaction loses n
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -50,6 +52,13 @@ def write_parquet_atomic(df: pd.DataFrame | pa.Table, path: Path) -> None:
 
 def _parts(d: Path) -> list[Path]:
     return sorted(p for p in d.glob("part-*.parquet") if not p.name.startswith(".")) if d.is_dir() else []
+
+
+def _conform(t: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``t`` with the columns of ``schema``, in its order and types (a column a part lacks: nulls)."""
+    cols = [t.column(f.name).cast(f.type) if f.name in t.column_names else pa.nulls(t.num_rows, f.type)
+            for f in schema]
+    return pa.Table.from_arrays(cols, schema=schema)
 
 
 def _part_name() -> str:
@@ -91,7 +100,10 @@ class Store:
             write_parquet_atomic(df, d / _part_name())
 
     def _compact(self, d: Path, key: list[str], min_parts: int = COMPACT_PARTS) -> bool:
-        """Merge the small parts of ``d`` into one when there are more than ``min_parts`` of them."""
+        """Merge the small parts of ``d`` into one when there are more than ``min_parts`` of them.
+
+        Streaming: the parts are read one at a time, newest first, and each key's newest row is written on to
+        the merged file, so memory holds one part and the set of keys seen, never the whole table."""
         small = []
         for p in _parts(d):
             try:
@@ -101,10 +113,35 @@ class Store:
                 small.append(p)  # damaged: merging skips it and removes it
         if len(small) <= max(1, min_parts):
             return False
-        merged = self._read(d, key, parts=small)
-        if not merged.empty:
+        schemas = {}
+        for p in small:
+            with contextlib.suppress(Exception):
+                schemas[p] = pq.read_schema(p)
+        if schemas:
+            schema = pa.unify_schemas(list(schemas.values()), promote_options="permissive")
             # named after the newest part it replaces, so it still sorts before any part written since
-            write_parquet_atomic(merged, d / f"{small[-1].stem}-c{uuid.uuid4().hex[:6]}.parquet")
+            target = d / f"{small[-1].stem}-c{uuid.uuid4().hex[:6]}.parquet"
+            tmp = d / f".{target.name}.tmp"
+            seen: set = set()
+            with open(tmp, "wb") as fh:
+                with pq.ParquetWriter(fh, schema) as writer:
+                    for p in reversed([p for p in small if p in schemas]):
+                        try:
+                            t = pq.read_table(p)
+                        except Exception:
+                            continue
+                        cols = [t.column(k).to_pylist() for k in key]
+                        keys = list(zip(*cols, strict=True)) if len(key) > 1 else cols[0]
+                        keep = []
+                        for i in range(len(keys) - 1, -1, -1):  # within a part, too, the last copy wins
+                            if keys[i] not in seen:
+                                seen.add(keys[i])
+                                keep.append(i)
+                        if keep:
+                            writer.write_table(_conform(t.take(pa.array(sorted(keep))), schema))
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
         for p in small:
             p.unlink(missing_ok=True)
         return True
@@ -141,6 +178,59 @@ class Store:
 
     def append_features(self, tag: str, df: pd.DataFrame) -> None:
         self._append(self.feature_dir(tag), df)
+
+    def present(self, tag: str, keys: Iterable[str]) -> set[str]:
+        """Which of ``keys`` the extractor ``tag`` has rows for (reads the key column only)."""
+        values = list(dict.fromkeys(keys))
+        if not values:
+            return set()
+        filt = pc.field("content_hash").isin(pa.array(values))
+        found: set[str] = set()
+        for p in _parts(self.feature_dir(tag)):
+            try:
+                found.update(pq.read_table(p, columns=["content_hash"], filters=filt).column(0).to_pylist())
+            except Exception:
+                continue
+        return found
+
+    def read_matrix(self, tag: str, keys: np.ndarray, columns: list[str],
+                    dtype=np.float32) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
+        """The values of ``columns`` for each of ``keys`` (repeats allowed), as one ``(len(keys), len(columns))``
+        array, filled part by part (the newest copy of a key wins) so that memory holds one part and the result.
+        Returns the array (NaN where a key has no row), a mask of the keys found, and the non-empty ``_notes``
+        by key."""
+        keys = np.asarray(keys, dtype=object)
+        uniq, inverse = np.unique(keys.astype(str), return_inverse=True) if len(keys) else (np.array([]), [])
+        out = np.full((len(uniq), len(columns)), np.nan, dtype=dtype)
+        found = np.zeros(len(uniq), dtype=bool)
+        notes: dict[str, str] = {}
+        if len(uniq):
+            where = pd.Index(uniq)
+            filt = pc.field("content_hash").isin(pa.array(uniq))
+            for p in _parts(self.feature_dir(tag)):
+                try:
+                    names = set(pq.read_schema(p).names)
+                    want = ["content_hash", *[c for c in columns if c in names]]
+                    want += ["_notes"] if "_notes" in names else []
+                    t = pq.read_table(p, columns=want, filters=filt)
+                except Exception:  # a damaged part: its clips were redone
+                    continue
+                if not t.num_rows:
+                    continue
+                pos = where.get_indexer(t.column("content_hash").to_pylist())
+                for j, c in enumerate(columns):
+                    if c in names:
+                        out[pos, j] = t.column(c).to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+                    else:
+                        out[pos, j] = np.nan
+                found[pos] = True
+                if "_notes" in names:
+                    for k, note in zip(pos, t.column("_notes").to_pylist(), strict=True):
+                        if note:
+                            notes[uniq[k]] = note
+                        else:
+                            notes.pop(uniq[k], None)
+        return out[inverse], found[inverse], notes
 
     def compact(self, tags: list[str], min_parts: int = COMPACT_PARTS) -> None:
         self._compact(self.index_dir, INDEX_KEY, min_parts)

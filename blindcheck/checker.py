@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -19,7 +20,7 @@ import numpy as np
 from blindcheck import __version__
 from blindcheck.cache import write_parquet_atomic
 from blindcheck.errors import BlindcheckError
-from blindcheck.extract import ExtractionResult, ProgressFn, extract_features, write_outputs
+from blindcheck.extract import ExtractionConfig, ExtractionResult, ProgressFn, extract_features, write_outputs
 from blindcheck.manifest import Manifest, ManifestOptions, load_manifest
 from blindcheck.modalities import choose_modalities
 from blindcheck.separability import ProgressFn as ClassifierProgressFn
@@ -133,6 +134,7 @@ def check(
     text_options: Any = None,
     classifier_progress: ClassifierProgressFn | None = None,
     allow_truncated: bool = False,
+    extraction: ExtractionConfig | None = None,
     command: list[str] | None = None,
     scores: Any = None,
     lower_is_member: tuple[str, ...] | list[str] = (),
@@ -149,12 +151,16 @@ def check(
     bounds the threads of the classifier phase; ``classifier_progress(phase, done, total, seconds_left)`` reports
     on it.
     ``allow_truncated`` analyses files shorter than their header declares instead of excluding them.
+    ``extraction`` (:class:`blindcheck.extract.ExtractionConfig`): where and how features are extracted (executor,
+    chunk size, ...); ``workers``, ``text_options`` and ``allow_truncated``, when given, take precedence over it.
     ``command`` (the CLI's argv) is recorded in result.json for the report's reproduce section.
     """
     settings = settings.replace(**{k: v for k, v in overrides.items() if v is not None}) if settings else \
         load_settings(overrides)
     m = manifest if isinstance(manifest, Manifest) else load_manifest(manifest, manifest_options)
     # The same rule as the CLI's: without ``modalities``, every acoustic one plus voice and text where they run.
+    cfg = extraction or ExtractionConfig()
+    text_options = text_options or cfg.text
     choice = choose_modalities(m.table, modalities, text_options)
     modalities = choice.modalities
     if settings.group_by == "voice" and "voice" not in m.table.columns:  # the inferred speakers
@@ -167,16 +173,17 @@ def check(
     elif settings.group_by and settings.group_by not in m.table.columns:
         raise BlindcheckError(f"group-by '{settings.group_by}': the manifest has no such column "
                               f"(columns: {', '.join(m.table.columns)})")
+    cfg = dataclasses.replace(cfg, modalities=tuple(modalities), workers=workers or cfg.workers, text=text_options,
+                              allow_truncated=allow_truncated or cfg.allow_truncated)
+    workers = cfg.workers
     if cache_dir is None and out is None:
         import tempfile
 
         with tempfile.TemporaryDirectory() as tmp:
-            ext = extract_features(m, tmp, modalities=modalities, workers=workers, progress=progress,
-                                   text_options=text_options, allow_truncated=allow_truncated)
+            ext = extract_features(m, tmp, cfg, progress=progress)
     else:
         cache = Path(cache_dir) if cache_dir else Path(out) / "cache"
-        ext = extract_features(m, cache, modalities=modalities, workers=workers, progress=progress,
-                               text_options=text_options, allow_truncated=allow_truncated)
+        ext = extract_features(m, cache, cfg, progress=progress)
     feats = ext.features
     if feats["label"].nunique() < 2:
         raise BlindcheckError("after excluding clips that failed, only one class is left; see errors.csv")

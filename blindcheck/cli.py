@@ -33,7 +33,7 @@ def _positive_int(text: str) -> int:
 
 
 def _add_manifest_args(p: argparse.ArgumentParser, out_required: bool = True) -> None:
-    from blindcheck.asr import ASRConfig
+    from blindcheck.asr import COMPUTE_TYPES, ASRConfig
 
     p.add_argument("manifest", help="CSV/TSV/JSONL/Parquet manifest, Kaldi data dir or audiofolder dir")
     p.add_argument("--out", required=out_required, default=None, help="output directory")
@@ -58,6 +58,8 @@ def _add_manifest_args(p: argparse.ArgumentParser, out_required: bool = True) ->
                                                      "checkpoint .pt (openai-whisper); default: bundled tiny.en")
     t.add_argument("--asr-device", default="cpu", help="cpu or cuda")
     t.add_argument("--asr-beam", type=int, default=1, help="beam size (default 1)")
+    t.add_argument("--asr-compute-type", choices=COMPUTE_TYPES, default=None,
+                   help="CTranslate2 compute type (default: int8 on the CPU, float16 on a GPU)")
     t.add_argument("--asr-no-pack", action="store_true",
                    help="one Whisper call per clip, instead of packing short clips into shared 28 s windows")
     t.add_argument("--asr-gap", type=float, default=ASRConfig.gap_s,
@@ -65,7 +67,17 @@ def _add_manifest_args(p: argparse.ArgumentParser, out_required: bool = True) ->
     t.add_argument("--embedding-model", default=None,
                    help="local sentence-transformers model folder (default: bundled all-MiniLM-L6-v2)")
     p.add_argument("--workers", type=_positive_int, default=None,
-                   help="worker processes, at least 1 (default: every core this process may use)")
+                   help="worker processes, at least 1 (default: every core this process may use); with --executor "
+                        "dask and no --scheduler, the LocalCluster's worker processes")
+    e = p.add_argument_group("where extraction runs")
+    e.add_argument("--executor", choices=["local", "dask"], default="local",
+                   help="local: a process pool on this machine (default); dask: Dask distributed (pip install "
+                        "'blindcheck[dask]'), on --scheduler or else a LocalCluster here")
+    e.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                   help="address of a running Dask scheduler (with --executor dask); every worker needs blindcheck "
+                        "installed and the cache directory at the same path")
+    e.add_argument("--chunk-size", type=_positive_int, default=None,
+                   help="clips per job (each job writes its own cache parts; default: adaptive, jobs of about 2 s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -177,7 +189,7 @@ def cmd_correlate(args) -> int:
 
     settings, manifest = _settings(args), _load(args)
     corr = correlate(manifest, out=args.out, cache_dir=args.cache_dir, workers=args.workers, settings=settings,
-                     text_options=_text_options(args), modalities=args.modalities,
+                     extraction=_extraction(args), modalities=args.modalities,
                      **_attack_kwargs(args, manifest))
     print(f"blindcheck correlate — {corr.check.manifest.source}: blind verdict {corr.split_status.upper()}")
     print(format_attacks(corr))
@@ -191,7 +203,7 @@ def cmd_di(args) -> int:
 
     settings, manifest = _settings(args), _load(args)
     di = dataset_inference_manifest(manifest, out=args.out, cache_dir=args.cache_dir, workers=args.workers,
-                                    settings=settings, text_options=_text_options(args),
+                                    settings=settings, extraction=_extraction(args),
                                     modalities=args.modalities, **_attack_kwargs(args, manifest))
     print(f"blindcheck di — {di.check.manifest.source}: Welch one-sided t-test at alpha = {di.alpha}, n per side "
           f"for {100 * di.power:.0f}% rejection over {di.resamples} subsamples")
@@ -257,8 +269,8 @@ def _run_check_on(args, manifest, quiet: bool, settings):
     try:
         result = check(manifest, args.out, cache_dir=args.cache_dir, modalities=args.modalities,
                        workers=args.workers, settings=settings, progress=progress,
-                       text_options=_text_options(args), classifier_progress=cls_progress,
-                       allow_truncated=args.allow_truncated, **_attack_kwargs(args, manifest),
+                       extraction=_extraction(args), classifier_progress=cls_progress,
+                       **_attack_kwargs(args, manifest),
                        command=["blindcheck", *getattr(args, "argv", [])])
     finally:
         close()
@@ -415,8 +427,20 @@ def _text_options(args):
 
     return TextOptions(transcripts=args.transcripts,
                        asr=ASRConfig(backend=args.asr_backend, model=args.asr_model, device=args.asr_device,
-                                     beam_size=args.asr_beam, pack=not args.asr_no_pack, gap_s=args.asr_gap),
+                                     compute_type=args.asr_compute_type, beam_size=args.asr_beam,
+                                     pack=not args.asr_no_pack, gap_s=args.asr_gap),
                        embedding_model=args.embedding_model)
+
+
+def _extraction(args, modalities=None):
+    """The flags of extraction as one :class:`blindcheck.extract.ExtractionConfig` (the CLI alone knows flags)."""
+    from blindcheck.extract import ExtractionConfig
+
+    if args.scheduler and args.executor != "dask":
+        raise BlindcheckError("--scheduler is the address of a Dask scheduler: add --executor dask")
+    return ExtractionConfig(modalities=tuple(modalities) if modalities else None, workers=args.workers,
+                            executor=args.executor, scheduler=args.scheduler, chunk_size=args.chunk_size,
+                            text=_text_options(args), allow_truncated=args.allow_truncated)
 
 
 def _modalities(args, manifest) -> list[str]:
@@ -452,9 +476,8 @@ def cmd_extract(args) -> int:
     cache = Path(args.cache_dir) if args.cache_dir else out / "cache"
     progress, close = _progress(args)
     try:
-        result = extract_features(manifest, cache, modalities=_modalities(args, manifest), workers=args.workers,
-                                  progress=progress, text_options=_text_options(args),
-                                  allow_truncated=args.allow_truncated)
+        result = extract_features(manifest, cache, _extraction(args, _modalities(args, manifest)),
+                                  progress=progress)
     finally:
         close()
     paths = write_outputs(result, manifest, out)
@@ -501,9 +524,9 @@ def format_extract_summary(result, manifest, paths) -> str:
     audio = s["audio_seconds"]
     if audio == audio and audio > 0:  # known only when the recording modality ran
         lines.append(f"  time        {s['seconds']:.1f} s for {audio:.1f} s of audio; "
-                     f"{1000 * s['seconds'] / audio:.0f} ms per second of audio, {s['workers']} workers")
+                     f"{1000 * s['seconds'] / audio:.0f} ms per second of audio, {s.get('executor', '')}")
     else:
-        lines.append(f"  time        {s['seconds']:.1f} s, {s['workers']} workers")
+        lines.append(f"  time        {s['seconds']:.1f} s, {s.get('executor', '')}")
     lines.append(f"  wrote       {paths['features']}")
     return "\n".join(lines)
 

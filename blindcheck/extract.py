@@ -13,14 +13,14 @@ message) and is left out of the feature table; the run goes on.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -37,9 +37,10 @@ from blindcheck.audio import (
     split_ref,
 )
 from blindcheck.cache import Store, write_parquet_atomic
-from blindcheck.features import acoustic_modalities, cache_tag, get_extractor
+from blindcheck.errors import BlindcheckError
+from blindcheck.executors import EXECUTORS, LOST, DaskExecutor, Executor, LocalExecutor, make_executor, usable_cores
+from blindcheck.features import ACOUSTIC, Modality, cache_tag, get_extractor
 from blindcheck.manifest import Manifest
-from blindcheck.pools import worker_pool
 
 ERROR_COLUMNS = ["id", "path", "stage", "message"]
 NOTE_COLUMNS = ["id", "path", "modality", "note"]
@@ -66,24 +67,105 @@ def _nan(x: object) -> float:
     return math.nan if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 
+# ------------------------------------------------------------------------------------------- the settings
+
+
+@dataclass(frozen=True)
+class ExtractionConfig:
+    """Everything that decides how (not on what) features are extracted. The CLI turns its flags into one of
+    these; a notebook builds one or passes the same names as keywords to :func:`extract_features`.
+
+    modalities: which to extract (default: the three acoustic ones); see :class:`blindcheck.features.Modality`.
+    workers: worker processes (local) or, for a LocalCluster, Dask worker processes (default: the usable cores).
+    executor: ``local`` (a process pool on this machine) or ``dask`` (``scheduler`` address, or a LocalCluster).
+    chunk_size: clips per job; each finished job writes its own cache parts (default: adaptive, see
+        :class:`Chunker`).
+    sr: analysis sample rate.
+    text: :class:`blindcheck.text.TextOptions` for the text modality (transcripts, ASR, embeddings).
+    allow_truncated: analyse a file that holds less audio than its header declares (with a note) instead of
+        recording it as a ``decode`` error; a run without it also rejects such clips found in the cache.
+    """
+
+    modalities: tuple[Modality, ...] | None = None
+    workers: int | None = None
+    executor: str = "local"
+    scheduler: str | None = None
+    chunk_size: int | None = None
+    sr: int = ANALYSIS_SR
+    text: Any = None
+    allow_truncated: bool = False
+
+    def __post_init__(self):
+        if self.modalities is not None:
+            try:
+                mods = tuple(Modality(m) for m in self.modalities)
+            except ValueError:
+                raise BlindcheckError(f"unknown modality in {list(self.modalities)} (known: "
+                                      f"{', '.join(Modality)})") from None
+            object.__setattr__(self, "modalities", mods)
+        if self.workers is not None and self.workers < 1:
+            raise BlindcheckError(f"workers must be at least 1, not {self.workers}")
+        if self.chunk_size is not None and self.chunk_size < 1:
+            raise BlindcheckError(f"chunk_size must be at least 1, not {self.chunk_size}")
+        if self.executor not in EXECUTORS:
+            raise BlindcheckError(f"unknown executor '{self.executor}': choose one of {', '.join(EXECUTORS)}")
+        if self.scheduler and self.executor != "dask":
+            raise BlindcheckError("a scheduler address is for the dask executor (executor = dask)")
+
+    @property
+    def requested(self) -> list[Modality]:
+        return list(self.modalities or ACOUSTIC)
+
+
+FIRST_CHUNK, MAX_CHUNK = 4, 256  # clips per job: the first jobs, and at most
+JOB_SECONDS = 2.0  # adaptive jobs aim at this much work: what a kill or Ctrl-C can lose per worker
+
+
+class Chunker:
+    """Cuts the planned clips into jobs, lazily, as the executor asks for them. With a fixed ``size`` every job
+    has that many clips; otherwise the first jobs hold :data:`FIRST_CHUNK` (so that results reach the cache
+    within a second) and later ones as many as the workers get through in :data:`JOB_SECONDS`, measured on the
+    jobs finished so far (at most :data:`MAX_CHUNK`: few, large cache parts at scale)."""
+
+    def __init__(self, items: list, size: int | None = None):
+        self.items, self.size, self.pos = items, size, 0
+        self.clips, self.seconds = 0, 0.0
+
+    def observe(self, clips: int, seconds: float) -> None:
+        self.clips, self.seconds = self.clips + clips, self.seconds + seconds
+
+    def next_size(self) -> int:
+        if self.size:
+            return self.size
+        if self.clips < 2 * FIRST_CHUNK or self.seconds <= 0:
+            return FIRST_CHUNK
+        return int(min(MAX_CHUNK, max(FIRST_CHUNK, JOB_SECONDS * self.clips / self.seconds)))
+
+    def __iter__(self):
+        while self.pos < len(self.items):
+            k = self.next_size()
+            yield self.items[self.pos:self.pos + k]
+            self.pos += k
+
+
 # ------------------------------------------------------------------------------------------- worker side
 
-_WORKER_EXTRACTORS: dict[str, object] = {}
+_WORKER: dict[str, Any] = {"extractors": {}, "ready": False}
 
 
 def _extractor(name: str):
-    if name not in _WORKER_EXTRACTORS:
-        _WORKER_EXTRACTORS[name] = get_extractor(name)
-    return _WORKER_EXTRACTORS[name]
+    if name not in _WORKER["extractors"]:
+        _WORKER["extractors"][name] = get_extractor(name)
+    return _WORKER["extractors"][name]
 
 
-def _process_clip(task: dict, sr: int) -> dict:
+def _process_clip(task: dict, sr: int, allow_truncated: bool) -> dict:
     """Read, hash, decode and analyse one clip. Never raises: failures come back as error entries."""
     res: dict = {"row": task["row"], "hash": None, "feats": {}, "notes": {}, "errors": []}
     try:
         source = open_source(task["path"])  # the segments of one recording: read and hashed once
         res["hash"] = source.key(task["start"], task["end"])
-        audio = decode(source.data, task["start"], task["end"], allow_truncated=task.get("allow_truncated", False))
+        audio = decode(source.data, task["start"], task["end"], allow_truncated=allow_truncated)
         clip = load_clip(task["id"], audio, sr)
     except AudioError as exc:
         res["errors"].append(("decode", str(exc)))
@@ -108,36 +190,73 @@ def _process_clip(task: dict, sr: int) -> dict:
     return res
 
 
-def _process_batch(tasks: list[dict], sr: int) -> list[dict]:
-    return [_process_clip(t, sr) for t in tasks]
+def _extract_chunk(job: dict) -> dict:
+    """One job, on whichever executor: analyse its clips, write their features and index entries to the cache
+    as new parts (so nothing funnels through the driver), and return only what the driver needs per clip: row,
+    content hash, errors and the modalities computed (``clips``), and the job's ``seconds``."""
+    _ensure_worker(job["modalities"])
+    t0 = time.perf_counter()
+    store = Store(job["cache"])
+    results = [_process_clip(t, job["sr"], job["allow_truncated"]) for t in job["tasks"]]
+    # The index first: then every clip whose features reached the disk is also indexed, and a resumed run neither
+    # reopens it nor recomputes a modality it has.
+    index = [dict(zip(INDEX_COLUMNS, t["key"], strict=True), content_hash=r["hash"])
+             for t, r in zip(job["tasks"], results, strict=True) if r["hash"] is not None and t["key"] is not None]
+    if index:
+        store.append_index(index)
+    for m, tag in sorted(job["tags"].items()):
+        rows = [{"content_hash": r["hash"], "_notes": "\n".join(r["notes"].get(m, [])), **r["feats"][m]}
+                for r in results if m in r["feats"]]
+        if rows:
+            store.append_features(tag, pd.DataFrame(rows))
+    return {"seconds": time.perf_counter() - t0,
+            "clips": [{"row": r["row"], "hash": r["hash"], "errors": r["errors"], "computed": list(r["feats"])}
+                      for r in results]}
 
 
-def _init_worker(modalities: list[str]) -> None:
-    """Pool initializer: one BLAS thread per worker (N workers x N BLAS threads oversubscribe the cores:
-    measured 2x slower on 2 cores), then warm up."""
-    from threadpoolctl import threadpool_limits
+def _ensure_worker(modalities: list[str]) -> None:
+    """Once per worker process (a pool initializer where there is one; lazily on a Dask worker): one BLAS thread
+    per worker (N workers x N BLAS threads oversubscribe the cores: measured 2x slower on 2 cores), then warm
+    every extractor up."""
+    if not _WORKER["ready"]:
+        import multiprocessing
 
-    threadpool_limits(limits=1)
-    _warm_worker(modalities)
+        if multiprocessing.parent_process() is not None:  # a worker process, never the driver (its classifier)
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(limits=1)
+        _WORKER["ready"] = True
+    _warm_worker([m for m in modalities if m not in _WORKER["extractors"]])
 
 
 def _warm_worker(modalities: list[str]) -> None:
-    """Import and exercise each extractor once, so the first real clip does not pay for it."""
-    sr = ANALYSIS_SR
-    t = np.arange(sr // 2) / sr
-    y = (0.1 * np.sin(2 * np.pi * 150 * t)).astype(np.float32)
-    from blindcheck.audio import Clip, DecodedAudio
+    """Import and exercise the whole path once — decoding a WAV, resampling 8 kHz to the analysis rate, every
+    extractor on a voiced signal — so that the first real clip does not pay for imports and JIT compilation."""
+    if not modalities:
+        return
+    import io
 
-    audio = DecodedAudio(y, sr, 1, "WAV", "PCM_16", 16.0, False, "soundfile")
-    for name in modalities:
-        with contextlib.suppress(Exception):  # a real clip will report the failure properly
-            _extractor(name).extract(Clip("warmup", audio, y, sr))
+    import soundfile as sf
+
+    sr = 8000
+    t = np.arange(sr) / sr
+    # a 120 Hz voiced-like signal with a pause, so pitch, jitter/shimmer and pause paths all run
+    y = 0.2 * np.sign(np.sin(2 * np.pi * 120 * t)) * np.exp(-((t % (1 / 120)) * 400)) * (t < 0.7)
+    buf = io.BytesIO()
+    sf.write(buf, y.astype(np.float32), sr, format="WAV", subtype="PCM_16")
+    with contextlib.suppress(Exception):  # a real clip will report any failure properly
+        clip = load_clip("warmup", decode(buf.getvalue()), ANALYSIS_SR)
+        for name in modalities:
+            clip.notes = []
+            with contextlib.suppress(Exception):
+                _extractor(name).extract(clip)
 
 
 # ------------------------------------------------------------------------------------------ main process
 
 
 NO_BOUND = -1.0  # start/end of a whole-file clip in the index (NaN would never compare equal in a dict key)
+INDEX_COLUMNS = ["path", "size", "mtime_ns", "start", "end"]
 
 
 def _bound(x: object) -> float:
@@ -153,147 +272,138 @@ def _stat_key(path: str, start: float, end: float) -> tuple | None:
     return (path, int(st.st_size), int(st.st_mtime_ns), _bound(start), _bound(end))
 
 
-def extract_features(
-    manifest: Manifest,
-    cache_dir: str | os.PathLike,
-    modalities: list[str] | None = None,
-    workers: int | None = None,
-    batch_size: int = 8,
-    flush_s: float = 2.0,
-    sr: int = ANALYSIS_SR,
-    progress: ProgressFn | None = None,
-    text_options=None,
-    allow_truncated: bool = False,
-) -> ExtractionResult:
+def extract_features(manifest: Manifest, cache_dir: str | os.PathLike, config: ExtractionConfig | None = None, *,
+                     progress: ProgressFn | None = None, executor: Executor | str | None = None,
+                     **settings: Any) -> ExtractionResult:
     """Extract (or read from the cache) every requested modality for every clip of ``manifest``.
 
-    Parameters
-    ----------
-    modalities: subset of ``recording``, ``spectral``, ``prosodic``, ``text`` (default: the three acoustic ones).
-    text_options: :class:`blindcheck.text.TextOptions` for the text modality (transcripts, ASR, embeddings).
-    workers: worker processes (default: all cores); 1 runs in this process.
-    batch_size: clips per task sent to a worker.
-    flush_s: longest time finished results wait in memory before being written to the cache.
-    allow_truncated: analyse a file that holds less audio than its header declares (with a note) instead of
-        recording it as a ``decode`` error; a run without it also rejects such clips found in the cache.
+    ``config`` holds the settings (:class:`ExtractionConfig`); keywords of the same names override it
+    (``extract_features(m, cache, workers=1, modalities=["recording"])``). ``executor``: an open
+    :class:`blindcheck.executors.Executor` to run on (default: one made from the config, closed at the end);
+    a name (``"local"``, ``"dask"``) sets ``config.executor`` instead.
+    ``progress(done, total)`` is called as clips finish.
     """
+    if isinstance(executor, str):
+        settings["executor"], executor = executor, None
+    config = dataclasses.replace(config or ExtractionConfig(), **settings) if settings else \
+        (config or ExtractionConfig())
+    own = executor is None
     t0 = time.perf_counter()
-    requested = list(modalities or acoustic_modalities())
-    modalities = [m for m in requested if m not in ("text", "voice")]  # voice and text: spawned stages below
+    requested = config.requested
+    modalities = [m for m in requested if m.acoustic]  # voice and text: spawned stages below
     extractors = {m: get_extractor(m) for m in modalities}
     tags = {m: cache_tag(e) for m, e in extractors.items()}
     store = Store(cache_dir)
+    store.root.mkdir(parents=True, exist_ok=True)
     table = manifest.table
     n = len(table)
-    has_seg = "start" in table.columns
-    starts = table["start"].to_numpy(dtype=float) if has_seg else np.full(n, np.nan)
-    ends = table["end"].to_numpy(dtype=float) if has_seg else np.full(n, np.nan)
+    paths = table["path"].to_numpy(dtype=object)
+    starts = table["start"].to_numpy(dtype=float) if "start" in table.columns else np.full(n, np.nan)
+    ends = table["end"].to_numpy(dtype=float) if "end" in table.columns else np.full(n, np.nan)
 
-    # Only this manifest's rows are read from the cache, whatever else it holds.
+    # Plan against the cache: only this manifest's rows are read from it, whatever else it holds.
     index = store.read_index(table["path"].unique())
-    hashes: list[str | None] = [None] * n
-    keys: list[tuple | None] = [None] * n
-    for i, path in enumerate(table["path"]):
-        keys[i] = _stat_key(path, starts[i], ends[i])
-        hashes[i] = index.get(keys[i]) if keys[i] is not None else None
+    keys = [_stat_key(paths[i], starts[i], ends[i]) for i in range(n)]
+    hashes = np.array([index.get(k) if k is not None else None for k in keys], dtype=object)
+    del index
     known = {h for h in hashes if h is not None}
-    cached = {m: store.read_features(tags[m], known) for m in modalities}
-    cached_sets = {m: set(cached[m].index) if not cached[m].empty else set() for m in modalities}
-
-    tasks = []
-    for i, cid in enumerate(table["id"]):
-        path, h = table["path"].iloc[i], hashes[i]
-        missing = [m for m in modalities if h is None or h not in cached_sets[m]]
+    have = {m: store.present(tags[m], known) for m in modalities}
+    todo = []
+    copies: dict[int, list[int]] = {}  # a clip listed again (same file and segment): analysed once, for all rows
+    first_of: dict[tuple, int] = {}
+    for i in range(n):
+        h = hashes[i]
+        missing = [m for m in modalities if h is None or h not in have[m]]
         if missing or h is None:  # an unknown file is at least read and hashed (and decoded, to validate it)
-            tasks.append({"row": i, "id": cid, "path": path, "start": starts[i], "end": ends[i], "modalities": missing,
-                          "allow_truncated": allow_truncated})
+            if keys[i] is not None and keys[i] in first_of:
+                copies.setdefault(first_of[keys[i]], []).append(i)
+                continue
+            if keys[i] is not None:
+                first_of[keys[i]] = i
+            todo.append((source_file(paths[i]), i, missing))
+    del have, first_of
+    dispatched = len(todo) + sum(len(c) for c in copies.values())
     # The clips of one source file (a recording's Kaldi segments, a shard's rows) one after another, so that a
     # worker reads and hashes the recording (or a shard's row group) once for all of them.
-    tasks.sort(key=lambda t: (source_file(t["path"]), t["row"]))
+    todo.sort(key=lambda t: (t[0], t[1]))
 
-    new_rows: dict[str, list[dict]] = {m: [] for m in modalities}
-    fresh: dict[str, list[pd.DataFrame]] = {m: [] for m in modalities}  # flushed rows, joined once at the end
-    new_index: list[dict] = []
     errors: list[dict] = [r for r in manifest.missing.to_dict("records")]
     failed_rows: set[int] = set()
     computed = {m: 0 for m in modalities}
-    last_flush = time.monotonic()
+    counted: dict[str, set] = {m: set() for m in modalities}
+    ids = table["id"].to_numpy(dtype=object)
 
-    def flush() -> None:
-        nonlocal last_flush
-        # Index first: then every clip whose features reached the disk is also indexed, and a resumed run
-        # does not even reopen it.
-        if new_index:
-            store.append_index(new_index)
-            new_index.clear()
-        for m in modalities:
-            if new_rows[m]:
-                df = pd.DataFrame(new_rows[m])
-                store.append_features(tags[m], df)  # one new part; nothing already written is touched
-                fresh[m].append(df.set_index("content_hash"))
-                new_rows[m] = []
-        last_flush = time.monotonic()
+    def job_of(rows: list[tuple]) -> dict:
+        return {"cache": str(store.root.resolve()), "sr": config.sr, "allow_truncated": config.allow_truncated,
+                "modalities": sorted({m for _, _, ms in rows for m in ms}),
+                "tags": {m: tags[m] for m in {m for _, _, ms in rows for m in ms}},
+                "tasks": [{"row": i, "id": ids[i], "path": paths[i], "start": starts[i], "end": ends[i],
+                           "modalities": [str(m) for m in ms], "key": keys[i]} for _, i, ms in rows]}
 
-    def accept(res: dict) -> None:
-        i = res["row"]
-        cid, path = table["id"].iloc[i], table["path"].iloc[i]
-        if res["hash"] is not None:
-            hashes[i] = res["hash"]
-            if keys[i] is not None:
-                new_index.append(dict(zip(["path", "size", "mtime_ns", "start", "end"], keys[i], strict=True),
-                                      content_hash=res["hash"]))
-        for stage, msg in res["errors"]:
-            errors.append({"id": cid, "path": path, "stage": stage, "message": msg})
-            failed_rows.add(i)
-        for m, values in res["feats"].items():
-            if res["hash"] in cached_sets[m]:
-                continue
-            cached_sets[m].add(res["hash"])
-            new_rows[m].append({"content_hash": res["hash"], "_notes": "\n".join(res["notes"].get(m, [])),
-                                **values})
-            computed[m] += 1
+    def accept(summary: dict) -> int:
+        """Record one clip's outcome (for every row that lists it); the number of rows it settles."""
+        rows = [summary["row"], *copies.get(summary["row"], [])]
+        for i in rows:
+            if summary["hash"] is not None:
+                hashes[i] = summary["hash"]
+            for stage, msg in summary["errors"]:
+                errors.append({"id": ids[i], "path": paths[i], "stage": stage, "message": msg})
+                failed_rows.add(i)
+        for m in summary["computed"]:
+            if summary["hash"] not in counted[m]:
+                counted[m].add(summary["hash"])
+                computed[Modality(m)] += 1
+        return len(rows)
 
-    done = n - len(tasks)
+    done = n - dispatched
     if progress:
         progress(done, n)
-    n_workers = max(1, workers or os.cpu_count() or 1)
-    batches = [tasks[i:i + batch_size] for i in range(0, len(tasks), batch_size)]
-    if tasks:
-        # Pay imports and one-time set-up here, once: forked workers inherit it.
-        _warm_worker(sorted({m for t in tasks for m in t["modalities"]}))
+    ex = executor
     try:
-        if n_workers == 1 or len(batches) <= 2:
-            for b in batches:
-                for res in _process_batch(b, sr):
-                    accept(res)
-                done += len(b)
-                if time.monotonic() - last_flush >= flush_s:
-                    flush()
+        if todo:
+            if ex is None:
+                ex = open_executor(config, warm=sorted({m for _, _, ms in todo for m in ms}))
+            if isinstance(ex, DaskExecutor):
+                ex.check_shared_path(str(store.root.resolve()))
+            chunks = Chunker(todo, config.chunk_size)
+            lost: list[tuple] = []
+            for job, result in ex.run(_extract_chunk, (job_of(c) for c in chunks)):
+                if result is LOST:  # its worker died: its clips are tried again, one at a time
+                    lost += [(None, t["row"], t["modalities"]) for t in job["tasks"]]
+                    continue
+                chunks.observe(len(result["clips"]), result["seconds"])
+                done += sum(accept(summary) for summary in result["clips"])
                 if progress:
                     progress(done, n)
-        else:
-            done = _run_pool(batches, sr, n_workers, modalities, accept, flush, lambda: last_flush, flush_s,
-                             progress, done, n)
-    except KeyboardInterrupt:  # Ctrl-C / SIGTERM: what has finished is kept, so a resumed run starts after it
-        flush()
-        raise
-    flush()
+            # One clip in flight at a time, so that a crash is blamed on its true cause.
+            for job, result in ex.run(_extract_chunk, (job_of([t]) for t in lost), max_in_flight=1):
+                t = job["tasks"][0]
+                if result is LOST:
+                    result = {"clips": [{"row": t["row"], "hash": None, "computed": [],
+                                         "errors": [("worker", "the worker process died while analysing this clip")]}]}
+                done += sum(accept(summary) for summary in result["clips"])
+                if progress:
+                    progress(done, n)
+    finally:
+        if own and ex is not None:
+            ex.close()
+    del todo
     store.compact(list(tags.values()))
-    for m in modalities:
-        if fresh[m]:
-            cached[m] = pd.concat(([cached[m]] if not cached[m].empty else []) + fresh[m])
 
-    notes = _collect_notes(table, hashes, failed_rows, modalities, cached)
-    if not allow_truncated and len(notes):
+    keep = np.array([i not in failed_rows and hashes[i] is not None for i in range(n)], dtype=bool)
+    features, notes = _assemble(store, table, hashes, keep, modalities, extractors, tags)
+    if not config.allow_truncated and len(notes):
         # A clip analysed earlier under allow-truncated sits in the cache with its features: reject it here too.
         cut = notes[notes["note"].str.startswith("truncated")].drop_duplicates("id")
         for cid, path, note in zip(cut["id"], cut["path"], cut["note"], strict=True):
             errors.append({"id": cid, "path": path, "stage": "decode", "message": note.replace(TRUNCATED_ALLOWED, "")})
-        failed_rows |= set(np.nonzero(table["id"].isin(set(cut["id"])).to_numpy())[0].tolist())
-        notes = notes[~notes["id"].isin(set(cut["id"]))].reset_index(drop=True)
-    features = _assemble(table, hashes, failed_rows, modalities, extractors, cached)
+        if len(cut):
+            gone = set(cut["id"])
+            features = features[~features["id"].isin(gone)].reset_index(drop=True)
+            notes = notes[~notes["id"].isin(gone)].reset_index(drop=True)
+    n_workers = ex.workers if ex is not None else (config.workers or usable_cores())
     voice_stats = None
-    if "voice" in requested and len(features):
+    if Modality.VOICE in requested and len(features):
         from blindcheck.features.voice import extract_voice
 
         voice = extract_voice(_clip_rows(table, features), store, workers=n_workers)
@@ -301,35 +411,54 @@ def extract_features(
         features = features.merge(voice["features"], on="id", how="inner")
         notes = pd.concat([notes, pd.DataFrame(voice["notes"], columns=NOTE_COLUMNS)], ignore_index=True)
         voice_stats = voice["stats"]
-        modalities = [*modalities, "voice"]
+        modalities = [*modalities, Modality.VOICE]
     transcripts, text_stats = None, None
-    if "text" in requested and len(features):
+    if Modality.TEXT in requested and len(features):
         from blindcheck.text import TextOptions, extract_text
 
         rows = _text_rows(table, features)
-        text = extract_text(rows, store, text_options or TextOptions(), workers=n_workers)
+        text = extract_text(rows, store, config.text or TextOptions(), workers=n_workers)
         errors += text["errors"]
         features = features.merge(text["features"], on="id", how="inner")
         transcripts, text_stats = text["transcripts"], text["stats"]
-        modalities = [*modalities, "text"]
+        modalities = [*modalities, Modality.TEXT]
     err_df = pd.DataFrame(errors, columns=ERROR_COLUMNS)
     stats = {
         "clips": n + len(manifest.missing),
         "in_table": len(features),
         "failed": int(err_df["id"].nunique()) if not err_df.empty else 0,
-        "dispatched": len(tasks),
-        "computed": computed,
-        "reused": {m: len(features) - computed[m] for m in computed},
+        "dispatched": dispatched,
+        "computed": {str(m): c for m, c in computed.items()},
+        "reused": {str(m): len(features) - computed[m] for m in computed},
         "with_notes": int(notes["id"].nunique()) if not notes.empty else 0,
         "text": text_stats,
         "voice": voice_stats,
         "seconds": time.perf_counter() - t0,
         "workers": n_workers,
+        "executor": ex.describe() if ex is not None else "none (every clip from the cache)",
         "audio_seconds": float(features["recording.duration_s"].sum()) if "recording.duration_s" in features else
         math.nan,
     }
-    return ExtractionResult(features=features, errors=err_df, notes=notes, modalities=modalities, stats=stats,
-                            transcripts=transcripts)
+    return ExtractionResult(features=features, errors=err_df, notes=notes, modalities=[str(m) for m in modalities],
+                            stats=stats, transcripts=transcripts)
+
+
+def open_executor(config: ExtractionConfig, warm: list[str] | None = None) -> Executor:
+    """The executor ``config`` names, started. For the local pool, the extractors in ``warm`` are imported and
+    exercised here first, so that forked workers inherit them (librosa's first call alone takes seconds)."""
+    if config.executor == "local":
+        _warm_worker(list(warm if warm is not None else [str(m) for m in config.requested if m.acoustic]))
+        workers = config.workers or usable_cores()
+        return LocalExecutor(workers, initializer=_ensure_worker, initargs=(list(warm or []),))
+    ex = make_executor(config.executor, config.workers, config.scheduler)
+    if isinstance(ex, DaskExecutor):
+        try:  # every worker imports and warms the extractors now, in parallel (late joiners do it on first use)
+            ex.client.run(_ensure_worker, list(warm if warm is not None else
+                                               [str(m) for m in config.requested if m.acoustic]))
+        except BaseException:
+            ex.close()
+            raise
+    return ex
 
 
 def _clip_rows(table: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
@@ -368,84 +497,24 @@ def _text_rows(table: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
                        label=meta["label"].to_numpy(dtype=int), duration_s=duration)
 
 
-def _run_pool(batches, sr, n_workers, modalities, accept, flush, last_flush, flush_s, progress, done, n) -> int:
-    """Run batches in a process pool. If a worker dies (a crash inside a native library), the batches it
-    may have held are retried one clip at a time in a fresh pool; a clip that kills a worker on its own is
-    recorded as an error."""
-    pending = list(batches)
-    retry_single = False
-    while pending:
-        with worker_pool(n_workers, _init_worker, (modalities,)) as pool:
-            futures: dict[Future, list[dict]] = {}
-            queue = list(pending)
-            pending = []
-            broken = False
-            while queue or futures:
-                # In the retry round one clip is in flight at a time, so a crash is blamed on its true cause.
-                limit = 1 if retry_single else 2 * n_workers
-                while queue and len(futures) < limit and not broken:
-                    b = queue.pop(0)
-                    futures[pool.submit(_process_batch, b, sr)] = b
-                finished, _ = wait(list(futures), timeout=max(0.05, flush_s), return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    b = futures.pop(fut)
-                    try:
-                        results = fut.result()
-                    except BrokenProcessPool:
-                        broken = True
-                        if retry_single and len(b) == 1:
-                            accept({"row": b[0]["row"], "hash": None, "feats": {}, "notes": {},
-                                    "errors": [("worker", "the worker process died while analysing this clip")]})
-                            done += 1
-                        else:
-                            pending.extend([[t] for t in b])
-                        continue
-                    for res in results:
-                        accept(res)
-                    done += len(b)
-                    if progress:
-                        progress(done, n)
-                if broken:
-                    pending.extend([[t] for b in queue for t in b])
-                    queue = []
-                if time.monotonic() - last_flush() >= flush_s:
-                    flush()
-        retry_single = True
-    return done
-
-
-def _assemble(table, hashes, failed_rows, modalities, extractors, cached) -> pd.DataFrame:
-    keep = [i for i in range(len(table)) if i not in failed_rows and hashes[i] is not None]
-    out = pd.DataFrame({
-        "id": table["id"].iloc[keep].to_numpy(),
-        "label": table["label"].iloc[keep].to_numpy(),
-        "content_hash": [hashes[i] for i in keep],
-    })
-    blocks = [out]
+def _assemble(store: Store, table: pd.DataFrame, hashes: np.ndarray, keep: np.ndarray, modalities, extractors,
+              tags) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The feature table (float32, one row per kept clip) and the notes, read from the cache part by part."""
+    rows = np.nonzero(keep)[0]
+    kept = hashes[rows]
+    out = pd.DataFrame({"id": table["id"].to_numpy()[rows], "label": table["label"].to_numpy()[rows],
+                        "content_hash": kept.astype(str) if len(kept) else np.array([], dtype=str)})
+    blocks, note_rows = [out], []
+    ids, paths = out["id"].to_numpy(), table["path"].to_numpy()[rows]
     for m in modalities:
         names = extractors[m].feature_names()
-        block = cached[m].reindex(out["content_hash"])[names] if not cached[m].empty else \
-            pd.DataFrame(np.nan, index=range(len(out)), columns=names)
-        block = block.reset_index(drop=True).astype(float)
-        block.columns = [f"{m}.{c}" for c in names]
-        blocks.append(block)
-    return pd.concat(blocks, axis=1)
-
-
-def _collect_notes(table, hashes, failed_rows, modalities, cached) -> pd.DataFrame:
-    rows = []
-    for i in range(len(table)):
-        if i in failed_rows or hashes[i] is None:
-            continue
-        for m in modalities:
-            if cached[m].empty or hashes[i] not in cached[m].index:
-                continue
-            text = cached[m].at[hashes[i], "_notes"]
-            if isinstance(text, pd.Series):
-                text = text.iloc[-1]
-            for line in str(text or "").splitlines():
-                rows.append({"id": table["id"].iloc[i], "path": table["path"].iloc[i], "modality": m, "note": line})
-    return pd.DataFrame(rows, columns=NOTE_COLUMNS)
+        values, _, notes = store.read_matrix(tags[m], kept, names)
+        blocks.append(pd.DataFrame(values, columns=[f"{m}.{c}" for c in names]))
+        if notes:
+            for j, h in enumerate(kept):
+                for line in notes.get(h, "").splitlines():
+                    note_rows.append({"id": ids[j], "path": paths[j], "modality": str(m), "note": line})
+    return pd.concat(blocks, axis=1), pd.DataFrame(note_rows, columns=NOTE_COLUMNS)
 
 
 def write_outputs(result: ExtractionResult, manifest: Manifest, out_dir: str | os.PathLike) -> dict[str, Path]:

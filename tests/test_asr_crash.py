@@ -55,7 +55,7 @@ def test_a_dying_asr_worker_costs_only_its_clips(tmp_path, fsdd_meta):
         from blindcheck.manifest import load_manifest
         from blindcheck.text import ASRConfig, TextOptions
         res = extract_features(load_manifest({str(tmp_path / 'm.csv')!r}), {str(cache)!r}, modalities=["text"],
-                               workers=1, text_options=TextOptions(transcripts="asr", asr=ASRConfig(pack=False)))
+                               workers=1, text=TextOptions(transcripts="asr", asr=ASRConfig(pack=False)))
         print(json.dumps({{"text": res.stats["text"], "errors": res.errors.to_dict("records"),
                           "ids": list(res.features["id"])}}))
     """)

@@ -142,7 +142,7 @@ def test_a_kill_during_asr_keeps_the_transcripts_already_done(tmp_path, fsdd_met
         from blindcheck.manifest import load_manifest
         from blindcheck.text import ASRConfig, TextOptions
         res = extract_features(load_manifest({str(tmp_path / 'm.csv')!r}), {str(cache)!r}, modalities=["text"],
-                               workers=1, text_options=TextOptions(transcripts="asr", asr=ASRConfig(pack=False)))
+                               workers=1, text=TextOptions(transcripts="asr", asr=ASRConfig(pack=False)))
         print(json.dumps({{"text": res.stats["text"], "errors": len(res.errors), "rows": len(res.features)}}))
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)  # workers share its group

@@ -114,7 +114,7 @@ def test_sigkill_resume_keeps_finished_clips(tmp_path, fsdd_meta):
         from blindcheck.extract import extract_features
         from blindcheck.manifest import load_manifest
         extract_features(load_manifest({str(tmp_path / 'm.csv')!r}), {str(cache)!r}, workers=1,
-                         batch_size=2, flush_s=0.05, modalities=["recording", "prosodic"])
+                         chunk_size=2, modalities=["recording", "prosodic"])
     """)
     proc = subprocess.Popen([sys.executable, "-c", script])
     part_dir = cache / "features"
@@ -198,13 +198,13 @@ def test_a_worker_crash_costs_only_its_clip(tmp_path, fsdd_meta, monkeypatch):
     victim = sel["id"].iloc[13]
     real = ext._process_clip
 
-    def crashing(task, sr):
+    def crashing(task, sr, allow_truncated):
         if task["id"] == victim:
             os._exit(1)  # the worker dies without a Python exception
-        return real(task, sr)
+        return real(task, sr, allow_truncated)
 
     monkeypatch.setattr(ext, "_process_clip", crashing)
-    res = extract_features(load_manifest(tmp_path / "m.csv"), tmp_path / "c", workers=2, batch_size=4,
+    res = extract_features(load_manifest(tmp_path / "m.csv"), tmp_path / "c", workers=2, chunk_size=4,
                            modalities=["recording"])
     assert len(res.features) == 23 and victim not in set(res.features["id"])
     err = res.errors.set_index("id")

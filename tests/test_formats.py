@@ -69,7 +69,7 @@ def test_hub_shards_give_the_csv_features(clips, csv_features, tmp_path):
         assert (t["text"] == truth.loc[t.index, "text"]).all() and (t["speaker"] == truth.loc[t.index, "speaker"]).all()
         assert all(split_ref(p) is not None for p in t["path"])
     before = set(tmp_path.rglob("*"))
-    res = extract_features(m, tmp_path / "cache", modalities=MODS, workers=2, batch_size=3)
+    res = extract_features(m, tmp_path / "cache", modalities=MODS, workers=2, chunk_size=3)
     assert res.errors.empty
     assert {p for p in set(tmp_path.rglob("*")) - before if "cache" not in p.parts} == set()  # nothing written out
     got = res.features.set_index("id").sort_index()

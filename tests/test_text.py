@@ -252,7 +252,7 @@ def test_all_text_comes_from_one_source_and_one_decoding_path(tmp_path, fsdd_met
     durations = np.array([sf.info(p).duration for p in sel["abspath"]])
     limit = float(np.median(durations))
     opts = TextOptions(transcripts="asr", asr=ASRConfig(max_packed_clip_s=limit, window_s=limit + 0.5, gap_s=0.2))
-    res = extract_features(m, tmp_path / "c", modalities=["text"], text_options=opts)
+    res = extract_features(m, tmp_path / "c", modalities=["text"], text=opts)
     assert set(res.transcripts["mode"]) == {"single"}
     assert any("transcribed alone" in n for n in res.stats["text"]["notes"])
     # Packed windows' fallback clips falling mostly on one side stop the run; a few on both sides do not.

@@ -11,9 +11,29 @@ from __future__ import annotations
 
 import hashlib
 import json
+from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 from blindcheck.audio import Clip
+
+
+class Modality(StrEnum):
+    """The modalities, as typed identifiers (a ``StrEnum``: equal to its name, so ``"text"`` still matches).
+    Decisions are taken on these; the prefix of every feature name is the value."""
+
+    RECORDING = "recording"
+    SPECTRAL = "spectral"
+    PROSODIC = "prosodic"
+    VOICE = "voice"  # speaker-encoder embeddings, in spawned workers (torch): blindcheck.features.voice
+    TEXT = "text"  # transcripts and their embeddings: blindcheck.text
+
+    @property
+    def acoustic(self) -> bool:
+        """Computed per clip by an extractor in the extraction workers (not a spawned stage of its own)."""
+        return self in ACOUSTIC
+
+
+ACOUSTIC = (Modality.RECORDING, Modality.SPECTRAL, Modality.PROSODIC)
 
 
 @runtime_checkable
@@ -34,25 +54,26 @@ def cache_tag(ext: Extractor) -> str:
     return f"{ext.name}-v{ext.version}-{cfg}"
 
 
-def acoustic_modalities() -> list[str]:
-    return ["recording", "spectral", "prosodic"]
+def acoustic_modalities() -> list[Modality]:
+    return list(ACOUSTIC)
 
 
 def get_extractor(name: str) -> Extractor:
     """Instantiate a registered extractor by modality name."""
-    if name == "recording":
+    name = Modality(name) if name in Modality.__members__.values() else name
+    if name == Modality.RECORDING:
         from blindcheck.features.recording import RecordingExtractor
 
         return RecordingExtractor()
-    if name == "spectral":
+    if name == Modality.SPECTRAL:
         from blindcheck.features.spectral import SpectralExtractor
 
         return SpectralExtractor()
-    if name == "prosodic":
+    if name == Modality.PROSODIC:
         from blindcheck.features.prosodic import ProsodicExtractor
 
         return ProsodicExtractor()
-    if name == "voice":  # runs in spawned workers (torch), see blindcheck.features.voice.extract_voice
+    if name == Modality.VOICE:  # runs in spawned workers (torch), see blindcheck.features.voice.extract_voice
         from blindcheck.features.voice import VoiceExtractor
 
         return VoiceExtractor()

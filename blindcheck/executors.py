@@ -1,0 +1,219 @@
+"""Where the work runs: the local process pool (default) or Dask distributed, behind one small interface.
+
+An :class:`Executor` runs a function over a stream of jobs and yields ``(job, result)`` pairs as they finish,
+with at most a bounded number of jobs in flight (so a queue of 100k clips never sits in memory as futures).
+A job whose worker process *died* under it (a crash in a native library, a killed machine) comes back as
+``(job, LOST)``; what to do about it (split the job, retry its parts one at a time, blame a clip) is the
+caller's, because only the caller knows what a job is made of. Any other exception raised by the function is
+a bug and is raised in the driver.
+
+- :class:`LocalExecutor`: a :func:`blindcheck.pools.worker_pool` (workers ignore Ctrl-C; the pool is torn down
+  at once on any exception). ``workers=1`` runs the jobs in this process.
+- :class:`DaskExecutor`: a ``distributed.Client`` on a scheduler address, or on a ``LocalCluster`` of
+  ``workers`` single-threaded processes on 127.0.0.1 when no address is given. Dask itself reschedules the task
+  of a worker that died (``distributed.scheduler.allowed-failures`` times; 1 on a LocalCluster started here);
+  a task that keeps killing workers comes back as LOST.
+
+Functions sent to a Dask worker must be importable there (blindcheck installed, same version) and must set up
+what they need lazily (a module-level memo), since a Dask worker has no pool initializer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from blindcheck.errors import BlindcheckError
+from blindcheck.pools import worker_pool
+
+EXECUTORS = ("local", "dask")
+
+
+class _Lost:
+    def __repr__(self) -> str:
+        return "LOST"
+
+
+LOST = _Lost()  # the result of a job whose worker process died while running it
+
+
+def usable_cores() -> int:
+    """Cores this process may use (its CPU affinity)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class Executor:
+    """Runs ``fn(job)`` for a stream of jobs; see the module docstring."""
+
+    name = "executor"
+    workers = 1
+
+    def run(self, fn: Callable[[Any], Any], jobs: Iterable[Any], max_in_flight: int | None = None) -> \
+            Iterator[tuple[Any, Any]]:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return f"{self.name}, {self.workers} workers"
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class LocalExecutor(Executor):
+    """A process pool on this machine (``fork`` by default, so workers inherit what the driver warmed up)."""
+
+    name = "local"
+
+    def __init__(self, workers: int | None = None, initializer: Callable[..., None] | None = None,
+                 initargs: tuple = (), start_method: str | None = None):
+        self.workers = max(1, workers or usable_cores())
+        self.initializer, self.initargs, self.start_method = initializer, tuple(initargs), start_method
+
+    def run(self, fn, jobs, max_in_flight=None):
+        jobs = iter(jobs)
+        if self.workers == 1:
+            if self.initializer is not None:
+                self.initializer(*self.initargs)
+            for job in jobs:
+                yield job, fn(job)
+            return
+        limit = max(1, max_in_flight or 2 * self.workers)
+        while True:  # one pool per round; a worker that dies breaks the pool, and the next round starts afresh
+            with worker_pool(self.workers, self.initializer, self.initargs, self.start_method) as pool:
+                futures: dict[Future, Any] = {}
+                broken = exhausted = False
+                while True:
+                    while not broken and not exhausted and len(futures) < limit:
+                        try:
+                            job = next(jobs)
+                        except StopIteration:
+                            exhausted = True
+                            break
+                        futures[pool.submit(fn, job)] = job
+                    if not futures:
+                        break
+                    done, _ = wait(list(futures), return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        job = futures.pop(fut)
+                        try:
+                            result = fut.result()
+                        except BrokenProcessPool:
+                            broken = True
+                            result = LOST
+                        yield job, result
+            if exhausted and not futures:
+                return
+
+
+class DaskExecutor(Executor):
+    """Dask distributed: ``address`` (``tcp://host:port``) of a running scheduler, or a LocalCluster here."""
+
+    name = "dask"
+
+    def __init__(self, address: str | None = None, workers: int | None = None, allowed_failures: int = 1):
+        try:
+            import dask
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise BlindcheckError("the Dask executor needs dask distributed: pip install 'blindcheck[dask]'") \
+                from None
+        self.cluster = None
+        if address:
+            try:
+                self.client = Client(address, timeout="20s")
+            except OSError as exc:
+                raise BlindcheckError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+        else:
+            n = max(1, workers or usable_cores())
+            with dask.config.set({"distributed.scheduler.allowed-failures": allowed_failures}):
+                self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                            dashboard_address=None, silence_logs=logging.ERROR)
+            self.client = Client(self.cluster)
+        self.address = address or self.cluster.scheduler_address
+        self.workers = max(1, sum(self.client.nthreads().values()))
+
+    def describe(self) -> str:
+        where = "a LocalCluster" if self.cluster is not None else self.address
+        return f"dask on {where}, {self.workers} worker threads"
+
+    def run(self, fn, jobs, max_in_flight=None):
+        from distributed import as_completed
+        from distributed.scheduler import KilledWorker
+
+        jobs = iter(jobs)
+        limit = max(1, max_in_flight or 2 * self.workers)
+        pending: dict[Any, Any] = {}
+        ac = as_completed()
+        try:
+            exhausted = False
+            while True:
+                while not exhausted and len(pending) < limit:
+                    try:
+                        job = next(jobs)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    fut = self.client.submit(fn, job, pure=False)
+                    pending[fut.key] = job
+                    ac.add(fut)
+                if not pending:
+                    return
+                fut = next(ac)
+                job = pending.pop(fut.key)
+                try:
+                    result = fut.result()
+                except KilledWorker:
+                    result = LOST
+                fut.release()
+                yield job, result
+        finally:
+            if pending:  # interrupted or failed: nothing queued outlives the run
+                with contextlib.suppress(Exception):
+                    self.client.cancel(list(ac.futures))
+
+    def check_shared_path(self, path: str) -> None:
+        """Every worker must see the cache directory at the same path: find out before any work is sent."""
+        probe = os.path.join(path, f".probe-{os.getpid()}")
+        with open(probe, "w") as fh:
+            fh.write("blindcheck")
+        try:
+            seen = self.client.run(os.path.exists, probe)
+        finally:
+            os.unlink(probe)
+        blind = sorted(w for w, ok in seen.items() if not ok)
+        if blind:
+            raise BlindcheckError(f"Dask worker(s) {', '.join(blind)} cannot see the cache directory {path}: mount "
+                                  "one shared filesystem at the same path on the driver and on every worker")
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.close(timeout=10)
+        if self.cluster is not None:
+            with contextlib.suppress(Exception):
+                self.cluster.close(timeout=10)
+
+
+def make_executor(kind: str = "local", workers: int | None = None, scheduler: str | None = None,
+                  **local: Any) -> Executor:
+    """An executor by name: ``local`` (``local`` holds LocalExecutor's initializer/start_method) or ``dask``."""
+    if kind == "local":
+        if scheduler:
+            raise BlindcheckError("a scheduler address only makes sense with the dask executor")
+        return LocalExecutor(workers, **local)
+    if kind == "dask":
+        return DaskExecutor(scheduler, workers)
+    raise BlindcheckError(f"unknown executor '{kind}': choose one of {', '.join(EXECUTORS)}")
