@@ -129,16 +129,20 @@ def child(args: argparse.Namespace) -> None:
     import blindcheck.extract as bx
     from blindcheck.manifest import Manifest
 
-    try:
-        from blindcheck.executors import open_executor
-    except ImportError:
-        open_executor = None
+    open_executor = getattr(bx, "open_executor", None)  # where the executors commit put it
+    if open_executor is None:
+        try:
+            from blindcheck.executors import open_executor
+        except ImportError:
+            open_executor = None
     new_api = hasattr(bx, "ExtractionConfig") and open_executor is not None
     executor, workers = args.config.rsplit("-", 1)
     workers = int(workers)
     if executor == "dask":
         import distributed  # noqa: F401  (imported before the baseline: it is the executor's own weight)
     base_rss = _rss_mb("VmRSS")
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu0 = r0.ru_utime + r0.ru_stime
     out: dict = {"size": args.size, "config": args.config, "executor": executor, "workers": workers,
                  "modalities": args.modalities, "api": "executors" if new_api else "legacy",
                  "baseline_rss_mb": base_rss, "pid": os.getpid()}
@@ -174,7 +178,12 @@ def child(args: argparse.Namespace) -> None:
     out["clips_per_s"] = n / out["extract_s"]
     out["peak_rss_mb"] = _rss_mb("VmHWM")
     out["end_rss_mb"] = _rss_mb("VmRSS")
-    out["ru_maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    out["ru_maxrss_mb"] = me.ru_maxrss / 1024
+    # CPU seconds of the driver itself vs of its reaped descendants (pool workers, Dask nannies and workers),
+    # over the whole child: tells whether the driver or the workers limit the throughput.
+    out["driver_cpu_s"] = me.ru_utime + me.ru_stime - cpu0
+    out["workers_cpu_s"] = kids.ru_utime + kids.ru_stime
     out["in_table"] = int(len(res.features))
     out["feature_columns"] = int(sum(1 for c in res.features.columns if "." in c))
     out["failed"] = int(res.stats.get("failed", -1))
@@ -269,7 +278,8 @@ def main() -> None:
     print(f"data: {max(sizes)} clips under {args.work / 'clips'} ({made}); "
           f"modalities: {args.modalities}; load average at start: {os.getloadavg()}", flush=True)
     print(f"{'size':>7} {'config':<8} {'wk':>2} {'start s':>7} {'extract s':>9} {'clips/s':>8} {'base MB':>7} "
-          f"{'peak MB':>7} {'maxrss':>7} {'feat MB':>7} {'failed':>6}  load(1m) start/end", flush=True)
+          f"{'peak MB':>7} {'maxrss':>7} {'feat MB':>7} {'failed':>6} {'drv cpu':>7} {'wk cpu':>7}  "
+          "load(1m) start/end", flush=True)
     results = []
     for size in sizes:
         for cfg in configs:
@@ -282,7 +292,8 @@ def main() -> None:
                 continue
             print(f"{size:>7} {cfg:<8} {r['workers']:>2} {_fmt(r['startup_s'], '7.2f')} {r['extract_s']:>9.2f} "
                   f"{r['clips_per_s']:>8.1f} {r['baseline_rss_mb']:>7.0f} {r['peak_rss_mb']:>7.0f} "
-                  f"{r['ru_maxrss_mb']:>7.0f} {r['features_mb']:>7.1f} {r['failed']:>6}  "
+                  f"{r['ru_maxrss_mb']:>7.0f} {r['features_mb']:>7.1f} {r['failed']:>6} {r['driver_cpu_s']:>7.1f} "
+                  f"{r['workers_cpu_s']:>7.1f}  "
                   f"{r['load_start'][0]:.2f}/{r['load_end'][0]:.2f}", flush=True)
     d = derived(results)
     print("\ntargets:")
