@@ -336,6 +336,8 @@ def main() -> None:
                 continue
             r = run_one(args, size, cfg)
             results.append(r)
+            if args.json:  # after every run, so that an interrupted run keeps what it measured
+                write_json(args, results)
             if "error" in r:
                 print(f"{size:>7} {cfg:<8} ERROR {r['error']}", flush=True)
                 continue
@@ -357,9 +359,13 @@ def main() -> None:
         print(f"  Dask per-clip time / local pool's, {k}: {v:.2f}x (target <= 1.2x); CPU per clip (driver + workers): "
               f"{d['dask_cpu_overhead'][k]:.2f}x")
     if args.json:
-        meta = {"argv": sys.argv, "cpus": os.cpu_count(), "work": str(args.work), "modalities": args.modalities,
-                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        Path(args.json).write_text(json.dumps({"meta": meta, "results": results, "derived": d}, indent=1))
+        write_json(args, results)
+
+
+def write_json(args: argparse.Namespace, results: list[dict]) -> None:
+    meta = {"argv": sys.argv, "cpus": os.cpu_count(), "work": str(args.work), "modalities": args.modalities,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    Path(args.json).write_text(json.dumps({"meta": meta, "results": results, "derived": derived(results)}, indent=1))
 
 
 if __name__ == "__main__":
