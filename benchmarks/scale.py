@@ -164,6 +164,54 @@ def _self_cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def _trace_phases(bx, marks: list) -> None:
+    """--trace: note the driver's RSS and its high-water mark at the entry and exit of the driver-side phases of
+    extraction (wrapping functions from the benchmark; nothing in blindcheck changes). The high-water mark's rise
+    between two marks is the peak that phase reached."""
+    import functools
+
+    from blindcheck.cache import Store
+
+    def mark(label: str) -> None:
+        marks.append({"at": label, "t": time.perf_counter(), "rss_mb": _rss_mb("VmRSS"), "hwm_mb": _rss_mb("VmHWM")})
+
+    def wrap(owner, name: str, label: str) -> None:
+        fn = getattr(owner, name)
+
+        @functools.wraps(fn)
+        def inner(*a, **k):
+            mark(label + " in")
+            try:
+                return fn(*a, **k)
+            finally:
+                mark(label + " out")
+
+        setattr(owner, name, inner)
+
+    wrap(Store, "read_index", "read_index")
+    wrap(Store, "present", "present")
+    wrap(Store, "compact", "compact")
+    wrap(Store, "read_matrix", "read_matrix")
+    wrap(bx, "_assemble", "assemble")
+    try:
+        import blindcheck.executors as bex
+    except ImportError:
+        bex = None
+    for cls_name in ("LocalExecutor", "DaskExecutor"):
+        cls = getattr(bex, cls_name, None)
+        if cls is None:
+            continue
+        run = cls.run
+
+        def traced_run(self, fn, jobs, max_in_flight=None, _run=run, _name=cls_name):
+            mark(f"{_name}.run in")
+            yield from _run(self, fn, jobs, max_in_flight)
+            mark(f"{_name}.run out")
+
+        cls.run = traced_run
+    mark("traced")
+
+
 def child(args: argparse.Namespace) -> None:
     """One (size, config) in this fresh process; prints one JSON line."""
     import resource
@@ -202,6 +250,9 @@ def child(args: argparse.Namespace) -> None:
     manifest = Manifest(table=table, source="bench")
     del table
     out["manifest_rss_mb"] = _rss_mb("VmRSS")
+    marks: list = []
+    if args.trace:
+        _trace_phases(bx, marks)
     mods = tuple(args.modalities.split(","))
     with tempfile.TemporaryDirectory(prefix="scale-cache-", dir=args.cache_root) as cache:
         if new_api:
@@ -239,6 +290,8 @@ def child(args: argparse.Namespace) -> None:
     out["features_mb"] = float(res.features.memory_usage(deep=True).sum() / 2**20)
     out["float32"] = bool(all(str(res.features[c].dtype) == "float32" for c in res.features.columns if "." in c))
     out["load_end"] = os.getloadavg()
+    if marks:
+        out["trace"] = [dict(m, t=m["t"] - marks[0]["t"]) for m in marks]
     print("RESULT " + json.dumps(out), flush=True)
 
 
@@ -250,6 +303,8 @@ def run_one(args: argparse.Namespace, size: int, config: str) -> dict:
            "--modalities", args.modalities]
     if args.cache_root:
         cmd += ["--cache-root", args.cache_root]
+    if args.trace:
+        cmd += ["--trace"]
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     load0 = os.getloadavg()
     t = time.perf_counter()
@@ -305,6 +360,8 @@ def main() -> None:
     ap.add_argument("--cache-root", default=None, help="where the cold caches are made (default: system temp)")
     ap.add_argument("--gen-procs", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds one (size, config) may take")
+    ap.add_argument("--trace", action="store_true",
+                    help="record the driver's RSS at the entry and exit of each driver-side phase (in the JSON)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--size", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--config", help=argparse.SUPPRESS)
