@@ -16,7 +16,12 @@ the figures measure the pipeline (planning, dispatch, cache writes, assembly), n
 
     python benchmarks/scale.py --work /tmp/scale-work [--sizes 1000,10000,100000]
         [--configs local-1,local-2,dask-1,dask-2] [--modalities recording] [--json out.json]
-        [--only-100k local-2,dask-2]
+        [--only-100k local-2,dask-2] [--trace]
+
+Besides wall-clock throughput, each row gives the CPU seconds of the driver and of its workers during extraction
+only (clip/s ratios mean little on a shared machine; CPU per clip is steadier), and ``--trace`` records the
+driver's RSS and high-water mark at the entry and exit of each driver-side phase (planning, executor run,
+cache compaction, assembly), so that a memory target missed can be attributed.
 
 Prints one row per (size, config) and the derived targets of issue 21: driver peak at the largest size / at
 the smallest (target <= 2x), throughput 2 workers / 1 worker for each executor (target >= 1.7x), and Dask's
