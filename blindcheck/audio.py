@@ -128,11 +128,13 @@ def open_source(path: str) -> Source:
     except OSError as exc:
         raise AudioError(f"cannot read file: {exc.strerror or exc}") from exc
     key = (str(path), st.st_size, st.st_mtime_ns)
-    if key not in _LAST_SOURCE:
+    source = _LAST_SOURCE.get(key)  # one lookup: another thread (a Dask worker with several) may replace the entry
+    if source is None:
         data = _read_source(path, st)
+        source = Source(data, hashlib.blake2b(data, digest_size=16))
         _LAST_SOURCE.clear()
-        _LAST_SOURCE[key] = Source(data, hashlib.blake2b(data, digest_size=16))
-    return _LAST_SOURCE[key]
+        _LAST_SOURCE[key] = source
+    return source
 
 
 def _read_source(path: str, st: os.stat_result) -> bytes:

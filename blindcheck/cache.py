@@ -193,15 +193,16 @@ class Store:
                 continue
         return found
 
-    def read_matrix(self, tag: str, keys: np.ndarray, columns: list[str],
-                    dtype=np.float32) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
+    def read_matrix(self, tag: str, keys: np.ndarray, columns: list[str], dtype=np.float32,
+                    out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
         """The values of ``columns`` for each of ``keys`` (repeats allowed), as one ``(len(keys), len(columns))``
         array, filled part by part (the newest copy of a key wins) so that memory holds one part and the result.
         Returns the array (NaN where a key has no row), a mask of the keys found, and the non-empty ``_notes``
-        by key."""
+        by key. ``out`` (shape ``(len(keys), len(columns))``, e.g. a slice of a wider table) receives the values in
+        place of a new array."""
         keys = np.asarray(keys, dtype=object)
         uniq, inverse = np.unique(keys.astype(str), return_inverse=True) if len(keys) else (np.array([]), [])
-        out = np.full((len(uniq), len(columns)), np.nan, dtype=dtype)
+        dest, values = out, np.full((len(uniq), len(columns)), np.nan, dtype=dtype)
         found = np.zeros(len(uniq), dtype=bool)
         notes: dict[str, str] = {}
         if len(uniq):
@@ -220,9 +221,9 @@ class Store:
                 pos = where.get_indexer(t.column("content_hash").to_pylist())
                 for j, c in enumerate(columns):
                     if c in names:
-                        out[pos, j] = t.column(c).to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+                        values[pos, j] = t.column(c).to_numpy(zero_copy_only=False).astype(dtype, copy=False)
                     else:
-                        out[pos, j] = np.nan
+                        values[pos, j] = np.nan
                 found[pos] = True
                 if "_notes" in names:
                     for k, note in zip(pos, t.column("_notes").to_pylist(), strict=True):
@@ -230,7 +231,11 @@ class Store:
                             notes[uniq[k]] = note
                         else:
                             notes.pop(uniq[k], None)
-        return out[inverse], found[inverse], notes
+        if dest is None:
+            return values[inverse], found[inverse], notes
+        for i in range(0, len(inverse), 8192):  # in row blocks: a strided destination would be copied whole
+            dest[i:i + 8192] = values[inverse[i:i + 8192]]
+        return dest, found[inverse], notes
 
     def compact(self, tags: list[str], min_parts: int = COMPACT_PARTS) -> None:
         self._compact(self.index_dir, INDEX_KEY, min_parts)

@@ -607,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
             _check_out(args)
             return handlers[args.verb](args)
         except BlindcheckError as exc:
-            print(f"blindcheck {args.verb}: error: {exc}", file=sys.stderr)
+            print(f"blindcheck {args.verb}: error: {exc.for_cli()}", file=sys.stderr)
             return EXIT_INPUT
         except KeyboardInterrupt as exc:
             acknowledge()

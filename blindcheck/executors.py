@@ -8,7 +8,8 @@ caller's, because only the caller knows what a job is made of. Any other excepti
 a bug and is raised in the driver.
 
 - :class:`LocalExecutor`: a :func:`blindcheck.pools.worker_pool` (workers ignore Ctrl-C; the pool is torn down
-  at once on any exception). ``workers=1`` runs the jobs in this process.
+  at once on any exception). ``workers=1`` runs the jobs in this process, except with ``start_method="spawn"``,
+  which asks for a fresh interpreter (to keep torch or CTranslate2 out of the driver) even for one worker.
 - :class:`DaskExecutor`: a ``distributed.Client`` on a scheduler address, or on a ``LocalCluster`` of
   ``workers`` single-threaded processes on 127.0.0.1 when no address is given. Dask itself reschedules the task
   of a worker that died (``distributed.scheduler.allowed-failures`` times; 1 on a LocalCluster started here);
@@ -63,14 +64,14 @@ class Executor:
     def describe(self) -> str:
         return f"{self.name}, {self.workers} workers"
 
-    def close(self) -> None:
-        pass
+    def close(self, abort: bool = False) -> None:
+        """Release the workers; ``abort`` (an interruption, an error): at once, without waiting for running work."""
 
     def __enter__(self) -> Executor:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(abort=exc_type is not None)
 
 
 class LocalExecutor(Executor):
@@ -85,7 +86,7 @@ class LocalExecutor(Executor):
 
     def run(self, fn, jobs, max_in_flight=None):
         jobs = iter(jobs)
-        if self.workers == 1:
+        if self.workers == 1 and self.start_method != "spawn":
             if self.initializer is not None:
                 self.initializer(*self.initargs)
             for job in jobs:
@@ -140,8 +141,11 @@ class DaskExecutor(Executor):
         else:
             n = max(1, workers or usable_cores())
             with dask.config.set({"distributed.scheduler.allowed-failures": allowed_failures}):
+                # No dashboard; the scheduler's HTTP endpoint on a free loopback port (not 8787, which another
+                # cluster on the machine may hold: that cost a warning on every run).
                 self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                            dashboard_address=None, silence_logs=logging.ERROR)
+                                            dashboard_address=None, silence_logs=logging.ERROR,
+                                            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
             self.client = Client(self.cluster)
         self.address = address or self.cluster.scheduler_address
         self.workers = max(1, sum(self.client.nthreads().values()))
@@ -199,12 +203,25 @@ class DaskExecutor(Executor):
             raise BlindcheckError(f"Dask worker(s) {', '.join(blind)} cannot see the cache directory {path}: mount "
                                   "one shared filesystem at the same path on the driver and on every worker")
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
         with contextlib.suppress(Exception):
-            self.client.close(timeout=10)
-        if self.cluster is not None:
+            self.client.close(timeout=2 if abort else 10)
+        if self.cluster is None:
+            return
+        # A LocalCluster's nannies live in this process and its workers are our child processes. Its work is done
+        # (or abandoned, on ``abort``) and the results are in the cache: the nannies are asked to stop without
+        # restarting anyone, and a worker still alive a moment later (a graceful close waits out running work and
+        # the interpreter shutdown of workers that loaded librosa, torch or CTranslate2, 4 s and more) is killed.
+        import multiprocessing
+        import threading
+
+        closer = threading.Thread(target=lambda: self.cluster.close(timeout=10), daemon=True)
+        closer.start()
+        closer.join(0.5 if abort else 1.0)
+        for child in multiprocessing.active_children():
             with contextlib.suppress(Exception):
-                self.cluster.close(timeout=10)
+                child.kill()
+        closer.join(10)
 
 
 def make_executor(kind: str = "local", workers: int | None = None, scheduler: str | None = None,

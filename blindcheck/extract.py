@@ -285,12 +285,16 @@ def extract_features(manifest: Manifest, cache_dir: str | os.PathLike, config: E
     """
     if isinstance(executor, str):
         settings["executor"], executor = executor, None
+    unknown = set(settings) - {f.name for f in dataclasses.fields(ExtractionConfig)}
+    if unknown:
+        raise TypeError(f"extract_features() got unknown setting(s) {', '.join(sorted(unknown))}; the settings are "
+                        f"ExtractionConfig's: {', '.join(f.name for f in dataclasses.fields(ExtractionConfig))}")
     config = dataclasses.replace(config or ExtractionConfig(), **settings) if settings else \
         (config or ExtractionConfig())
     own = executor is None
     t0 = time.perf_counter()
     requested = config.requested
-    modalities = [m for m in requested if m.acoustic]  # voice and text: spawned stages below
+    modalities = [m for m in requested if m.acoustic]  # voice and text: stages below
     extractors = {m: get_extractor(m) for m in modalities}
     tags = {m: cache_tag(e) for m, e in extractors.items()}
     store = Store(cache_dir)
@@ -384,44 +388,52 @@ def extract_features(manifest: Manifest, cache_dir: str | os.PathLike, config: E
                 done += sum(accept(summary) for summary in result["clips"])
                 if progress:
                     progress(done, n)
-    finally:
+        del todo
+        store.compact(list(tags.values()))
+
+        keep = np.array([i not in failed_rows and hashes[i] is not None for i in range(n)], dtype=bool)
+        features, notes = _assemble(store, table, hashes, keep, modalities, extractors, tags)
+        if not config.allow_truncated and len(notes):
+            # A clip analysed earlier under allow-truncated sits in the cache with its features: reject it here too.
+            cut = notes[notes["note"].str.startswith("truncated")].drop_duplicates("id")
+            for cid, path, note in zip(cut["id"], cut["path"], cut["note"], strict=True):
+                errors.append({"id": cid, "path": path, "stage": "decode",
+                               "message": note.replace(TRUNCATED_ALLOWED, "")})
+            if len(cut):
+                gone = set(cut["id"])
+                features = features[~features["id"].isin(gone)].reset_index(drop=True)
+                notes = notes[~notes["id"].isin(gone)].reset_index(drop=True)
+        spoken = len(features) and (Modality.VOICE in requested or Modality.TEXT in requested)
+        if spoken and ex is None and own and config.executor == "dask":  # every acoustic feature was cached
+            ex = open_executor(config, warm=[])
+        stage_ex = ex if isinstance(ex, DaskExecutor) else None  # else their own spawned local processes
+        n_workers = ex.workers if ex is not None else (config.workers or usable_cores())
+        voice_stats = None
+        if Modality.VOICE in requested and len(features):
+            from blindcheck.features.voice import extract_voice
+
+            voice = extract_voice(_clip_rows(table, features), store, workers=n_workers, executor=stage_ex)
+            errors += voice["errors"]
+            features = features.merge(voice["features"], on="id", how="inner")
+            notes = pd.concat([notes, pd.DataFrame(voice["notes"], columns=NOTE_COLUMNS)], ignore_index=True)
+            voice_stats = voice["stats"]
+            modalities = [*modalities, Modality.VOICE]
+        transcripts, text_stats = None, None
+        if Modality.TEXT in requested and len(features):
+            from blindcheck.text import TextOptions, extract_text
+
+            rows = _text_rows(table, features)
+            text = extract_text(rows, store, config.text or TextOptions(), workers=n_workers, executor=stage_ex)
+            errors += text["errors"]
+            features = features.merge(text["features"], on="id", how="inner")
+            transcripts, text_stats = text["transcripts"], text["stats"]
+            modalities = [*modalities, Modality.TEXT]
+    except BaseException:
         if own and ex is not None:
-            ex.close()
-    del todo
-    store.compact(list(tags.values()))
-
-    keep = np.array([i not in failed_rows and hashes[i] is not None for i in range(n)], dtype=bool)
-    features, notes = _assemble(store, table, hashes, keep, modalities, extractors, tags)
-    if not config.allow_truncated and len(notes):
-        # A clip analysed earlier under allow-truncated sits in the cache with its features: reject it here too.
-        cut = notes[notes["note"].str.startswith("truncated")].drop_duplicates("id")
-        for cid, path, note in zip(cut["id"], cut["path"], cut["note"], strict=True):
-            errors.append({"id": cid, "path": path, "stage": "decode", "message": note.replace(TRUNCATED_ALLOWED, "")})
-        if len(cut):
-            gone = set(cut["id"])
-            features = features[~features["id"].isin(gone)].reset_index(drop=True)
-            notes = notes[~notes["id"].isin(gone)].reset_index(drop=True)
-    n_workers = ex.workers if ex is not None else (config.workers or usable_cores())
-    voice_stats = None
-    if Modality.VOICE in requested and len(features):
-        from blindcheck.features.voice import extract_voice
-
-        voice = extract_voice(_clip_rows(table, features), store, workers=n_workers)
-        errors += voice["errors"]
-        features = features.merge(voice["features"], on="id", how="inner")
-        notes = pd.concat([notes, pd.DataFrame(voice["notes"], columns=NOTE_COLUMNS)], ignore_index=True)
-        voice_stats = voice["stats"]
-        modalities = [*modalities, Modality.VOICE]
-    transcripts, text_stats = None, None
-    if Modality.TEXT in requested and len(features):
-        from blindcheck.text import TextOptions, extract_text
-
-        rows = _text_rows(table, features)
-        text = extract_text(rows, store, config.text or TextOptions(), workers=n_workers)
-        errors += text["errors"]
-        features = features.merge(text["features"], on="id", how="inner")
-        transcripts, text_stats = text["transcripts"], text["stats"]
-        modalities = [*modalities, Modality.TEXT]
+            ex.close(abort=True)
+        raise
+    if own and ex is not None:
+        ex.close()
     err_df = pd.DataFrame(errors, columns=ERROR_COLUMNS)
     stats = {
         "clips": n + len(manifest.missing),
@@ -456,7 +468,7 @@ def open_executor(config: ExtractionConfig, warm: list[str] | None = None) -> Ex
             ex.client.run(_ensure_worker, list(warm if warm is not None else
                                                [str(m) for m in config.requested if m.acoustic]))
         except BaseException:
-            ex.close()
+            ex.close(abort=True)
             raise
     return ex
 
@@ -499,22 +511,28 @@ def _text_rows(table: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
 
 def _assemble(store: Store, table: pd.DataFrame, hashes: np.ndarray, keep: np.ndarray, modalities, extractors,
               tags) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The feature table (float32, one row per kept clip) and the notes, read from the cache part by part."""
+    """The feature table (one float32 block, one row per kept clip) and the notes, read from the cache part by part:
+    the driver holds the table and one modality's values at a time, never the parts."""
     rows = np.nonzero(keep)[0]
-    kept = hashes[rows]
-    out = pd.DataFrame({"id": table["id"].to_numpy()[rows], "label": table["label"].to_numpy()[rows],
-                        "content_hash": kept.astype(str) if len(kept) else np.array([], dtype=str)})
-    blocks, note_rows = [out], []
-    ids, paths = out["id"].to_numpy(), table["path"].to_numpy()[rows]
+    kept = hashes[rows].astype(str) if len(rows) else np.array([], dtype=str)
+    names = {m: extractors[m].feature_names() for m in modalities}
+    columns = [f"{m}.{c}" for m in modalities for c in names[m]]
+    values = np.empty((len(rows), len(columns)), dtype=np.float32)
+    note_rows = []
+    ids, paths = table["id"].to_numpy()[rows], table["path"].to_numpy()[rows]
+    col = 0
     for m in modalities:
-        names = extractors[m].feature_names()
-        values, _, notes = store.read_matrix(tags[m], kept, names)
-        blocks.append(pd.DataFrame(values, columns=[f"{m}.{c}" for c in names]))
+        _, _, notes = store.read_matrix(tags[m], kept, names[m], out=values[:, col:col + len(names[m])])
+        col += len(names[m])
         if notes:
             for j, h in enumerate(kept):
                 for line in notes.get(h, "").splitlines():
                     note_rows.append({"id": ids[j], "path": paths[j], "modality": str(m), "note": line})
-    return pd.concat(blocks, axis=1), pd.DataFrame(note_rows, columns=NOTE_COLUMNS)
+    out = pd.DataFrame(values, columns=columns, copy=False)
+    out.insert(0, "content_hash", kept)
+    out.insert(0, "label", table["label"].to_numpy()[rows])
+    out.insert(0, "id", ids)
+    return out, pd.DataFrame(note_rows, columns=NOTE_COLUMNS)
 
 
 def write_outputs(result: ExtractionResult, manifest: Manifest, out_dir: str | os.PathLike) -> dict[str, Path]:

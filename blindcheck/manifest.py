@@ -30,7 +30,7 @@ import pandas as pd
 
 from blindcheck import formats
 from blindcheck.audio import source_file
-from blindcheck.errors import ManifestError
+from blindcheck.errors import ManifestError, option
 
 LABEL_COLUMNS = ("label", "split", "member", "is_member", "membership")
 PATH_COLUMNS = ("path", "audio", "audio_path", "file", "file_name", "filename", "filepath", "wav", "audio_file")
@@ -286,7 +286,8 @@ def map_labels(values: pd.Series, member_value: str | None, ids: pd.Series | Non
         else:
             raise ManifestError(
                 f"{source}: {_row_name(i, ids)}: unknown label value '{raw}' (members: member/train/in/1/true; "
-                "non-members: non-member/test/out/0/false; or pass --member-value)" + _value_hint(values, column)
+                f"non-members: non-member/test/out/0/false; or pass {option('member_value')})"
+                + _value_hint(values, column)
             )
     return pd.Series(out, index=values.index, dtype="int64")
 
@@ -296,9 +297,9 @@ def _value_hint(values: pd.Series, column: str = "the label column") -> str:
     counts = values.astype(str).str.strip().value_counts()
     shown = ", ".join(f"'{v}' ({n})" for v, n in counts.head(8).items()) + (", ..." if len(counts) > 8 else "")
     if len(counts) == 2:
-        return (f"; {column} holds two values, {shown}: pass --member-value with the one that means member")
-    return (f"; {column} holds {len(counts)} values, {shown}, not the two sides of a split: pass --member-value "
-            "to make one value the members and every other value the non-members")
+        return (f"; {column} holds two values, {shown}: pass {option('member_value')} with the one that means member")
+    return (f"; {column} holds {len(counts)} values, {shown}, not the two sides of a split: pass "
+            f"{option('member_value')} to make one value the members and every other value the non-members")
 
 
 def _normalise(
@@ -313,7 +314,7 @@ def _normalise(
     label_col = _pick(df, options.label_column, LABEL_COLUMNS, "label", source)
     if label_col is None:
         raise ManifestError(
-            f"{source}: no label column (expected one of: {', '.join(LABEL_COLUMNS)}; or pass --label-column)"
+            f"{source}: no label column (expected one of: {', '.join(LABEL_COLUMNS)}; or pass {option('label_column')})"
         )
     text_col = _pick(df, None, TEXT_COLUMNS, "text", source)
     speaker_col = _pick(df, None, SPEAKER_COLUMNS, "speaker", source)
@@ -384,10 +385,10 @@ def _normalise(
     if missing_rows:
         if not options.skip_missing:
             i = missing_rows[0]
-            more = f" ({len(missing_rows)} files missing in all; --skip-missing records and excludes them)"
+            more = f" ({len(missing_rows)} files missing in all; {option('skip_missing')} records and excludes them)"
             raise ManifestError(
                 f"{source}: {_row_name(i, df['id'])}: audio file not found: {df['path'].iloc[i]}"
-                + (more if len(missing_rows) > 1 else "; --skip-missing records and excludes such rows")
+                + (more if len(missing_rows) > 1 else f"; {option('skip_missing')} records and excludes such rows")
             )
         missing = pd.DataFrame(
             {

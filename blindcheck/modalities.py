@@ -10,10 +10,30 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 import pandas as pd
 
 from blindcheck.errors import BlindcheckError, MissingDependencyError
+
+
+class Modality(StrEnum):
+    """The modalities, as typed identifiers (a ``StrEnum``: equal to its name, so ``"text"`` still matches).
+    Decisions are taken on these; the prefix of every feature name is the value."""
+
+    RECORDING = "recording"
+    SPECTRAL = "spectral"
+    PROSODIC = "prosodic"
+    VOICE = "voice"  # speaker-encoder embeddings, in spawned workers (torch): blindcheck.features.voice
+    TEXT = "text"  # transcripts and their embeddings: blindcheck.text
+
+    @property
+    def acoustic(self) -> bool:
+        """Computed per clip by an extractor in the extraction workers (not a spawned stage of its own)."""
+        return self in ACOUSTIC
+
+
+ACOUSTIC = (Modality.RECORDING, Modality.SPECTRAL, Modality.PROSODIC)
 
 
 @dataclass(frozen=True)
@@ -22,10 +42,8 @@ class ModalityChoice:
     note: str | None = None  # why an available-by-default modality was left out (text under auto)
 
 
-def known_modalities() -> list[str]:
-    from blindcheck.features import acoustic_modalities
-
-    return [*acoustic_modalities(), "voice", "text"]
+def known_modalities() -> list[Modality]:
+    return list(Modality)
 
 
 def choose_modalities(table: pd.DataFrame, requested: list[str] | str | None, text_options=None) -> ModalityChoice:

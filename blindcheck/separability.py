@@ -32,6 +32,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 # xgboost's and BLAS's OpenMP threads spin while they wait; on a machine busy with other work that made the
 # classifier 20-28x slower. Passive waiting must be set before the OpenMP runtime starts (xgboost is imported
@@ -43,10 +44,20 @@ import pandas as pd  # noqa: E402
 
 from blindcheck import permutation, stats  # noqa: E402
 from blindcheck.errors import BlindcheckError  # noqa: E402
+from blindcheck.modalities import Modality  # noqa: E402
 from blindcheck.settings import Settings  # noqa: E402
 
 KEY_COLUMNS = {"id", "label", "content_hash"}
-XGBOOST, LOGREG, TFIDF, SINGLE = "xgboost", "logreg", "tfidf", "single"
+class ModelKind(StrEnum):
+    """The kinds of blind model, as typed identifiers (equal to their names, which result.json records)."""
+
+    XGBOOST = "xgboost"  # gradient-boosted trees on the features
+    LOGREG = "logreg"  # standardised L2 logistic regression on the features
+    SINGLE = "single"  # the best single feature, chosen inside each training fold
+    TFIDF = "tfidf"  # word uni- and bigram TF-IDF + logistic regression on the transcripts
+
+
+XGBOOST, LOGREG, TFIDF, SINGLE = ModelKind.XGBOOST, ModelKind.LOGREG, ModelKind.TFIDF, ModelKind.SINGLE
 ALL = "all"  # the modality of models fitted on every feature
 ProgressFn = Callable[[str, int, int, float | None], None]  # phase, done, total, seconds left (estimate)
 
@@ -55,8 +66,8 @@ ProgressFn = Callable[[str, int, int, float | None], None]  # phase, done, total
 class ModelSpec:
     """A blind model: its kind (xgboost, logreg, tfidf) and the modality it sees ("all" for every feature)."""
 
-    kind: str
-    modality: str
+    kind: ModelKind
+    modality: str  # a Modality, or ALL
 
     @property
     def name(self) -> str:
@@ -341,7 +352,7 @@ def _plan(cols: list[str], use_text: bool) -> list[tuple[ModelSpec, list[int]]]:
         plan.append((ModelSpec(LOGREG, ALL), everything))
         plan.append((ModelSpec(SINGLE, ALL), everything))
     if use_text:
-        plan.append((ModelSpec(TFIDF, "text"), []))
+        plan.append((ModelSpec(TFIDF, Modality.TEXT), []))
     return plan
 
 
@@ -373,7 +384,7 @@ def run_separability(
     notes = []
     if use_text and not _has_vocabulary(texts):
         use_text = False
-        notes.append(f"{ModelSpec(TFIDF, 'text').name} skipped: no transcript holds a word of two or more "
+        notes.append(f"{ModelSpec(TFIDF, Modality.TEXT).name} skipped: no transcript holds a word of two or more "
                      "characters (an empty vocabulary)")
     if not cols and not use_text:
         raise BlindcheckError("no features to classify: the table has no <modality>.<feature> columns"
@@ -401,7 +412,7 @@ def run_separability(
                 return np.column_stack([o[spec.name].mean(axis=0) for spec, _ in plan])
 
         # single:all chooses among every feature but scores with one (a different one per fold, possibly)
-        scored = [(spec, 1 if spec.kind == "single" else len(idx), oof[spec.name].mean(axis=0)) for spec, idx in plan]
+        scored = [(spec, 1 if spec.kind == SINGLE else len(idx), oof[spec.name].mean(axis=0)) for spec, idx in plan]
         result = evaluate_scores(scored, y, settings, groups=groups, table=table, refit=refit,
                                  progress=progress)
     result.attributions = _attributions(cols, shap_sum, shap_rows)

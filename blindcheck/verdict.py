@@ -34,6 +34,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from blindcheck import stats
+from blindcheck.modalities import Modality
 from blindcheck.separability import SeparabilityResult
 from blindcheck.settings import Settings
 
@@ -237,7 +238,7 @@ def decide(sep: SeparabilityResult, settings: Settings, failures: Failures | Non
             reasons.append(_failure_line(failures, alpha, decisive=True))
         if mod_line and "auc" not in criteria:
             reasons.append(mod_line)
-        if top_modality == "text" and sep.text_terms:
+        if top_modality == Modality.TEXT and sep.text_terms:
             t = sep.text_terms
             reasons.append(f"the transcripts differ: words typical of members: {', '.join(t['members']) or '—'}; "
                            f"of non-members: {', '.join(t['nonmembers']) or '—'}")

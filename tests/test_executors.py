@@ -120,3 +120,40 @@ def test_cli_runs_on_a_scheduler_by_address(cluster, clips, reference, tmp_path)
                           "--scheduler", cluster.address, "--no-progress"],
                          capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 2 and "add --executor dask" in bad.stderr, bad.stderr
+
+
+def test_ctrl_c_on_a_local_cluster_ends_every_process_and_resumes(fsdd_meta, tmp_path):
+    """SIGINT while a LocalCluster extracts: exit 130 within seconds, no worker or nanny left, and the rerun
+    computes only what the interrupted run had not written."""
+    psutil = pytest.importorskip("psutil")
+    import time
+
+    csv = tmp_path / "m.csv"
+    pd.DataFrame({"id": fsdd_meta["id"], "path": fsdd_meta["abspath"],
+                  "label": fsdd_meta["speaker"].isin(["george", "jackson"]).astype(int)}).to_csv(csv, index=False)
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "blindcheck", "extract", str(csv), "--out", str(out), "--modalities",
+            "recording,prosodic", "--executor", "dask", "--workers", "2", "--no-progress"]
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = psutil.Process(p.pid)
+    parts = out / "cache" / "features"
+    deadline = time.monotonic() + 120
+    while not list(parts.glob("prosodic-*/part-*.parquet")):  # the workers have finished a first job
+        assert p.poll() is None and time.monotonic() < deadline, p.communicate()[1]
+        time.sleep(0.05)
+    kids = proc.children(recursive=True)
+    t0 = time.monotonic()
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    took = time.monotonic() - t0
+    _, alive = psutil.wait_procs(kids, timeout=5)
+    assert p.returncode == 130 and took < 10 and not alive and len(kids) >= 2, (p.returncode, took, alive, err)
+    assert "run the same command again to resume" in err
+    kept = sum(pd.read_parquet(f).shape[0] for f in parts.glob("prosodic-*/part-*.parquet"))
+    assert 0 < kept < len(fsdd_meta)
+    r = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    comp = r.stdout.split("computed/reused from cache: ")[1].splitlines()[0]
+    done = int(comp.split("prosodic ")[1].split("/")[0])
+    assert 0 < done <= len(fsdd_meta) - kept, (comp, kept)

@@ -209,3 +209,26 @@ def test_a_worker_crash_costs_only_its_clip(tmp_path, fsdd_meta, monkeypatch):
     assert len(res.features) == 23 and victim not in set(res.features["id"])
     err = res.errors.set_index("id")
     assert list(err.index) == [victim] and err.at[victim, "stage"] == "worker"
+
+
+def test_extraction_config_is_one_typed_object_and_refuses_bad_settings(tmp_path):
+    from blindcheck.cli import _extraction, build_parser
+    from blindcheck.errors import BlindcheckError
+    from blindcheck.extract import ExtractionConfig
+    from blindcheck.features import Modality
+
+    cfg = ExtractionConfig(modalities=["prosodic", "recording"], workers=3)
+    assert cfg.modalities == (Modality.PROSODIC, Modality.RECORDING) and cfg.requested[0] is Modality.PROSODIC
+    for bad, match in (({"modalities": ["loudness"]}, "unknown modality"), ({"workers": 0}, "at least 1"),
+                       ({"executor": "ray"}, "unknown executor"), ({"scheduler": "tcp://x:1"}, "dask executor"),
+                       ({"chunk_size": 0}, "at least 1")):
+        with pytest.raises(BlindcheckError, match=match):
+            ExtractionConfig(**bad)
+    # The CLI turns its flags into that object, and nothing else does.
+    args = build_parser().parse_args(["extract", "m.csv", "--out", str(tmp_path), "--workers", "2", "--executor",
+                                      "dask", "--chunk-size", "16", "--asr-compute-type", "int8_float32"])
+    cfg = _extraction(args, ["recording"])
+    assert (cfg.workers, cfg.executor, cfg.chunk_size, cfg.modalities) == (2, "dask", 16, (Modality.RECORDING,))
+    assert cfg.text.asr.compute_type == "int8_float32" and cfg.text.asr.resolved_compute_type() == "int8_float32"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["extract", "m.csv", "--out", str(tmp_path), "--asr-compute-type", "int4"])

@@ -101,8 +101,11 @@ def test_duplicate_ids(tmp_path, six):
 def test_unknown_label_value(tmp_path, six):
     p = tmp_path / "m.csv"
     _frame(six, ["member", "non-member", "member", "validation", "member", "non-member"]).to_csv(p, index=False)
-    with pytest.raises(ManifestError, match=r"row 4 .*unknown label value 'validation'"):
+    with pytest.raises(ManifestError, match=r"row 4 .*unknown label value 'validation'") as err:
         load_manifest(p)
+    # The library names the setting as Python spells it; the command line, as its flag.
+    assert "pass member_value" in str(err.value) and "--member-value" not in str(err.value)
+    assert "pass --member-value" in err.value.for_cli() and "member_value" not in err.value.for_cli()
 
 
 def test_one_class_only(tmp_path, six):

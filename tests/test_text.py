@@ -247,7 +247,7 @@ def test_all_text_comes_from_one_source_and_one_decoding_path(tmp_path, fsdd_met
         tmp_path / "m.csv", index=False)
     m = load_manifest(tmp_path / "m.csv")
     with pytest.raises(BlindcheckError, match=r"4 of 6 clips have a transcript \(members 1/3, non-members 3/3\)"):
-        extract_features(m, tmp_path / "c", modalities=["text"], text_options=TextOptions(transcripts="given"))
+        extract_features(m, tmp_path / "c", modalities=["text"], text=TextOptions(transcripts="given"))
     # A clip too long to pack sends every clip down the one-clip-per-call path, and the run says so.
     durations = np.array([sf.info(p).duration for p in sel["abspath"]])
     limit = float(np.median(durations))

@@ -11,29 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 from blindcheck.audio import Clip
+from blindcheck.modalities import ACOUSTIC, Modality
 
-
-class Modality(StrEnum):
-    """The modalities, as typed identifiers (a ``StrEnum``: equal to its name, so ``"text"`` still matches).
-    Decisions are taken on these; the prefix of every feature name is the value."""
-
-    RECORDING = "recording"
-    SPECTRAL = "spectral"
-    PROSODIC = "prosodic"
-    VOICE = "voice"  # speaker-encoder embeddings, in spawned workers (torch): blindcheck.features.voice
-    TEXT = "text"  # transcripts and their embeddings: blindcheck.text
-
-    @property
-    def acoustic(self) -> bool:
-        """Computed per clip by an extractor in the extraction workers (not a spawned stage of its own)."""
-        return self in ACOUSTIC
-
-
-ACOUSTIC = (Modality.RECORDING, Modality.SPECTRAL, Modality.PROSODIC)
+__all__ = ["ACOUSTIC", "Extractor", "Modality", "acoustic_modalities", "cache_tag", "get_extractor"]
 
 
 @runtime_checkable

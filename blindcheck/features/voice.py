@@ -16,7 +16,8 @@ cut into 1.6 s partials (1.3 per second, zero-padded when shorter) whose embeddi
 
 torch never enters the process that runs xgboost (its OpenMP runtime made every boosting round ~100x slower):
 this module imports torch only inside :meth:`VoiceExtractor.extract_batch`, which :func:`extract_voice` runs
-in worker processes started with *spawn*.
+in worker processes started with *spawn*, or on the workers of a Dask cluster (each loads the encoder once and
+writes its batches' embeddings to the shared cache).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import hashlib
 import importlib.util
 import math
 import multiprocessing
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -235,19 +236,27 @@ class VoiceExtractor:
 # ------------------------------------------------------------------------------------------ worker side
 
 _WORKER: VoiceExtractor | None = None
+_WORKER_LOCK = threading.Lock()
 
 
 def _init_worker() -> None:
+    """Once per worker process (a pool initializer, or lazily in a Dask worker's first job): one BLAS and one
+    torch thread per worker (N workers x N threads oversubscribe the cores), and the encoder loaded."""
     global _WORKER
-    from threadpoolctl import threadpool_limits
+    with _WORKER_LOCK:
+        if _WORKER is not None:
+            return
+        if multiprocessing.parent_process() is not None:  # a worker process, never the driver
+            from threadpoolctl import threadpool_limits
 
-    threadpool_limits(limits=1)
-    _WORKER = VoiceExtractor(threads=1)
-    _WORKER._encoder = _Encoder(1)
+            threadpool_limits(limits=1)
+        ext = VoiceExtractor(threads=1)
+        ext._encoder = _Encoder(1)
+        _WORKER = ext
 
 
 def _embed_batch(tasks: list[dict]) -> list[dict]:
-    """Read, decode and embed clips in a spawned worker. Never raises for one clip's problem."""
+    """Read, decode and embed clips in a worker. Never raises for one clip's problem."""
     from blindcheck.audio import AudioError, content_hash, decode, load_clip, read_bytes
 
     results, clips, where = [], [], []
@@ -272,20 +281,40 @@ def _embed_batch(tasks: list[dict]) -> list[dict]:
     return results
 
 
-def extract_voice(rows: pd.DataFrame, store, workers: int = 1, batch_size: int = 32, progress=None) -> dict:
+def _voice_job(job: dict) -> list[dict]:
+    """One batch, on whichever executor: embed its clips and write them to the cache as a new part (so no
+    embedding passes through the driver); return per clip only row, hash and error."""
+    from blindcheck.cache import Store
+
+    _init_worker()
+    results = _embed_batch(job["tasks"])
+    new = [{"content_hash": r["hash"], "_notes": "\n".join(r["notes"]), **r["feats"]} for r in results
+           if not r["error"]]
+    if new:
+        Store(job["cache"]).append_features(job["tag"], pd.DataFrame(new))
+    return [{"row": r["row"], "hash": r["hash"], "error": r["error"]} for r in results]
+
+
+def extract_voice(rows: pd.DataFrame, store, workers: int = 1, batch_size: int = 32, progress=None,
+                  executor=None) -> dict:
     """``voice.*`` for ``rows`` (columns: id, content_hash, path, start, end), from the cache where it has them
-    and else from spawned workers. Returns ``features`` (id, voice.*), ``notes`` (id, note), ``errors`` and
-    ``stats``. Cached like every extractor: keyed by the audio's content hash and :func:`cache_tag`."""
+    and else in batches on ``executor`` (e.g. a :class:`blindcheck.executors.DaskExecutor`, whose workers load
+    the encoder once and must see the cache directory) or, by default, in ``workers`` spawned local processes.
+    Each batch's embeddings are written to the cache by its worker. A batch whose worker died is tried again
+    one clip at a time; a clip that kills its worker alone becomes an error. Returns ``features`` (id,
+    voice.*), ``notes`` (id, note), ``errors`` and ``stats``. Cached like every extractor: keyed by the audio's
+    content hash and :func:`cache_tag`."""
+    from blindcheck.executors import LOST, LocalExecutor
     from blindcheck.features import cache_tag
 
     ext = VoiceExtractor()
     tag = cache_tag(ext)
     names = ext.feature_names()
-    cached = store.read_features(tag)
     hashes = rows["content_hash"].to_numpy()
+    present = store.present(tag, hashes)  # this run's clips only, whatever else the cache holds
     todo: dict[str, int] = {}
     for i, h in enumerate(hashes):
-        if (cached.empty or h not in cached.index) and h not in todo:
+        if h not in present and h not in todo:
             todo[h] = i
     tasks = [{"row": i, "id": rows["id"].iloc[i], "hash": h, "path": rows["path"].iloc[i],
               "start": float(rows["start"].iloc[i]), "end": float(rows["end"].iloc[i])} for h, i in todo.items()]
@@ -293,29 +322,38 @@ def extract_voice(rows: pd.DataFrame, store, workers: int = 1, batch_size: int =
     failed: set[str] = set()
     n_workers = max(1, min(workers, math.ceil(len(tasks) / batch_size)))
     if tasks:
+        if executor is None:
+            executor = LocalExecutor(n_workers, initializer=_init_worker, start_method="spawn")
+        else:
+            n_workers = executor.workers
+            check = getattr(executor, "check_shared_path", None)
+            if check is not None:
+                check(str(store.root.resolve()))
+        cache = str(store.root.resolve())
         batches = [tasks[i:i + batch_size] for i in range(0, len(tasks), batch_size)]
-        ctx = multiprocessing.get_context("spawn")
         done = 0
-        with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx, initializer=_init_worker) as pool, \
-                worker_errors():
-            pending = {pool.submit(_embed_batch, b) for b in batches}
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                new = []
-                for fut in finished:
-                    for r in fut.result():
+        for alone in (False, True):  # then the clips of batches whose worker died, one in flight at a time
+            lost: list[dict] = []
+            jobs = ({"cache": cache, "tag": tag, "tasks": b} for b in batches)
+            with worker_errors():
+                for job, result in executor.run(_voice_job, jobs, max_in_flight=1 if alone else None):
+                    if result is LOST and not alone:
+                        lost += job["tasks"]
+                        continue
+                    if result is LOST:
+                        t = job["tasks"][0]
+                        result = [{"row": t["row"], "hash": t["hash"],
+                                   "error": "the worker process died while embedding this clip"}]
+                    for r in result:
                         if r["error"]:
                             failed.add(r["hash"])
                             errors.append({"id": r["row"], "stage": "voice", "message": r["error"]})
-                            continue
-                        new.append({"content_hash": r["hash"], "_notes": "\n".join(r["notes"]), **r["feats"]})
-                    done += len(fut.result())
-                if new:
-                    store.append_features(tag, pd.DataFrame(new))
-                if progress:
-                    progress(done, len(tasks))
+                    done += len(result)
+                    if progress:
+                        progress(done, len(tasks))
+            batches = [[t] for t in lost]
         store.compact([tag])
-        cached = store.read_features(tag)
+    cached = store.read_features(tag, hashes)
     ok = np.array([h not in failed for h in hashes])
     block = cached.reindex(hashes)[names].astype(float) if not cached.empty else \
         pd.DataFrame(np.nan, index=range(len(rows)), columns=names)
