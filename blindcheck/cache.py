@@ -10,12 +10,13 @@ Layout under the cache root::
 never reads stale values. Every part is written to a hidden temporary file in the same directory, flushed to
 disk and renamed into place, so a reader sees whole parts or nothing.
 
-The cache holds at scale: a reader asks for the keys it needs (a pyarrow filter on the key column, applied
-part by part), so a manifest of a thousand clips does not load the half million rows other manifests left
-there; a flush writes one new part and touches nothing else. Part names begin with the time they were
-written, so "the last copy of a key wins" means the newest. :meth:`Store.compact` merges only the *small*
-parts of a directory (new file first, old parts removed after) once there are many of them, so a large
-table is never rewritten to add a few rows, and a kill during compaction loses nothing either.
+The cache holds at scale: a reader asks for the keys it needs (the key column is read first, part by part and
+row group by row group, and the other columns only where a wanted key is), so a manifest of a thousand clips
+does not load the half million rows other manifests left there; a flush writes one new part and touches nothing
+else. Part names begin with the time they were written, so "the last copy of a key wins" means the newest.
+:meth:`Store.compact` merges only the *small* parts of a directory (new file first, old parts removed after)
+once there are many of them, streaming (one part in memory at a time), so a large table is never rewritten to
+add a few rows, and a kill during compaction loses nothing either.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 INDEX_KEY = ["path", "size", "mtime_ns", "start", "end"]
@@ -61,6 +61,26 @@ def _conform(t: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(cols, schema=schema)
 
 
+def _select(p: Path, column: str | None, where: pd.Index | None, columns: list[str] | None = None):
+    """Yield ``(table, positions)`` per row group of part ``p``: the rows whose ``column`` is in ``where`` (every
+    row when ``where`` is None) and, for each, its position in ``where``. The key column is read first and the
+    other columns only of row groups that hold a wanted key, so a large part holding other manifests' rows costs
+    one row group of memory (a pyarrow ``isin`` filter instead rebuilt its value set for every part: 24 s for
+    100k keys over 400 parts, against 1.3 s this way)."""
+    pf = pq.ParquetFile(p)
+    for g in range(pf.metadata.num_row_groups):
+        if where is None:
+            yield pf.read_row_group(g, columns=columns), None
+            continue
+        keys = pf.read_row_group(g, columns=[column]).column(0).to_numpy(zero_copy_only=False)
+        pos = where.get_indexer(keys)
+        sel = np.nonzero(pos >= 0)[0]
+        if not len(sel):
+            continue
+        t = pf.read_row_group(g, columns=columns)
+        yield (t.take(pa.array(sel)) if len(sel) < t.num_rows else t), pos[sel]
+
+
 def _part_name() -> str:
     return f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:12]}.parquet"
 
@@ -75,21 +95,18 @@ class Store:
     def _read(self, d: Path, key: list[str], column: str | None = None, wanted: Iterable | None = None,
               parts: list[Path] | None = None) -> pd.DataFrame:
         """Rows of the parts of ``d`` (de-duplicated on ``key``, the newest copy kept); with ``wanted``, only
-        the rows whose ``column`` is one of those values (read with a filter, part by part)."""
-        filt = None
+        the rows whose ``column`` is one of those values (see :func:`_select`)."""
+        where = None
         if wanted is not None:
-            values = list(dict.fromkeys(wanted))
-            if not values:
+            where = pd.Index(list(dict.fromkeys(wanted)))
+            if not len(where):
                 return pd.DataFrame()
-            filt = pc.field(column).isin(pa.array(values))
         tables = []
         for p in parts if parts is not None else _parts(d):
             try:
-                t = pq.read_table(p, filters=filt) if filt is not None else pq.read_table(p)
+                tables += [t for t, _ in _select(p, column, where)]
             except Exception:  # a part damaged by a crashed disk write: ignore it, its clips are redone
                 continue
-            if t.num_rows:
-                tables.append(t)
         if not tables:
             return pd.DataFrame()
         df = pd.concat([t.to_pandas() for t in tables], ignore_index=True)
@@ -119,26 +136,32 @@ class Store:
                 schemas[p] = pq.read_schema(p)
         if schemas:
             schema = pa.unify_schemas(list(schemas.values()), promote_options="permissive")
+            # Which row of which part holds each key's newest copy: the key columns only, joined into one string
+            # per row and de-duplicated in one vectorised step (parts are in write order, rows too: last wins).
+            readable = [p for p in small if p in schemas]
+            frames = []
+            for i, p in enumerate(readable):
+                try:
+                    t = pq.read_table(p, columns=key)
+                except Exception:
+                    continue
+                strings = [t.column(k).cast(pa.string()).to_numpy(zero_copy_only=False).astype(object) for k in key]
+                joined = strings[0]
+                for more in strings[1:]:
+                    joined = joined + "\x1f" + more
+                frames.append(pd.DataFrame({"k": joined, "part": i, "row": np.arange(t.num_rows)}))
+            newest = pd.concat(frames, ignore_index=True).drop_duplicates("k", keep="last") if frames else None
             # named after the newest part it replaces, so it still sorts before any part written since
             target = d / f"{small[-1].stem}-c{uuid.uuid4().hex[:6]}.parquet"
             tmp = d / f".{target.name}.tmp"
-            seen: set = set()
             with open(tmp, "wb") as fh:
                 with pq.ParquetWriter(fh, schema) as writer:
-                    for p in reversed([p for p in small if p in schemas]):
+                    for i, rows in (newest.groupby("part")["row"] if newest is not None else []):
                         try:
-                            t = pq.read_table(p)
+                            t = pq.read_table(readable[i])
                         except Exception:
                             continue
-                        cols = [t.column(k).to_pylist() for k in key]
-                        keys = list(zip(*cols, strict=True)) if len(key) > 1 else cols[0]
-                        keep = []
-                        for i in range(len(keys) - 1, -1, -1):  # within a part, too, the last copy wins
-                            if keys[i] not in seen:
-                                seen.add(keys[i])
-                                keep.append(i)
-                        if keep:
-                            writer.write_table(_conform(t.take(pa.array(sorted(keep))), schema))
+                        writer.write_table(_conform(t.take(pa.array(np.sort(rows.to_numpy()))), schema))
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, target)
@@ -181,14 +204,12 @@ class Store:
 
     def present(self, tag: str, keys: Iterable[str]) -> set[str]:
         """Which of ``keys`` the extractor ``tag`` has rows for (reads the key column only)."""
-        values = list(dict.fromkeys(keys))
-        if not values:
-            return set()
-        filt = pc.field("content_hash").isin(pa.array(values))
+        where = pd.Index(list(dict.fromkeys(keys)))
         found: set[str] = set()
-        for p in _parts(self.feature_dir(tag)):
+        for p in _parts(self.feature_dir(tag)) if len(where) else []:
             try:
-                found.update(pq.read_table(p, columns=["content_hash"], filters=filt).column(0).to_pylist())
+                for t, _ in _select(p, "content_hash", where, ["content_hash"]):
+                    found.update(t.column(0).to_pylist())
             except Exception:
                 continue
         return found
@@ -200,37 +221,31 @@ class Store:
         Returns the array (NaN where a key has no row), a mask of the keys found, and the non-empty ``_notes``
         by key. ``out`` (shape ``(len(keys), len(columns))``, e.g. a slice of a wider table) receives the values in
         place of a new array."""
-        keys = np.asarray(keys, dtype=object)
-        uniq, inverse = np.unique(keys.astype(str), return_inverse=True) if len(keys) else (np.array([]), [])
+        inverse, uniq = pd.factorize(np.asarray(keys, dtype=object))
         dest, values = out, np.full((len(uniq), len(columns)), np.nan, dtype=dtype)
         found = np.zeros(len(uniq), dtype=bool)
         notes: dict[str, str] = {}
-        if len(uniq):
-            where = pd.Index(uniq)
-            filt = pc.field("content_hash").isin(pa.array(uniq))
-            for p in _parts(self.feature_dir(tag)):
-                try:
-                    names = set(pq.read_schema(p).names)
-                    want = ["content_hash", *[c for c in columns if c in names]]
-                    want += ["_notes"] if "_notes" in names else []
-                    t = pq.read_table(p, columns=want, filters=filt)
-                except Exception:  # a damaged part: its clips were redone
-                    continue
-                if not t.num_rows:
-                    continue
-                pos = where.get_indexer(t.column("content_hash").to_pylist())
-                for j, c in enumerate(columns):
-                    if c in names:
-                        values[pos, j] = t.column(c).to_numpy(zero_copy_only=False).astype(dtype, copy=False)
-                    else:
-                        values[pos, j] = np.nan
-                found[pos] = True
-                if "_notes" in names:
-                    for k, note in zip(pos, t.column("_notes").to_pylist(), strict=True):
-                        if note:
-                            notes[uniq[k]] = note
-                        else:
-                            notes.pop(uniq[k], None)
+        where = pd.Index(uniq)
+        for p in _parts(self.feature_dir(tag)) if len(uniq) else []:
+            # Row group by row group: the key column first, the values only of the row groups holding wanted
+            # keys (a large compacted part holds other manifests' rows too), so memory holds one row group.
+            try:
+                names = set(pq.read_schema(p).names)
+                want = [c for c in columns if c in names] + (["_notes"] if "_notes" in names else [])
+                for t, pos in _select(p, "content_hash", where, want):
+                    for j, c in enumerate(columns):
+                        values[pos, j] = t.column(c).to_numpy(zero_copy_only=False).astype(dtype, copy=False) \
+                            if c in names else np.nan
+                    found[pos] = True
+                    if "_notes" in names:
+                        for k, note in zip(pos, t.column("_notes").to_pylist(), strict=True):
+                            if note:
+                                notes[uniq[k]] = note
+                            else:
+                                notes.pop(uniq[k], None)
+            except Exception:  # a damaged part: its clips were redone
+                continue
+        pa.default_memory_pool().release_unused()
         if dest is None:
             return values[inverse], found[inverse], notes
         for i in range(0, len(inverse), 8192):  # in row blocks: a strided destination would be copied whole
