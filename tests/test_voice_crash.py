@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -17,31 +16,11 @@ from blindcheck.features.voice import voice_unavailable
 
 if voice_unavailable():
     pytest.skip(f"voice modality unavailable: {voice_unavailable()}", allow_module_level=True)
-psutil = pytest.importorskip("psutil")
+pytest.importorskip("psutil")
+
+from tests.procs import spawned_workers, wait_for  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _workers(pid: int) -> list:
-    out = []
-    for p in psutil.Process(pid).children(recursive=True):
-        try:
-            if "spawn_main" in " ".join(p.cmdline()):
-                out.append(p)
-        except psutil.NoSuchProcess:
-            continue
-    return out
-
-
-def _wait(cond, what: str, proc: subprocess.Popen, timeout: float = 120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        got = cond()
-        if got:
-            return got
-        assert proc.poll() is None, f"the run ended before {what}"
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_a_dying_voice_worker_costs_only_its_clip(tmp_path, fsdd_meta):
@@ -60,9 +39,9 @@ def test_a_dying_voice_worker_costs_only_its_clip(tmp_path, fsdd_meta):
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    first = _wait(lambda: _workers(proc.pid), "a voice worker", proc)[0]
+    first = wait_for(lambda: spawned_workers(proc.pid), "a voice worker", proc)[0]
     first.kill()  # the batch in its hands is lost: its clips are tried again, one at a time
-    second = _wait(lambda: [w for w in _workers(proc.pid) if w.pid != first.pid], "a fresh worker", proc)[0]
+    second = wait_for(lambda: [w for w in spawned_workers(proc.pid) if w.pid != first.pid], "a fresh worker", proc)[0]
     second.kill()  # and the clip it was given alone dies too: that clip is an error, the others go on
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, err[-3000:]
