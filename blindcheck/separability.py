@@ -45,6 +45,7 @@ import pandas as pd  # noqa: E402
 from blindcheck import permutation, stats  # noqa: E402
 from blindcheck.errors import BlindcheckError  # noqa: E402
 from blindcheck.modalities import Modality  # noqa: E402
+from blindcheck.pools import deferred  # noqa: E402
 from blindcheck.settings import Settings  # noqa: E402
 
 KEY_COLUMNS = {"id", "label", "content_hash"}
@@ -217,17 +218,21 @@ class _XGB:
     def fit(self, X: np.ndarray, y: np.ndarray) -> _XGB:
         import xgboost as xgb
 
-        dtrain = xgb.QuantileDMatrix(X, label=y, max_bin=32, missing=np.nan)
-        self.booster = xgb.train(self.params, dtrain, num_boost_round=self.rounds)
+        with deferred():  # no Ctrl-C/SIGTERM raised inside xgboost's Python callbacks (see pools.deferred)
+            dtrain = xgb.QuantileDMatrix(X, label=y, max_bin=32, missing=np.nan)
+            self.booster = xgb.train(self.params, dtrain, num_boost_round=self.rounds)
+            del dtrain
         return self
 
     def predict_proba1(self, X: np.ndarray) -> np.ndarray:
-        return self.booster.inplace_predict(X, missing=np.nan)
+        with deferred():
+            return self.booster.inplace_predict(X, missing=np.nan)
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
         import xgboost as xgb
 
-        return self.booster.predict(xgb.DMatrix(X, missing=np.nan), pred_contribs=True)
+        with deferred():
+            return self.booster.predict(xgb.DMatrix(X, missing=np.nan), pred_contribs=True)
 
 
 class _MedianImpute:
