@@ -119,8 +119,9 @@ class Store:
     def _compact(self, d: Path, key: list[str], min_parts: int = COMPACT_PARTS) -> bool:
         """Merge the small parts of ``d`` into one when there are more than ``min_parts`` of them.
 
-        Streaming: the parts are read one at a time, newest first, and each key's newest row is written on to
-        the merged file, so memory holds one part and the set of keys seen, never the whole table."""
+        Streaming: the key columns of every small part are read first to find each key's newest row; then the parts
+        are read one at a time and their surviving rows written on to the merged file, so memory holds the keys
+        and one part, never the whole table."""
         small = []
         for p in _parts(d):
             try:

@@ -436,8 +436,6 @@ def _extraction(args, modalities=None):
     """The flags of extraction as one :class:`blindcheck.extract.ExtractionConfig` (the CLI alone knows flags)."""
     from blindcheck.extract import ExtractionConfig
 
-    if args.scheduler and args.executor != "dask":
-        raise BlindcheckError("--scheduler is the address of a Dask scheduler: add --executor dask")
     return ExtractionConfig(modalities=tuple(modalities) if modalities else None, workers=args.workers,
                             executor=args.executor, scheduler=args.scheduler, chunk_size=args.chunk_size,
                             text=_text_options(args), allow_truncated=args.allow_truncated)

@@ -64,6 +64,10 @@ class Executor:
     def describe(self) -> str:
         return f"{self.name}, {self.workers} workers"
 
+    def check_shared_path(self, path: str) -> None:
+        """Make sure every worker sees the directory ``path`` (the cache its jobs write to) before work is sent.
+        Local workers share this machine's filesystem: nothing to check."""
+
     def close(self, abort: bool = False) -> None:
         """Release the workers; ``abort`` (an interruption, an error): at once, without waiting for running work."""
 
@@ -160,6 +164,7 @@ class DaskExecutor(Executor):
             self.client = Client(self.cluster)
         self.address = address or self.cluster.scheduler_address
         self.workers = max(1, sum(self.client.nthreads().values()))
+        self._seen_paths: set[str] = set()
 
     def describe(self) -> str:
         where = "a LocalCluster" if self.cluster is not None else self.address
@@ -201,7 +206,10 @@ class DaskExecutor(Executor):
                     self.client.cancel(list(ac.futures))
 
     def check_shared_path(self, path: str) -> None:
-        """Every worker must see the cache directory at the same path: find out before any work is sent."""
+        """Every worker must see the cache directory at the same path: find out before any work is sent (once per
+        path: the stages of one run share it)."""
+        if path in self._seen_paths:
+            return
         probe = os.path.join(path, f".probe-{os.getpid()}")
         with open(probe, "w") as fh:
             fh.write("blindcheck")
@@ -213,6 +221,7 @@ class DaskExecutor(Executor):
         if blind:
             raise BlindcheckError(f"Dask worker(s) {', '.join(blind)} cannot see the cache directory {path}: mount "
                                   "one shared filesystem at the same path on the driver and on every worker")
+        self._seen_paths.add(path)
 
     def close(self, abort: bool = False) -> None:
         with contextlib.suppress(Exception):
@@ -233,15 +242,3 @@ class DaskExecutor(Executor):
             with contextlib.suppress(Exception):
                 child.kill()
         closer.join(10)
-
-
-def make_executor(kind: str = "local", workers: int | None = None, scheduler: str | None = None,
-                  **local: Any) -> Executor:
-    """An executor by name: ``local`` (``local`` holds LocalExecutor's initializer/start_method) or ``dask``."""
-    if kind == "local":
-        if scheduler:
-            raise BlindcheckError("a scheduler address only makes sense with the dask executor")
-        return LocalExecutor(workers, **local)
-    if kind == "dask":
-        return DaskExecutor(scheduler, workers)
-    raise BlindcheckError(f"unknown executor '{kind}': choose one of {', '.join(EXECUTORS)}")

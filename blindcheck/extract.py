@@ -36,9 +36,9 @@ from blindcheck.audio import (
     source_file,
     split_ref,
 )
-from blindcheck.cache import Store, write_parquet_atomic
-from blindcheck.errors import BlindcheckError
-from blindcheck.executors import EXECUTORS, LOST, DaskExecutor, Executor, LocalExecutor, make_executor, usable_cores
+from blindcheck.cache import INDEX_KEY, Store, write_parquet_atomic
+from blindcheck.errors import BlindcheckError, option
+from blindcheck.executors import EXECUTORS, LOST, DaskExecutor, Executor, LocalExecutor, usable_cores
 from blindcheck.features import ACOUSTIC, Modality, cache_tag, get_extractor
 from blindcheck.manifest import Manifest
 
@@ -110,7 +110,9 @@ class ExtractionConfig:
         if self.executor not in EXECUTORS:
             raise BlindcheckError(f"unknown executor '{self.executor}': choose one of {', '.join(EXECUTORS)}")
         if self.scheduler and self.executor != "dask":
-            raise BlindcheckError("a scheduler address is for the dask executor (executor = dask)")
+            use_dask = option("executor='dask'", "--executor dask")
+            raise BlindcheckError(f"{option('scheduler')} is the address of a Dask scheduler, for the dask executor: "
+                                  f"add {use_dask}")
 
     @property
     def requested(self) -> list[Modality]:
@@ -200,7 +202,7 @@ def _extract_chunk(job: dict) -> dict:
     results = [_process_clip(t, job["sr"], job["allow_truncated"]) for t in job["tasks"]]
     # The index first: then every clip whose features reached the disk is also indexed, and a resumed run neither
     # reopens it nor recomputes a modality it has.
-    index = [dict(zip(INDEX_COLUMNS, t["key"], strict=True), content_hash=r["hash"])
+    index = [dict(zip(INDEX_KEY, t["key"], strict=True), content_hash=r["hash"])
              for t, r in zip(job["tasks"], results, strict=True) if r["hash"] is not None and t["key"] is not None]
     if index:
         store.append_index(index)
@@ -256,7 +258,6 @@ def _warm_worker(modalities: list[str]) -> None:
 
 
 NO_BOUND = -1.0  # start/end of a whole-file clip in the index (NaN would never compare equal in a dict key)
-INDEX_COLUMNS = ["path", "size", "mtime_ns", "start", "end"]
 
 
 def _bound(x: object) -> float:
@@ -367,8 +368,7 @@ def extract_features(manifest: Manifest, cache_dir: str | os.PathLike, config: E
         if todo:
             if ex is None:
                 ex = open_executor(config, warm=sorted({m for _, _, ms in todo for m in ms}))
-            if isinstance(ex, DaskExecutor):
-                ex.check_shared_path(str(store.root.resolve()))
+            ex.check_shared_path(str(store.root.resolve()))
             chunks = Chunker(todo, config.chunk_size)
             lost: list[tuple] = []
             for job, result in ex.run(_extract_chunk, (job_of(c) for c in chunks)):
@@ -456,20 +456,19 @@ def extract_features(manifest: Manifest, cache_dir: str | os.PathLike, config: E
 
 
 def open_executor(config: ExtractionConfig, warm: list[str] | None = None) -> Executor:
-    """The executor ``config`` names, started. For the local pool, the extractors in ``warm`` are imported and
-    exercised here first, so that forked workers inherit them (librosa's first call alone takes seconds)."""
+    """The executor ``config`` names, started, with the extractors in ``warm`` (default: the config's acoustic
+    modalities) imported and exercised: here, for the local pool, so that forked workers inherit them (librosa's
+    first call alone takes seconds); on every Dask worker, in parallel (late joiners do it on first use)."""
+    warm = list(warm) if warm is not None else [str(m) for m in config.requested if m.acoustic]
     if config.executor == "local":
-        _warm_worker(list(warm if warm is not None else [str(m) for m in config.requested if m.acoustic]))
-        workers = config.workers or usable_cores()
-        return LocalExecutor(workers, initializer=_ensure_worker, initargs=(list(warm or []),))
-    ex = make_executor(config.executor, config.workers, config.scheduler)
-    if isinstance(ex, DaskExecutor):
-        try:  # every worker imports and warms the extractors now, in parallel (late joiners do it on first use)
-            ex.client.run(_ensure_worker, list(warm if warm is not None else
-                                               [str(m) for m in config.requested if m.acoustic]))
-        except BaseException:
-            ex.close(abort=True)
-            raise
+        _warm_worker(warm)
+        return LocalExecutor(config.workers or usable_cores(), initializer=_ensure_worker, initargs=(warm,))
+    ex = DaskExecutor(config.scheduler, config.workers)
+    try:
+        ex.client.run(_ensure_worker, warm)
+    except BaseException:
+        ex.close(abort=True)
+        raise
     return ex
 
 

@@ -44,11 +44,14 @@ import pandas as pd  # noqa: E402
 
 from blindcheck import permutation, stats  # noqa: E402
 from blindcheck.errors import BlindcheckError  # noqa: E402
+from blindcheck.executors import usable_cores  # noqa: E402
 from blindcheck.modalities import Modality  # noqa: E402
 from blindcheck.pools import deferred  # noqa: E402
 from blindcheck.settings import Settings  # noqa: E402
 
 KEY_COLUMNS = {"id", "label", "content_hash"}
+
+
 class ModelKind(StrEnum):
     """The kinds of blind model, as typed identifiers (equal to their names, which result.json records)."""
 
@@ -76,11 +79,9 @@ class ModelSpec:
 
 
 def available_threads(limit: int | None = None) -> int:
-    """Cores this process may use (its CPU affinity), at most ``limit``."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
+    """Cores this process may use (its CPU affinity: :func:`blindcheck.executors.usable_cores`), at most
+    ``limit``."""
+    cores = usable_cores()
     return max(1, min(cores, limit) if limit else cores)
 
 

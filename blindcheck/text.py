@@ -291,7 +291,7 @@ def extract_text(rows: pd.DataFrame, store, options: TextOptions, workers: int =
                 new.extend(fresh)
 
         if executor is not None and tasks:
-            _check_shared(executor, store)
+            executor.check_shared_path(str(store.root.resolve()))
         transcribe(tasks, options.asr, workers=workers, stats=asr_stats, on_results=window_done, executor=executor)
         if new:
             store.compact([tag])
@@ -338,12 +338,6 @@ def extract_text(rows: pd.DataFrame, store, options: TextOptions, workers: int =
             "stats": stats}
 
 
-def _check_shared(executor, store) -> None:
-    check = getattr(executor, "check_shared_path", None)
-    if check is not None:
-        check(str(store.root.resolve()))
-
-
 def _embed_missing(missing: list[str], first: dict[str, str], model_path: str, device: str, store, etag: str,
                    executor=None) -> int:
     """Embed the transcripts of ``missing`` (keys) in batches of :data:`EMBED_JOB` on ``executor``, or by default
@@ -355,7 +349,7 @@ def _embed_missing(missing: list[str], first: dict[str, str], model_path: str, d
     if executor is None:
         executor, threads = LocalExecutor(1, start_method="spawn"), None
     else:
-        _check_shared(executor, store)
+        executor.check_shared_path(str(store.root.resolve()))
         threads = cpu_threads(executor, 1)
     cache = str(store.root.resolve())
 

@@ -326,9 +326,7 @@ def extract_voice(rows: pd.DataFrame, store, workers: int = 1, batch_size: int =
             executor = LocalExecutor(n_workers, initializer=_init_worker, start_method="spawn")
         else:
             n_workers = executor.workers
-            check = getattr(executor, "check_shared_path", None)
-            if check is not None:
-                check(str(store.root.resolve()))
+            executor.check_shared_path(str(store.root.resolve()))
         cache = str(store.root.resolve())
         batches = [tasks[i:i + batch_size] for i in range(0, len(tasks), batch_size)]
         done = 0
