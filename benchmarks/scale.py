@@ -193,8 +193,9 @@ def _trace_phases(bx, marks: list) -> None:
 
         setattr(owner, name, inner)
 
-    wrap(Store, "read_index", "read_index")
-    wrap(Store, "present", "present")
+    for name in ("read_index", "lookup_index", "present", "present_mask", "write_plan"):  # old and new planning
+        if hasattr(Store, name):
+            wrap(Store, name, name)
     wrap(Store, "compact", "compact")
     wrap(Store, "read_matrix", "read_matrix")
     wrap(bx, "_assemble", "assemble")

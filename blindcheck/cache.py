@@ -4,6 +4,7 @@ Layout under the cache root::
 
     index/part-*.parquet            path, size, mtime_ns, start, end -> content_hash   (skip re-hashing)
     features/<tag>/part-*.parquet   content_hash, _notes, <features...>                 (one dir per extractor)
+    plans/plan-*.arrow              one extraction run's work list, read by its workers (removed after the run)
     model-digests.json              content digests of model files, by path, size and mtime (see modelid.py)
 
 ``<tag>`` is ``name-vVERSION-CONFIGHASH`` (see :func:`blindcheck.features.cache_tag`), so a changed extractor
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterable
@@ -36,6 +38,7 @@ import pyarrow.parquet as pq
 INDEX_KEY = ["path", "size", "mtime_ns", "start", "end"]
 COMPACT_PARTS = 32  # compact a directory once it holds more than this many small parts
 SMALL_PART_ROWS = 100_000  # parts at least this large are never rewritten by compaction
+STALE_PLAN_S = 7 * 24 * 3600  # a plan left by a killed run is removed by a run this much later
 
 
 def write_parquet_atomic(df: pd.DataFrame | pa.Table, path: Path) -> None:
@@ -137,21 +140,28 @@ class Store:
                 schemas[p] = pq.read_schema(p)
         if schemas:
             schema = pa.unify_schemas(list(schemas.values()), promote_options="permissive")
-            # Which row of which part holds each key's newest copy: the key columns only, joined into one string
-            # per row and de-duplicated in one vectorised step (parts are in write order, rows too: last wins).
+            # Which row of which part holds each key's newest copy: the key columns only, as Arrow arrays (no Python
+            # object per row), numbered in write order (parts are in write order, rows too: the last copy wins),
+            # the highest number kept per key by one hash aggregation.
             readable = [p for p in small if p in schemas]
-            frames = []
+            keys, offsets, total = [], [], 0
             for i, p in enumerate(readable):
                 try:
                     t = pq.read_table(p, columns=key)
                 except Exception:
                     continue
-                strings = [t.column(k).cast(pa.string()).to_numpy(zero_copy_only=False).astype(object) for k in key]
-                joined = strings[0]
-                for more in strings[1:]:
-                    joined = joined + "\x1f" + more
-                frames.append(pd.DataFrame({"k": joined, "part": i, "row": np.arange(t.num_rows)}))
-            newest = pd.concat(frames, ignore_index=True).drop_duplicates("k", keep="last") if frames else None
+                t = _conform(t, pa.schema([schema.field(k) for k in key]))
+                keys.append(t.append_column("__seq", pa.array(np.arange(total, total + t.num_rows, dtype=np.int64))))
+                offsets.append((total, i))
+                total += t.num_rows
+            newest = None
+            if keys:
+                seq = pa.concat_tables(keys).group_by(key, use_threads=False).aggregate([("__seq", "max")])
+                seq = np.sort(seq.column("__seq_max").to_numpy())
+                del keys
+                starts = np.array([o for o, _ in offsets], dtype=np.int64)
+                slot = np.searchsorted(starts, seq, side="right") - 1
+                newest = pd.DataFrame({"part": np.array([i for _, i in offsets])[slot], "row": seq - starts[slot]})
             # named after the newest part it replaces, so it still sorts before any part written since
             target = d / f"{small[-1].stem}-c{uuid.uuid4().hex[:6]}.parquet"
             tmp = d / f".{target.name}.tmp"
@@ -178,15 +188,20 @@ class Store:
     def index_dir(self) -> Path:
         return self.root / "index"
 
-    def read_index(self, paths: Iterable[str] | None = None) -> dict[tuple, str]:
-        """The index (only the entries of ``paths``, when given)."""
-        df = self._read(self.index_dir, INDEX_KEY, "path", paths)
-        if df.empty:
-            return {}
-        return {
-            (r.path, int(r.size), int(r.mtime_ns), float(r.start), float(r.end)): r.content_hash
-            for r in df.itertuples(index=False)
-        }
+    def lookup_index(self, keys: pd.DataFrame) -> np.ndarray:
+        """The content hash of each row of ``keys`` (columns :data:`INDEX_KEY`), ``None`` where the index has no
+        entry: one vectorised join on the index rows of these paths only (the newest entry of a key wins)."""
+        found = np.full(len(keys), None, dtype=object)
+        df = self._read(self.index_dir, INDEX_KEY, "path", pd.unique(keys["path"].to_numpy(dtype=object)))
+        if df.empty or not len(keys):
+            return found
+        df = df.astype({"size": "int64", "mtime_ns": "int64", "start": "float64", "end": "float64"})
+        joined = keys[INDEX_KEY].reset_index(drop=True).merge(df[[*INDEX_KEY, "content_hash"]], how="left",
+                                                              on=INDEX_KEY, sort=False)
+        hashes = joined["content_hash"].to_numpy(dtype=object)
+        known = pd.notna(hashes)
+        found[known] = hashes[known]
+        return found
 
     def append_index(self, rows: list[dict]) -> None:
         self._append(self.index_dir, pd.DataFrame(rows, columns=[*INDEX_KEY, "content_hash"]))
@@ -205,15 +220,23 @@ class Store:
 
     def present(self, tag: str, keys: Iterable[str]) -> set[str]:
         """Which of ``keys`` the extractor ``tag`` has rows for (reads the key column only)."""
-        where = pd.Index(list(dict.fromkeys(keys)))
-        found: set[str] = set()
-        for p in _parts(self.feature_dir(tag)) if len(where) else []:
+        keys = pd.unique(np.asarray(list(keys) if not isinstance(keys, np.ndarray) else keys, dtype=object))
+        return set(keys[self.present_mask(tag, keys)])
+
+    def present_mask(self, tag: str, keys: np.ndarray) -> np.ndarray:
+        """For each of ``keys`` (repeats and ``None`` allowed), whether the extractor ``tag`` has a row for it: a
+        boolean array, built without a Python object per key (reads the key column only)."""
+        keys = np.asarray(keys, dtype=object)
+        inverse, uniq = pd.factorize(keys)  # None -> -1
+        found = np.zeros(len(uniq) + 1, dtype=bool)  # the last slot: a None key, never present
+        where = pd.Index(uniq)
+        for p in _parts(self.feature_dir(tag)) if len(uniq) else []:
             try:
-                for t, _ in _select(p, "content_hash", where, ["content_hash"]):
-                    found.update(t.column(0).to_pylist())
+                for _, pos in _select(p, "content_hash", where, ["content_hash"]):
+                    found[pos] = True
             except Exception:
                 continue
-        return found
+        return found[inverse]
 
     def read_matrix(self, tag: str, keys: np.ndarray, columns: list[str], dtype=np.float32,
                     out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
@@ -223,7 +246,11 @@ class Store:
         by key. ``out`` (shape ``(len(keys), len(columns))``, e.g. a slice of a wider table) receives the values in
         place of a new array."""
         inverse, uniq = pd.factorize(np.asarray(keys, dtype=object))
-        dest, values = out, np.full((len(uniq), len(columns)), np.nan, dtype=dtype)
+        distinct = len(uniq) == len(inverse)  # then uniq is keys, in order: fill the destination directly
+        if distinct and out is not None:
+            out[...] = np.nan
+        dest = out
+        values = out if distinct and out is not None else np.full((len(uniq), len(columns)), np.nan, dtype=dtype)
         found = np.zeros(len(uniq), dtype=bool)
         notes: dict[str, str] = {}
         where = pd.Index(uniq)
@@ -247,6 +274,8 @@ class Store:
             except Exception:  # a damaged part: its clips were redone
                 continue
         pa.default_memory_pool().release_unused()
+        if distinct:
+            return values, found, notes
         if dest is None:
             return values[inverse], found[inverse], notes
         for i in range(0, len(inverse), 8192):  # in row blocks: a strided destination would be copied whole
@@ -257,3 +286,38 @@ class Store:
         self._compact(self.index_dir, INDEX_KEY, min_parts)
         for tag in tags:
             self._compact(self.feature_dir(tag), ["content_hash"], min_parts)
+
+    # -- work plans ---------------------------------------------------------------------------------
+    def write_plan(self, table: pa.Table) -> Path:
+        """Write one run's work list as an Arrow IPC file under ``plans/`` (atomically), for its workers to read
+        slices of (:func:`read_plan`): a job then names a file and a row range instead of carrying its clips, so
+        neither the driver nor a Dask scheduler holds a Python object per clip. Plans a killed run left behind more
+        than :data:`STALE_PLAN_S` ago are removed."""
+        d = self.root / "plans"
+        d.mkdir(parents=True, exist_ok=True)
+        now = time.time()
+        for old in d.glob("plan-*.arrow"):
+            with contextlib.suppress(OSError):
+                if now - old.stat().st_mtime > STALE_PLAN_S:
+                    old.unlink()
+        path = d / f"plan-{time.time_ns():020d}-{uuid.uuid4().hex[:12]}.arrow"
+        tmp = d / f".{path.name}.tmp"
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        os.replace(tmp, path)
+        return path
+
+
+_PLAN: dict[str, pa.Table] = {}
+_PLAN_LOCK = threading.Lock()  # a Dask worker may run several jobs at once in threads
+
+
+def read_plan(path: str, lo: int, hi: int) -> list[dict]:
+    """Rows ``lo:hi`` of the plan at ``path`` as dicts. The file is memory-mapped once per process (one plan at a
+    time: a worker serves one run), so a job costs only its own rows."""
+    with _PLAN_LOCK:
+        if path not in _PLAN:
+            _PLAN.clear()
+            _PLAN[path] = pa.ipc.open_file(pa.memory_map(path, "r")).read_all()
+        table = _PLAN[path]
+    return table.slice(lo, hi - lo).to_pylist()

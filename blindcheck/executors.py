@@ -61,6 +61,20 @@ class Executor:
             Iterator[tuple[Any, Any]]:
         raise NotImplementedError
 
+    def run_retrying(self, fn: Callable[[Any], Any], jobs: Iterable[Any], split: Callable[[Any], Iterable[Any]]) -> \
+            Iterator[tuple[Any, Any]]:
+        """:meth:`run`, then the jobs whose worker died again: each cut by ``split`` (into one job per item, or
+        itself again) and run one in flight at a time, so that a crash is blamed on its true cause. Yields every
+        result; ``LOST`` only for a job that died again on its own."""
+        lost = []
+        for job, result in self.run(fn, jobs):
+            if result is LOST:
+                lost.append(job)
+            else:
+                yield job, result
+        if lost:
+            yield from self.run(fn, (part for job in lost for part in split(job)), max_in_flight=1)
+
     def describe(self) -> str:
         return f"{self.name}, {self.workers} workers"
 

@@ -1,10 +1,11 @@
-"""The ``extract`` verb: manifest -> cached per-clip feature table, in parallel worker processes.
+"""The ``extract`` verb: manifest -> cached per-clip feature table, on an executor (local processes or Dask).
 
-Work is planned against the cache first (a clip whose every requested modality is cached is not even
-opened), then the remaining clips are sent in small batches to worker processes. Each worker reads a file
-once, hashes those bytes, decodes them, resamples once and runs every missing extractor on the decoded clip.
-Results are written to the cache as they arrive (at least every ``flush_s`` seconds), so a run killed at
-any moment resumes with what it had finished.
+Work is planned against the cache first, in arrays (a clip whose every requested modality is cached is not even
+opened). The remaining clips are written, in the order the jobs take them, to one plan file in the cache
+(``plans/``), and each job names a row range of it: neither the driver nor a Dask scheduler holds a Python object
+per clip. A worker reads its rows of the plan, reads each file once, hashes those bytes, decodes them, resamples
+once, runs every missing extractor on the decoded clip, and writes the job's index entries and features to the
+cache as new parts itself, so a run killed at any moment resumes with every job it had finished.
 
 A clip that cannot be read, decoded or analysed becomes a row of the errors table (id, path, stage,
 message) and is left out of the feature table; the run goes on.
@@ -24,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from blindcheck.audio import (
     ANALYSIS_SR,
@@ -36,7 +38,7 @@ from blindcheck.audio import (
     source_file,
     split_ref,
 )
-from blindcheck.cache import INDEX_KEY, Store, write_parquet_atomic
+from blindcheck.cache import INDEX_KEY, Store, read_plan, write_parquet_atomic
 from blindcheck.errors import BlindcheckError, option
 from blindcheck.executors import EXECUTORS, LOST, DaskExecutor, Executor, LocalExecutor, usable_cores
 from blindcheck.features import ACOUSTIC, Modality, cache_tag, get_extractor
@@ -124,13 +126,14 @@ JOB_SECONDS = 2.0  # adaptive jobs aim at this much work: what a kill or Ctrl-C 
 
 
 class Chunker:
-    """Cuts the planned clips into jobs, lazily, as the executor asks for them. With a fixed ``size`` every job
-    has that many clips; otherwise the first jobs hold :data:`FIRST_CHUNK` (so that results reach the cache
-    within a second) and later ones as many as the workers get through in :data:`JOB_SECONDS`, measured on the
-    jobs finished so far (at most :data:`MAX_CHUNK`: few, large cache parts at scale)."""
+    """Cuts the ``total`` planned clips into jobs, ``(lo, hi)`` row ranges of the plan, lazily, as the executor asks
+    for them. With a fixed ``size`` every job has that many clips; otherwise the first jobs hold
+    :data:`FIRST_CHUNK` (so that results reach the cache within a second) and later ones as many as the workers get
+    through in :data:`JOB_SECONDS`, measured on the jobs finished so far (at most :data:`MAX_CHUNK`: few, large
+    cache parts at scale)."""
 
-    def __init__(self, items: list, size: int | None = None):
-        self.items, self.size, self.pos = items, size, 0
+    def __init__(self, total: int, size: int | None = None):
+        self.total, self.size, self.pos = total, size, 0
         self.clips, self.seconds = 0, 0.0
 
     def observe(self, clips: int, seconds: float) -> None:
@@ -144,9 +147,9 @@ class Chunker:
         return int(min(MAX_CHUNK, max(FIRST_CHUNK, JOB_SECONDS * self.clips / self.seconds)))
 
     def __iter__(self):
-        while self.pos < len(self.items):
+        while self.pos < self.total:
             k = self.next_size()
-            yield self.items[self.pos:self.pos + k]
+            yield self.pos, min(self.total, self.pos + k)
             self.pos += k
 
 
@@ -192,18 +195,33 @@ def _process_clip(task: dict, sr: int, allow_truncated: bool) -> dict:
     return res
 
 
+def _plan_tasks(job: dict) -> list[dict]:
+    """The clips of one job, from its rows of the run's plan (see :func:`_plan_table`)."""
+    mods = job["modalities"]
+    tasks = []
+    for r in read_plan(job["plan"], job["lo"], job["hi"]):
+        start, end = _nan(r["start"]), _nan(r["end"])
+        tasks.append({"row": r["row"], "id": r["id"], "path": r["path"], "start": start, "end": end,
+                      "modalities": [m for b, m in enumerate(mods) if r["need"] >> b & 1],
+                      "key": (r["path"], r["size"], r["mtime_ns"], _bound(start), _bound(end)) if r["size"] >= 0
+                      else None})
+    return tasks
+
+
 def _extract_chunk(job: dict) -> dict:
-    """One job, on whichever executor: analyse its clips, write their features and index entries to the cache
-    as new parts (so nothing funnels through the driver), and return only what the driver needs per clip: row,
-    content hash, errors and the modalities computed (``clips``), and the job's ``seconds``."""
-    _ensure_worker(job["modalities"])
+    """One job, on whichever executor: analyse its clips (rows ``lo:hi`` of the run's plan file), write their
+    features and index entries to the cache as new parts (so nothing funnels through the driver), and return only
+    what the driver needs per clip: row, content hash, errors and the modalities computed (``clips``), and the
+    job's ``seconds``."""
+    tasks = _plan_tasks(job)
+    _ensure_worker(sorted({m for t in tasks for m in t["modalities"]}))
     t0 = time.perf_counter()
     store = Store(job["cache"])
-    results = [_process_clip(t, job["sr"], job["allow_truncated"]) for t in job["tasks"]]
+    results = [_process_clip(t, job["sr"], job["allow_truncated"]) for t in tasks]
     # The index first: then every clip whose features reached the disk is also indexed, and a resumed run neither
     # reopens it nor recomputes a modality it has.
     index = [dict(zip(INDEX_KEY, t["key"], strict=True), content_hash=r["hash"])
-             for t, r in zip(job["tasks"], results, strict=True) if r["hash"] is not None and t["key"] is not None]
+             for t, r in zip(tasks, results, strict=True) if r["hash"] is not None and t["key"] is not None]
     if index:
         store.append_index(index)
     for m, tag in sorted(job["tags"].items()):
@@ -265,12 +283,36 @@ def _bound(x: object) -> float:
     return NO_BOUND if math.isnan(v) else v
 
 
-def _stat_key(path: str, start: float, end: float) -> tuple | None:
-    try:
-        st = os.stat(source_file(path))  # a clip inside a Parquet shard: the shard's size and time
-    except OSError:
-        return None
-    return (path, int(st.st_size), int(st.st_mtime_ns), _bound(start), _bound(end))
+def _index_keys(paths: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> pd.DataFrame:
+    """The cache index key (:data:`INDEX_KEY`) of each clip: path, its source file's size and mtime (``-1`` where
+    the file cannot be stat'ed: the clip is then read and fails with a proper error), segment bounds. One ``stat``
+    per source file, however many segments it holds."""
+    files, uniq = pd.factorize(np.array([source_file(p) for p in paths], dtype=object))
+    size = np.full(len(uniq) + 1, -1, dtype=np.int64)  # the last slot: files pd.factorize could not code
+    mtime = np.full(len(uniq) + 1, -1, dtype=np.int64)
+    for j, f in enumerate(uniq):
+        try:
+            st = os.stat(f)  # a clip inside a Parquet shard: the shard's size and time
+        except (OSError, ValueError):
+            continue
+        size[j], mtime[j] = st.st_size, st.st_mtime_ns
+    return pd.DataFrame({"path": paths, "size": size[files], "mtime_ns": mtime[files],
+                         "start": np.where(np.isnan(starts), NO_BOUND, starts),
+                         "end": np.where(np.isnan(ends), NO_BOUND, ends)})
+
+
+def _plan_table(todo: np.ndarray, ids: np.ndarray, keys: pd.DataFrame, starts: np.ndarray, ends: np.ndarray,
+                need: np.ndarray) -> pa.Table:
+    """The run's work list, in the order the jobs take it: per clip its manifest row, id, path, segment (NaN: the
+    whole file), source file size and mtime from ``keys`` (``size`` -1: not stat'ed, not indexed) and the bit mask
+    of modalities to compute."""
+    sel = keys.iloc[todo]
+    return pa.table({"row": pa.array(todo, pa.int64()), "id": pa.array([str(x) for x in ids[todo]], pa.string()),
+                     "path": pa.array([str(x) for x in sel["path"]], pa.string()),
+                     "start": pa.array(starts[todo], pa.float64()), "end": pa.array(ends[todo], pa.float64()),
+                     "size": pa.array(sel["size"].to_numpy(), pa.int64()),
+                     "mtime_ns": pa.array(sel["mtime_ns"].to_numpy(), pa.int64()),
+                     "need": pa.array(need[todo], pa.uint8())})
 
 
 def extract_features(manifest: Manifest, cache_dir: str | os.PathLike, config: ExtractionConfig | None = None, *,
@@ -305,45 +347,36 @@ def extract_features(manifest: Manifest, cache_dir: str | os.PathLike, config: E
     paths = table["path"].to_numpy(dtype=object)
     starts = table["start"].to_numpy(dtype=float) if "start" in table.columns else np.full(n, np.nan)
     ends = table["end"].to_numpy(dtype=float) if "end" in table.columns else np.full(n, np.nan)
-
-    # Plan against the cache: only this manifest's rows are read from it, whatever else it holds.
-    index = store.read_index(table["path"].unique())
-    keys = [_stat_key(paths[i], starts[i], ends[i]) for i in range(n)]
-    hashes = np.array([index.get(k) if k is not None else None for k in keys], dtype=object)
-    del index
-    known = {h for h in hashes if h is not None}
-    have = {m: store.present(tags[m], known) for m in modalities}
-    todo = []
-    copies: dict[int, list[int]] = {}  # a clip listed again (same file and segment): analysed once, for all rows
-    first_of: dict[tuple, int] = {}
-    for i in range(n):
-        h = hashes[i]
-        missing = [m for m in modalities if h is None or h not in have[m]]
-        if missing or h is None:  # an unknown file is at least read and hashed (and decoded, to validate it)
-            if keys[i] is not None and keys[i] in first_of:
-                copies.setdefault(first_of[keys[i]], []).append(i)
-                continue
-            if keys[i] is not None:
-                first_of[keys[i]] = i
-            todo.append((source_file(paths[i]), i, missing))
-    del have, first_of
-    dispatched = len(todo) + sum(len(c) for c in copies.values())
-    # The clips of one source file (a recording's Kaldi segments, a shard's rows) one after another, so that a
-    # worker reads and hashes the recording (or a shard's row group) once for all of them.
-    todo.sort(key=lambda t: (t[0], t[1]))
-
-    errors: list[dict] = [r for r in manifest.missing.to_dict("records")]
-    failed_rows: set[int] = set()
-    computed = {m: 0 for m in modalities}
-    counted: dict[str, set] = {m: set() for m in modalities}
     ids = table["id"].to_numpy(dtype=object)
 
-    def job_of(rows: list[tuple]) -> dict:
-        return {"cache": str(store.root.resolve()), "sr": config.sr, "allow_truncated": config.allow_truncated,
-                "modalities": sorted({m for _, _, ms in rows for m in ms}),
-                "tags": {m: tags[m] for m in {m for _, _, ms in rows for m in ms}},
-                "tasks": [{"row": i, "id": ids[i], "path": paths[i], "start": starts[i], "end": ends[i],
-                           "modalities": [str(m) for m in ms], "key": keys[i]} for _, i, ms in rows]}
+    # Plan against the cache, in arrays (no Python object per clip: the driver's memory at 100k+ clips): only this
+    # manifest's rows are read from the cache, whatever else it holds.
+    keys = _index_keys(paths, starts, ends)
+    hashes = store.lookup_index(keys)
+    keyed = keys["size"].to_numpy() >= 0
+    need = np.zeros(n, dtype=np.uint8)  # bit b: modality b still to compute
+    for b, m in enumerate(modalities):
+        need |= (~store.present_mask(tags[m], hashes)).astype(np.uint8) << b
+    # An unknown file is at least read and hashed (and decoded, to validate it), even with no modality to compute.
+    todo = np.nonzero((need != 0) | pd.isna(hashes))[0]
+    # A clip listed again (same file and segment) is analysed once, for all its rows.
+    group = keys.iloc[todo].groupby(INDEX_KEY, sort=False, dropna=False).ngroup().to_numpy().copy()
+    group[~keyed[todo]] = -1 - np.arange(int((~keyed[todo]).sum()))  # unreadable files: each row its own
+    first = pd.Series(todo).groupby(group, sort=False).transform("first").to_numpy()
+    copies: dict[int, list[int]] = {}
+    for i, f in zip(todo[first != todo], first[first != todo], strict=True):
+        copies.setdefault(int(f), []).append(int(i))
+    dispatched = len(todo)
+    todo = todo[first == todo]
+    # The clips of one source file (a recording's Kaldi segments, a shard's rows) one after another, so that a
+    # worker reads and hashes the recording (or a shard's row group) once for all of them.
+    file_code = pd.factorize(np.array([source_file(p) for p in paths[todo]], dtype=object))[0]
+    todo = todo[np.lexsort((todo, file_code))]
+    del group, first, file_code
+
+    errors: list[dict] = [r for r in manifest.missing.to_dict("records")]
+    failed = np.zeros(n, dtype=bool)
+    computed_rows = {m: np.zeros(n, dtype=bool) for m in modalities}
 
     def accept(summary: dict) -> int:
         """Record one clip's outcome (for every row that lists it); the number of rows it settles."""
@@ -353,45 +386,44 @@ def extract_features(manifest: Manifest, cache_dir: str | os.PathLike, config: E
                 hashes[i] = summary["hash"]
             for stage, msg in summary["errors"]:
                 errors.append({"id": ids[i], "path": paths[i], "stage": stage, "message": msg})
-                failed_rows.add(i)
+                failed[i] = True
         for m in summary["computed"]:
-            if summary["hash"] not in counted[m]:
-                counted[m].add(summary["hash"])
-                computed[Modality(m)] += 1
+            computed_rows[Modality(m)][summary["row"]] = True
         return len(rows)
 
     done = n - dispatched
     if progress:
         progress(done, n)
     ex = executor
+    plan = None
     try:
-        if todo:
+        if len(todo):
             if ex is None:
-                ex = open_executor(config, warm=sorted({m for _, _, ms in todo for m in ms}))
-            ex.check_shared_path(str(store.root.resolve()))
-            chunks = Chunker(todo, config.chunk_size)
-            lost: list[tuple] = []
-            for job, result in ex.run(_extract_chunk, (job_of(c) for c in chunks)):
-                if result is LOST:  # its worker died: its clips are tried again, one at a time
-                    lost += [(None, t["row"], t["modalities"]) for t in job["tasks"]]
-                    continue
-                chunks.observe(len(result["clips"]), result["seconds"])
-                done += sum(accept(summary) for summary in result["clips"])
-                if progress:
-                    progress(done, n)
-            # One clip in flight at a time, so that a crash is blamed on its true cause.
-            for job, result in ex.run(_extract_chunk, (job_of([t]) for t in lost), max_in_flight=1):
-                t = job["tasks"][0]
+                ex = open_executor(config, warm=[str(m) for b, m in enumerate(modalities)
+                                                 if (need[todo] >> b & 1).any()])
+            root = str(store.root.resolve())
+            ex.check_shared_path(root)
+            plan = store.write_plan(_plan_table(todo, ids, keys, starts, ends, need))
+            keys = None
+            base = {"cache": root, "plan": str(plan), "sr": config.sr, "allow_truncated": config.allow_truncated,
+                    "modalities": [str(m) for m in modalities], "tags": {str(m): tags[m] for m in modalities}}
+            chunks = Chunker(len(todo), config.chunk_size)
+            jobs = ({**base, "lo": lo, "hi": hi} for lo, hi in chunks)
+            alone = lambda job: ({**job, "lo": k, "hi": k + 1} for k in range(job["lo"], job["hi"]))  # noqa: E731
+            for job, result in ex.run_retrying(_extract_chunk, jobs, alone):
                 if result is LOST:
-                    result = {"clips": [{"row": t["row"], "hash": None, "computed": [],
+                    result = {"clips": [{"row": int(todo[job["lo"]]), "hash": None, "computed": [],
                                          "errors": [("worker", "the worker process died while analysing this clip")]}]}
+                else:
+                    chunks.observe(len(result["clips"]), result["seconds"])
                 done += sum(accept(summary) for summary in result["clips"])
                 if progress:
                     progress(done, n)
-        del todo
         store.compact(list(tags.values()))
+        computed = {m: len(pd.unique(hashes[rows])) for m, rows in computed_rows.items()}
+        keys = need = todo = None
 
-        keep = np.array([i not in failed_rows and hashes[i] is not None for i in range(n)], dtype=bool)
+        keep = ~failed & pd.notna(hashes)
         features, notes = _assemble(store, table, hashes, keep, modalities, extractors, tags)
         if not config.allow_truncated and len(notes):
             # A clip analysed earlier under allow-truncated sits in the cache with its features: reject it here too.
@@ -432,6 +464,9 @@ def extract_features(manifest: Manifest, cache_dir: str | os.PathLike, config: E
         if own and ex is not None:
             ex.close(abort=True)
         raise
+    finally:
+        if plan is not None:
+            plan.unlink(missing_ok=True)
     if own and ex is not None:
         ex.close()
     err_df = pd.DataFrame(errors, columns=ERROR_COLUMNS)
@@ -513,7 +548,7 @@ def _assemble(store: Store, table: pd.DataFrame, hashes: np.ndarray, keep: np.nd
     """The feature table (one float32 block, one row per kept clip) and the notes, read from the cache part by part:
     the driver holds the table and one modality's values at a time, never the parts."""
     rows = np.nonzero(keep)[0]
-    kept = hashes[rows].astype(str) if len(rows) else np.array([], dtype=str)
+    kept = hashes[rows]  # str objects (a fixed-width copy would take 256 bytes a clip)
     names = {m: extractors[m].feature_names() for m in modalities}
     columns = [f"{m}.{c}" for m in modalities for c in names[m]]
     values = np.empty((len(rows), len(columns)), dtype=np.float32)

@@ -359,15 +359,11 @@ def _embed_missing(missing: list[str], first: dict[str, str], model_path: str, d
                    "keys": b, "texts": [first[k] for k in b]}
 
     batches = [missing[i:i + EMBED_JOB] for i in range(0, len(missing), EMBED_JOB)]
-    done, lost = 0, []
-    for tries in range(2):
-        with worker_errors():
-            for job, result in executor.run(_embed_job, jobs(batches), max_in_flight=None if not tries else 1):
-                if result is LOST:
-                    lost.append(job["keys"])
-                else:
-                    done += result
-        if not lost:
-            return done
-        batches, lost = lost, []
-    raise BlindcheckError(f"the embedding worker process died twice on a batch of {len(batches[0])} transcripts")
+    done = 0
+    with worker_errors():
+        for job, result in executor.run_retrying(_embed_job, jobs(batches), lambda job: [job]):  # once more, alone
+            if result is LOST:
+                raise BlindcheckError(f"the embedding worker process died twice on a batch of {len(job['keys'])} "
+                                      "transcripts")
+            done += result
+    return done

@@ -53,6 +53,45 @@ def test_a_reader_gets_only_the_rows_it_asks_for_and_a_flush_appends(tmp_path):
     assert len(after) == 1 and store.read_features("t")["x"].to_dict() == {**full["x"].to_dict(), "k0-5": 42.0}
 
 
+def test_index_lookup_presence_and_index_compaction_are_vectorised_and_keep_the_newest(tmp_path):
+    store = Store(tmp_path)
+    n = 3000
+    keys = pd.DataFrame({"path": [f"/d/f{i % 1000}.wav" for i in range(n)], "size": np.arange(n) % 7 + 100,
+                         "mtime_ns": np.full(n, 5, dtype=np.int64), "start": np.where(np.arange(n) < 1000, -1.0, 0.5),
+                         "end": np.where(np.arange(n) < 1000, -1.0, np.arange(n) / 100.0)})
+    for lo in range(0, n, 100):  # 30 small index parts
+        store.append_index([dict(r, content_hash=f"h{i}") for i, r in enumerate(keys.iloc[lo:lo + 100].to_dict(
+            "records"), start=lo)])
+    store.append_index([dict(keys.iloc[7].to_dict(), content_hash="newer")])  # a later entry of one key wins
+    ask = pd.concat([keys.iloc[[5, 7, 2999, 5]], pd.DataFrame({"path": ["/d/f5.wav", "/nowhere.wav"], "size": [999, 1],
+                     "mtime_ns": [5, 5], "start": [-1.0, -1.0], "end": [-1.0, -1.0]})], ignore_index=True)
+    assert list(store.lookup_index(ask)) == ["h5", "newer", "h2999", "h5", None, None]  # in the asked order
+    assert store.compact([], min_parts=8) is None and len(list(store.index_dir.glob("part-*.parquet"))) == 1
+    assert list(store.lookup_index(ask)) == ["h5", "newer", "h2999", "h5", None, None]  # compaction keeps the newest
+    assert len(pq.read_table(next(store.index_dir.glob("part-*.parquet")))) == n  # and every key exactly once
+    store.append_features("t", pd.DataFrame({"content_hash": ["h1", "h2"], "x": [1.0, 2.0]}))
+    mask = store.present_mask("t", np.array(["h2", None, "h9", "h1", "h2"], dtype=object))
+    assert mask.tolist() == [True, False, False, True, True]
+    assert store.present("t", ["h2", "h9"]) == {"h2"}
+
+
+def test_a_plan_is_read_back_by_row_range(tmp_path):
+    import pyarrow as pa
+
+    from blindcheck.cache import read_plan
+
+    store = Store(tmp_path)
+    table = pa.table({"row": pa.array(np.arange(10) * 3, pa.int64()), "path": [f"p{i}" for i in range(10)]})
+    plan = store.write_plan(table)
+    assert plan.parent == tmp_path / "plans" and not list(plan.parent.glob(".*"))  # written whole, atomically
+    assert read_plan(str(plan), 4, 7) == [{"row": 12, "path": "p4"}, {"row": 15, "path": "p5"},
+                                          {"row": 18, "path": "p6"}]
+    stale = store.write_plan(table)
+    os.utime(stale, (0, 0))  # a plan a killed run left behind long ago
+    again = store.write_plan(table)
+    assert not stale.exists() and plan.exists() and again.exists()
+
+
 def test_extraction_reads_its_own_rows_and_appends(tmp_path, fsdd_meta):
     sel = fsdd_meta.iloc[::20].head(16).reset_index(drop=True)
     for k, part in enumerate((sel.iloc[:8], sel.iloc[8:])):
@@ -67,6 +106,7 @@ def test_extraction_reads_its_own_rows_and_appends(tmp_path, fsdd_meta):
     after = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in fdir.glob("part-*.parquet")}
     assert before.items() < after.items()  # the first run's parts untouched, the second's added beside them
     assert set(second.features["id"]) == set(sel["id"].iloc[8:])  # the other manifest's rows stay out
+    assert not list((cache / "plans").iterdir())  # the run's work list went with it
     again = extract_features(load_manifest(tmp_path / "m0.csv"), cache, modalities=["recording"], workers=1)
     assert again.stats["dispatched"] == 0 and set(again.features["id"]) == set(sel["id"].iloc[:8])
 

@@ -328,28 +328,23 @@ def extract_voice(rows: pd.DataFrame, store, workers: int = 1, batch_size: int =
             n_workers = executor.workers
             executor.check_shared_path(str(store.root.resolve()))
         cache = str(store.root.resolve())
-        batches = [tasks[i:i + batch_size] for i in range(0, len(tasks), batch_size)]
+        jobs = ({"cache": cache, "tag": tag, "tasks": tasks[i:i + batch_size]}
+                for i in range(0, len(tasks), batch_size))
+        alone = lambda job: ({**job, "tasks": [t]} for t in job["tasks"])  # noqa: E731
         done = 0
-        for alone in (False, True):  # then the clips of batches whose worker died, one in flight at a time
-            lost: list[dict] = []
-            jobs = ({"cache": cache, "tag": tag, "tasks": b} for b in batches)
-            with worker_errors():
-                for job, result in executor.run(_voice_job, jobs, max_in_flight=1 if alone else None):
-                    if result is LOST and not alone:
-                        lost += job["tasks"]
-                        continue
-                    if result is LOST:
-                        t = job["tasks"][0]
-                        result = [{"row": t["row"], "hash": t["hash"],
-                                   "error": "the worker process died while embedding this clip"}]
-                    for r in result:
-                        if r["error"]:
-                            failed.add(r["hash"])
-                            errors.append({"id": r["row"], "stage": "voice", "message": r["error"]})
-                    done += len(result)
-                    if progress:
-                        progress(done, len(tasks))
-            batches = [[t] for t in lost]
+        with worker_errors():
+            for job, result in executor.run_retrying(_voice_job, jobs, alone):
+                if result is LOST:
+                    t = job["tasks"][0]
+                    result = [{"row": t["row"], "hash": t["hash"],
+                               "error": "the worker process died while embedding this clip"}]
+                for r in result:
+                    if r["error"]:
+                        failed.add(r["hash"])
+                        errors.append({"id": r["row"], "stage": "voice", "message": r["error"]})
+                done += len(result)
+                if progress:
+                    progress(done, len(tasks))
         store.compact([tag])
     cached = store.read_features(tag, hashes)
     ok = np.array([h not in failed for h in hashes])
