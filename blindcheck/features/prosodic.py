@@ -41,6 +41,7 @@ from functools import lru_cache
 import numpy as np
 
 from blindcheck.audio import Clip
+from blindcheck.features import periods
 
 PITCH_FLOOR, PITCH_CEILING, TIME_STEP, CANDIDATES = 75.0, 500.0, 0.01, 15
 VQ_WIN_S, VQ_EVERY = 0.064, 3  # voice-quality analysis window; every 3rd voiced pitch frame (30 ms)
@@ -120,7 +121,8 @@ class ProsodicExtractor:
 
         out = dict.fromkeys(self.feature_names(), math.nan)
         dur = len(clip.y) / clip.sr
-        snd = parselmouth.Sound(clip.y.astype(np.float64), sampling_frequency=clip.sr)
+        y64 = clip.y.astype(np.float64)
+        snd = parselmouth.Sound(y64, sampling_frequency=clip.sr)
         try:
             pitch = snd.to_pitch_ac(time_step=TIME_STEP, pitch_floor=PITCH_FLOOR, pitch_ceiling=PITCH_CEILING,
                                     max_number_of_candidates=CANDIDATES)
@@ -158,13 +160,12 @@ class ProsodicExtractor:
             out["voiced_segment_mean_s"] = float(runs.mean())
             out.update(voice_quality(clip.y, clip.sr, pitch.xs()[voiced], v))
             try:
-                pp = call([snd, pitch], "To PointProcess (cc)")
-                out["jitter_local"] = float(call(pp, "Get jitter (local)", 0, 0, 0.0001, 0.02, 1.3))
-                out["jitter_rap"] = float(call(pp, "Get jitter (rap)", 0, 0, 0.0001, 0.02, 1.3))
-                out["shimmer_local"] = float(call([snd, pp], "Get shimmer (local)", 0, 0, 0.0001, 0.02, 1.3, 1.6))
-                out["shimmer_apq3"] = float(call([snd, pp], "Get shimmer (apq3)", 0, 0, 0.0001, 0.02, 1.3, 1.6))
+                marks = call(call([snd, pitch], "To PointProcess (cc)"), "To Matrix").values[0]
             except parselmouth.PraatError as exc:
                 clip.notes.append(f"prosodic: jitter/shimmer undefined ({str(exc).strip().splitlines()[0]})")
+            else:
+                out["jitter_local"], out["jitter_rap"] = periods.jitter(marks)
+                out["shimmer_local"], out["shimmer_apq3"] = periods.shimmer(y64, clip.sr, marks)
             if any(math.isnan(out[k]) for k in ("jitter_local", "shimmer_local")):
                 clip.notes.append("prosodic: too few consecutive periods for jitter/shimmer")
         else:
