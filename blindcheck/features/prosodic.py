@@ -98,7 +98,7 @@ def _vq_constants(sr: int) -> tuple:
 
 class ProsodicExtractor:
     name = "prosodic"
-    version = "4"
+    version = "5"
 
     def config(self) -> dict:
         return {"floor": PITCH_FLOOR, "ceiling": PITCH_CEILING, "step": TIME_STEP, "silence_db": SILENCE_DB,
@@ -164,8 +164,8 @@ class ProsodicExtractor:
             except parselmouth.PraatError as exc:
                 clip.notes.append(f"prosodic: jitter/shimmer undefined ({str(exc).strip().splitlines()[0]})")
             else:
-                out["jitter_local"], out["jitter_rap"] = periods.jitter(marks)
-                out["shimmer_local"], out["shimmer_apq3"] = periods.shimmer(y64, clip.sr, marks)
+                (out["jitter_local"], out["jitter_rap"], out["shimmer_local"],
+                 out["shimmer_apq3"]) = periods.jitter_shimmer(y64, clip.sr, marks)
             if any(math.isnan(out[k]) for k in ("jitter_local", "shimmer_local")):
                 clip.notes.append("prosodic: too few consecutive periods for jitter/shimmer")
         else:

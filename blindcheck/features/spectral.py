@@ -85,19 +85,26 @@ def _bands(sr: int) -> dict:
         rows = np.flatnonzero(band)
         if k < N_CONTRAST:
             rows = rows[:-1]
-        contrast.append((rows, int(max(np.rint(0.02 * band.sum()), 1))))
+        contrast.append((_run(rows), int(max(np.rint(0.02 * band.sum()), 1))))
     lin_edges = np.linspace(0, len(freq) - 1, N_LIN + 1).round().astype(int)  # bins 1..N/2, DC left out
     slopes = {}
     for name, lo, hi in (("slope_0_500_db_khz", 0.0, 500.0), ("slope_500_1500_db_khz", 500.0, 1500.0)):
         rows = np.flatnonzero((freq > 0) & (freq >= lo) & (freq <= hi))  # DC left out (a 1-dof bin, biased low)
         fk = freq[rows] / 1000.0
         w = (fk - fk.mean()) / ((fk - fk.mean()) ** 2).sum()  # least-squares slope = w @ level
-        slopes[name] = (rows, w)
+        slopes[name] = (_run(rows), w)
     return {
         "freq": freq, "contrast": contrast, "lin": (lin_edges[:-1] + 1, np.diff(lin_edges)),
-        "alpha_lo": (freq >= 50) & (freq < 1000), "alpha_hi": (freq >= 1000) & (freq < 5000),
-        "hb_lo": freq < 2000, "hb_hi": (freq >= 2000) & (freq < 5000), "slopes": slopes,
+        "alpha_lo": _run((freq >= 50) & (freq < 1000)), "alpha_hi": _run((freq >= 1000) & (freq < 5000)),
+        "hb_lo": _run(freq < 2000), "hb_hi": _run((freq >= 2000) & (freq < 5000)), "slopes": slopes,
     }
+
+
+def _run(sel: np.ndarray) -> slice:
+    """A mask or index list of one contiguous run of bins as a slice (rows then index a view, not a copy)."""
+    idx = np.flatnonzero(sel) if sel.dtype == bool else np.asarray(sel)
+    assert idx.size and np.all(np.diff(idx) == 1)
+    return slice(int(idx[0]), int(idx[-1]) + 1)
 
 
 def _db(x: np.ndarray) -> np.ndarray:
@@ -118,9 +125,12 @@ def _contrast(mag: np.ndarray, sr: int) -> np.ndarray:
     peak = np.empty((N_CONTRAST + 1, mag.shape[1]))
     valley = np.empty_like(peak)
     for k, (rows, q) in enumerate(_bands(sr)["contrast"]):
-        srt = np.sort(mag[rows], axis=0)
-        valley[k] = srt[:q].mean(axis=0)
-        peak[k] = srt[-q:].mean(axis=0)
+        sub = mag[rows]  # a contiguous run of bins: a view
+        if q == 1:
+            valley[k], peak[k] = sub.min(axis=0), sub.max(axis=0)
+        else:
+            srt = np.sort(sub, axis=0)
+            valley[k], peak[k] = srt[:q].mean(axis=0), srt[-q:].mean(axis=0)
     pdb, vdb = _db(peak), _db(valley)  # librosa's power_to_db(top_db=80) on the peak and valley matrices
     return np.maximum(pdb, pdb.max() - 80.0) - np.maximum(vdb, vdb.max() - 80.0)
 
