@@ -1,9 +1,9 @@
 """Acoustic extraction speed: blindcheck (recording + spectral + prosodic) vs openSMILE eGeMAPSv02 functionals.
 
 Both run in this process's run on the same files, with 1 and N workers, from a cold cache, and the script
-prints milliseconds of compute per second of audio for each and their ratio (blindcheck / eGeMAPS; issue 21's
-target: <= 0.5 with >= 3x its features). Two sets: the short FSDD clips as they are, and 5-15 s "long" clips made by concatenating FSDD
-clips with 100 ms pauses.
+prints milliseconds of compute per second of audio for each and their ratio (blindcheck / eGeMAPS; issue
+21's target: <= 0.5 with >= 3x its features). Two sets: the short FSDD clips as they are, and 5-15 s "long"
+clips made by concatenating FSDD clips with 100 ms pauses.
 
     python benchmarks/extract_speed.py [--data DIR_WITH_metadata.csv] [--clips N] [--long N] [--workers N]
                                        [--repeat N]
@@ -125,8 +125,8 @@ def stages(sets: dict[str, list[str]]) -> None:
 
 def overhead(paths: list[str]) -> tuple[float, float]:
     """Process CPU seconds of one ``extract_features`` run (1 worker, in this process) and the part spent in
-    decoding and the extractors (their thread CPU, timed by wrapping them); the rest is planning, hashing, cache writes and
-    assembly: the per-clip cost outside the extractors."""
+    decoding and the extractors (their thread CPU, timed by wrapping them); the rest is planning, hashing, cache
+    writes and assembly: the per-clip cost outside the extractors."""
     import blindcheck.extract as ex
     from blindcheck.features import acoustic_modalities, get_extractor
 

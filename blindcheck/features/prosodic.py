@@ -42,6 +42,7 @@ import numpy as np
 
 from blindcheck.audio import Clip
 from blindcheck.features import periods
+from blindcheck.features.frames import percentiles
 
 PITCH_FLOOR, PITCH_CEILING, TIME_STEP, CANDIDATES = 75.0, 500.0, 0.01, 15
 VQ_WIN_S, VQ_EVERY = 0.064, 3  # voice-quality analysis window; every 3rd voiced pitch frame (30 ms)
@@ -136,17 +137,16 @@ class ProsodicExtractor:
         out["voiced_fraction"] = float(voiced.mean()) if f0.size else math.nan
         if voiced.any():
             v = f0[voiced]
-            p5, p95 = np.percentile(v, [5, 95])
-            st = _semitones(v, float(np.median(v)))
+            p5, p25, p75, p95, med = percentiles(v, (5, 25, 75, 95), median=True)
+            st = _semitones(v, med)
             out.update(
-                f0_mean_hz=float(v.mean()), f0_median_hz=float(np.median(v)), f0_std_hz=float(v.std()),
-                f0_p5_hz=float(p5), f0_p95_hz=float(p95), f0_std_st=float(st.std()),
+                f0_mean_hz=float(v.mean()), f0_median_hz=med, f0_std_hz=float(v.std()),
+                f0_p5_hz=p5, f0_p95_hz=p95, f0_std_st=float(st.std()),
                 f0_range_st=float(12.0 * math.log2(p95 / p5)),
             )
             r = np.clip(strength[voiced], 1e-6, 1 - 1e-6)
             hnr = 10.0 * np.log10(r / (1.0 - r))
             out["hnr_db"], out["hnr_std_db"] = float(np.mean(hnr)), float(np.std(hnr))
-            p25, p75 = np.percentile(v, [25, 75])
             out["f0_iqr_st"] = float(12.0 * math.log2(p75 / p25))
             both = voiced[1:] & voiced[:-1]
             if both.any():
@@ -182,9 +182,9 @@ class ProsodicExtractor:
         if not finite.any():
             clip.notes.append("prosodic: intensity undefined (digital silence)")
             return out
-        sounding = level > max(float(np.quantile(level[finite], 0.99)) + SILENCE_DB, float(level[finite].min()))
+        sounding = level > max(percentiles(level[finite], (99,))[0] + SILENCE_DB, float(level[finite].min()))
         sounding = sounding if sounding.any() else finite
-        p5, p95 = np.quantile(level[sounding], [0.05, 0.95])
+        p5, p95 = percentiles(level[sounding], (5, 95))
         out["intensity_range_db"] = float(p95 - p5)
         out["intensity_std_db"] = float(level[sounding].std())
         out.update(self._rhythm(level, times, pitch, dur))
@@ -193,7 +193,7 @@ class ProsodicExtractor:
     @staticmethod
     def _rhythm(level: np.ndarray, times: np.ndarray, pitch, dur: float) -> dict[str, float]:
         level = np.where(np.isfinite(level), level, np.nanmin(level[np.isfinite(level)]))
-        thr = max(float(np.quantile(level, 0.99)) + SILENCE_DB, float(level.min()))
+        thr = max(percentiles(level, (99,))[0] + SILENCE_DB, float(level.min()))
         sounding = level > thr
         # Candidate nuclei: local maxima above the threshold.
         inner = (level[1:-1] > level[:-2]) & (level[1:-1] >= level[2:]) & sounding[1:-1]

@@ -18,10 +18,9 @@ import math
 from functools import lru_cache
 
 import numpy as np
-from scipy.signal import get_window
 
 from blindcheck.audio import Clip
-from blindcheck.features.frames import activity, clip_active_frames, frame_levels_db, stft_power
+from blindcheck.features.frames import activity, clip_active_frames, frame_levels_db, hann, percentiles, stft_power
 
 _FORMATS = ("wav", "flac", "mp3", "ogg")
 _DB_FLOOR = -120.0
@@ -71,7 +70,7 @@ def welch_psd(x: np.ndarray, sr: int, nperseg: int) -> tuple[np.ndarray, np.ndar
     Same estimator as ``scipy.signal.welch(x, sr, "hann", nperseg, nperseg // 2)`` up to the density scale,
     without its per-segment Python loop.
     """
-    w = get_window("hann", nperseg)
+    w = hann(nperseg)
     segs = np.lib.stride_tricks.sliding_window_view(x.astype(np.float64), nperseg)[:: nperseg - nperseg // 2]
     segs = segs - segs.mean(axis=1, keepdims=True)
     p = (np.abs(np.fft.rfft(segs * w, axis=1)) ** 2).mean(axis=0) / (sr * (w**2).sum())
@@ -95,8 +94,10 @@ def effective_bandwidth(x: np.ndarray, sr: int) -> float:
     level = 10.0 * np.log10(p + 1e-30)
     k = min(9, len(level) - (1 - len(level) % 2))
     if k >= 3:  # scipy.signal.medfilt(level, k): running median, zero-padded ends
-        level = np.median(np.lib.stride_tricks.sliding_window_view(np.pad(level, k // 2), k), axis=1)
-    floor, peak = np.percentile(level, 5), level.max()
+        # np.median of each odd-length window: its middle order statistic (the same value, without the wrapper)
+        level = np.partition(np.lib.stride_tricks.sliding_window_view(np.pad(level, k // 2), k), k // 2,
+                             axis=1)[:, k // 2]
+    floor, peak = percentiles(level, (5,))[0], float(level.max())
     if peak - floor < 20.0:  # no band stands out from the rest: energy reaches Nyquist
         return float(f[-1])
     thr = max(floor + 12.0, peak - 70.0)

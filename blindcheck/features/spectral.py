@@ -40,7 +40,7 @@ from functools import lru_cache
 import numpy as np
 
 from blindcheck.audio import Clip
-from blindcheck.features.frames import HOP, N_FFT, WIN, clip_active_frames, stft_magnitude, stft_power
+from blindcheck.features.frames import HOP, N_FFT, WIN, clip_active_frames, row_percentiles, stft_magnitude, stft_power
 
 N_MELS, N_MFCC, N_CONTRAST = 40, 21, 6
 N_LIN = 32
@@ -162,7 +162,7 @@ def _modulation(power: np.ndarray, sr: int) -> np.ndarray:
 
 class SpectralExtractor:
     name = "spectral"
-    version = "4"
+    version = "5"
 
     def config(self) -> dict:
         return {"n_fft": N_FFT, "win": WIN, "hop": HOP, "n_mels": N_MELS, "n_mfcc": N_MFCC, "contrast": N_CONTRAST,
@@ -233,7 +233,7 @@ class SpectralExtractor:
         means, stds = series.mean(axis=1), series.std(axis=1)
         for j, k in enumerate(_FRAME_FEATURES + _TILT_FEATURES):
             out[f"{k}_mean"], out[f"{k}_std"] = float(means[j]), float(stds[j])
-        pct = np.percentile(series[:4], _PCTS, axis=1)  # (pcts, features)
+        pct = row_percentiles(series[:4], _PCTS)  # (pcts, features), as np.percentile(..., axis=1)
         for j, k in enumerate(_PCT_FEATURES):
             for i, p in enumerate(_PCTS):
                 out[f"{k}_p{p}"] = float(pct[i, j])
