@@ -31,11 +31,24 @@ def stft_mag(y: np.ndarray, n_fft: int, hop: int, win: int) -> np.ndarray:
     ``center=True, pad_mode="constant"`` and a periodic Hann window, in plain numpy (librosa's own STFT goes
     through numba, which costs ~20-30 s of compilation in every fresh environment)."""
     window = _stft_window(n_fft, win)
-    padded = np.pad(y.astype(np.float64), n_fft // 2, mode="constant")
-    if len(padded) < n_fft:
-        padded = np.pad(padded, (0, n_fft - len(padded)))
-    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop]
+    padded = pad0(y, n_fft // 2, max(n_fft // 2, n_fft - len(y) - n_fft // 2))
+    frames = windows(padded, n_fft, hop)
     return np.abs(np.fft.rfft(frames * window, axis=1)).T.astype(np.float32)
+
+
+def pad0(x: np.ndarray, before: int, after: int | None = None) -> np.ndarray:
+    """``np.pad(x.astype(float64), (before, after))`` with zeros, without np.pad's ~40 us of Python."""
+    after = before if after is None else after
+    out = np.zeros(before + len(x) + after)
+    out[before:before + len(x)] = x
+    return out
+
+
+def windows(x: np.ndarray, n: int, hop: int = 1) -> np.ndarray:
+    """``sliding_window_view(x, n)[::hop]`` of a 1-D array (a read-only strided view), without its ~30 us."""
+    count = (len(x) - n) // hop + 1
+    return np.lib.stride_tricks.as_strided(x, (max(count, 0), n), (hop * x.strides[0], x.strides[0]),
+                                           writeable=False)
 
 
 @lru_cache(maxsize=8)

@@ -42,7 +42,7 @@ import numpy as np
 
 from blindcheck.audio import Clip
 from blindcheck.features import periods
-from blindcheck.features.frames import percentiles
+from blindcheck.features.frames import pad0, percentiles, windows
 
 PITCH_FLOOR, PITCH_CEILING, TIME_STEP, CANDIDATES = 75.0, 500.0, 0.01, 15
 VQ_WIN_S, VQ_EVERY = 0.064, 3  # voice-quality analysis window; every 3rd voiced pitch frame (30 ms)
@@ -59,9 +59,9 @@ def voice_quality(y: np.ndarray, sr: int, times: np.ndarray, f0: np.ndarray) -> 
     Every ``VQ_EVERY``-th voiced frame is analysed (64 ms windows every 30 ms still overlap by half)."""
     times, f0 = times[::VQ_EVERY], f0[::VQ_EVERY]
     n, window, fit, qc, qmean, lo, hi = _vq_constants(sr)
-    padded = np.pad(y.astype(np.float64), n // 2)
+    padded = pad0(y, n // 2)
     starts = np.clip(np.round(times * sr).astype(int), 0, len(y))  # frame centre t -> padded start t*sr
-    mag = np.abs(np.fft.rfft(np.lib.stride_tricks.sliding_window_view(padded, n)[starts] * window, axis=1))
+    mag = np.abs(np.fft.rfft(windows(padded, n)[starts] * window, axis=1))
     # Floor 100 dB under each frame's peak (not an absolute one), so that the measures do not see the level.
     db = 20.0 * np.log10(mag + 1e-5 * mag.max(axis=1, keepdims=True) + 1e-300)
 
@@ -72,7 +72,7 @@ def voice_quality(y: np.ndarray, sr: int, times: np.ndarray, f0: np.ndarray) -> 
     rows = np.arange(len(f0))[:, None, None]
     idx = np.clip(np.round(np.outer(f0, [1, 2, 4]) / df).astype(int)[:, :, None] + offs, 1, db.shape[1] - 2)
     vals = np.where(np.abs(offs) <= reach[:, None, None], db[rows, idx], -np.inf)
-    m = np.take_along_axis(idx, vals.argmax(axis=2)[:, :, None], axis=2)
+    m = idx[rows[:, :, 0], np.arange(3)[None, :], vals.argmax(axis=2)][:, :, None]  # take_along_axis
     a, b, c = db[rows, m - 1][..., 0], db[rows, m][..., 0], db[rows, m + 1][..., 0]
     den = a - 2 * b + c
     h = b - 0.25 * (a - c) * np.where(den < 0, 0.5 * (a - c) / np.where(den < 0, den, -1.0), 0.0)

@@ -20,7 +20,16 @@ from functools import lru_cache
 import numpy as np
 
 from blindcheck.audio import Clip
-from blindcheck.features.frames import activity, clip_active_frames, frame_levels_db, hann, percentiles, stft_power
+from blindcheck.features.frames import (
+    activity,
+    clip_active_frames,
+    frame_levels_db,
+    hann,
+    pad0,
+    percentiles,
+    stft_power,
+    windows,
+)
 
 _FORMATS = ("wav", "flac", "mp3", "ogg")
 _DB_FLOOR = -120.0
@@ -71,7 +80,7 @@ def welch_psd(x: np.ndarray, sr: int, nperseg: int) -> tuple[np.ndarray, np.ndar
     without its per-segment Python loop.
     """
     w = hann(nperseg)
-    segs = np.lib.stride_tricks.sliding_window_view(x.astype(np.float64), nperseg)[:: nperseg - nperseg // 2]
+    segs = windows(np.asarray(x, np.float64), nperseg, nperseg - nperseg // 2)
     segs = segs - segs.mean(axis=1, keepdims=True)
     p = (np.abs(np.fft.rfft(segs * w, axis=1)) ** 2).mean(axis=0) / (sr * (w**2).sum())
     p[1:-1 if nperseg % 2 == 0 else None] *= 2.0
@@ -95,8 +104,7 @@ def effective_bandwidth(x: np.ndarray, sr: int) -> float:
     k = min(9, len(level) - (1 - len(level) % 2))
     if k >= 3:  # scipy.signal.medfilt(level, k): running median, zero-padded ends
         # np.median of each odd-length window: its middle order statistic (the same value, without the wrapper)
-        level = np.partition(np.lib.stride_tricks.sliding_window_view(np.pad(level, k // 2), k), k // 2,
-                             axis=1)[:, k // 2]
+        level = np.partition(windows(pad0(level, k // 2), k), k // 2, axis=1)[:, k // 2]
     floor, peak = percentiles(level, (5,))[0], float(level.max())
     if peak - floor < 20.0:  # no band stands out from the rest: energy reaches Nyquist
         return float(f[-1])
