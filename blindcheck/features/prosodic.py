@@ -97,6 +97,20 @@ def _vq_constants(sr: int) -> tuple:
             int(np.floor(sr / PITCH_FLOOR)))
 
 
+def _feature_names() -> list[str]:
+    return [
+        "f0_mean_hz", "f0_median_hz", "f0_std_hz", "f0_p5_hz", "f0_p95_hz", "f0_std_st", "f0_range_st",
+        "voiced_fraction", "intensity_range_db", "intensity_std_db", "jitter_local", "jitter_rap",
+        "shimmer_local", "shimmer_apq3", "hnr_db", "speaking_rate", "articulation_rate", "pause_count",
+        "pause_ratio", "syllable_count",
+        "hnr_std_db", "f0_iqr_st", "f0_velocity_st_s", "voiced_segment_rate", "voiced_segment_mean_s",
+        "h1_h2_db_mean", "h1_h2_db_std", "h2_h4_db_mean", "cpp_db_mean", "cpp_db_std",
+    ]
+
+
+_NAMES = tuple(_feature_names())  # built once: extract_features asks for them per clip
+
+
 class ProsodicExtractor:
     name = "prosodic"
     version = "5"
@@ -107,14 +121,7 @@ class ProsodicExtractor:
                 "vq_every": VQ_EVERY}
 
     def feature_names(self) -> list[str]:
-        return [
-            "f0_mean_hz", "f0_median_hz", "f0_std_hz", "f0_p5_hz", "f0_p95_hz", "f0_std_st", "f0_range_st",
-            "voiced_fraction", "intensity_range_db", "intensity_std_db", "jitter_local", "jitter_rap",
-            "shimmer_local", "shimmer_apq3", "hnr_db", "speaking_rate", "articulation_rate", "pause_count",
-            "pause_ratio", "syllable_count",
-            "hnr_std_db", "f0_iqr_st", "f0_velocity_st_s", "voiced_segment_rate", "voiced_segment_mean_s",
-            "h1_h2_db_mean", "h1_h2_db_std", "h2_h4_db_mean", "cpp_db_mean", "cpp_db_std",
-        ]
+        return list(_NAMES)
 
     def extract(self, clip: Clip) -> dict[str, float]:
         import parselmouth

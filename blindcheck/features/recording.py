@@ -130,6 +130,20 @@ def clipping_fraction(x: np.ndarray) -> float:
     return float(runs[runs >= 3].sum() / a.size)
 
 
+def _feature_names() -> list[str]:
+    return [
+        "sample_rate", "channels", "bit_depth", "lossy", "float_format",
+        *[f"format_{f}" for f in (*_FORMATS, "other")],
+        "duration_s", "effective_bandwidth_hz", "bandwidth_ratio", "dc_offset", "peak_dbfs",
+        "crest_factor_db", "clipping_fraction", "rms_dbfs", "loudness_lufs", "leading_silence_s",
+        "trailing_silence_s", "silence_ratio", "noise_floor_dbfs", "snr_db", "noise_flatness",
+        "noise_centroid_hz", *[f"noise_band_{b:02d}_db" for b in range(N_NOISE_BANDS)], "noise_slope_db_khz",
+    ]
+
+
+_NAMES = tuple(_feature_names())  # built once: extract_features asks for them per clip
+
+
 class RecordingExtractor:
     name = "recording"
     version = "3"
@@ -138,14 +152,7 @@ class RecordingExtractor:
         return {"frame_s": 0.025, "hop_s": 0.010, "loudness": "BS.1770-4/pyloudnorm"}
 
     def feature_names(self) -> list[str]:
-        return [
-            "sample_rate", "channels", "bit_depth", "lossy", "float_format",
-            *[f"format_{f}" for f in (*_FORMATS, "other")],
-            "duration_s", "effective_bandwidth_hz", "bandwidth_ratio", "dc_offset", "peak_dbfs",
-            "crest_factor_db", "clipping_fraction", "rms_dbfs", "loudness_lufs", "leading_silence_s",
-            "trailing_silence_s", "silence_ratio", "noise_floor_dbfs", "snr_db", "noise_flatness",
-            "noise_centroid_hz", *[f"noise_band_{b:02d}_db" for b in range(N_NOISE_BANDS)], "noise_slope_db_khz",
-        ]
+        return list(_NAMES)
 
     def extract(self, clip: Clip) -> dict[str, float]:
         a = clip.audio

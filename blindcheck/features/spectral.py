@@ -162,6 +162,41 @@ def _modulation(power: np.ndarray, sr: int) -> np.ndarray:
     return out
 
 
+def _feature_names() -> list[str]:
+    names = []
+    for i in range(N_MFCC):
+        names += [f"mfcc_{i:02d}_mean"] if i else []
+        names += [f"mfcc_{i:02d}_std", f"mfcc_{i:02d}_delta_mean", f"mfcc_{i:02d}_delta_std"]
+    for f in _FRAME_FEATURES:
+        names += [f"{f}_mean", f"{f}_std"]
+    for b in range(N_CONTRAST + 1):
+        names += [f"contrast_{b}_mean", f"contrast_{b}_std"]
+    names += [f"ltas_mel_{b:02d}" for b in range(N_MELS)]
+    names += [f"ltas_lin_{b:02d}" for b in range(N_LIN)]
+    for f in _TILT_FEATURES:
+        names += [f"{f}_mean", f"{f}_std"]
+    names += [f"{f}_p{p}" for f in _PCT_FEATURES for p in _PCTS]
+    names += [f"mod_{lo:g}_{hi:g}hz" for lo, hi in zip(_MOD_EDGES[:-1], _MOD_EDGES[1:], strict=True)]
+    return names
+
+
+_NAMES = tuple(_feature_names())  # built once: extract_features asks for them per clip
+_OUT = {  # the names of each block of values, in the order extract() computes them
+    "mfcc_mean": [f"mfcc_{i:02d}_mean" for i in range(1, N_MFCC)],
+    "mfcc_std": [f"mfcc_{i:02d}_std" for i in range(N_MFCC)],
+    "mfcc_delta_mean": [f"mfcc_{i:02d}_delta_mean" for i in range(N_MFCC)],
+    "mfcc_delta_std": [f"mfcc_{i:02d}_delta_std" for i in range(N_MFCC)],
+    "series_mean": [f"{k}_mean" for k in _FRAME_FEATURES + _TILT_FEATURES],
+    "series_std": [f"{k}_std" for k in _FRAME_FEATURES + _TILT_FEATURES],
+    "pct": [f"{k}_p{p}" for k in _PCT_FEATURES for p in _PCTS],
+    "contrast_mean": [f"contrast_{b}_mean" for b in range(N_CONTRAST + 1)],
+    "contrast_std": [f"contrast_{b}_std" for b in range(N_CONTRAST + 1)],
+    "ltas_mel": [f"ltas_mel_{b:02d}" for b in range(N_MELS)],
+    "ltas_lin": [f"ltas_lin_{b:02d}" for b in range(N_LIN)],
+    "mod": [f"mod_{lo:g}_{hi:g}hz" for lo, hi in zip(_MOD_EDGES[:-1], _MOD_EDGES[1:], strict=True)],
+}
+
+
 class SpectralExtractor:
     name = "spectral"
     version = "5"
@@ -171,21 +206,7 @@ class SpectralExtractor:
                 "n_lin": N_LIN, "pcts": list(_PCTS), "mod_edges": list(_MOD_EDGES)}
 
     def feature_names(self) -> list[str]:
-        names = []
-        for i in range(N_MFCC):
-            names += [f"mfcc_{i:02d}_mean"] if i else []
-            names += [f"mfcc_{i:02d}_std", f"mfcc_{i:02d}_delta_mean", f"mfcc_{i:02d}_delta_std"]
-        for f in _FRAME_FEATURES:
-            names += [f"{f}_mean", f"{f}_std"]
-        for b in range(N_CONTRAST + 1):
-            names += [f"contrast_{b}_mean", f"contrast_{b}_std"]
-        names += [f"ltas_mel_{b:02d}" for b in range(N_MELS)]
-        names += [f"ltas_lin_{b:02d}" for b in range(N_LIN)]
-        for f in _TILT_FEATURES:
-            names += [f"{f}_mean", f"{f}_std"]
-        names += [f"{f}_p{p}" for f in _PCT_FEATURES for p in _PCTS]
-        names += [f"mod_{lo:g}_{hi:g}hz" for lo, hi in zip(_MOD_EDGES[:-1], _MOD_EDGES[1:], strict=True)]
-        return names
+        return list(_NAMES)
 
     def extract(self, clip: Clip) -> dict[str, float]:
         sr = clip.sr
@@ -208,12 +229,10 @@ class SpectralExtractor:
             dm, ds = delta[:, act].mean(axis=1), delta[:, act].std(axis=1)
         else:
             dm = ds = np.full(N_MFCC, math.nan)
-        for i in range(N_MFCC):
-            if i:
-                out[f"mfcc_{i:02d}_mean"] = float(m[i])
-            out[f"mfcc_{i:02d}_std"] = float(s[i])
-            out[f"mfcc_{i:02d}_delta_mean"] = float(dm[i])
-            out[f"mfcc_{i:02d}_delta_std"] = float(ds[i])
+        out.update(zip(_OUT["mfcc_mean"], m[1:].tolist(), strict=True))
+        out.update(zip(_OUT["mfcc_std"], s.tolist(), strict=True))
+        out.update(zip(_OUT["mfcc_delta_mean"], dm.tolist(), strict=True))
+        out.update(zip(_OUT["mfcc_delta_std"], ds.tolist(), strict=True))
 
         # Frame series over the active frames only (every one has one value per STFT frame).
         p_act, m_act = power[:, act], mag[:, act].astype(np.float64)
@@ -233,29 +252,24 @@ class SpectralExtractor:
         tilt += [w @ _db(p_act[rows]) for rows, w in c["slopes"].values()]
         series = np.vstack([centroid, bandwidth, rolloff, flatness, zcr, flux, *tilt])
         means, stds = series.mean(axis=1), series.std(axis=1)
-        for j, k in enumerate(_FRAME_FEATURES + _TILT_FEATURES):
-            out[f"{k}_mean"], out[f"{k}_std"] = float(means[j]), float(stds[j])
+        out.update(zip(_OUT["series_mean"], means.tolist(), strict=True))
+        out.update(zip(_OUT["series_std"], stds.tolist(), strict=True))
         pct = row_percentiles(series[:4], _PCTS)  # (pcts, features), as np.percentile(..., axis=1)
-        for j, k in enumerate(_PCT_FEATURES):
-            for i, p in enumerate(_PCTS):
-                out[f"{k}_p{p}"] = float(pct[i, j])
+        out.update(zip(_OUT["pct"], pct.T.ravel().tolist(), strict=True))  # feature-major: centroid_hz_p10, ..._p90
 
         contrast = _contrast(mag, sr)[:, act]
         cm, cs = contrast.mean(axis=1), contrast.std(axis=1)
-        for b in range(N_CONTRAST + 1):
-            out[f"contrast_{b}_mean"], out[f"contrast_{b}_std"] = float(cm[b]), float(cs[b])
+        out.update(zip(_OUT["contrast_mean"], cm.tolist(), strict=True))
+        out.update(zip(_OUT["contrast_std"], cs.tolist(), strict=True))
         ltas = _db(mel[:, act].mean(axis=1))
         ltas -= ltas.mean()
-        for b in range(N_MELS):
-            out[f"ltas_mel_{b:02d}"] = float(ltas[b])
+        out.update(zip(_OUT["ltas_mel"], ltas.tolist(), strict=True))
         lt = p_act.mean(axis=1)
         lin = np.add.reduceat(lt, c["lin"][0]) / c["lin"][1]
         lin = 10.0 * np.log10(np.maximum(lin / max(lin.mean(), 1e-30), 1e-8))  # re the mean band power, >= -80 dB
-        for b in range(N_LIN):
-            out[f"ltas_lin_{b:02d}"] = float(lin[b])
+        out.update(zip(_OUT["ltas_lin"], lin.tolist(), strict=True))
         mod = _modulation(power, sr)
         if math.isnan(mod[0]):
             clip.notes.append("spectral: clip shorter than 1 s, 1-2 Hz envelope modulation undefined")
-        for (lo, hi), v in zip(zip(_MOD_EDGES[:-1], _MOD_EDGES[1:], strict=True), mod, strict=True):
-            out[f"mod_{lo:g}_{hi:g}hz"] = float(v)
+        out.update(zip(_OUT["mod"], mod.tolist(), strict=True))
         return out
