@@ -63,9 +63,12 @@ def voice_quality(y: np.ndarray, sr: int, times: np.ndarray, f0: np.ndarray) -> 
     Every ``VQ_EVERY``-th voiced frame is analysed (64 ms windows every 30 ms still overlap by half)."""
     times, f0 = times[::VQ_EVERY], f0[::VQ_EVERY]
     n, window, fit, qc, qmean, lo, hi = _vq_constants(sr)
-    padded = pad0(y, n // 2)
     starts = np.clip(np.round(times * sr).astype(int), 0, len(y))  # frame centre t -> padded start t*sr
-    mag = np.abs(np.fft.rfft(windows(padded, n)[starts] * window, axis=1))
+    idx = starts[:, None] + np.arange(-(n // 2), n - n // 2)  # the samples of each frame
+    # zeros beyond the ends where a frame reaches past one (times ascend); else no copy of the whole clip
+    past = idx.size and (idx[0, 0] < 0 or idx[-1, -1] >= len(y))
+    frames = windows(pad0(y, n // 2), n)[starts] if past else y[idx]
+    mag = np.abs(np.fft.rfft(frames * window, axis=1))
     # Floor 100 dB under each frame's peak (not an absolute one), so that the measures do not see the level.
     db = 20.0 * np.log10(mag + 1e-5 * mag.max(axis=1, keepdims=True) + 1e-300)
 
@@ -83,8 +86,9 @@ def voice_quality(y: np.ndarray, sr: int, times: np.ndarray, f0: np.ndarray) -> 
     d12, d24 = h[:, 0] - h[:, 1], h[:, 1] - h[:, 2]
 
     ceps = np.fft.irfft(db, n, axis=1)
-    slope = ceps[:, fit] @ qc  # least-squares line over 1-32 ms, per frame
-    icpt = ceps[:, fit].mean(axis=1) - slope * qmean
+    line = ceps[:, fit]
+    slope = line @ qc  # least-squares line over 1-32 ms, per frame
+    icpt = line.mean(axis=1) - slope * qmean
     peak = lo + ceps[:, lo:hi + 1].argmax(axis=1)
     cpp = ceps[rows[:, 0, 0], peak] - (icpt + slope * peak / sr)
     return {"h1_h2_db_mean": float(d12.mean()), "h1_h2_db_std": float(d12.std()), "h2_h4_db_mean": float(d24.mean()),
@@ -95,7 +99,8 @@ def voice_quality(y: np.ndarray, sr: int, times: np.ndarray, f0: np.ndarray) -> 
 def _vq_constants(sr: int) -> tuple:
     n = int(round(VQ_WIN_S * sr))
     q = np.arange(n) / sr
-    fit = (q >= 0.001) & (q <= 0.5 * n / sr)
+    run = np.flatnonzero((q >= 0.001) & (q <= 0.5 * n / sr))
+    fit = slice(int(run[0]), int(run[-1]) + 1)  # one run of quefrencies: a view, not a copy
     qc = q[fit] - q[fit].mean()
     return (n, np.hanning(n), fit, qc / (qc**2).sum(), float(q[fit].mean()), int(np.ceil(sr / PITCH_CEILING)),
             int(np.floor(sr / PITCH_FLOOR)))
