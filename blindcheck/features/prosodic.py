@@ -176,10 +176,14 @@ class ProsodicExtractor:
             out["voiced_segment_mean_s"] = float(runs.mean())
             out.update(voice_quality(clip.y, clip.sr, pitch.xs()[voiced], v))
             try:
-                marks = call(call([snd, pitch], "To PointProcess (cc)"), "To Matrix").values[0]
+                pp = call([snd, pitch], "To PointProcess (cc)")
             except parselmouth.PraatError as exc:
                 clip.notes.append(f"prosodic: jitter/shimmer undefined ({str(exc).strip().splitlines()[0]})")
             else:
+                try:
+                    marks = call(pp, "To Matrix").values[0]
+                except parselmouth.PraatError:  # no mark at all: every measure is undefined, as in Praat
+                    marks = np.empty(0)
                 (out["jitter_local"], out["jitter_rap"], out["shimmer_local"],
                  out["shimmer_apq3"]) = periods.jitter_shimmer(y64, clip.sr, marks)
             if any(math.isnan(out[k]) for k in ("jitter_local", "shimmer_local")):
