@@ -18,6 +18,10 @@ one BLAS thread (as the pool's workers hold themselves), since openSMILE's singl
 For that row the script also prints the ratio of process CPU time (both run entirely in this process then),
 which other load on a shared machine does not inflate as it does the wall-clock ratio.
 
+``--ab TREE`` prints, instead, each extractor's thread CPU time against the same extractor module of another
+source tree, interleaved per clip in one process (robust to other load; the old module must import only names
+this tree still has).
+
 ``--stages`` prints, instead, the CPU time of each stage (decode + resample, the shared STFT, each modality) in
 ms per audio second, in this process's thread with one BLAS thread, on both sets (the profile behind the
 optimisation; thread CPU time, so that other load on the machine does not count).
@@ -26,6 +30,7 @@ optimisation; thread CPU time, so that other load on the machine does not count)
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -123,6 +128,52 @@ def stages(sets: dict[str, list[str]]) -> None:
                   f"ms per clip ({len(paths)} clips)")
 
 
+def ab(sets: dict[str, list[str]], tree: str, repeat: int) -> None:
+    """Each extractor of this tree against the same module of another source tree (loaded from its file, sharing
+    this tree's decoding and STFT), on the same decoded clips, alternating per clip, thread CPU; the minimum over
+    ``repeat`` passes. Both run interleaved in one process, so other load on the machine hits both alike: the
+    way to see a 10% change on a shared machine, where whole runs differ by 20-40%."""
+    import importlib.util
+
+    from threadpoolctl import threadpool_limits
+
+    from blindcheck.audio import decode, load_clip, read_bytes
+    from blindcheck.features import acoustic_modalities, get_extractor
+    from blindcheck.features.frames import clip_active_frames, stft_power
+
+    def load(name: str):
+        new = get_extractor(name)
+        spec = importlib.util.spec_from_file_location(f"other_{name}", Path(tree) / "blindcheck" / "features"
+                                                      / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return getattr(mod, type(new).__name__)(), new
+
+    pairs = {m: load(m) for m in acoustic_modalities()}
+    print(f"{'set':<20} {'modality':<10} {'other':>8} {'this':>8}  (thread CPU ms per audio second, min of "
+          f"{repeat}) this/other")
+    with threadpool_limits(1):
+        for name, paths in sets.items():
+            clips = [load_clip("x", decode(read_bytes(p))) for p in paths]
+            for c in clips:
+                stft_power(c), clip_active_frames(c)
+            audio = sum(len(c.y) / c.sr for c in clips)
+            for m, (other, this) in pairs.items():
+                other.extract(clips[0]), this.extract(clips[0])
+                best = {"other": math.inf, "this": math.inf}
+                for r in range(repeat):
+                    tot = dict.fromkeys(best, 0.0)
+                    order = (("other", other), ("this", this)) if r % 2 == 0 else (("this", this), ("other", other))
+                    for c in clips:
+                        for tag, e in order:
+                            t0 = time.thread_time()
+                            e.extract(c)
+                            tot[tag] += time.thread_time() - t0
+                    best = {k: min(best[k], tot[k]) for k in best}
+                print(f"{name:<20} {m:<10} {1000 * best['other'] / audio:>8.2f} {1000 * best['this'] / audio:>8.2f}"
+                      f"  {best['this'] / best['other']:.3f}")
+
+
 def overhead(paths: list[str]) -> tuple[float, float]:
     """Process CPU seconds of one ``extract_features`` run (1 worker, in this process) and the part spent in
     decoding and the extractors (their thread CPU, timed by wrapping them); the rest is planning, hashing, cache
@@ -162,6 +213,8 @@ def main() -> None:
     ap.add_argument("--long", type=int, default=24, help="long clips to build")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--stages", action="store_true", help="per-stage profile instead of the comparison")
+    ap.add_argument("--ab", metavar="TREE", help="per-extractor A/B against the extractor modules of another "
+                    "source tree (e.g. /work/main), interleaved per clip, instead of the comparison")
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per tool and set (interleaved); the minimum "
                     "wall and CPU time of each is reported, the usual estimate under other load")
     args = ap.parse_args()
@@ -172,6 +225,9 @@ def main() -> None:
         sets = {"short (FSDD clips)": files, "long (5-15 s)": make_long(files, args.long, Path(tmp))}
         if args.stages:
             stages(sets)
+            return
+        if args.ab:
+            ab(sets, args.ab, args.repeat)
             return
         # One untimed pass so that both tools' files are in the page cache and one-time costs are paid.
         run_blindcheck(files[:4], 1)
