@@ -10,6 +10,11 @@ empty band's numerical noise is a constant), and ``noise_slope_db_khz``, the
 least-squares slope of its dB spectrum (same floor) from 100 Hz to Nyquist: hiss, hum, a preamp's or a codec's noise
 shaping. Loudness is the same BS.1770-4 computation as pyloudnorm's ``Meter.integrated_loudness`` with the
 K-weighting filters built once per rate and the blocks summed vectorised (same values to rounding).
+
+Version 4 changes no feature, only the cost (``benchmarks/feature_drift.py``): the two K-weighting biquads run
+as one second-order-section filter (one pass instead of two; ``loudness_lufs`` within 1e-12 relative of version
+3), the Welch spectrum's window is built once per length, and percentiles and the running median come from one
+partition each (numpy's values bit for bit, without its wrappers' per-call cost on short clips).
 """
 
 from __future__ import annotations
@@ -37,21 +42,28 @@ N_NOISE_BANDS = 8
 
 
 @lru_cache(maxsize=8)
-def _k_weighting(sr: int) -> tuple:
-    """pyloudnorm's K-weighting stages at ``sr``: (b, a, passband gain) each, computed once."""
+def _k_weighting(sr: int) -> tuple[np.ndarray, float]:
+    """pyloudnorm's K-weighting stages at ``sr`` as second-order sections (b0 b1 b2 a0 a1 a2 per stage) and the
+    product of their passband gains, computed once."""
     import pyloudnorm
 
-    return tuple((f.b, f.a, f.passband_gain) for f in pyloudnorm.Meter(sr)._filters.values())
+    stages = list(pyloudnorm.Meter(sr)._filters.values())
+    sos = np.array([np.concatenate([np.asarray(f.b, float), np.asarray(f.a, float)]) for f in stages])
+    assert sos.shape[1] == 6, "K-weighting stages are biquads"
+    return sos / sos[:, 3:4], float(np.prod([f.passband_gain for f in stages]))
 
 
 def integrated_loudness(y: np.ndarray, sr: int, block_size: float) -> float:
     """ITU-R BS.1770-4 integrated loudness of a mono signal, as ``pyloudnorm.Meter(sr, block_size=block_size)
     .integrated_loudness(y)`` (gates at -70 LUFS and -10 LU; -inf when every block is gated out)."""
-    from scipy.signal import lfilter
+    from scipy.signal import sosfilt
 
-    x = np.asarray(y, np.float64)
-    for b, a, gain in _k_weighting(sr):
-        x = gain * lfilter(b, a, x)
+    sos, gain = _k_weighting(sr)
+    # Both stages in one pass (pyloudnorm runs lfilter twice): 3x cheaper, the same filter up to rounding (the
+    # filtered signal within 4e-14 relative, the loudness within 1e-12).
+    x = sosfilt(sos, np.asarray(y, np.float64))
+    if gain != 1.0:
+        x = gain * x
     step = 1.0 - 0.75
     n_blocks = int(np.round((len(x) / sr - block_size) / (block_size * step)) + 1)
     j = np.arange(n_blocks)
@@ -146,7 +158,7 @@ _NAMES = tuple(_feature_names())  # built once: extract_features asks for them p
 
 class RecordingExtractor:
     name = "recording"
-    version = "3"
+    version = "4"
 
     def config(self) -> dict:
         return {"frame_s": 0.025, "hop_s": 0.010, "loudness": "BS.1770-4/pyloudnorm"}

@@ -30,6 +30,11 @@ float64 from the shared power instead of float32 magnitudes (relative change < 1
 - ``mod_{lo}_{hi}hz``: share of the amplitude envelope's modulation power (frame RMS at 100 Hz, all frames,
   mean removed) in octave bands 1-2 ... 32-50 Hz; 0 when the envelope is flat. ``mod_1_2hz`` is NaN for clips
   under 1 s (it needs one full cycle).
+
+Version 5 changes no value (largest relative difference 1e-15, ``benchmarks/feature_drift.py``), only the cost:
+spectral contrast takes the minimum/maximum of a sub-band where librosa's 2% quantile is one bin (a sort
+otherwise), band rows are slices (views, not copies), percentiles come from one partition, the feature names are
+built once and the values go into the result by blocks.
 """
 
 from __future__ import annotations
