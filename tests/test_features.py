@@ -253,6 +253,76 @@ def test_real_speech_values_are_plausible(fsdd_meta):
         assert r["sample_rate"] == 8000 and r["bit_depth"] == 16
 
 
+def gaussian_pulses(marks: np.ndarray, amps: np.ndarray, dur: float, sr: int = SR, width: float = 2.5e-4):
+    """Gaussian pulses (sigma 0.25 ms, 4 samples at 16 kHz) of amplitude ``amps`` centred exactly at ``marks``
+    (sample j at (j + 0.5) / sr, as in a Praat Sound)."""
+    t = (np.arange(int(dur * sr)) + 0.5) / sr
+    y = np.zeros_like(t)
+    for tk, ak in zip(marks, amps, strict=True):
+        near = np.abs(t - tk) < 8 * width
+        y[near] += ak * np.exp(-0.5 * ((t[near] - tk) / width) ** 2)
+    return y
+
+
+@pytest.mark.parametrize("j,s", [(0.01, 0.05), (0.03, 0.2)])
+def test_jitter_shimmer_of_known_marks(j, s):
+    """Periods alternating P(1 +- j) and amplitudes A(1 +- s): by the definitions, jitter (local) is 2j (every
+    consecutive pair differs by 2jP, the mean period is P), jitter (RAP) 4j/3 (a period against the mean of three:
+    P(1 - j) vs P(1 + j/3)), shimmer (local) 2s and shimmer (APQ3) 4s/3. Every cycle's window spans 0.2 of each
+    neighbouring period, whose sum is 2P for every inner mark, so the windowed RMS is proportional to A."""
+    from blindcheck.features.periods import jitter_shimmer
+
+    p0, n = 1 / 120, 120
+    marks = 0.02 + np.concatenate([[0.0], np.cumsum(p0 * (1 + j * (-1.0) ** np.arange(n)))])
+    amps = 0.3 * (1 + s * (-1.0) ** np.arange(n + 1))
+    y = gaussian_pulses(marks, amps, marks[-1] + 0.03)
+    jl, jr, sl, sa = jitter_shimmer(y, SR, marks)
+    assert jl == pytest.approx(2 * j, rel=1e-9)  # n even: the mean period is exactly P
+    assert jr == pytest.approx(4 * j / 3, rel=1e-9)
+    assert sl == pytest.approx(2 * s, rel=2e-3)  # the mean amplitude of n of the n - 1 inner cycles: A(1 +- s/n)
+    assert sa == pytest.approx(4 * s / 3, rel=2e-3)
+    # Praat's rules: a period beyond 1.3x its neighbour is no period (a missing mark doubles one); jitter of the
+    # remaining pairs is unchanged, and the definitions need 3 marks.
+    gap = np.delete(marks, 61)
+    assert jitter_shimmer(y, SR, gap)[0] == pytest.approx(2 * j, rel=0.02)
+    assert all(math.isnan(v) for v in jitter_shimmer(y, SR, marks[:2]))
+
+
+def test_jitter_shimmer_reproduce_praat_on_its_marks(fsdd_meta):
+    """On Praat's own cross-correlation marks of real speech, the numpy definitions give Praat's four values."""
+    import parselmouth
+    from parselmouth.praat import call
+
+    from blindcheck.features.periods import jitter_shimmer
+
+    paths = list(fsdd_meta["abspath"].iloc[::60])
+    ys = [load_clip("x", decode(read_bytes(p))).y.astype(np.float64) for p in paths]
+    ys.append(np.concatenate([np.concatenate([y, np.zeros(1600)]) for y in ys]))  # several voiced stretches
+    for y in ys:
+        snd = parselmouth.Sound(y, sampling_frequency=SR)
+        pitch = snd.to_pitch_ac(time_step=0.01, pitch_floor=75, pitch_ceiling=500, max_number_of_candidates=15)
+        pp = call([snd, pitch], "To PointProcess (cc)")
+        praat = [call(pp, "Get jitter (local)", 0, 0, 0.0001, 0.02, 1.3),
+                 call(pp, "Get jitter (rap)", 0, 0, 0.0001, 0.02, 1.3),
+                 call([snd, pp], "Get shimmer (local)", 0, 0, 0.0001, 0.02, 1.3, 1.6),
+                 call([snd, pp], "Get shimmer (apq3)", 0, 0, 0.0001, 0.02, 1.3, 1.6)]
+        ours = jitter_shimmer(y, SR, call(pp, "To Matrix").values[0])
+        assert ours == pytest.approx(praat, rel=1e-9)
+
+
+def test_fast_percentiles_are_numpys():
+    from blindcheck.features.frames import percentiles, row_percentiles
+
+    rng = np.random.default_rng(0)
+    for n in [1, 2, 3, 4, 7, 40, 41, 257]:
+        a = rng.normal(size=n) * 100
+        qs = (0, 5, 10, 25, 33.3, 75, 95, 99, 100)
+        assert percentiles(a, qs, median=True) == [float(np.percentile(a, q)) for q in qs] + [float(np.median(a))]
+        m = rng.normal(size=(4, n))
+        assert np.array_equal(row_percentiles(m, (10, 50, 90)), np.percentile(m, (10, 50, 90), axis=1))
+    assert math.isnan(percentiles(np.array([1.0, np.nan, 2.0]), (50,))[0])
+
+
 # ------------------------------------------------------------------- families added for issue 21 (v4/v3)
 
 

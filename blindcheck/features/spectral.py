@@ -30,6 +30,11 @@ float64 from the shared power instead of float32 magnitudes (relative change < 1
 - ``mod_{lo}_{hi}hz``: share of the amplitude envelope's modulation power (frame RMS at 100 Hz, all frames,
   mean removed) in octave bands 1-2 ... 32-50 Hz; 0 when the envelope is flat. ``mod_1_2hz`` is NaN for clips
   under 1 s (it needs one full cycle).
+
+Version 5 changes no value (largest relative difference 1e-15, ``benchmarks/feature_drift.py``), only the cost:
+spectral contrast takes the minimum/maximum of a sub-band where librosa's 2% quantile is one bin (a sort
+otherwise), band rows are slices (views, not copies), percentiles come from one partition, the feature names are
+built once and the values go into the result by blocks.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from functools import lru_cache
 import numpy as np
 
 from blindcheck.audio import Clip
-from blindcheck.features.frames import HOP, N_FFT, WIN, clip_active_frames, stft_magnitude, stft_power
+from blindcheck.features.frames import HOP, N_FFT, WIN, clip_active_frames, row_percentiles, stft_magnitude, stft_power
 
 N_MELS, N_MFCC, N_CONTRAST = 40, 21, 6
 N_LIN = 32
@@ -85,19 +90,26 @@ def _bands(sr: int) -> dict:
         rows = np.flatnonzero(band)
         if k < N_CONTRAST:
             rows = rows[:-1]
-        contrast.append((rows, int(max(np.rint(0.02 * band.sum()), 1))))
+        contrast.append((_run(rows), int(max(np.rint(0.02 * band.sum()), 1))))
     lin_edges = np.linspace(0, len(freq) - 1, N_LIN + 1).round().astype(int)  # bins 1..N/2, DC left out
     slopes = {}
     for name, lo, hi in (("slope_0_500_db_khz", 0.0, 500.0), ("slope_500_1500_db_khz", 500.0, 1500.0)):
         rows = np.flatnonzero((freq > 0) & (freq >= lo) & (freq <= hi))  # DC left out (a 1-dof bin, biased low)
         fk = freq[rows] / 1000.0
         w = (fk - fk.mean()) / ((fk - fk.mean()) ** 2).sum()  # least-squares slope = w @ level
-        slopes[name] = (rows, w)
+        slopes[name] = (_run(rows), w)
     return {
         "freq": freq, "contrast": contrast, "lin": (lin_edges[:-1] + 1, np.diff(lin_edges)),
-        "alpha_lo": (freq >= 50) & (freq < 1000), "alpha_hi": (freq >= 1000) & (freq < 5000),
-        "hb_lo": freq < 2000, "hb_hi": (freq >= 2000) & (freq < 5000), "slopes": slopes,
+        "alpha_lo": _run((freq >= 50) & (freq < 1000)), "alpha_hi": _run((freq >= 1000) & (freq < 5000)),
+        "hb_lo": _run(freq < 2000), "hb_hi": _run((freq >= 2000) & (freq < 5000)), "slopes": slopes,
     }
+
+
+def _run(sel: np.ndarray) -> slice:
+    """A mask or index list of one contiguous run of bins as a slice (rows then index a view, not a copy)."""
+    idx = np.flatnonzero(sel) if sel.dtype == bool else np.asarray(sel)
+    assert idx.size and np.all(np.diff(idx) == 1)
+    return slice(int(idx[0]), int(idx[-1]) + 1)
 
 
 def _db(x: np.ndarray) -> np.ndarray:
@@ -109,7 +121,9 @@ def _delta(x: np.ndarray, width: int) -> np.ndarray:
     the frames. With a straight-line fit, the 'interp' edges take the slope of the first/last full window."""
     h = width // 2
     k = np.arange(-h, h + 1, dtype=np.float64)
-    core = np.lib.stride_tricks.sliding_window_view(x, width, axis=1) @ (k / (k**2).sum())
+    view = np.lib.stride_tricks.as_strided(x, (x.shape[0], x.shape[1] - width + 1, width),
+                                           (x.strides[0], x.strides[1], x.strides[1]), writeable=False)
+    core = view @ (k / (k**2).sum())  # sliding_window_view(x, width, axis=1), without its overhead
     return core[:, np.clip(np.arange(x.shape[1]) - h, 0, core.shape[1] - 1)]
 
 
@@ -118,16 +132,19 @@ def _contrast(mag: np.ndarray, sr: int) -> np.ndarray:
     peak = np.empty((N_CONTRAST + 1, mag.shape[1]))
     valley = np.empty_like(peak)
     for k, (rows, q) in enumerate(_bands(sr)["contrast"]):
-        srt = np.sort(mag[rows], axis=0)
-        valley[k] = srt[:q].mean(axis=0)
-        peak[k] = srt[-q:].mean(axis=0)
+        sub = mag[rows]  # a contiguous run of bins: a view
+        if q == 1:
+            valley[k], peak[k] = sub.min(axis=0), sub.max(axis=0)
+        else:
+            srt = np.sort(sub, axis=0)
+            valley[k], peak[k] = srt[:q].mean(axis=0), srt[-q:].mean(axis=0)
     pdb, vdb = _db(peak), _db(valley)  # librosa's power_to_db(top_db=80) on the peak and valley matrices
     return np.maximum(pdb, pdb.max() - 80.0) - np.maximum(vdb, vdb.max() - 80.0)
 
 
 def _zcr(y: np.ndarray, n_frames: int) -> np.ndarray:
     """librosa.feature.zero_crossing_rate(y, frame_length=WIN, hop_length=HOP, center=True)."""
-    y = np.pad(y, WIN // 2, mode="edge")
+    y = np.concatenate([np.full(WIN // 2, y[0]), y, np.full(WIN // 2, y[-1])])  # np.pad(mode="edge")
     s = np.signbit(np.where(np.abs(y) <= 1e-10, 0.0, y))
     cs = np.concatenate([[0], np.cumsum(s[1:] != s[:-1])])
     starts = np.arange(n_frames) * HOP
@@ -150,30 +167,51 @@ def _modulation(power: np.ndarray, sr: int) -> np.ndarray:
     return out
 
 
+def _feature_names() -> list[str]:
+    names = []
+    for i in range(N_MFCC):
+        names += [f"mfcc_{i:02d}_mean"] if i else []
+        names += [f"mfcc_{i:02d}_std", f"mfcc_{i:02d}_delta_mean", f"mfcc_{i:02d}_delta_std"]
+    for f in _FRAME_FEATURES:
+        names += [f"{f}_mean", f"{f}_std"]
+    for b in range(N_CONTRAST + 1):
+        names += [f"contrast_{b}_mean", f"contrast_{b}_std"]
+    names += [f"ltas_mel_{b:02d}" for b in range(N_MELS)]
+    names += [f"ltas_lin_{b:02d}" for b in range(N_LIN)]
+    for f in _TILT_FEATURES:
+        names += [f"{f}_mean", f"{f}_std"]
+    names += [f"{f}_p{p}" for f in _PCT_FEATURES for p in _PCTS]
+    names += [f"mod_{lo:g}_{hi:g}hz" for lo, hi in zip(_MOD_EDGES[:-1], _MOD_EDGES[1:], strict=True)]
+    return names
+
+
+_NAMES = tuple(_feature_names())  # built once: extract_features asks for them per clip
+_OUT = {  # the names of each block of values, in the order extract() computes them
+    "mfcc_mean": [f"mfcc_{i:02d}_mean" for i in range(1, N_MFCC)],
+    "mfcc_std": [f"mfcc_{i:02d}_std" for i in range(N_MFCC)],
+    "mfcc_delta_mean": [f"mfcc_{i:02d}_delta_mean" for i in range(N_MFCC)],
+    "mfcc_delta_std": [f"mfcc_{i:02d}_delta_std" for i in range(N_MFCC)],
+    "series_mean": [f"{k}_mean" for k in _FRAME_FEATURES + _TILT_FEATURES],
+    "series_std": [f"{k}_std" for k in _FRAME_FEATURES + _TILT_FEATURES],
+    "pct": [f"{k}_p{p}" for k in _PCT_FEATURES for p in _PCTS],
+    "contrast_mean": [f"contrast_{b}_mean" for b in range(N_CONTRAST + 1)],
+    "contrast_std": [f"contrast_{b}_std" for b in range(N_CONTRAST + 1)],
+    "ltas_mel": [f"ltas_mel_{b:02d}" for b in range(N_MELS)],
+    "ltas_lin": [f"ltas_lin_{b:02d}" for b in range(N_LIN)],
+    "mod": [f"mod_{lo:g}_{hi:g}hz" for lo, hi in zip(_MOD_EDGES[:-1], _MOD_EDGES[1:], strict=True)],
+}
+
+
 class SpectralExtractor:
     name = "spectral"
-    version = "4"
+    version = "5"
 
     def config(self) -> dict:
         return {"n_fft": N_FFT, "win": WIN, "hop": HOP, "n_mels": N_MELS, "n_mfcc": N_MFCC, "contrast": N_CONTRAST,
                 "n_lin": N_LIN, "pcts": list(_PCTS), "mod_edges": list(_MOD_EDGES)}
 
     def feature_names(self) -> list[str]:
-        names = []
-        for i in range(N_MFCC):
-            names += [f"mfcc_{i:02d}_mean"] if i else []
-            names += [f"mfcc_{i:02d}_std", f"mfcc_{i:02d}_delta_mean", f"mfcc_{i:02d}_delta_std"]
-        for f in _FRAME_FEATURES:
-            names += [f"{f}_mean", f"{f}_std"]
-        for b in range(N_CONTRAST + 1):
-            names += [f"contrast_{b}_mean", f"contrast_{b}_std"]
-        names += [f"ltas_mel_{b:02d}" for b in range(N_MELS)]
-        names += [f"ltas_lin_{b:02d}" for b in range(N_LIN)]
-        for f in _TILT_FEATURES:
-            names += [f"{f}_mean", f"{f}_std"]
-        names += [f"{f}_p{p}" for f in _PCT_FEATURES for p in _PCTS]
-        names += [f"mod_{lo:g}_{hi:g}hz" for lo, hi in zip(_MOD_EDGES[:-1], _MOD_EDGES[1:], strict=True)]
-        return names
+        return list(_NAMES)
 
     def extract(self, clip: Clip) -> dict[str, float]:
         sr = clip.sr
@@ -196,12 +234,10 @@ class SpectralExtractor:
             dm, ds = delta[:, act].mean(axis=1), delta[:, act].std(axis=1)
         else:
             dm = ds = np.full(N_MFCC, math.nan)
-        for i in range(N_MFCC):
-            if i:
-                out[f"mfcc_{i:02d}_mean"] = float(m[i])
-            out[f"mfcc_{i:02d}_std"] = float(s[i])
-            out[f"mfcc_{i:02d}_delta_mean"] = float(dm[i])
-            out[f"mfcc_{i:02d}_delta_std"] = float(ds[i])
+        out.update(zip(_OUT["mfcc_mean"], m[1:].tolist(), strict=True))
+        out.update(zip(_OUT["mfcc_std"], s.tolist(), strict=True))
+        out.update(zip(_OUT["mfcc_delta_mean"], dm.tolist(), strict=True))
+        out.update(zip(_OUT["mfcc_delta_std"], ds.tolist(), strict=True))
 
         # Frame series over the active frames only (every one has one value per STFT frame).
         p_act, m_act = power[:, act], mag[:, act].astype(np.float64)
@@ -221,29 +257,24 @@ class SpectralExtractor:
         tilt += [w @ _db(p_act[rows]) for rows, w in c["slopes"].values()]
         series = np.vstack([centroid, bandwidth, rolloff, flatness, zcr, flux, *tilt])
         means, stds = series.mean(axis=1), series.std(axis=1)
-        for j, k in enumerate(_FRAME_FEATURES + _TILT_FEATURES):
-            out[f"{k}_mean"], out[f"{k}_std"] = float(means[j]), float(stds[j])
-        pct = np.percentile(series[:4], _PCTS, axis=1)  # (pcts, features)
-        for j, k in enumerate(_PCT_FEATURES):
-            for i, p in enumerate(_PCTS):
-                out[f"{k}_p{p}"] = float(pct[i, j])
+        out.update(zip(_OUT["series_mean"], means.tolist(), strict=True))
+        out.update(zip(_OUT["series_std"], stds.tolist(), strict=True))
+        pct = row_percentiles(series[:4], _PCTS)  # (pcts, features), as np.percentile(..., axis=1)
+        out.update(zip(_OUT["pct"], pct.T.ravel().tolist(), strict=True))  # feature-major: centroid_hz_p10, ..._p90
 
         contrast = _contrast(mag, sr)[:, act]
         cm, cs = contrast.mean(axis=1), contrast.std(axis=1)
-        for b in range(N_CONTRAST + 1):
-            out[f"contrast_{b}_mean"], out[f"contrast_{b}_std"] = float(cm[b]), float(cs[b])
+        out.update(zip(_OUT["contrast_mean"], cm.tolist(), strict=True))
+        out.update(zip(_OUT["contrast_std"], cs.tolist(), strict=True))
         ltas = _db(mel[:, act].mean(axis=1))
         ltas -= ltas.mean()
-        for b in range(N_MELS):
-            out[f"ltas_mel_{b:02d}"] = float(ltas[b])
+        out.update(zip(_OUT["ltas_mel"], ltas.tolist(), strict=True))
         lt = p_act.mean(axis=1)
         lin = np.add.reduceat(lt, c["lin"][0]) / c["lin"][1]
         lin = 10.0 * np.log10(np.maximum(lin / max(lin.mean(), 1e-30), 1e-8))  # re the mean band power, >= -80 dB
-        for b in range(N_LIN):
-            out[f"ltas_lin_{b:02d}"] = float(lin[b])
+        out.update(zip(_OUT["ltas_lin"], lin.tolist(), strict=True))
         mod = _modulation(power, sr)
         if math.isnan(mod[0]):
             clip.notes.append("spectral: clip shorter than 1 s, 1-2 Hz envelope modulation undefined")
-        for (lo, hi), v in zip(zip(_MOD_EDGES[:-1], _MOD_EDGES[1:], strict=True), mod, strict=True):
-            out[f"mod_{lo:g}_{hi:g}hz"] = float(v)
+        out.update(zip(_OUT["mod"], mod.tolist(), strict=True))
         return out
