@@ -115,8 +115,8 @@ class Store:
         df = pd.concat([t.to_pandas() for t in tables], ignore_index=True)
         return df.drop_duplicates(subset=key, keep="last").reset_index(drop=True)
 
-    def _append(self, d: Path, df: pd.DataFrame) -> None:
-        if not df.empty:
+    def _append(self, d: Path, df: pd.DataFrame | pa.Table) -> None:
+        if (df.num_rows if isinstance(df, pa.Table) else len(df)):
             write_parquet_atomic(df, d / _part_name())
 
     def _compact(self, d: Path, key: list[str], min_parts: int = COMPACT_PARTS) -> bool:
@@ -215,7 +215,7 @@ class Store:
         df = self._read(self.feature_dir(tag), ["content_hash"], "content_hash", keys)
         return df.set_index("content_hash") if not df.empty else df
 
-    def append_features(self, tag: str, df: pd.DataFrame) -> None:
+    def append_features(self, tag: str, df: pd.DataFrame | pa.Table) -> None:
         self._append(self.feature_dir(tag), df)
 
     def present(self, tag: str, keys: Iterable[str]) -> set[str]:

@@ -155,13 +155,20 @@ class Chunker:
 
 # ------------------------------------------------------------------------------------------- worker side
 
-_WORKER: dict[str, Any] = {"extractors": {}, "ready": False}
+_WORKER: dict[str, Any] = {"extractors": {}, "names": {}, "ready": False}
 
 
 def _extractor(name: str):
     if name not in _WORKER["extractors"]:
         _WORKER["extractors"][name] = get_extractor(name)
+        _WORKER["names"][name] = tuple(_WORKER["extractors"][name].feature_names())
     return _WORKER["extractors"][name]
+
+
+def _names(name: str) -> tuple[str, ...]:
+    """The feature names of extractor ``name`` (asked once per worker)."""
+    _extractor(name)
+    return _WORKER["names"][name]
 
 
 def _process_clip(task: dict, sr: int, allow_truncated: bool) -> dict:
@@ -187,7 +194,11 @@ def _process_clip(task: dict, sr: int, allow_truncated: bool) -> dict:
         except Exception as exc:
             res["errors"].append((name, f"{type(exc).__name__}: {exc}"))
             continue
-        res["feats"][name] = {k: _nan(values.get(k)) for k in ext.feature_names()}
+        try:  # in the extractor's column order; a missing value or None is NaN
+            res["feats"][name] = np.array([values.get(k) for k in _names(name)], dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            res["errors"].append((name, f"a value that is not a number: {exc}"))
+            continue
         # What decoding found (truncation, non-finite samples) goes with the recording modality, or with the
         # first one computed when recording is not.
         first = "recording" if "recording" in task["modalities"] else task["modalities"][0]
@@ -225,10 +236,13 @@ def _extract_chunk(job: dict) -> dict:
     if index:
         store.append_index(index)
     for m, tag in sorted(job["tags"].items()):
-        rows = [{"content_hash": r["hash"], "_notes": "\n".join(r["notes"].get(m, [])), **r["feats"][m]}
-                for r in results if m in r["feats"]]
-        if rows:
-            store.append_features(tag, pd.DataFrame(rows))
+        done = [r for r in results if m in r["feats"]]
+        if done:  # one float64 column per feature, straight into Arrow (no per-value Python, no pandas)
+            block = np.stack([r["feats"][m] for r in done], axis=1)
+            cols = {"content_hash": pa.array([r["hash"] for r in done], pa.string()),
+                    "_notes": pa.array(["\n".join(r["notes"].get(m, [])) for r in done], pa.string())}
+            cols.update((k, pa.array(block[j])) for j, k in enumerate(_names(m)))
+            store.append_features(tag, pa.table(cols))
     return {"seconds": time.perf_counter() - t0,
             "clips": [{"row": r["row"], "hash": r["hash"], "errors": r["errors"], "computed": list(r["feats"])}
                       for r in results]}

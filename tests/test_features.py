@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import librosa
 import numpy as np
@@ -321,6 +322,28 @@ def test_fast_percentiles_are_numpys():
         m = rng.normal(size=(4, n))
         assert np.array_equal(row_percentiles(m, (10, 50, 90)), np.percentile(m, (10, 50, 90), axis=1))
     assert math.isnan(percentiles(np.array([1.0, np.nan, 2.0]), (50,))[0])
+
+
+def test_mel_filterbank_is_librosas_bit_for_bit_without_importing_it():
+    import subprocess
+    import sys
+
+    import librosa.filters
+
+    from blindcheck.features.frames import mel_filterbank
+
+    for sr, n_fft, n_mels, fmin, fmax in [(16000, 512, 40, 20.0, 8000.0), (16000, 400, 40, 0.0, None),
+                                          (8000, 512, 40, 20.0, 4000.0), (44100, 2048, 128, 0.0, None)]:
+        ours = mel_filterbank(sr, n_fft, n_mels, fmin, fmax)
+        theirs = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+        assert ours.dtype == theirs.dtype and np.array_equal(ours, theirs)
+    # an extraction worker's warm-up (every acoustic extractor on a clip) imports neither librosa nor numba
+    code = ("import sys; from blindcheck.extract import _warm_worker; "
+            "_warm_worker(['recording', 'spectral', 'prosodic']); "
+            "print(sorted(m for m in ('librosa', 'numba') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=str(Path(__file__).resolve().parents[1]))
+    assert out.stdout.strip() == "[]", out.stderr[-2000:]
 
 
 # ------------------------------------------------------------------- families added for issue 21 (v4/v3)

@@ -45,7 +45,16 @@ from functools import lru_cache
 import numpy as np
 
 from blindcheck.audio import Clip
-from blindcheck.features.frames import HOP, N_FFT, WIN, clip_active_frames, row_percentiles, stft_magnitude, stft_power
+from blindcheck.features.frames import (
+    HOP,
+    N_FFT,
+    WIN,
+    clip_active_frames,
+    mel_filterbank,
+    row_percentiles,
+    stft_magnitude,
+    stft_power,
+)
 
 N_MELS, N_MFCC, N_CONTRAST = 40, 21, 6
 N_LIN = 32
@@ -59,9 +68,8 @@ _AMIN = 1e-10
 
 @lru_cache(maxsize=8)
 def _mel_basis(sr: int) -> np.ndarray:
-    import librosa.filters  # the filter bank only (no numba): slaney mel, as librosa.feature.melspectrogram
-
-    return librosa.filters.mel(sr=sr, n_fft=N_FFT, n_mels=N_MELS, fmin=20.0, fmax=sr / 2).astype(np.float64)
+    # librosa.filters.mel's slaney bank, bit for bit, without importing librosa (and numba with it)
+    return mel_filterbank(sr, N_FFT, N_MELS, fmin=20.0, fmax=sr / 2).astype(np.float64)
 
 
 @lru_cache(maxsize=1)

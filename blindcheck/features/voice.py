@@ -35,7 +35,7 @@ import pandas as pd
 
 from blindcheck.audio import ANALYSIS_SR, Clip
 from blindcheck.errors import MissingDependencyError, worker_errors
-from blindcheck.features.frames import activity, frame_levels_db, stft_mag
+from blindcheck.features.frames import activity, frame_levels_db, mel_filterbank, stft_mag
 
 EMB_DIM = 256
 N_MELS, N_FFT, HOP = 40, 400, 160  # resemblyzer's mel frames: 25 ms windows every 10 ms at 16 kHz, 40 bands
@@ -120,10 +120,8 @@ def speech_signal(y: np.ndarray, sr: int, mask: np.ndarray, hop_s: float = 0.010
 def mel_frames(wav: np.ndarray, sr: int = ANALYSIS_SR) -> np.ndarray:
     """Power mel spectrogram, shape (frames, 40): librosa's ``melspectrogram(n_fft=400, hop_length=160,
     n_mels=40)`` as resemblyzer computes it, through the shared numpy STFT."""
-    import librosa
-
     power = stft_mag(wav, N_FFT, HOP, N_FFT).astype(np.float64) ** 2
-    basis = librosa.filters.mel(sr=sr, n_fft=N_FFT, n_mels=N_MELS)
+    basis = mel_filterbank(sr, N_FFT, N_MELS)  # librosa.filters.mel's, bit for bit
     return (basis @ power).astype(np.float32).T
 
 
