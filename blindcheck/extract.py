@@ -506,8 +506,9 @@ def extract_features(manifest: Manifest, cache_dir: str | os.PathLike, config: E
 
 def open_executor(config: ExtractionConfig, warm: list[str] | None = None) -> Executor:
     """The executor ``config`` names, started, with the extractors in ``warm`` (default: the config's acoustic
-    modalities) imported and exercised: here, for the local pool, so that forked workers inherit them (librosa's
-    first call alone takes seconds); on every Dask worker, in parallel (late joiners do it on first use)."""
+    modalities) imported and exercised: here, for the local pool, so that forked workers inherit them (scipy's and
+    Praat's imports and first calls take about a second); on every Dask worker, in parallel (late joiners do it on
+    first use)."""
     warm = list(warm) if warm is not None else [str(m) for m in config.requested if m.acoustic]
     if config.executor == "local":
         _warm_worker(warm)
