@@ -299,8 +299,9 @@ def _bound(x: object) -> float:
 
 def _index_keys(paths: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> pd.DataFrame:
     """The cache index key (:data:`INDEX_KEY`) of each clip: path, its source file's size and mtime (``-1`` where
-    the file cannot be stat'ed: the clip is then read and fails with a proper error), segment bounds. One ``stat``
-    per source file, however many segments it holds."""
+    the file cannot be stat'ed: the clip is then read and fails with a proper error), segment bounds; and ``file``,
+    a code per source file (jobs take a file's clips one after another). One ``stat`` per source file, however many
+    segments it holds."""
     files, uniq = pd.factorize(np.array([source_file(p) for p in paths], dtype=object))
     size = np.full(len(uniq) + 1, -1, dtype=np.int64)  # the last slot: files pd.factorize could not code
     mtime = np.full(len(uniq) + 1, -1, dtype=np.int64)
@@ -312,7 +313,7 @@ def _index_keys(paths: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> pd.D
         size[j], mtime[j] = st.st_size, st.st_mtime_ns
     return pd.DataFrame({"path": paths, "size": size[files], "mtime_ns": mtime[files],
                          "start": np.where(np.isnan(starts), NO_BOUND, starts),
-                         "end": np.where(np.isnan(ends), NO_BOUND, ends)})
+                         "end": np.where(np.isnan(ends), NO_BOUND, ends), "file": files})
 
 
 def _plan_table(todo: np.ndarray, ids: np.ndarray, keys: pd.DataFrame, starts: np.ndarray, ends: np.ndarray,
@@ -384,9 +385,8 @@ def extract_features(manifest: Manifest, cache_dir: str | os.PathLike, config: E
     todo = todo[first == todo]
     # The clips of one source file (a recording's Kaldi segments, a shard's rows) one after another, so that a
     # worker reads and hashes the recording (or a shard's row group) once for all of them.
-    file_code = pd.factorize(np.array([source_file(p) for p in paths[todo]], dtype=object))[0]
-    todo = todo[np.lexsort((todo, file_code))]
-    del group, first, file_code
+    todo = todo[np.lexsort((todo, keys["file"].to_numpy()[todo]))]
+    del group, first
 
     errors: list[dict] = [r for r in manifest.missing.to_dict("records")]
     failed = np.zeros(n, dtype=bool)

@@ -118,9 +118,13 @@ def percentile_spot(n: int, q: float) -> tuple[int, int, float]:
     return lo, hi, (vi - math.floor(vi) if 0 <= vi < n - 1 else 0.0)
 
 
+# Slaney's mel scale (librosa's default, ``htk=False``): linear below 1 kHz, logarithmic above.
+_MEL_SP, _MEL_LOG_HZ = 200.0 / 3, 1000.0  # Hz per mel in the linear part; where the log part begins
+_MEL_LOG_MEL, _MEL_LOGSTEP = _MEL_LOG_HZ / _MEL_SP, np.log(6.4) / 27.0
+
+
 def _hz_to_mel(f: float) -> float:
-    """Slaney's mel scale (librosa's default, ``htk=False``): linear below 1 kHz, logarithmic above."""
-    return f / (200.0 / 3) if f < 1000.0 else 1000.0 / (200.0 / 3) + math.log(f / 1000.0) / (np.log(6.4) / 27.0)
+    return f / _MEL_SP if f < _MEL_LOG_HZ else _MEL_LOG_MEL + math.log(f / _MEL_LOG_HZ) / _MEL_LOGSTEP
 
 
 def mel_filterbank(sr: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
@@ -128,11 +132,10 @@ def mel_filterbank(sr: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: fl
     area normalisation, float32) by librosa's own arithmetic, bit for bit (``tests/test_features.py``), without
     importing librosa: its import pulls in numba and cost 0.7 s of every worker's start-up."""
     fmax = float(sr) / 2 if fmax is None else fmax
-    f_sp, min_log_mel, logstep = 200.0 / 3, 1000.0 / (200.0 / 3), np.log(6.4) / 27.0
     mels = np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2)
-    mel_f = f_sp * mels
-    log_t = mels >= min_log_mel
-    mel_f[log_t] = 1000.0 * np.exp(logstep * (mels[log_t] - min_log_mel))
+    mel_f = _MEL_SP * mels  # back to Hz
+    log_t = mels >= _MEL_LOG_MEL
+    mel_f[log_t] = _MEL_LOG_HZ * np.exp(_MEL_LOGSTEP * (mels[log_t] - _MEL_LOG_MEL))
     ramps = np.subtract.outer(mel_f, np.fft.rfftfreq(n=n_fft, d=1.0 / sr))
     fdiff = np.diff(mel_f)
     weights = np.zeros((n_mels, 1 + n_fft // 2), dtype=np.float32)

@@ -208,6 +208,8 @@ _OUT = {  # the names of each block of values, in the order extract() computes t
     "ltas_lin": [f"ltas_lin_{b:02d}" for b in range(N_LIN)],
     "mod": [f"mod_{lo:g}_{hi:g}hz" for lo, hi in zip(_MOD_EDGES[:-1], _MOD_EDGES[1:], strict=True)],
 }
+# The two orders name the same features: one added to a list and not the other would be NaN (or dropped) silently.
+assert sorted(n for block in _OUT.values() for n in block) == sorted(_NAMES), "spectral: _OUT and _NAMES differ"
 
 
 class SpectralExtractor:
