@@ -6,7 +6,14 @@ prints milliseconds of compute per second of audio for each and their ratio (bli
 clips made by concatenating FSDD clips with 100 ms pauses.
 
     python benchmarks/extract_speed.py [--data DIR_WITH_metadata.csv] [--clips N] [--long N] [--workers N]
-                                       [--repeat N]
+                                       [--repeat N] [--rate HZ]
+
+``--rate HZ`` resamples both sets to HZ first (soxr HQ, 16-bit files), so that both tools read the same files
+at that rate. It matters because the two tools do not analyse at the same rate: blindcheck resamples every
+input to 16 kHz and analyses that, whatever the file's rate, so that no feature depends on the recording's
+rate through the analysis (only ``recording.*`` describes the rate); openSMILE analyses at the file's own rate.
+On the FSDD's 8 kHz files eGeMAPS therefore processes half the samples blindcheck does; at 16 kHz both process
+the same signal; at 44.1 kHz eGeMAPS processes 2.8 times as many.
 
 Each tool runs ``--repeat`` times (default 3) on each set, interleaved with the other, and the minimum wall and
 CPU time of each is reported: on a shared machine, other sessions' load inflates single runs by 20-40% (four
@@ -16,7 +23,10 @@ Needs the `bench` extra (opensmile). Worker start-up (imports, warm-up) is inclu
 user would experience it. The 1-worker row is per core: blindcheck then runs in this process, which is held to
 one BLAS thread (as the pool's workers hold themselves), since openSMILE's single worker uses one thread.
 For that row the script also prints the ratio of process CPU time (both run entirely in this process then),
-which other load on a shared machine does not inflate as it does the wall-clock ratio.
+which other load on a shared machine does not inflate as it does the wall-clock ratio. The CPU ratio is the
+per-core figure: Praat's pitch analysis splits its frames over up to one thread per core, so blindcheck's wall
+time in the 1-worker row has help from the other cores (a 10 s sound's pitch: 7.7 ms wall and 14 ms CPU on 2
+cores; 14.3 ms wall and 14.2 ms CPU pinned to one), while openSMILE runs on one thread.
 
 ``--ab TREE`` prints, instead, each extractor's CPU time against the same extractor module of another
 source tree, interleaved per clip in one process (robust to other load; the old module must import only names
@@ -66,6 +76,20 @@ def make_long(files: list[str], n: int, out: Path, seed: int = 0) -> list[str]:
         sf.write(p, np.concatenate(parts), sr, subtype="PCM_16")
         paths.append(str(p))
     return paths
+
+
+def at_rate(paths: list[str], rate: int, out: Path) -> list[str]:
+    """Copies of ``paths`` resampled to ``rate`` (soxr HQ, as blindcheck's own resampling; 16-bit PCM)."""
+    import soxr
+
+    out.mkdir(parents=True, exist_ok=True)
+    copies = []
+    for k, p in enumerate(paths):
+        x, sr = sf.read(p, dtype="float32")
+        q = out / f"{k:04d}_{Path(p).name}"
+        sf.write(q, np.clip(soxr.resample(x, sr, rate, quality="HQ"), -1.0, 1.0), rate, subtype="PCM_16")
+        copies.append(str(q))
+    return copies
 
 
 def run_blindcheck(paths: list[str], workers: int) -> tuple[float, float, int]:
@@ -223,6 +247,8 @@ def main() -> None:
     ap.add_argument("--stages", action="store_true", help="per-stage profile instead of the comparison")
     ap.add_argument("--ab", metavar="TREE", help="per-extractor A/B against the extractor modules of another "
                     "source tree (e.g. /work/main), interleaved per clip, instead of the comparison")
+    ap.add_argument("--rate", type=int, default=0, help="resample both sets to this rate first (both tools then "
+                    "read files at this rate); 0: the files' own rate (FSDD: 8 kHz)")
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per tool and set (interleaved); the minimum "
                     "wall and CPU time of each is reported, the usual estimate under other load")
     args = ap.parse_args()
@@ -231,6 +257,9 @@ def main() -> None:
     files = [str(Path(args.data) / p) for p in meta["path"]][: args.clips]
     with tempfile.TemporaryDirectory() as tmp:
         sets = {"short (FSDD clips)": files, "long (5-15 s)": make_long(files, args.long, Path(tmp))}
+        if args.rate:
+            sets = {f"{name[:-1]}, {args.rate // 1000} kHz)": at_rate(paths, args.rate, Path(tmp) / str(k))
+                    for k, (name, paths) in enumerate(sets.items())}
         if args.stages:
             stages(sets, args.repeat)
             return
