@@ -112,7 +112,7 @@ class ASRConfig:
         model = self.resolved_model()
         ident = model_digest(model, memo_dir) if Path(model).exists() else model
         packing = f"packed-{self.window_s}-{self.gap_s}-{self.max_packed_clip_s}" if self.pack else "single"
-        key = (f"v4|{self.backend}|{ident}|{self.resolved_compute_type()}|beam{self.beam_size}|{self.language}|"
+        key = (f"v5|{self.backend}|{ident}|{self.resolved_compute_type()}|beam{self.beam_size}|{self.language}|"
                f"{packing}")
         return f"asr-{self.backend}-{hashlib.blake2b(key.encode(), digest_size=6).hexdigest()}"
 
@@ -261,6 +261,15 @@ def _asr_setup(cfg: dict, threads: int, inter: int = 1) -> None:
 
 def _load_model(cfg: dict, threads: int, inter: int = 1) -> None:
     offline()
+    # One BLAS thread for numpy in this worker, whatever the environment says: the backends compute the log-mel
+    # input with a numpy matrix product, whose rounding depends on OpenBLAS's thread count, and Whisper's greedy
+    # decoding turns those last bits into other words (4 of 10 test sentences read differently with
+    # OPENBLAS_NUM_THREADS=1 than with 2 threads). Pinned, a clip's transcript no longer depends on the machine's
+    # core count, on the executor (Dask's workers run with one BLAS thread) or on the environment. The models'
+    # own threads (CTranslate2's OpenMP, torch's) are set where the model is loaded, not here.
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
     config = ASRConfig(**cfg)
     if config.backend == "faster-whisper":
         try:

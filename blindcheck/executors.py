@@ -169,9 +169,17 @@ class DaskExecutor(Executor):
             # recording extractor ran 1.33x slower with it): the glibc default instead, as in the local pool.
             environ = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ", {}).items()
                        if k != "MALLOC_TRIM_THRESHOLD_"}
+            # A LocalCluster's nannies live in this process and set their workers' environment (one thread for
+            # OpenMP, MKL and OpenBLAS; a fixed PYTHONHASHSEED) by writing it into this process's os.environ,
+            # where it stayed: every process started later inherited it (the local pool's spawned ASR and
+            # embedding workers, torch's thread count). The driver's environment is restored once the workers
+            # are up, and again at close (a nanny that restarts a killed worker writes it again).
+            self._environ = dict(os.environ)
             with dask.config.set({"distributed.scheduler.allowed-failures": allowed_failures,
                                   "distributed.worker.profile.enabled": False,
-                                  "distributed.nanny.pre-spawn-environ": environ}):
+                                  "distributed.nanny.pre-spawn-environ": environ}), \
+                    contextlib.ExitStack() as restore:
+                restore.callback(self._restore_environ)
                 self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
                                             dashboard_address=None, silence_logs=logging.ERROR,
                                             scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
@@ -179,6 +187,13 @@ class DaskExecutor(Executor):
         self.address = address or self.cluster.scheduler_address
         self.workers = max(1, sum(self.client.nthreads().values()))
         self._seen_paths: set[str] = set()
+
+    def _restore_environ(self) -> None:
+        for key in set(os.environ) - set(self._environ):
+            del os.environ[key]
+        for key, value in self._environ.items():
+            if os.environ.get(key) != value:
+                os.environ[key] = value
 
     def describe(self) -> str:
         where = "a LocalCluster" if self.cluster is not None else self.address
@@ -256,3 +271,4 @@ class DaskExecutor(Executor):
             with contextlib.suppress(Exception):
                 child.kill()
         closer.join(10)
+        self._restore_environ()

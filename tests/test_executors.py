@@ -122,6 +122,20 @@ def test_cli_runs_on_a_scheduler_by_address(cluster, clips, reference, tmp_path)
     assert bad.returncode == 2 and "add --executor dask" in bad.stderr, bad.stderr
 
 
+def test_a_local_cluster_leaves_the_drivers_environment_as_it_was():
+    """A LocalCluster's nannies live in the driver and write their workers' environment (one OpenMP, MKL and
+    OpenBLAS thread, a fixed PYTHONHASHSEED) into the driver's os.environ, where every process started later
+    (the local pool's spawned ASR and embedding workers) inherited it. The executor puts it back."""
+    before = dict(os.environ)
+    ex = DaskExecutor(workers=1)
+    try:
+        assert dict(os.environ) == before
+        assert ex.client.run(lambda: os.environ.get("OMP_NUM_THREADS")) == {w: "1" for w in ex.client.nthreads()}
+    finally:
+        ex.close()
+    assert dict(os.environ) == before
+
+
 def test_ctrl_c_on_a_local_cluster_ends_every_process_and_resumes(fsdd_meta, tmp_path):
     """SIGINT while a LocalCluster extracts: exit 130 within seconds, no worker or nanny left, and the rerun
     computes only what the interrupted run had not written."""

@@ -90,13 +90,36 @@ def test_packed_asr_on_real_speech_is_as_accurate_as_one_clip_per_call(fsdd_meta
     packed = sorted(transcribe(tasks, ASRConfig(), workers=2, stats=stats), key=lambda r: r["row"])
     single = sorted(transcribe(tasks, ASRConfig(pack=False), workers=2), key=lambda r: r["row"])
     assert all(r["error"] is None for r in packed + single)
-    assert stats["packed_windows"] >= 1 and stats["windows"] < 5
+    # 40 clips in a few windows: ~2 in the first round; a window left doubtful (measured: one of two, "14 of 29
+    # clips got no words") costs a second round and a few clips alone, 8 windows in all, still 5x fewer calls.
+    assert stats["packed_windows"] >= 1 and stats["windows"] <= len(tasks) // 4
     assert sum(r["mode"] == "packed" for r in packed) >= 32 and all(r["mode"] == "single" for r in single)
     wer_packed, wer_single = _wer(sel["text"], packed), _wer(sel["text"], single)
     # Measured: packed 0.05-0.10 (a list of digits gives Whisper context), single 0.35-0.45 (isolated words).
     assert wer_packed <= 0.25 and wer_packed <= wer_single + 0.05, (wer_packed, wer_single)
     assert all(r["word_logprob"] <= 0 and r["language"] == "en" for r in packed if r["text"])
     assert all(r["window_size"] > 1 for r in packed if r["mode"] == "packed")
+
+
+def test_transcripts_do_not_depend_on_the_blas_thread_environment(fsdd_meta, monkeypatch):
+    """The same clips give the same transcripts whether the workers' environment asks OpenBLAS for one thread or
+    leaves it free. Before the ASR worker pinned numpy's BLAS to one thread, the log-mel input's rounding followed
+    OpenBLAS's thread count and greedy decoding turned it into other words: of 60 FSDD clips, these three read
+    'One.' / '1.', 'one.' / 'One.' and 'A.' / '' (and 4 of 10 espeak sentences changed words)."""
+    sel = fsdd_meta.sample(60, random_state=5).iloc[[28, 43, 53, 0]]
+    tasks = _tasks(sel["abspath"], sel["duration"])
+    runs = []
+    for threads in (None, "1"):
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # the spawned workers inherit
+            if threads is None:
+                monkeypatch.delenv(var, raising=False)
+            else:
+                monkeypatch.setenv(var, threads)
+        out = sorted(transcribe(tasks, ASRConfig(pack=False), workers=2), key=lambda r: r["row"])
+        assert all(r["error"] is None for r in out)
+        runs.append(out)
+    assert [r["text"] for r in runs[0]] == [r["text"] for r in runs[1]]
+    np.testing.assert_array_equal([r["word_logprob"] for r in runs[0]], [r["word_logprob"] for r in runs[1]])
 
 
 def _speak(sentences, folder, rate=150):
@@ -118,8 +141,10 @@ def test_packed_asr_keeps_sentence_boundaries(tmp_path):
     single = sorted(transcribe(tasks, ASRConfig(pack=False), workers=2), key=lambda r: r["row"])
     assert sum(r["mode"] == "packed" for r in packed) >= 8
     hyp = [normalise(r["text"]) for r in packed]
-    # espeak's voice is far from natural speech: measured WER 0.31 packed, 0.35-0.43 single.
-    assert _wer(sentences, packed) <= min(0.4, _wer(sentences, single) + 0.05), hyp
+    # espeak's voice is far from natural speech: measured WER 0.41 packed, 0.53 single with numpy's BLAS on one
+    # thread in the worker (pinned since; 0.31 and 0.35-0.43 before, with two threads: see
+    # test_transcripts_do_not_depend_on_the_blas_thread_environment).
+    assert _wer(sentences, packed) <= min(0.5, _wer(sentences, single) + 0.05), hyp
     # Boundaries survive: each transcript is nearest (in characters: tiny.en mishears espeak, "a rare dish" ->
     # "aroundish") to its own sentence, and no words moved to a neighbour
     # (which would lengthen one clip's transcript and shorten another's).
