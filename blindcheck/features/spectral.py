@@ -50,6 +50,8 @@ from blindcheck.features.frames import (
     N_FFT,
     WIN,
     clip_active_frames,
+    clip_frame_power,
+    mean_std,
     mel_filterbank,
     row_percentiles,
     stft_magnitude,
@@ -151,17 +153,21 @@ def _contrast(mag: np.ndarray, sr: int) -> np.ndarray:
 
 
 def _zcr(y: np.ndarray, n_frames: int) -> np.ndarray:
-    """librosa.feature.zero_crossing_rate(y, frame_length=WIN, hop_length=HOP, center=True)."""
-    y = np.concatenate([np.full(WIN // 2, y[0]), y, np.full(WIN // 2, y[-1])])  # np.pad(mode="edge")
-    s = np.signbit(np.where(np.abs(y) <= 1e-10, 0.0, y))
-    cs = np.concatenate([[0], np.cumsum(s[1:] != s[:-1])])
-    starts = np.arange(n_frames) * HOP
-    return (cs[starts + WIN - 1] - cs[starts]) / WIN
+    """librosa.feature.zero_crossing_rate(y, frame_length=WIN, hop_length=HOP, center=True): the sign changes
+    (|y| <= 1e-10 counts as 0) between the WIN samples of each frame of the edge-padded signal, counted by
+    bisecting the positions of the changes (the padding, repeated end samples, holds none) instead of a running
+    sum over every sample."""
+    s = np.signbit(y)
+    s &= ~(np.abs(y) <= 1e-10)  # np.signbit(np.where(np.abs(y) <= 1e-10, 0.0, y))
+    change = np.flatnonzero(s[1:] != s[:-1])  # a change between samples j and j + 1 of y
+    starts = np.arange(n_frames) * HOP - WIN // 2  # frame f spans padded samples f*HOP .. f*HOP + WIN - 1
+    return (np.searchsorted(change, starts + (WIN - 1)) - np.searchsorted(change, starts)) / WIN
 
 
-def _modulation(power: np.ndarray, sr: int) -> np.ndarray:
-    """Share of the frame-RMS envelope's modulation power in each band of ``_MOD_EDGES``."""
-    env = np.sqrt(power.mean(axis=0))
+def _modulation(frame_power: np.ndarray, sr: int) -> np.ndarray:
+    """Share of the frame-RMS envelope's modulation power in each band of ``_MOD_EDGES`` (from each frame's mean
+    STFT power)."""
+    env = np.sqrt(frame_power)
     env = env - env.mean()
     n = max(len(env), 256)
     spec = np.abs(np.fft.rfft(env, n)) ** 2
@@ -170,7 +176,7 @@ def _modulation(power: np.ndarray, sr: int) -> np.ndarray:
                                                                               strict=True)])
     total = bands.sum()
     out = bands / total if total > 1e-20 else np.zeros_like(bands)
-    if power.shape[1] * HOP / sr < 1.0 / _MOD_EDGES[0]:
+    if len(frame_power) * HOP / sr < 1.0 / _MOD_EDGES[0]:
         out[0] = math.nan
     return out
 
@@ -239,9 +245,9 @@ class SpectralExtractor:
         if delta is None:
             clip.notes.append(f"spectral: only {n_frames} frames, MFCC deltas undefined")
         act = clip_active_frames(clip)
-        m, s = mfcc[:, act].mean(axis=1), mfcc[:, act].std(axis=1)
+        m, s = mean_std(mfcc[:, act], axis=1)  # (a C-order matrix's column selection is F-order: sums as before)
         if delta is not None:
-            dm, ds = delta[:, act].mean(axis=1), delta[:, act].std(axis=1)
+            dm, ds = mean_std(delta[:, act], axis=1)
         else:
             dm = ds = np.full(N_MFCC, math.nan)
         out.update(zip(_OUT["mfcc_mean"], m[1:].tolist(), strict=True))
@@ -250,30 +256,34 @@ class SpectralExtractor:
         out.update(zip(_OUT["mfcc_delta_std"], ds.tolist(), strict=True))
 
         # Frame series over the active frames only (every one has one value per STFT frame).
-        p_act, m_act = power[:, act], mag[:, act].astype(np.float64)
-        msum = m_act.sum(axis=0)
+        # power and mag are F-order (one frame contiguous), as their column selections: with every frame active
+        # the arrays themselves (views, the same layout and sums), else copies of the active frames.
+        sel = slice(None) if act.all() else act
+        p_act, mag_act = power[:, sel], mag[:, sel]
+        mnorm = mag_act.astype(np.float64)
+        msum = mnorm.sum(axis=0)
         msum = np.where(msum < np.finfo(np.float32).tiny, 1.0, msum)  # librosa's normalize(): silent frame -> 0
-        mnorm = m_act / msum
+        mnorm /= msum
         centroid = freq @ mnorm
         bandwidth = np.sqrt(np.maximum((freq**2) @ mnorm - centroid**2, 0.0))  # = sqrt(sum p (f - centroid)^2)
-        cum = np.cumsum(mag[:, act], axis=0)  # float32, as librosa's rolloff
+        cum = np.cumsum(mag_act, axis=0)  # float32, as librosa's rolloff
         rolloff = freq[np.argmax(cum >= 0.85 * cum[-1], axis=0)]
         pt = np.maximum(p_act, _AMIN)
-        flatness = np.exp(np.log(pt).mean(axis=0)) / pt.mean(axis=0)
-        flux = np.concatenate([[0.0], np.maximum(0.0, np.diff(logmel, axis=1)).mean(axis=0)])[act]
-        zcr = _zcr(clip.y, n_frames)[act]
+        pt_mean = pt.mean(axis=0)
+        flatness = np.exp(np.log(pt, out=pt).mean(axis=0)) / pt_mean
+        flux = np.concatenate([[0.0], np.maximum(0.0, np.diff(logmel, axis=1)).mean(axis=0)])[sel]
+        zcr = _zcr(clip.y, n_frames)[sel]
         tilt = [_db(p_act[c["alpha_lo"]].sum(axis=0)) - _db(p_act[c["alpha_hi"]].sum(axis=0)),
                 _db(p_act[c["hb_lo"]].max(axis=0)) - _db(p_act[c["hb_hi"]].max(axis=0))]
         tilt += [w @ _db(p_act[rows]) for rows, w in c["slopes"].values()]
         series = np.vstack([centroid, bandwidth, rolloff, flatness, zcr, flux, *tilt])
-        means, stds = series.mean(axis=1), series.std(axis=1)
+        means, stds = mean_std(series, axis=1)
         out.update(zip(_OUT["series_mean"], means.tolist(), strict=True))
         out.update(zip(_OUT["series_std"], stds.tolist(), strict=True))
         pct = row_percentiles(series[:4], _PCTS)  # (pcts, features), as np.percentile(..., axis=1)
         out.update(zip(_OUT["pct"], pct.T.ravel().tolist(), strict=True))  # feature-major: centroid_hz_p10, ..._p90
 
-        contrast = _contrast(mag, sr)[:, act]
-        cm, cs = contrast.mean(axis=1), contrast.std(axis=1)
+        cm, cs = mean_std(_contrast(mag, sr)[:, act], axis=1)
         out.update(zip(_OUT["contrast_mean"], cm.tolist(), strict=True))
         out.update(zip(_OUT["contrast_std"], cs.tolist(), strict=True))
         ltas = _db(mel[:, act].mean(axis=1))
@@ -283,7 +293,7 @@ class SpectralExtractor:
         lin = np.add.reduceat(lt, c["lin"][0]) / c["lin"][1]
         lin = 10.0 * np.log10(np.maximum(lin / max(lin.mean(), 1e-30), 1e-8))  # re the mean band power, >= -80 dB
         out.update(zip(_OUT["ltas_lin"], lin.tolist(), strict=True))
-        mod = _modulation(power, sr)
+        mod = _modulation(clip_frame_power(clip), sr)
         if math.isnan(mod[0]):
             clip.notes.append("spectral: clip shorter than 1 s, 1-2 Hz envelope modulation undefined")
         out.update(zip(_OUT["mod"], mod.tolist(), strict=True))
