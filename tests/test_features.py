@@ -350,6 +350,21 @@ def test_mean_std_and_zero_crossings_are_the_straightforward_ones(fsdd_meta):
         assert np.array_equal(_zcr(x, n_frames), ref)
 
 
+def test_mean_log_is_the_mean_of_the_logs(fsdd_meta):
+    """spectral._mean_log (one log per 16 rows, of their product) against np.log(p).mean(axis=0) on real speech's
+    floored STFT power, and on powers whose products would overflow (then it takes each log)."""
+    from blindcheck.features.frames import stft_power
+    from blindcheck.features.spectral import _mean_log
+
+    y, sr = sf.read(fsdd_meta.abspath[3], dtype="float32")
+    pt = np.maximum(stft_power(clip_of(np.concatenate([np.zeros(1000, np.float32), y]), sr)), 1e-10)
+    for p in (pt, pt[:, 1::2], pt[:100], 1e12 * pt):
+        assert np.allclose(_mean_log(p), np.log(p).mean(axis=0), rtol=1e-14, atol=0)
+    big = pt.copy()
+    big[:2] = 1e300  # their product overflows
+    assert np.array_equal(_mean_log(big), np.log(big).mean(axis=0))
+
+
 def test_mel_filterbank_is_librosas_bit_for_bit_without_importing_it():
     import subprocess
     import sys

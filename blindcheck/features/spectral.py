@@ -126,6 +126,22 @@ def _db(x: np.ndarray) -> np.ndarray:
     return 10.0 * np.log10(np.maximum(x, _AMIN))
 
 
+def _mean_log(p: np.ndarray) -> np.ndarray:
+    """``np.log(p).mean(axis=0)`` of a matrix of values >= 1e-10, to rounding (1e-14 relative of the geometric
+    mean), from one log per _LOG_RUN rows: the log of a product of _LOG_RUN values is the sum of their logs, and a
+    log costs ~10x a product. Products of 16 such values stay inside float64's normal range unless a value
+    exceeds ~1e19 (then the log of each value, as before)."""
+    with np.errstate(over="ignore", under="ignore"):  # checked below
+        prods = np.multiply.reduceat(p, _LOG_STARTS[:(p.shape[0] + _LOG_RUN - 1) // _LOG_RUN], axis=0)
+    if not (np.isfinite(prods).all() and prods.min() >= np.finfo(np.float64).tiny):
+        return np.log(p).mean(axis=0)
+    return np.log(prods, out=prods).sum(axis=0) / p.shape[0]
+
+
+_LOG_RUN = 16  # rows per product in _mean_log
+_LOG_STARTS = np.arange(0, 1 << 16, _LOG_RUN)
+
+
 def _delta(x: np.ndarray, width: int) -> np.ndarray:
     """librosa.feature.delta(x, width=width, mode="interp"): a Savitzky-Golay first derivative (order 1) along
     the frames. With a straight-line fit, the 'interp' edges take the slope of the first/last full window."""
@@ -269,8 +285,7 @@ class SpectralExtractor:
         cum = np.cumsum(mag_act, axis=0)  # float32, as librosa's rolloff
         rolloff = freq[np.argmax(cum >= 0.85 * cum[-1], axis=0)]
         pt = np.maximum(p_act, _AMIN)
-        pt_mean = pt.mean(axis=0)
-        flatness = np.exp(np.log(pt, out=pt).mean(axis=0)) / pt_mean
+        flatness = np.exp(_mean_log(pt)) / pt.mean(axis=0)
         flux = np.concatenate([[0.0], np.maximum(0.0, np.diff(logmel, axis=1)).mean(axis=0)])[sel]
         zcr = _zcr(clip.y, n_frames)[sel]
         tilt = [_db(p_act[c["alpha_lo"]].sum(axis=0)) - _db(p_act[c["alpha_hi"]].sum(axis=0)),
