@@ -187,7 +187,10 @@ def frame_levels_db(y, sr: int, frame_s: float = 0.025, hop_s: float = 0.010):
         ms = np.array([float(np.mean(y.astype(np.float64) ** 2))]) if len(y) else np.array([0.0])
     else:
         n = 1 + (len(y) - frame) // hop
-        csum = np.concatenate([[0.0], np.cumsum(y.astype(np.float64) ** 2)])
+        y2 = y.astype(np.float64)
+        csum = np.empty(len(y) + 1)  # [0, cumsum(y**2)], written in place
+        csum[0] = 0.0
+        np.cumsum(np.multiply(y2, y2, out=y2), out=csum[1:])
         starts = np.arange(n) * hop
         ms = (csum[starts + frame] - csum[starts]) / frame
     return 10.0 * np.log10(np.maximum(ms, 1e-12)), hop / sr
