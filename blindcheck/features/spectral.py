@@ -108,8 +108,11 @@ def _bands(sr: int) -> dict:
         fk = freq[rows] / 1000.0
         w = (fk - fk.mean()) / ((fk - fk.mean()) ** 2).sum()  # least-squares slope = w @ level
         slopes[name] = (_run(rows), w)
+    starts = [rows.start for rows, _ in contrast]
+    adjacent = all(a.stop == b.start for (a, _), (b, _) in zip(contrast[:-1], contrast[1:], strict=True))
     return {
         "freq": freq, "contrast": contrast, "lin": (lin_edges[:-1] + 1, np.diff(lin_edges)),
+        "contrast_starts": np.array(starts) if adjacent and contrast[-1][0].stop == len(freq) else None,
         "alpha_lo": _run((freq >= 50) & (freq < 1000)), "alpha_hi": _run((freq >= 1000) & (freq < 5000)),
         "hb_lo": _run(freq < 2000), "hb_hi": _run((freq >= 2000) & (freq < 5000)), "slopes": slopes,
     }
@@ -146,21 +149,34 @@ def _delta(x: np.ndarray, width: int) -> np.ndarray:
     """librosa.feature.delta(x, width=width, mode="interp"): a Savitzky-Golay first derivative (order 1) along
     the frames. With a straight-line fit, the 'interp' edges take the slope of the first/last full window."""
     h = width // 2
-    k = np.arange(-h, h + 1, dtype=np.float64)
     view = np.lib.stride_tricks.as_strided(x, (x.shape[0], x.shape[1] - width + 1, width),
                                            (x.strides[0], x.strides[1], x.strides[1]), writeable=False)
-    core = view @ (k / (k**2).sum())  # sliding_window_view(x, width, axis=1), without its overhead
-    return core[:, np.clip(np.arange(x.shape[1]) - h, 0, core.shape[1] - 1)]
+    core = view @ _delta_weights(width)  # sliding_window_view(x, width, axis=1), without its overhead
+    return core[:, np.minimum(np.maximum(np.arange(x.shape[1]) - h, 0), core.shape[1] - 1)]  # np.clip
+
+
+@lru_cache(maxsize=8)
+def _delta_weights(width: int) -> np.ndarray:
+    k = np.arange(-(width // 2), width // 2 + 1, dtype=np.float64)
+    w = k / (k**2).sum()
+    w.flags.writeable = False
+    return w
 
 
 def _contrast(mag: np.ndarray, sr: int) -> np.ndarray:
     """librosa.feature.spectral_contrast(S=mag, sr, n_fft, n_bands=6, fmin=100, quantile=0.02)."""
-    peak = np.empty((N_CONTRAST + 1, mag.shape[1]))
-    valley = np.empty_like(peak)
-    for k, (rows, q) in enumerate(_bands(sr)["contrast"]):
+    c = _bands(sr)
+    if c["contrast_starts"] is not None:  # the sub-bands tile the bins: each one's min and max in one call
+        valley = np.minimum.reduceat(mag, c["contrast_starts"], axis=0).astype(np.float64)
+        peak = np.maximum.reduceat(mag, c["contrast_starts"], axis=0).astype(np.float64)
+    else:
+        peak = np.empty((N_CONTRAST + 1, mag.shape[1]))
+        valley = np.empty_like(peak)
+    for k, (rows, q) in enumerate(c["contrast"]):
         sub = mag[rows]  # a contiguous run of bins: a view
         if q == 1:
-            valley[k], peak[k] = sub.min(axis=0), sub.max(axis=0)
+            if c["contrast_starts"] is None:
+                valley[k], peak[k] = sub.min(axis=0), sub.max(axis=0)
         else:
             srt = np.sort(sub, axis=0)
             valley[k], peak[k] = srt[:q].mean(axis=0), srt[-q:].mean(axis=0)
@@ -187,14 +203,24 @@ def _modulation(frame_power: np.ndarray, sr: int) -> np.ndarray:
     env = env - env.mean()
     n = max(len(env), 256)
     spec = np.abs(np.fft.rfft(env, n)) ** 2
-    fm = np.fft.rfftfreq(n, HOP / sr)
-    bands = np.array([spec[(fm >= lo) & (fm < hi)].sum() for lo, hi in zip(_MOD_EDGES[:-1], _MOD_EDGES[1:],
-                                                                              strict=True)])
+    bands = np.array([spec[band].sum() for band in _mod_bands(n, sr)])
     total = bands.sum()
     out = bands / total if total > 1e-20 else np.zeros_like(bands)
     if len(frame_power) * HOP / sr < 1.0 / _MOD_EDGES[0]:
         out[0] = math.nan
     return out
+
+
+@lru_cache(maxsize=256)
+def _mod_bands(n: int, sr: int) -> tuple[slice, ...]:
+    """The modulation spectrum's bins (of an n-point FFT of the frame envelope) in each band of ``_MOD_EDGES``, as
+    slices (the frequencies ascend, so each band is one run; an empty band is an empty slice)."""
+    fm = np.fft.rfftfreq(n, HOP / sr)
+    out = []
+    for lo, hi in zip(_MOD_EDGES[:-1], _MOD_EDGES[1:], strict=True):
+        idx = np.flatnonzero((fm >= lo) & (fm < hi))
+        out.append(_run(idx) if idx.size else slice(0, 0))
+    return tuple(out)
 
 
 def _feature_names() -> list[str]:
@@ -286,12 +312,17 @@ class SpectralExtractor:
         rolloff = freq[np.argmax(cum >= 0.85 * cum[-1], axis=0)]
         pt = np.maximum(p_act, _AMIN)
         flatness = np.exp(_mean_log(pt)) / pt.mean(axis=0)
-        flux = np.concatenate([[0.0], np.maximum(0.0, np.diff(logmel, axis=1)).mean(axis=0)])[sel]
+        flux = np.zeros(n_frames)  # frame 0: 0; then the mean rise of the log-mel bands (np.diff, in place)
+        rise = logmel[:, 1:] - logmel[:, :-1]
+        flux[1:] = np.maximum(0.0, rise, out=rise).mean(axis=0)
+        flux = flux[sel]
         zcr = _zcr(clip.y, n_frames)[sel]
         tilt = [_db(p_act[c["alpha_lo"]].sum(axis=0)) - _db(p_act[c["alpha_hi"]].sum(axis=0)),
                 _db(p_act[c["hb_lo"]].max(axis=0)) - _db(p_act[c["hb_hi"]].max(axis=0))]
         tilt += [w @ _db(p_act[rows]) for rows, w in c["slopes"].values()]
-        series = np.vstack([centroid, bandwidth, rolloff, flatness, zcr, flux, *tilt])
+        series = np.empty((6 + len(tilt), len(centroid)))  # np.vstack of the rows, without its wrappers
+        for i, row in enumerate((centroid, bandwidth, rolloff, flatness, zcr, flux, *tilt)):
+            series[i] = row
         means, stds = mean_std(series, axis=1)
         out.update(zip(_OUT["series_mean"], means.tolist(), strict=True))
         out.update(zip(_OUT["series_std"], stds.tolist(), strict=True))
