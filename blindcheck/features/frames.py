@@ -22,7 +22,8 @@ def stft_magnitude(clip: Clip) -> np.ndarray:
 def stft_power(clip: Clip) -> np.ndarray:
     """|STFT|² in float64, computed once per clip and shared by the modalities."""
     if "stft_power" not in clip.shared:
-        clip.shared["stft_power"] = stft_magnitude(clip).astype(np.float64) ** 2
+        power = stft_magnitude(clip).astype(np.float64)  # F-order, as the magnitude
+        clip.shared["stft_power"] = np.multiply(power, power, out=power)  # squared in place
     return clip.shared["stft_power"]
 
 
@@ -33,7 +34,10 @@ def stft_mag(y: np.ndarray, n_fft: int, hop: int, win: int) -> np.ndarray:
     window = _stft_window(n_fft, win)
     padded = pad0(y, n_fft // 2, max(n_fft // 2, n_fft - len(y) - n_fft // 2))
     frames = windows(padded, n_fft, hop)
-    return np.abs(np.fft.rfft(frames * window, axis=1)).T.astype(np.float32)
+    spec = np.fft.rfft(frames * window, axis=1)
+    out = np.empty((spec.shape[1], spec.shape[0]), np.float32, order="F")  # |spec|.T.astype(float32), one pass
+    np.absolute(spec, out=out.T, casting="same_kind")
+    return out
 
 
 def pad0(x: np.ndarray, before: int, after: int | None = None) -> np.ndarray:

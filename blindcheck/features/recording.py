@@ -214,9 +214,10 @@ class RecordingExtractor:
         out["effective_bandwidth_hz"] = bw
         out["bandwidth_ratio"] = bw / (a.sr / 2) if a.sr else math.nan
         x64 = x.astype(np.float64)
-        ms = float(np.mean(x64**2))
+        # np.mean(x64**2) and np.mean(x64) by numpy's arithmetic (the sum over the count), without the wrappers
+        out["dc_offset"] = float(np.add.reduce(x64) / x64.size)
         peak = float(np.abs(x64).max())
-        out["dc_offset"] = float(x64.mean())
+        ms = float(np.add.reduce(np.multiply(x64, x64, out=x64)) / x64.size)
         out["peak_dbfs"] = 20.0 * math.log10(max(peak, 1e-6))
         out["rms_dbfs"] = _db(ms)
         out["crest_factor_db"] = out["peak_dbfs"] - out["rms_dbfs"] if ms > 0 else math.nan
@@ -238,11 +239,11 @@ class RecordingExtractor:
             frame_s = 0.025
             out["leading_silence_s"] = float(idx[0] * hop_s)
             out["trailing_silence_s"] = float(max(0.0, dur - (idx[-1] * hop_s + frame_s)))
-            out["silence_ratio"] = float(1.0 - active.mean())
+            out["silence_ratio"] = 1.0 - np.count_nonzero(active) / active.size  # 1 - active.mean(), exactly
             p = 10 ** (levels / 10)
             noise = p[~active].mean() if (~active).any() else 10 ** (floor / 10)
             sig = p[active].mean()
-            out["snr_db"] = float(np.clip(10 * math.log10(max(sig - noise, 1e-12) / max(noise, 1e-12)), -20, 100))
+            out["snr_db"] = min(max(10 * math.log10(max(sig - noise, 1e-12) / max(noise, 1e-12)), -20.0), 100.0)
         out["noise_floor_dbfs"] = float(floor)
         out.update(self._noise_spectrum(clip))
         return out
