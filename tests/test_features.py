@@ -327,8 +327,9 @@ def test_fast_percentiles_are_numpys():
 
 def test_mean_std_and_zero_crossings_are_the_straightforward_ones(fsdd_meta):
     """The cheaper helpers give the values of the numpy/librosa computations they replace, bit for bit, on real
-    speech: frames.mean_std (one sum for mean and std) and spectral._zcr (bisected sign changes)."""
-    from blindcheck.features.frames import clip_active_frames, mean_std, stft_power
+    speech: frames.mean_std (one sum for mean and std), frames.fmean (np.mean without its wrappers) and
+    spectral._zcr (bisected sign changes)."""
+    from blindcheck.features.frames import clip_active_frames, fmean, mean_std, stft_power
     from blindcheck.features.spectral import _zcr
 
     y, sr = sf.read(fsdd_meta.abspath[0], dtype="float32")
@@ -342,8 +343,11 @@ def test_mean_std_and_zero_crossings_are_the_straightforward_ones(fsdd_meta):
         for axis in (0, 1):
             m, s = mean_std(a, axis=axis)
             assert np.array_equal(m, a.mean(axis=axis)) and np.array_equal(s, a.std(axis=axis))
+            assert np.array_equal(fmean(a, axis=axis), a.mean(axis=axis))
+            assert np.array_equal(fmean(a, axis=axis, keepdims=True), a.mean(axis=axis, keepdims=True))
     m, s = mean_std(logp[5])
     assert (m, s) == (float(np.mean(logp[5])), float(np.std(logp[5])))
+    assert fmean(logp[5]) == np.mean(logp[5]) and fmean(logp[5, act]) == np.mean(logp[5, act])
     for x in (raw, clip.y, clip.y[:1000], np.ones(100, np.float32)):
         n_frames = 1 + len(x) // 160
         ref = librosa.feature.zero_crossing_rate(x, frame_length=400, hop_length=160, center=True)[0]

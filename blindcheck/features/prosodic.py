@@ -46,7 +46,7 @@ import numpy as np
 
 from blindcheck.audio import Clip
 from blindcheck.features import periods
-from blindcheck.features.frames import mean_std, pad0, percentiles, windows
+from blindcheck.features.frames import fmean, mean_std, pad0, percentiles, windows
 
 PITCH_FLOOR, PITCH_CEILING, TIME_STEP, CANDIDATES = 75.0, 500.0, 0.01, 15
 VQ_WIN_S, VQ_EVERY = 0.064, 3  # voice-quality analysis window; every 3rd voiced pitch frame (30 ms)
@@ -94,11 +94,11 @@ def voice_quality(y: np.ndarray, sr: int, times: np.ndarray, f0: np.ndarray) -> 
     ceps = np.fft.irfft(db, n, axis=1)
     line = ceps[:, fit]
     slope = line @ qc  # least-squares line over 1-32 ms, per frame
-    icpt = line.mean(axis=1) - slope * qmean
+    icpt = fmean(line, axis=1) - slope * qmean
     peak = lo + ceps[:, lo:hi + 1].argmax(axis=1)
     cpp = ceps[rows[:, 0, 0], peak] - (icpt + slope * peak / sr)
     (m12, s12), (mcpp, scpp) = mean_std(d12), mean_std(cpp)
-    return {"h1_h2_db_mean": m12, "h1_h2_db_std": s12, "h2_h4_db_mean": float(d24.mean()), "cpp_db_mean": mcpp,
+    return {"h1_h2_db_mean": m12, "h1_h2_db_std": s12, "h2_h4_db_mean": float(fmean(d24)), "cpp_db_mean": mcpp,
             "cpp_db_std": scpp}
 
 

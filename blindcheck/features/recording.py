@@ -30,6 +30,7 @@ from blindcheck.audio import Clip
 from blindcheck.features.frames import (
     activity,
     clip_active_frames,
+    fmean,
     frame_levels_db,
     hann,
     pad0,
@@ -80,9 +81,9 @@ def integrated_loudness(y: np.ndarray, sr: int, block_size: float) -> float:
         gated = lk >= -70.0
         if not gated.any():
             return -math.inf
-        rel = -0.691 + 10.0 * np.log10(z[gated].mean()) - 10.0
+        rel = -0.691 + 10.0 * np.log10(fmean(z[gated])) - 10.0
         keep = (lk > rel) & (lk > -70.0)
-        return float(-0.691 + 10.0 * np.log10(z[keep].mean())) if keep.any() else -math.inf
+        return float(-0.691 + 10.0 * np.log10(fmean(z[keep]))) if keep.any() else -math.inf
 
 
 def _db(power: float) -> float:
@@ -97,10 +98,10 @@ def welch_psd(x: np.ndarray, sr: int, nperseg: int) -> tuple[np.ndarray, np.ndar
     """
     w, freqs, scale = _welch_constants(nperseg, sr)
     segs = windows(np.asarray(x, np.float64), nperseg, nperseg - nperseg // 2)
-    segs = segs - segs.mean(axis=1, keepdims=True)
+    segs = segs - fmean(segs, axis=1, keepdims=True)
     segs *= w  # in place: the same products as segs * w
     p = np.abs(np.fft.rfft(segs, axis=1))
-    p = np.multiply(p, p, out=p).mean(axis=0) / scale  # |X|**2 in place
+    p = fmean(np.multiply(p, p, out=p), axis=0) / scale  # |X|**2 in place
     p[1:-1 if nperseg % 2 == 0 else None] *= 2.0
     return freqs, p
 
@@ -243,8 +244,8 @@ class RecordingExtractor:
             out["trailing_silence_s"] = float(max(0.0, dur - (idx[-1] * hop_s + frame_s)))
             out["silence_ratio"] = 1.0 - np.count_nonzero(active) / active.size  # 1 - active.mean(), exactly
             p = 10 ** (levels / 10)
-            noise = p[~active].mean() if (~active).any() else 10 ** (floor / 10)
-            sig = p[active].mean()
+            noise = fmean(p[~active]) if (~active).any() else 10 ** (floor / 10)
+            sig = fmean(p[active])
             out["snr_db"] = min(max(10 * math.log10(max(sig - noise, 1e-12) / max(noise, 1e-12)), -20.0), 100.0)
         out["noise_floor_dbfs"] = float(floor)
         out.update(self._noise_spectrum(clip))
@@ -264,13 +265,14 @@ class RecordingExtractor:
             clip.notes.append("recording: fewer than 3 non-silent pause frames, noise spectrum undefined")
             return {"noise_flatness": math.nan, "noise_centroid_hz": math.nan, "noise_slope_db_khz": math.nan,
                     **{f"noise_band_{b:02d}_db": math.nan for b in range(N_NOISE_BANDS)}}
-        spec = quiet.mean(axis=1)
+        spec = fmean(quiet, axis=1)
         freqs, edges, sel, fk_c, fk_ss = _noise_constants(len(spec), clip.sr)
-        flat = float(np.exp(np.mean(np.log(np.maximum(spec, 1e-20)))) / max(spec.mean(), 1e-20))
+        spec_mean = fmean(spec)
+        flat = float(np.exp(fmean(np.log(np.maximum(spec, 1e-20)))) / max(spec_mean, 1e-20))
         out = {"noise_flatness": flat, "noise_centroid_hz": float((freqs * spec).sum() / spec.sum())}
-        level = 10.0 * np.log10(np.maximum(spec / max(spec.mean(), 1e-30), 1e-8))  # floored 80 dB under the mean
+        level = 10.0 * np.log10(np.maximum(spec / max(spec_mean, 1e-30), 1e-8))  # floored 80 dB under the mean
         bands = np.add.reduceat(spec, edges[:-1]) / np.diff(edges)
-        bands = 10.0 * np.log10(np.maximum(bands / max(bands.mean(), 1e-30), 1e-8))  # re their mean, >= -80 dB
+        bands = 10.0 * np.log10(np.maximum(bands / max(fmean(bands), 1e-30), 1e-8))  # re their mean, >= -80 dB
         for b, v in enumerate(bands):
             out[f"noise_band_{b:02d}_db"] = float(v)
         out["noise_slope_db_khz"] = float(level[sel] @ fk_c / fk_ss)

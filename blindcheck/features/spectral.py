@@ -55,6 +55,7 @@ from blindcheck.features.frames import (
     WIN,
     clip_active_frames,
     clip_frame_power,
+    fmean,
     mean_std,
     mel_filterbank,
     row_percentiles,
@@ -204,7 +205,7 @@ def _modulation(frame_power: np.ndarray, sr: int) -> np.ndarray:
     """Share of the frame-RMS envelope's modulation power in each band of ``_MOD_EDGES`` (from each frame's mean
     STFT power)."""
     env = np.sqrt(frame_power)
-    env = env - env.mean()
+    env = env - fmean(env)
     n = max(len(env), 256)
     spec = np.abs(np.fft.rfft(env, n)) ** 2
     bands = np.array([spec[band].sum() for band in _mod_bands(n, sr)])
@@ -315,10 +316,10 @@ class SpectralExtractor:
         cum = np.cumsum(mag_act, axis=0)  # float32, as librosa's rolloff
         rolloff = freq[np.argmax(cum >= 0.85 * cum[-1], axis=0)]
         pt = np.maximum(p_act, _AMIN)
-        flatness = np.exp(_mean_log(pt)) / pt.mean(axis=0)
+        flatness = np.exp(_mean_log(pt)) / fmean(pt, axis=0)
         flux = np.zeros(n_frames)  # frame 0: 0; then the mean rise of the log-mel bands (np.diff, in place)
         rise = logmel[:, 1:] - logmel[:, :-1]
-        flux[1:] = np.maximum(0.0, rise, out=rise).mean(axis=0)
+        flux[1:] = fmean(np.maximum(0.0, rise, out=rise), axis=0)
         flux = flux[sel]
         zcr = _zcr(clip.y, n_frames)[sel]
         tilt = [_db(p_act[c["alpha_lo"]].sum(axis=0)) - _db(p_act[c["alpha_hi"]].sum(axis=0)),
@@ -336,12 +337,12 @@ class SpectralExtractor:
         cm, cs = mean_std(_contrast(mag, sr)[:, act], axis=1)
         out.update(zip(_OUT["contrast_mean"], cm.tolist(), strict=True))
         out.update(zip(_OUT["contrast_std"], cs.tolist(), strict=True))
-        ltas = _db(mel[:, act].mean(axis=1))
-        ltas -= ltas.mean()
+        ltas = _db(fmean(mel[:, act], axis=1))
+        ltas -= fmean(ltas)
         out.update(zip(_OUT["ltas_mel"], ltas.tolist(), strict=True))
-        lt = p_act.mean(axis=1)
+        lt = fmean(p_act, axis=1)
         lin = np.add.reduceat(lt, c["lin"][0]) / c["lin"][1]
-        lin = 10.0 * np.log10(np.maximum(lin / max(lin.mean(), 1e-30), 1e-8))  # re the mean band power, >= -80 dB
+        lin = 10.0 * np.log10(np.maximum(lin / max(fmean(lin), 1e-30), 1e-8))  # re the mean band power, >= -80 dB
         out.update(zip(_OUT["ltas_lin"], lin.tolist(), strict=True))
         mod = _modulation(clip_frame_power(clip), sr)
         if math.isnan(mod[0]):
