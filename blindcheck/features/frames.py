@@ -58,6 +58,10 @@ def pad0(x: np.ndarray, before: int, after: int | None = None) -> np.ndarray:
 def windows(x: np.ndarray, n: int, hop: int = 1) -> np.ndarray:
     """``sliding_window_view(x, n)[::hop]`` of a 1-D array (a read-only strided view), without its ~30 us."""
     count = (len(x) - n) // hop + 1
+    if count > 0 and x.flags.c_contiguous:  # the same view built directly on x's buffer: ~2 us instead of ~9
+        view = np.ndarray((count, n), x.dtype, x, 0, (hop * x.strides[0], x.strides[0]))
+        view.flags.writeable = False
+        return view
     return np.lib.stride_tricks.as_strided(x, (max(count, 0), n), (hop * x.strides[0], x.strides[0]),
                                            writeable=False)
 
@@ -89,9 +93,7 @@ def percentiles(a: np.ndarray, qs, median: bool = False) -> list[float]:
     (bit for bit), without numpy's ~40 us of wrappers per call, which weigh on short clips. NaN if ``a`` holds
     NaN (as numpy); ``a`` must not be empty."""
     n = a.size
-    spots = [percentile_spot(n, q) for q in qs]
-    mid = [(n // 2 - 1, n // 2)] if median and n % 2 == 0 else [(n // 2, n // 2)] if median else []
-    kth = sorted({i for s in spots for i in s[:2]} | {i for m in mid for i in m} | {n - 1})
+    spots, mid, kth = _percentile_plan(n, tuple(qs), median)
     part = np.partition(a, kth)
     if math.isnan(part[n - 1]):
         return [math.nan] * (len(spots) + len(mid))
@@ -109,8 +111,7 @@ def row_percentiles(a: np.ndarray, qs) -> np.ndarray:
     """``np.percentile(a, qs, axis=1)`` of a 2-D float array (shape (len(qs), rows)), bit for bit, from one
     partition."""
     n = a.shape[1]
-    spots = [percentile_spot(n, q) for q in qs]
-    kth = sorted({i for s in spots for i in s[:2]} | {n - 1})
+    spots, _, kth = _percentile_plan(n, tuple(qs), False)
     part = np.partition(a, kth, axis=1)
     out = np.empty((len(spots), a.shape[0]))
     for k, (lo, hi, g) in enumerate(spots):
@@ -119,6 +120,14 @@ def row_percentiles(a: np.ndarray, qs) -> np.ndarray:
         out[k] = y - d * (1 - g) if g >= 0.5 else x + d * g
     out[:, np.isnan(part[:, n - 1])] = math.nan
     return out
+
+
+@lru_cache(maxsize=4096)
+def _percentile_plan(n: int, qs: tuple, median: bool) -> tuple[list, list, list]:
+    """The spots of ``qs`` (and of the median) among n values and the order statistics to partition, once per n."""
+    spots = [percentile_spot(n, q) for q in qs]
+    mid = [(n // 2 - 1, n // 2)] if median and n % 2 == 0 else [(n // 2, n // 2)] if median else []
+    return spots, mid, sorted({i for s in spots for i in s[:2]} | {i for m in mid for i in m} | {n - 1})
 
 
 def percentile_spot(n: int, q: float) -> tuple[int, int, float]:
