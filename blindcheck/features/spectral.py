@@ -315,7 +315,7 @@ class SpectralExtractor:
         bandwidth = np.sqrt(np.maximum((freq**2) @ mnorm - centroid**2, 0.0))  # = sqrt(sum p (f - centroid)^2)
         cum = np.cumsum(mag_act, axis=0)  # float32, as librosa's rolloff
         rolloff = freq[np.argmax(cum >= 0.85 * cum[-1], axis=0)]
-        pt = np.maximum(p_act, _AMIN)
+        pt = np.maximum(p_act, _AMIN, out=mnorm)  # into mnorm's buffer (done with; the same F-order layout)
         flatness = np.exp(_mean_log(pt)) / fmean(pt, axis=0)
         flux = np.zeros(n_frames)  # frame 0: 0; then the mean rise of the log-mel bands (np.diff, in place)
         rise = logmel[:, 1:] - logmel[:, :-1]
