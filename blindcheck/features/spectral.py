@@ -131,7 +131,13 @@ def _run(sel: np.ndarray) -> slice:
 
 
 def _db(x: np.ndarray) -> np.ndarray:
-    return 10.0 * np.log10(np.maximum(x, _AMIN))
+    """10 log10(max(x, _AMIN)), in one new array (the log and the scaling in place)."""
+    out = np.maximum(x, _AMIN)
+    if not isinstance(out, np.ndarray):
+        return 10.0 * np.log10(out)
+    np.log10(out, out=out)
+    out *= 10.0
+    return out
 
 
 def _mean_log(p: np.ndarray) -> np.ndarray:
