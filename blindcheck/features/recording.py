@@ -97,13 +97,21 @@ def welch_psd(x: np.ndarray, sr: int, nperseg: int) -> tuple[np.ndarray, np.ndar
     without its per-segment Python loop.
     """
     w, freqs, scale = _welch_constants(nperseg, sr)
-    segs = windows(np.asarray(x, np.float64), nperseg, nperseg - nperseg // 2)
-    segs = segs - fmean(segs, axis=1, keepdims=True)
-    segs *= w  # in place: the same products as segs * w
-    p = np.abs(np.fft.rfft(segs, axis=1))
+    segs = windows(np.ascontiguousarray(x), nperseg, nperseg - nperseg // 2)
+    p = np.empty((len(segs), nperseg // 2 + 1))  # |X| of each segment
+    # In blocks of segments (each one's values are its own): multi-MB temporaries are fresh allocations every clip
+    # whose page faults cost more than the FFTs (see frames.stft_mag); each block converted to float64 as before.
+    for i in range(0, len(segs), _WELCH_BLOCK):
+        seg = segs[i:i + _WELCH_BLOCK].astype(np.float64)
+        seg -= fmean(seg, axis=1, keepdims=True)
+        seg *= w  # in place: the same products as seg * w
+        np.absolute(np.fft.rfft(seg, axis=1), out=p[i:i + _WELCH_BLOCK])
     p = fmean(np.multiply(p, p, out=p), axis=0) / scale  # |X|**2 in place
     p[1:-1 if nperseg % 2 == 0 else None] *= 2.0
     return freqs, p
+
+
+_WELCH_BLOCK = 128  # segments per FFT call in welch_psd
 
 
 @lru_cache(maxsize=16)
