@@ -15,8 +15,9 @@ Version 4 changes no feature, only the cost (``benchmarks/feature_drift.py``): t
 as one second-order-section filter (one pass instead of two; ``loudness_lufs`` within 1e-12 relative of version
 3), the Welch spectrum's window is built once per length, and percentiles and the running median come from one
 partition each (numpy's values bit for bit, without its wrappers' per-call cost on short clips). Still version 4,
-cheaper again, every value bit for bit: running sums, squares and Welch's products in place, the Welch and
-noise-spectrum constants once per length and rate, numpy's mean as its sum over the count without the wrappers.
+cheaper again, every value bit for bit: running sums, squares and Welch's products in place, Welch's FFTs in
+blocks of segments (no multi-MB temporaries), its and the noise spectrum's constants once per length and rate,
+numpy's mean as its sum over the count without the wrappers.
 """
 
 from __future__ import annotations
