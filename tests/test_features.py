@@ -8,6 +8,7 @@ from pathlib import Path
 import librosa
 import numpy as np
 import pytest
+import soundfile as sf
 
 from blindcheck.audio import DecodedAudio, decode, load_clip, read_bytes, resample
 from blindcheck.features import get_extractor
@@ -322,6 +323,50 @@ def test_fast_percentiles_are_numpys():
         m = rng.normal(size=(4, n))
         assert np.array_equal(row_percentiles(m, (10, 50, 90)), np.percentile(m, (10, 50, 90), axis=1))
     assert math.isnan(percentiles(np.array([1.0, np.nan, 2.0]), (50,))[0])
+
+
+def test_mean_std_and_zero_crossings_are_the_straightforward_ones(fsdd_meta):
+    """The cheaper helpers give the values of the numpy/librosa computations they replace, bit for bit, on real
+    speech: frames.mean_std (one sum for mean and std), frames.fmean (np.mean without its wrappers) and
+    spectral._zcr (bisected sign changes)."""
+    from blindcheck.features.frames import clip_active_frames, fmean, mean_std, stft_power
+    from blindcheck.features.spectral import _zcr
+
+    y, sr = sf.read(fsdd_meta.abspath[0], dtype="float32")
+    # pauses of zeros, of -0.0 and of tiny negative values (|y| <= 1e-10 counts as no sign) between real speech
+    raw = np.concatenate([np.zeros(800), y, -1e-11 * np.ones(300), -0.0 * y[:500], y]).astype(np.float32)
+    clip = clip_of(raw, sr)
+    power = stft_power(clip)
+    logp = np.log(power + 1e-10)
+    act = clip_active_frames(clip)
+    for a in (logp, logp[:, act], np.ascontiguousarray(logp), np.ascontiguousarray(logp)[:, act], logp[:40].T):
+        for axis in (0, 1):
+            m, s = mean_std(a, axis=axis)
+            assert np.array_equal(m, a.mean(axis=axis)) and np.array_equal(s, a.std(axis=axis))
+            assert np.array_equal(fmean(a, axis=axis), a.mean(axis=axis))
+            assert np.array_equal(fmean(a, axis=axis, keepdims=True), a.mean(axis=axis, keepdims=True))
+    m, s = mean_std(logp[5])
+    assert (m, s) == (float(np.mean(logp[5])), float(np.std(logp[5])))
+    assert fmean(logp[5]) == np.mean(logp[5]) and fmean(logp[5, act]) == np.mean(logp[5, act])
+    for x in (raw, clip.y, clip.y[:1000], np.ones(100, np.float32)):
+        n_frames = 1 + len(x) // 160
+        ref = librosa.feature.zero_crossing_rate(x, frame_length=400, hop_length=160, center=True)[0]
+        assert np.array_equal(_zcr(x, n_frames), ref)
+
+
+def test_mean_log_is_the_mean_of_the_logs(fsdd_meta):
+    """spectral._mean_log (one log per 16 rows, of their product) against np.log(p).mean(axis=0) on real speech's
+    floored STFT power, and on powers whose products would overflow (then it takes each log)."""
+    from blindcheck.features.frames import stft_power
+    from blindcheck.features.spectral import _mean_log
+
+    y, sr = sf.read(fsdd_meta.abspath[3], dtype="float32")
+    pt = np.maximum(stft_power(clip_of(np.concatenate([np.zeros(1000, np.float32), y]), sr)), 1e-10)
+    for p in (pt, pt[:, 1::2], pt[:100], 1e12 * pt):
+        assert np.allclose(_mean_log(p), np.log(p).mean(axis=0), rtol=1e-14, atol=0)
+    big = pt.copy()
+    big[:2] = 1e300  # their product overflows
+    assert np.array_equal(_mean_log(big), np.log(big).mean(axis=0))
 
 
 def test_mel_filterbank_is_librosas_bit_for_bit_without_importing_it():

@@ -22,7 +22,8 @@ def stft_magnitude(clip: Clip) -> np.ndarray:
 def stft_power(clip: Clip) -> np.ndarray:
     """|STFT|² in float64, computed once per clip and shared by the modalities."""
     if "stft_power" not in clip.shared:
-        clip.shared["stft_power"] = stft_magnitude(clip).astype(np.float64) ** 2
+        power = stft_magnitude(clip).astype(np.float64)  # F-order, as the magnitude
+        clip.shared["stft_power"] = np.multiply(power, power, out=power)  # squared in place
     return clip.shared["stft_power"]
 
 
@@ -33,7 +34,17 @@ def stft_mag(y: np.ndarray, n_fft: int, hop: int, win: int) -> np.ndarray:
     window = _stft_window(n_fft, win)
     padded = pad0(y, n_fft // 2, max(n_fft // 2, n_fft - len(y) - n_fft // 2))
     frames = windows(padded, n_fft, hop)
-    return np.abs(np.fft.rfft(frames * window, axis=1)).T.astype(np.float32)
+    out = np.empty((1 + n_fft // 2, len(frames)), np.float32, order="F")  # |rfft|.T as float32, F-order
+    # In blocks of frames (each frame's FFT is its own, so the values are those of one call): a temporary of a
+    # few MB is a fresh allocation every clip, and its page faults cost ~3x the FFT (measured: 12 vs 3.3 ms for
+    # 10 s at 16 kHz); blocks of _STFT_BLOCK frames stay in the cache.
+    for i in range(0, len(frames), _STFT_BLOCK):
+        spec = np.fft.rfft(frames[i:i + _STFT_BLOCK] * window, axis=1)
+        np.absolute(spec, out=out.T[i:i + _STFT_BLOCK], casting="same_kind")  # the float64 |X|, cast to float32
+    return out
+
+
+_STFT_BLOCK = 128  # frames per FFT call in stft_mag
 
 
 def pad0(x: np.ndarray, before: int, after: int | None = None) -> np.ndarray:
@@ -47,6 +58,10 @@ def pad0(x: np.ndarray, before: int, after: int | None = None) -> np.ndarray:
 def windows(x: np.ndarray, n: int, hop: int = 1) -> np.ndarray:
     """``sliding_window_view(x, n)[::hop]`` of a 1-D array (a read-only strided view), without its ~30 us."""
     count = (len(x) - n) // hop + 1
+    if count > 0 and x.flags.c_contiguous:  # the same view built directly on x's buffer: ~2 us instead of ~9
+        view = np.ndarray((count, n), x.dtype, x, 0, (hop * x.strides[0], x.strides[0]))
+        view.flags.writeable = False
+        return view
     return np.lib.stride_tricks.as_strided(x, (max(count, 0), n), (hop * x.strides[0], x.strides[0]),
                                            writeable=False)
 
@@ -78,9 +93,7 @@ def percentiles(a: np.ndarray, qs, median: bool = False) -> list[float]:
     (bit for bit), without numpy's ~40 us of wrappers per call, which weigh on short clips. NaN if ``a`` holds
     NaN (as numpy); ``a`` must not be empty."""
     n = a.size
-    spots = [percentile_spot(n, q) for q in qs]
-    mid = [(n // 2 - 1, n // 2)] if median and n % 2 == 0 else [(n // 2, n // 2)] if median else []
-    kth = sorted({i for s in spots for i in s[:2]} | {i for m in mid for i in m} | {n - 1})
+    spots, mid, kth = _percentile_plan(n, tuple(qs), median)
     part = np.partition(a, kth)
     if math.isnan(part[n - 1]):
         return [math.nan] * (len(spots) + len(mid))
@@ -98,8 +111,7 @@ def row_percentiles(a: np.ndarray, qs) -> np.ndarray:
     """``np.percentile(a, qs, axis=1)`` of a 2-D float array (shape (len(qs), rows)), bit for bit, from one
     partition."""
     n = a.shape[1]
-    spots = [percentile_spot(n, q) for q in qs]
-    kth = sorted({i for s in spots for i in s[:2]} | {n - 1})
+    spots, _, kth = _percentile_plan(n, tuple(qs), False)
     part = np.partition(a, kth, axis=1)
     out = np.empty((len(spots), a.shape[0]))
     for k, (lo, hi, g) in enumerate(spots):
@@ -108,6 +120,14 @@ def row_percentiles(a: np.ndarray, qs) -> np.ndarray:
         out[k] = y - d * (1 - g) if g >= 0.5 else x + d * g
     out[:, np.isnan(part[:, n - 1])] = math.nan
     return out
+
+
+@lru_cache(maxsize=4096)
+def _percentile_plan(n: int, qs: tuple, median: bool) -> tuple[list, list, list]:
+    """The spots of ``qs`` (and of the median) among n values and the order statistics to partition, once per n."""
+    spots = [percentile_spot(n, q) for q in qs]
+    mid = [(n // 2 - 1, n // 2)] if median and n % 2 == 0 else [(n // 2, n // 2)] if median else []
+    return spots, mid, sorted({i for s in spots for i in s[:2]} | {i for m in mid for i in m} | {n - 1})
 
 
 def percentile_spot(n: int, q: float) -> tuple[int, int, float]:
@@ -165,10 +185,17 @@ def active_frames(power: np.ndarray, min_active: int = 3) -> np.ndarray:
     return mask if mask.sum() >= min_active else np.ones_like(mask)
 
 
+def clip_frame_power(clip: Clip) -> np.ndarray:
+    """Mean STFT power of each frame (``stft_power(clip).mean(axis=0)``), computed once per clip and shared."""
+    if "stft_frame_power" not in clip.shared:
+        clip.shared["stft_frame_power"] = fmean(stft_power(clip), axis=0)
+    return clip.shared["stft_frame_power"]
+
+
 def clip_active_frames(clip: Clip, min_active: int = 3) -> np.ndarray:
     """:func:`active_frames` of the clip's shared STFT power, the activity rule applied once per clip."""
-    if "stft_active" not in clip.shared:
-        clip.shared["stft_active"] = active_frames(stft_power(clip), min_active=0)
+    if "stft_active" not in clip.shared:  # active_frames(stft_power(clip), min_active=0), from the shared means
+        clip.shared["stft_active"] = activity(10.0 * np.log10(np.maximum(clip_frame_power(clip), 1e-12)))[0]
     mask = clip.shared["stft_active"]
     return mask if mask.sum() >= min_active else np.ones_like(mask)
 
@@ -180,7 +207,33 @@ def frame_levels_db(y, sr: int, frame_s: float = 0.025, hop_s: float = 0.010):
         ms = np.array([float(np.mean(y.astype(np.float64) ** 2))]) if len(y) else np.array([0.0])
     else:
         n = 1 + (len(y) - frame) // hop
-        csum = np.concatenate([[0.0], np.cumsum(y.astype(np.float64) ** 2)])
+        y2 = y.astype(np.float64)
+        csum = np.empty(len(y) + 1)  # [0, cumsum(y**2)], written in place
+        csum[0] = 0.0
+        np.cumsum(np.multiply(y2, y2, out=y2), out=csum[1:])
         starts = np.arange(n) * hop
         ms = (csum[starts + frame] - csum[starts]) / frame
     return 10.0 * np.log10(np.maximum(ms, 1e-12)), hop / sr
+
+
+def fmean(a: np.ndarray, axis: int | None = None, keepdims: bool = False):
+    """``np.mean(a, axis, keepdims=keepdims)`` of a float64 array, bit for bit (numpy's arithmetic: the sum over
+    the count), without numpy's ~15 us of wrappers per call, which weigh on short clips. ``a`` must not be
+    empty."""
+    return np.add.reduce(a, axis=axis, keepdims=keepdims) / (a.size if axis is None else a.shape[axis])
+
+
+def mean_std(a: np.ndarray, axis: int | None = None) -> tuple:
+    """``(np.mean(a, axis), np.std(a, axis))`` of a float64 array, bit for bit (numpy's own arithmetic: the sum,
+    divided by the count, is the mean; the mean of the squared deviations is the variance), from one sum and
+    without numpy's ~20 us of wrappers per call, which weigh on short clips."""
+    n = a.size if axis is None else a.shape[axis]
+    m = np.add.reduce(a, axis=axis, keepdims=True)
+    np.true_divide(m, n, out=m)
+    d = a - m
+    np.multiply(d, d, out=d)
+    v = np.add.reduce(d, axis=axis)
+    if axis is None:
+        return float(m.reshape(())), math.sqrt(v / n)
+    np.true_divide(v, n, out=v)
+    return m.squeeze(axis), np.sqrt(v, out=v)

@@ -46,7 +46,7 @@ import numpy as np
 
 from blindcheck.audio import Clip
 from blindcheck.features import periods
-from blindcheck.features.frames import pad0, percentiles, windows
+from blindcheck.features.frames import fmean, mean_std, pad0, percentiles, windows
 
 PITCH_FLOOR, PITCH_CEILING, TIME_STEP, CANDIDATES = 75.0, 500.0, 0.01, 15
 VQ_WIN_S, VQ_EVERY = 0.064, 3  # voice-quality analysis window; every 3rd voiced pitch frame (30 ms)
@@ -63,14 +63,20 @@ def voice_quality(y: np.ndarray, sr: int, times: np.ndarray, f0: np.ndarray) -> 
     Every ``VQ_EVERY``-th voiced frame is analysed (64 ms windows every 30 ms still overlap by half)."""
     times, f0 = times[::VQ_EVERY], f0[::VQ_EVERY]
     n, window, fit, qc, qmean, lo, hi = _vq_constants(sr)
-    starts = np.clip(np.round(times * sr).astype(int), 0, len(y))  # frame centre t -> padded start t*sr
-    idx = starts[:, None] + np.arange(-(n // 2), n - n // 2)  # the samples of each frame
+    # frame centre t -> padded start t*sr (np.clip(np.round(...)) without their wrappers)
+    starts = np.minimum(np.maximum(np.rint(times * sr).astype(int), 0), len(y))
     # zeros beyond the ends where a frame reaches past one (times ascend); else no copy of the whole clip
-    past = idx.size and (idx[0, 0] < 0 or idx[-1, -1] >= len(y))
-    frames = windows(pad0(y, n // 2), n)[starts] if past else y[idx]
+    past = starts.size and (starts[0] < n // 2 or starts[-1] + n - n // 2 > len(y))
+    frames = windows(pad0(y, n // 2) if past else y, n)[starts if past else starts - n // 2]  # rows: copies
     mag = np.abs(np.fft.rfft(frames * window, axis=1))
-    # Floor 100 dB under each frame's peak (not an absolute one), so that the measures do not see the level.
-    db = 20.0 * np.log10(mag + 1e-5 * mag.max(axis=1, keepdims=True) + 1e-300)
+    # Floor 100 dB under each frame's peak (not an absolute one), so that the measures do not see the level:
+    # 20 log10(mag + 1e-5 max + 1e-300), in place.
+    floor = mag.max(axis=1, keepdims=True)
+    floor *= 1e-5
+    mag += floor
+    mag += 1e-300
+    db = np.log10(mag, out=mag)
+    db *= 20.0
 
     # H1, H2, H4: the strongest bin within f0/4 of k*f0, refined by a parabola through it and its neighbours.
     df = sr / n
@@ -88,11 +94,12 @@ def voice_quality(y: np.ndarray, sr: int, times: np.ndarray, f0: np.ndarray) -> 
     ceps = np.fft.irfft(db, n, axis=1)
     line = ceps[:, fit]
     slope = line @ qc  # least-squares line over 1-32 ms, per frame
-    icpt = line.mean(axis=1) - slope * qmean
+    icpt = fmean(line, axis=1) - slope * qmean
     peak = lo + ceps[:, lo:hi + 1].argmax(axis=1)
     cpp = ceps[rows[:, 0, 0], peak] - (icpt + slope * peak / sr)
-    return {"h1_h2_db_mean": float(d12.mean()), "h1_h2_db_std": float(d12.std()), "h2_h4_db_mean": float(d24.mean()),
-            "cpp_db_mean": float(cpp.mean()), "cpp_db_std": float(cpp.std())}
+    (m12, s12), (mcpp, scpp) = mean_std(d12), mean_std(cpp)
+    return {"h1_h2_db_mean": m12, "h1_h2_db_std": s12, "h2_h4_db_mean": float(fmean(d24)), "cpp_db_mean": mcpp,
+            "cpp_db_std": scpp}
 
 
 @lru_cache(maxsize=4)

@@ -14,7 +14,10 @@ K-weighting filters built once per rate and the blocks summed vectorised (same v
 Version 4 changes no feature, only the cost (``benchmarks/feature_drift.py``): the two K-weighting biquads run
 as one second-order-section filter (one pass instead of two; ``loudness_lufs`` within 1e-12 relative of version
 3), the Welch spectrum's window is built once per length, and percentiles and the running median come from one
-partition each (numpy's values bit for bit, without its wrappers' per-call cost on short clips).
+partition each (numpy's values bit for bit, without its wrappers' per-call cost on short clips). Still version 4,
+cheaper again, every value bit for bit: running sums, squares and Welch's products in place, Welch's FFTs in
+blocks of segments (no multi-MB temporaries), its and the noise spectrum's constants once per length and rate,
+numpy's mean as its sum over the count without the wrappers.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from blindcheck.audio import Clip
 from blindcheck.features.frames import (
     activity,
     clip_active_frames,
+    fmean,
     frame_levels_db,
     hann,
     pad0,
@@ -61,24 +65,26 @@ def integrated_loudness(y: np.ndarray, sr: int, block_size: float) -> float:
     sos, gain = _k_weighting(sr)
     # Both stages in one pass (pyloudnorm runs lfilter twice): 3x cheaper, the same filter up to rounding (the
     # filtered signal within 4e-14 relative, the loudness within 1e-12).
-    x = sosfilt(sos, np.asarray(y, np.float64))
+    x = sosfilt(sos, y)  # in float64 (the sections' type), on sosfilt's own copy of y
     if gain != 1.0:
-        x = gain * x
+        x *= gain
     step = 1.0 - 0.75
     n_blocks = int(np.round((len(x) / sr - block_size) / (block_size * step)) + 1)
     j = np.arange(n_blocks)
     lo = (block_size * (j * step) * sr).astype(int)
     hi = (block_size * (j * step + 1) * sr).astype(int)
-    csum = np.concatenate([[0.0], np.cumsum(x**2)])
+    csum = np.empty(len(x) + 1)  # [0, cumsum(x**2)], written in place
+    csum[0] = 0.0
+    np.cumsum(np.multiply(x, x, out=x), out=csum[1:])
     z = (csum[np.minimum(hi, len(x))] - csum[np.minimum(lo, len(x))]) / (block_size * sr)
     with np.errstate(divide="ignore", invalid="ignore"):
         lk = -0.691 + 10.0 * np.log10(z)
         gated = lk >= -70.0
         if not gated.any():
             return -math.inf
-        rel = -0.691 + 10.0 * np.log10(z[gated].mean()) - 10.0
+        rel = -0.691 + 10.0 * np.log10(fmean(z[gated])) - 10.0
         keep = (lk > rel) & (lk > -70.0)
-        return float(-0.691 + 10.0 * np.log10(z[keep].mean())) if keep.any() else -math.inf
+        return float(-0.691 + 10.0 * np.log10(fmean(z[keep]))) if keep.any() else -math.inf
 
 
 def _db(power: float) -> float:
@@ -91,12 +97,31 @@ def welch_psd(x: np.ndarray, sr: int, nperseg: int) -> tuple[np.ndarray, np.ndar
     Same estimator as ``scipy.signal.welch(x, sr, "hann", nperseg, nperseg // 2)`` up to the density scale,
     without its per-segment Python loop.
     """
-    w = hann(nperseg)
-    segs = windows(np.asarray(x, np.float64), nperseg, nperseg - nperseg // 2)
-    segs = segs - segs.mean(axis=1, keepdims=True)
-    p = (np.abs(np.fft.rfft(segs * w, axis=1)) ** 2).mean(axis=0) / (sr * (w**2).sum())
+    w, freqs, scale = _welch_constants(nperseg, sr)
+    segs = windows(np.ascontiguousarray(x), nperseg, nperseg - nperseg // 2)
+    p = np.empty((len(segs), nperseg // 2 + 1))  # |X| of each segment
+    # In blocks of segments (each one's values are its own): multi-MB temporaries are fresh allocations every clip
+    # whose page faults cost more than the FFTs (see frames.stft_mag); each block converted to float64 as before.
+    for i in range(0, len(segs), _WELCH_BLOCK):
+        seg = segs[i:i + _WELCH_BLOCK].astype(np.float64)
+        seg -= fmean(seg, axis=1, keepdims=True)
+        seg *= w  # in place: the same products as seg * w
+        np.absolute(np.fft.rfft(seg, axis=1), out=p[i:i + _WELCH_BLOCK])
+    p = fmean(np.multiply(p, p, out=p), axis=0) / scale  # |X|**2 in place
     p[1:-1 if nperseg % 2 == 0 else None] *= 2.0
-    return np.fft.rfftfreq(nperseg, 1.0 / sr), p
+    return freqs, p
+
+
+_WELCH_BLOCK = 128  # segments per FFT call in welch_psd
+
+
+@lru_cache(maxsize=16)
+def _welch_constants(nperseg: int, sr: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """welch_psd's window, its frequencies (read-only) and its density scale, computed once per length and rate."""
+    w = hann(nperseg)
+    freqs = np.fft.rfftfreq(nperseg, 1.0 / sr)
+    freqs.flags.writeable = False
+    return w, freqs, sr * (w**2).sum()
 
 
 def effective_bandwidth(x: np.ndarray, sr: int) -> float:
@@ -140,6 +165,19 @@ def clipping_fraction(x: np.ndarray) -> float:
     starts, ends = np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]
     runs = ends - starts
     return float(runs[runs >= 3].sum() / a.size)
+
+
+@lru_cache(maxsize=16)
+def _noise_constants(n_bins: int, sr: int) -> tuple:
+    """The noise spectrum's per-rate constants: bin frequencies, band edges (DC left out), the bins from 100 Hz
+    and their centred frequencies (kHz) and sum of squares (the least-squares slope's weights)."""
+    freqs = np.fft.rfftfreq(2 * (n_bins - 1), 1.0 / sr)
+    edges = np.linspace(1, n_bins, N_NOISE_BANDS + 1).round().astype(int)
+    sel = freqs >= 100.0
+    fk = freqs[sel] / 1000.0
+    for a in (freqs, edges, sel):
+        a.flags.writeable = False
+    return freqs, edges, sel, fk - fk.mean(), ((fk - fk.mean()) ** 2).sum()
 
 
 def _feature_names() -> list[str]:
@@ -188,9 +226,10 @@ class RecordingExtractor:
         out["effective_bandwidth_hz"] = bw
         out["bandwidth_ratio"] = bw / (a.sr / 2) if a.sr else math.nan
         x64 = x.astype(np.float64)
-        ms = float(np.mean(x64**2))
+        # np.mean(x64**2) and np.mean(x64) by numpy's arithmetic (the sum over the count), without the wrappers
+        out["dc_offset"] = float(np.add.reduce(x64) / x64.size)
         peak = float(np.abs(x64).max())
-        out["dc_offset"] = float(x64.mean())
+        ms = float(np.add.reduce(np.multiply(x64, x64, out=x64)) / x64.size)
         out["peak_dbfs"] = 20.0 * math.log10(max(peak, 1e-6))
         out["rms_dbfs"] = _db(ms)
         out["crest_factor_db"] = out["peak_dbfs"] - out["rms_dbfs"] if ms > 0 else math.nan
@@ -212,11 +251,11 @@ class RecordingExtractor:
             frame_s = 0.025
             out["leading_silence_s"] = float(idx[0] * hop_s)
             out["trailing_silence_s"] = float(max(0.0, dur - (idx[-1] * hop_s + frame_s)))
-            out["silence_ratio"] = float(1.0 - active.mean())
+            out["silence_ratio"] = 1.0 - np.count_nonzero(active) / active.size  # 1 - active.mean(), exactly
             p = 10 ** (levels / 10)
-            noise = p[~active].mean() if (~active).any() else 10 ** (floor / 10)
-            sig = p[active].mean()
-            out["snr_db"] = float(np.clip(10 * math.log10(max(sig - noise, 1e-12) / max(noise, 1e-12)), -20, 100))
+            noise = fmean(p[~active]) if (~active).any() else 10 ** (floor / 10)
+            sig = fmean(p[active])
+            out["snr_db"] = min(max(10 * math.log10(max(sig - noise, 1e-12) / max(noise, 1e-12)), -20.0), 100.0)
         out["noise_floor_dbfs"] = float(floor)
         out.update(self._noise_spectrum(clip))
         return out
@@ -235,19 +274,17 @@ class RecordingExtractor:
             clip.notes.append("recording: fewer than 3 non-silent pause frames, noise spectrum undefined")
             return {"noise_flatness": math.nan, "noise_centroid_hz": math.nan, "noise_slope_db_khz": math.nan,
                     **{f"noise_band_{b:02d}_db": math.nan for b in range(N_NOISE_BANDS)}}
-        spec = quiet.mean(axis=1)
-        freqs = np.fft.rfftfreq(2 * (len(spec) - 1), 1.0 / clip.sr)
-        flat = float(np.exp(np.mean(np.log(np.maximum(spec, 1e-20)))) / max(spec.mean(), 1e-20))
+        spec = fmean(quiet, axis=1)
+        freqs, edges, sel, fk_c, fk_ss = _noise_constants(len(spec), clip.sr)
+        spec_mean = fmean(spec)
+        flat = float(np.exp(fmean(np.log(np.maximum(spec, 1e-20)))) / max(spec_mean, 1e-20))
         out = {"noise_flatness": flat, "noise_centroid_hz": float((freqs * spec).sum() / spec.sum())}
-        level = 10.0 * np.log10(np.maximum(spec / max(spec.mean(), 1e-30), 1e-8))  # floored 80 dB under the mean
-        edges = np.linspace(1, len(spec), N_NOISE_BANDS + 1).round().astype(int)  # DC left out
+        level = 10.0 * np.log10(np.maximum(spec / max(spec_mean, 1e-30), 1e-8))  # floored 80 dB under the mean
         bands = np.add.reduceat(spec, edges[:-1]) / np.diff(edges)
-        bands = 10.0 * np.log10(np.maximum(bands / max(bands.mean(), 1e-30), 1e-8))  # re their mean, >= -80 dB
+        bands = 10.0 * np.log10(np.maximum(bands / max(fmean(bands), 1e-30), 1e-8))  # re their mean, >= -80 dB
         for b, v in enumerate(bands):
             out[f"noise_band_{b:02d}_db"] = float(v)
-        sel = freqs >= 100.0
-        fk = freqs[sel] / 1000.0
-        out["noise_slope_db_khz"] = float(level[sel] @ (fk - fk.mean()) / ((fk - fk.mean()) ** 2).sum())
+        out["noise_slope_db_khz"] = float(level[sel] @ fk_c / fk_ss)
         return out
 
     @staticmethod

@@ -34,7 +34,11 @@ float64 from the shared power instead of float32 magnitudes (relative change < 1
 Version 5 changes no value (largest relative difference 1e-15, ``benchmarks/feature_drift.py``), only the cost:
 spectral contrast takes the minimum/maximum of a sub-band where librosa's 2% quantile is one bin (a sort
 otherwise), band rows are slices (views, not copies), percentiles come from one partition, the feature names are
-built once and the values go into the result by blocks.
+built once and the values go into the result by blocks. Still version 5, cheaper again (``benchmarks/
+feature_drift.py``: every feature bit for bit but flatness's, within 5e-15 relative): zero crossings counted by
+bisecting the sign changes, flatness's mean log from one log per 16 bins (of their product), the contrast
+sub-bands' minima and maxima by one ``reduceat``, mean and std from one sum (``frames.mean_std``), the frame
+mean power shared with the activity rule, and fewer temporaries and numpy calls per clip.
 """
 
 from __future__ import annotations
@@ -50,6 +54,9 @@ from blindcheck.features.frames import (
     N_FFT,
     WIN,
     clip_active_frames,
+    clip_frame_power,
+    fmean,
+    mean_std,
     mel_filterbank,
     row_percentiles,
     stft_magnitude,
@@ -106,8 +113,11 @@ def _bands(sr: int) -> dict:
         fk = freq[rows] / 1000.0
         w = (fk - fk.mean()) / ((fk - fk.mean()) ** 2).sum()  # least-squares slope = w @ level
         slopes[name] = (_run(rows), w)
+    starts = [rows.start for rows, _ in contrast]
+    adjacent = all(a.stop == b.start for (a, _), (b, _) in zip(contrast[:-1], contrast[1:], strict=True))
     return {
         "freq": freq, "contrast": contrast, "lin": (lin_edges[:-1] + 1, np.diff(lin_edges)),
+        "contrast_starts": np.array(starts) if adjacent and contrast[-1][0].stop == len(freq) else None,
         "alpha_lo": _run((freq >= 50) & (freq < 1000)), "alpha_hi": _run((freq >= 1000) & (freq < 5000)),
         "hb_lo": _run(freq < 2000), "hb_hi": _run((freq >= 2000) & (freq < 5000)), "slopes": slopes,
     }
@@ -121,28 +131,63 @@ def _run(sel: np.ndarray) -> slice:
 
 
 def _db(x: np.ndarray) -> np.ndarray:
-    return 10.0 * np.log10(np.maximum(x, _AMIN))
+    """10 log10(max(x, _AMIN)), in one new array (the log and the scaling in place)."""
+    out = np.maximum(x, _AMIN)
+    if not isinstance(out, np.ndarray):
+        return 10.0 * np.log10(out)
+    np.log10(out, out=out)
+    out *= 10.0
+    return out
+
+
+def _mean_log(p: np.ndarray) -> np.ndarray:
+    """``np.log(p).mean(axis=0)`` of a matrix of values >= 1e-10, to rounding (1e-14 relative of the geometric
+    mean), from one log per _LOG_RUN rows: the log of a product of _LOG_RUN values is the sum of their logs, and a
+    log costs ~10x a product. Products of 16 such values stay inside float64's normal range unless a value
+    exceeds ~1e19 (then the log of each value, as before)."""
+    with np.errstate(over="ignore", under="ignore"):  # checked below
+        prods = np.multiply.reduceat(p, _LOG_STARTS[:(p.shape[0] + _LOG_RUN - 1) // _LOG_RUN], axis=0)
+    if not (np.isfinite(prods).all() and prods.min() >= np.finfo(np.float64).tiny):
+        return np.log(p).mean(axis=0)
+    return np.log(prods, out=prods).sum(axis=0) / p.shape[0]
+
+
+_LOG_RUN = 16  # rows per product in _mean_log
+_LOG_STARTS = np.arange(0, 1 << 16, _LOG_RUN)
 
 
 def _delta(x: np.ndarray, width: int) -> np.ndarray:
     """librosa.feature.delta(x, width=width, mode="interp"): a Savitzky-Golay first derivative (order 1) along
     the frames. With a straight-line fit, the 'interp' edges take the slope of the first/last full window."""
     h = width // 2
-    k = np.arange(-h, h + 1, dtype=np.float64)
     view = np.lib.stride_tricks.as_strided(x, (x.shape[0], x.shape[1] - width + 1, width),
                                            (x.strides[0], x.strides[1], x.strides[1]), writeable=False)
-    core = view @ (k / (k**2).sum())  # sliding_window_view(x, width, axis=1), without its overhead
-    return core[:, np.clip(np.arange(x.shape[1]) - h, 0, core.shape[1] - 1)]
+    core = view @ _delta_weights(width)  # sliding_window_view(x, width, axis=1), without its overhead
+    return core[:, np.minimum(np.maximum(np.arange(x.shape[1]) - h, 0), core.shape[1] - 1)]  # np.clip
+
+
+@lru_cache(maxsize=8)
+def _delta_weights(width: int) -> np.ndarray:
+    k = np.arange(-(width // 2), width // 2 + 1, dtype=np.float64)
+    w = k / (k**2).sum()
+    w.flags.writeable = False
+    return w
 
 
 def _contrast(mag: np.ndarray, sr: int) -> np.ndarray:
     """librosa.feature.spectral_contrast(S=mag, sr, n_fft, n_bands=6, fmin=100, quantile=0.02)."""
-    peak = np.empty((N_CONTRAST + 1, mag.shape[1]))
-    valley = np.empty_like(peak)
-    for k, (rows, q) in enumerate(_bands(sr)["contrast"]):
+    c = _bands(sr)
+    if c["contrast_starts"] is not None:  # the sub-bands tile the bins: each one's min and max in one call
+        valley = np.minimum.reduceat(mag, c["contrast_starts"], axis=0).astype(np.float64)
+        peak = np.maximum.reduceat(mag, c["contrast_starts"], axis=0).astype(np.float64)
+    else:
+        peak = np.empty((N_CONTRAST + 1, mag.shape[1]))
+        valley = np.empty_like(peak)
+    for k, (rows, q) in enumerate(c["contrast"]):
         sub = mag[rows]  # a contiguous run of bins: a view
         if q == 1:
-            valley[k], peak[k] = sub.min(axis=0), sub.max(axis=0)
+            if c["contrast_starts"] is None:
+                valley[k], peak[k] = sub.min(axis=0), sub.max(axis=0)
         else:
             srt = np.sort(sub, axis=0)
             valley[k], peak[k] = srt[:q].mean(axis=0), srt[-q:].mean(axis=0)
@@ -151,28 +196,42 @@ def _contrast(mag: np.ndarray, sr: int) -> np.ndarray:
 
 
 def _zcr(y: np.ndarray, n_frames: int) -> np.ndarray:
-    """librosa.feature.zero_crossing_rate(y, frame_length=WIN, hop_length=HOP, center=True)."""
-    y = np.concatenate([np.full(WIN // 2, y[0]), y, np.full(WIN // 2, y[-1])])  # np.pad(mode="edge")
-    s = np.signbit(np.where(np.abs(y) <= 1e-10, 0.0, y))
-    cs = np.concatenate([[0], np.cumsum(s[1:] != s[:-1])])
-    starts = np.arange(n_frames) * HOP
-    return (cs[starts + WIN - 1] - cs[starts]) / WIN
+    """librosa.feature.zero_crossing_rate(y, frame_length=WIN, hop_length=HOP, center=True): the sign changes
+    (|y| <= 1e-10 counts as 0) between the WIN samples of each frame of the edge-padded signal, counted by
+    bisecting the positions of the changes (the padding, repeated end samples, holds none) instead of a running
+    sum over every sample."""
+    s = np.signbit(y)
+    s &= ~(np.abs(y) <= 1e-10)  # np.signbit(np.where(np.abs(y) <= 1e-10, 0.0, y))
+    change = np.flatnonzero(s[1:] != s[:-1])  # a change between samples j and j + 1 of y
+    starts = np.arange(n_frames) * HOP - WIN // 2  # frame f spans padded samples f*HOP .. f*HOP + WIN - 1
+    return (np.searchsorted(change, starts + (WIN - 1)) - np.searchsorted(change, starts)) / WIN
 
 
-def _modulation(power: np.ndarray, sr: int) -> np.ndarray:
-    """Share of the frame-RMS envelope's modulation power in each band of ``_MOD_EDGES``."""
-    env = np.sqrt(power.mean(axis=0))
-    env = env - env.mean()
+def _modulation(frame_power: np.ndarray, sr: int) -> np.ndarray:
+    """Share of the frame-RMS envelope's modulation power in each band of ``_MOD_EDGES`` (from each frame's mean
+    STFT power)."""
+    env = np.sqrt(frame_power)
+    env = env - fmean(env)
     n = max(len(env), 256)
     spec = np.abs(np.fft.rfft(env, n)) ** 2
-    fm = np.fft.rfftfreq(n, HOP / sr)
-    bands = np.array([spec[(fm >= lo) & (fm < hi)].sum() for lo, hi in zip(_MOD_EDGES[:-1], _MOD_EDGES[1:],
-                                                                              strict=True)])
+    bands = np.array([spec[band].sum() for band in _mod_bands(n, sr)])
     total = bands.sum()
     out = bands / total if total > 1e-20 else np.zeros_like(bands)
-    if power.shape[1] * HOP / sr < 1.0 / _MOD_EDGES[0]:
+    if len(frame_power) * HOP / sr < 1.0 / _MOD_EDGES[0]:
         out[0] = math.nan
     return out
+
+
+@lru_cache(maxsize=256)
+def _mod_bands(n: int, sr: int) -> tuple[slice, ...]:
+    """The modulation spectrum's bins (of an n-point FFT of the frame envelope) in each band of ``_MOD_EDGES``, as
+    slices (the frequencies ascend, so each band is one run; an empty band is an empty slice)."""
+    fm = np.fft.rfftfreq(n, HOP / sr)
+    out = []
+    for lo, hi in zip(_MOD_EDGES[:-1], _MOD_EDGES[1:], strict=True):
+        idx = np.flatnonzero((fm >= lo) & (fm < hi))
+        out.append(_run(idx) if idx.size else slice(0, 0))
+    return tuple(out)
 
 
 def _feature_names() -> list[str]:
@@ -239,9 +298,9 @@ class SpectralExtractor:
         if delta is None:
             clip.notes.append(f"spectral: only {n_frames} frames, MFCC deltas undefined")
         act = clip_active_frames(clip)
-        m, s = mfcc[:, act].mean(axis=1), mfcc[:, act].std(axis=1)
+        m, s = mean_std(mfcc[:, act], axis=1)  # (a C-order matrix's column selection is F-order: sums as before)
         if delta is not None:
-            dm, ds = delta[:, act].mean(axis=1), delta[:, act].std(axis=1)
+            dm, ds = mean_std(delta[:, act], axis=1)
         else:
             dm = ds = np.full(N_MFCC, math.nan)
         out.update(zip(_OUT["mfcc_mean"], m[1:].tolist(), strict=True))
@@ -250,40 +309,48 @@ class SpectralExtractor:
         out.update(zip(_OUT["mfcc_delta_std"], ds.tolist(), strict=True))
 
         # Frame series over the active frames only (every one has one value per STFT frame).
-        p_act, m_act = power[:, act], mag[:, act].astype(np.float64)
-        msum = m_act.sum(axis=0)
+        # power and mag are F-order (one frame contiguous), as their column selections: with every frame active
+        # the arrays themselves (views, the same layout and sums), else copies of the active frames.
+        sel = slice(None) if act.all() else act
+        p_act, mag_act = power[:, sel], mag[:, sel]
+        mnorm = mag_act.astype(np.float64)
+        msum = mnorm.sum(axis=0)
         msum = np.where(msum < np.finfo(np.float32).tiny, 1.0, msum)  # librosa's normalize(): silent frame -> 0
-        mnorm = m_act / msum
+        mnorm /= msum
         centroid = freq @ mnorm
         bandwidth = np.sqrt(np.maximum((freq**2) @ mnorm - centroid**2, 0.0))  # = sqrt(sum p (f - centroid)^2)
-        cum = np.cumsum(mag[:, act], axis=0)  # float32, as librosa's rolloff
+        cum = np.cumsum(mag_act, axis=0)  # float32, as librosa's rolloff
         rolloff = freq[np.argmax(cum >= 0.85 * cum[-1], axis=0)]
-        pt = np.maximum(p_act, _AMIN)
-        flatness = np.exp(np.log(pt).mean(axis=0)) / pt.mean(axis=0)
-        flux = np.concatenate([[0.0], np.maximum(0.0, np.diff(logmel, axis=1)).mean(axis=0)])[act]
-        zcr = _zcr(clip.y, n_frames)[act]
+        pt = np.maximum(p_act, _AMIN, out=mnorm)  # into mnorm's buffer (done with; the same F-order layout)
+        flatness = np.exp(_mean_log(pt)) / fmean(pt, axis=0)
+        flux = np.zeros(n_frames)  # frame 0: 0; then the mean rise of the log-mel bands (np.diff, in place)
+        rise = logmel[:, 1:] - logmel[:, :-1]
+        flux[1:] = fmean(np.maximum(0.0, rise, out=rise), axis=0)
+        flux = flux[sel]
+        zcr = _zcr(clip.y, n_frames)[sel]
         tilt = [_db(p_act[c["alpha_lo"]].sum(axis=0)) - _db(p_act[c["alpha_hi"]].sum(axis=0)),
                 _db(p_act[c["hb_lo"]].max(axis=0)) - _db(p_act[c["hb_hi"]].max(axis=0))]
         tilt += [w @ _db(p_act[rows]) for rows, w in c["slopes"].values()]
-        series = np.vstack([centroid, bandwidth, rolloff, flatness, zcr, flux, *tilt])
-        means, stds = series.mean(axis=1), series.std(axis=1)
+        series = np.empty((6 + len(tilt), len(centroid)))  # np.vstack of the rows, without its wrappers
+        for i, row in enumerate((centroid, bandwidth, rolloff, flatness, zcr, flux, *tilt)):
+            series[i] = row
+        means, stds = mean_std(series, axis=1)
         out.update(zip(_OUT["series_mean"], means.tolist(), strict=True))
         out.update(zip(_OUT["series_std"], stds.tolist(), strict=True))
         pct = row_percentiles(series[:4], _PCTS)  # (pcts, features), as np.percentile(..., axis=1)
         out.update(zip(_OUT["pct"], pct.T.ravel().tolist(), strict=True))  # feature-major: centroid_hz_p10, ..._p90
 
-        contrast = _contrast(mag, sr)[:, act]
-        cm, cs = contrast.mean(axis=1), contrast.std(axis=1)
+        cm, cs = mean_std(_contrast(mag, sr)[:, act], axis=1)
         out.update(zip(_OUT["contrast_mean"], cm.tolist(), strict=True))
         out.update(zip(_OUT["contrast_std"], cs.tolist(), strict=True))
-        ltas = _db(mel[:, act].mean(axis=1))
-        ltas -= ltas.mean()
+        ltas = _db(fmean(mel[:, act], axis=1))
+        ltas -= fmean(ltas)
         out.update(zip(_OUT["ltas_mel"], ltas.tolist(), strict=True))
-        lt = p_act.mean(axis=1)
+        lt = fmean(p_act, axis=1)
         lin = np.add.reduceat(lt, c["lin"][0]) / c["lin"][1]
-        lin = 10.0 * np.log10(np.maximum(lin / max(lin.mean(), 1e-30), 1e-8))  # re the mean band power, >= -80 dB
+        lin = 10.0 * np.log10(np.maximum(lin / max(fmean(lin), 1e-30), 1e-8))  # re the mean band power, >= -80 dB
         out.update(zip(_OUT["ltas_lin"], lin.tolist(), strict=True))
-        mod = _modulation(power, sr)
+        mod = _modulation(clip_frame_power(clip), sr)
         if math.isnan(mod[0]):
             clip.notes.append("spectral: clip shorter than 1 s, 1-2 Hz envelope modulation undefined")
         out.update(zip(_OUT["mod"], mod.tolist(), strict=True))
