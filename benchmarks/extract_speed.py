@@ -29,8 +29,10 @@ time in the 1-worker row has help from the other cores (a 10 s sound's pitch: 7.
 cores; 14.3 ms wall and 14.2 ms CPU pinned to one), while openSMILE runs on one thread.
 
 ``--ab TREE`` prints, instead, each extractor's CPU time against the same extractor module of another
-source tree, interleaved per clip in one process (robust to other load; the old module must import only names
-this tree still has).
+source tree, interleaved per clip in one process (robust to other load). The other tree's extractors run on that
+tree's ``frames`` module (the helpers they call per clip); both share the clip's STFT and activity mask, computed
+once by this tree, and this tree's other modules (``periods``, ``audio``): the old modules must import only names
+these still have.
 
 ``--stages`` prints, instead, the CPU time of each stage (decode + resample, the shared STFT, each modality) in
 ms per audio second, with one BLAS thread, on both sets, the minimum of ``--repeat`` passes per stage (the
@@ -173,12 +175,25 @@ def ab(sets: dict[str, list[str]], tree: str, repeat: int) -> None:
     from blindcheck.features import acoustic_modalities, get_extractor
     from blindcheck.features.frames import clip_active_frames, stft_power
 
-    def load(name: str):
-        new = get_extractor(name)
+    def module(name: str):
         spec = importlib.util.spec_from_file_location(f"other_{name}", Path(tree) / "blindcheck" / "features"
                                                       / f"{name}.py")
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
+        return mod
+
+    # The other tree's extractors import the other tree's frames module (its helpers, e.g. the means and views
+    # the extractors call per clip), so that a change there counts on its side; the clip's shared STFT and
+    # activity mask are computed once, by this tree, for both.
+    other_frames, key = module("frames"), "blindcheck.features.frames"
+
+    def load(name: str):
+        new = get_extractor(name)
+        own, sys.modules[key] = sys.modules[key], other_frames
+        try:
+            mod = module(name)
+        finally:
+            sys.modules[key] = own
         return getattr(mod, type(new).__name__)(), new
 
     pairs = {m: load(m) for m in acoustic_modalities()}
