@@ -180,9 +180,7 @@ def activity(levels_db: np.ndarray) -> tuple[np.ndarray, float, float]:
 def active_frames(power: np.ndarray, min_active: int = 3) -> np.ndarray:
     """Boolean mask of STFT frames carrying speech energy (see :func:`activity`); all frames when fewer than
     ``min_active`` are active (0: the mask as it is)."""
-    level = 10.0 * np.log10(np.maximum(power.mean(axis=0), 1e-12))
-    mask, _, _ = activity(level)
-    return mask if mask.sum() >= min_active else np.ones_like(mask)
+    return _at_least(_frame_activity(power.mean(axis=0)), min_active)
 
 
 def clip_frame_power(clip: Clip) -> np.ndarray:
@@ -194,9 +192,18 @@ def clip_frame_power(clip: Clip) -> np.ndarray:
 
 def clip_active_frames(clip: Clip, min_active: int = 3) -> np.ndarray:
     """:func:`active_frames` of the clip's shared STFT power, the activity rule applied once per clip."""
-    if "stft_active" not in clip.shared:  # active_frames(stft_power(clip), min_active=0), from the shared means
-        clip.shared["stft_active"] = activity(10.0 * np.log10(np.maximum(clip_frame_power(clip), 1e-12)))[0]
-    mask = clip.shared["stft_active"]
+    if "stft_active" not in clip.shared:
+        clip.shared["stft_active"] = _frame_activity(clip_frame_power(clip))
+    return _at_least(clip.shared["stft_active"], min_active)
+
+
+def _frame_activity(frame_power: np.ndarray) -> np.ndarray:
+    """:func:`activity` of the frames' levels (dB of each frame's mean STFT power, floored at -120 dB)."""
+    return activity(10.0 * np.log10(np.maximum(frame_power, 1e-12)))[0]
+
+
+def _at_least(mask: np.ndarray, min_active: int) -> np.ndarray:
+    """``mask``, or every frame when fewer than ``min_active`` are active."""
     return mask if mask.sum() >= min_active else np.ones_like(mask)
 
 
