@@ -265,8 +265,8 @@ def _load_model(cfg: dict, threads: int, inter: int = 1) -> None:
     # input with a numpy matrix product, whose rounding depends on OpenBLAS's thread count, and Whisper's greedy
     # decoding turns those last bits into other words (4 of 10 test sentences read differently with
     # OPENBLAS_NUM_THREADS=1 than with 2 threads). Pinned, a clip's transcript no longer depends on the machine's
-    # core count, on the executor (Dask's workers run with one BLAS thread) or on the environment. The models'
-    # own threads (CTranslate2's OpenMP, torch's) are set where the model is loaded, not here.
+    # core count, on the executor (Dask's workers run with one BLAS thread) or on the environment. The model's
+    # own threads (CTranslate2's OpenMP) are its cpu_threads below, which this leaves alone.
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1, user_api="blas")

@@ -177,12 +177,13 @@ class DaskExecutor(Executor):
             self._environ = dict(os.environ)
             with dask.config.set({"distributed.scheduler.allowed-failures": allowed_failures,
                                   "distributed.worker.profile.enabled": False,
-                                  "distributed.nanny.pre-spawn-environ": environ}), \
-                    contextlib.ExitStack() as restore:
-                restore.callback(self._restore_environ)
-                self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                            dashboard_address=None, silence_logs=logging.ERROR,
-                                            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
+                                  "distributed.nanny.pre-spawn-environ": environ}):
+                try:
+                    self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                                host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR,
+                                                scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
+                finally:
+                    self._restore_environ()
             self.client = Client(self.cluster)
         self.address = address or self.cluster.scheduler_address
         self.workers = max(1, sum(self.client.nthreads().values()))
