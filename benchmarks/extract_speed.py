@@ -81,15 +81,15 @@ def make_long(files: list[str], n: int, out: Path, seed: int = 0) -> list[str]:
 
 
 def at_rate(paths: list[str], rate: int, out: Path) -> list[str]:
-    """Copies of ``paths`` resampled to ``rate`` (soxr HQ, as blindcheck's own resampling; 16-bit PCM)."""
-    import soxr
+    """Copies of ``paths`` resampled to ``rate`` by blindcheck's own resampling (soxr HQ), as 16-bit PCM."""
+    from blindcheck.audio import resample
 
     out.mkdir(parents=True, exist_ok=True)
     copies = []
     for k, p in enumerate(paths):
         x, sr = sf.read(p, dtype="float32")
         q = out / f"{k:04d}_{Path(p).name}"
-        sf.write(q, np.clip(soxr.resample(x, sr, rate, quality="HQ"), -1.0, 1.0), rate, subtype="PCM_16")
+        sf.write(q, np.clip(resample(x, sr, rate), -1.0, 1.0), rate, subtype="PCM_16")
         copies.append(str(q))
     return copies
 

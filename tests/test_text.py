@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util  # noqa: E402
 import math
 import re
@@ -23,6 +22,7 @@ if any(importlib.util.find_spec(m) is None for m in ("sentence_transformers", "f
     pytest.skip("text extras not installed (pip install -e '.[asr,text]' jiwer)", allow_module_level=True)
 import jiwer  # noqa: E402
 
+from blindcheck.audio import content_hash  # noqa: E402
 from blindcheck.cache import Store  # noqa: E402
 from blindcheck.errors import BlindcheckError  # noqa: E402
 from blindcheck.extract import extract_features  # noqa: E402
@@ -54,7 +54,7 @@ def _tasks(paths, durations=None):
     transcripts (measured on 40 FSDD clips: 2-3 windows and WER 0-0.05 over five orders, 8 windows for one)."""
     durations = [math.nan] * len(paths) if durations is None else list(durations)
     return [{"row": i, "path": str(p), "start": math.nan, "end": math.nan, "duration_s": d,
-             "key": hashlib.blake2b(Path(p).read_bytes(), digest_size=16).hexdigest()}
+             "key": content_hash(Path(p).read_bytes())}
             for i, (p, d) in enumerate(zip(paths, durations, strict=True))]
 
 
