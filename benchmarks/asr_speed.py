@@ -6,7 +6,7 @@ the same run, so the ratio packed / single is the figure to read on a noisy mach
 
 - three sets: short FSDD digit clips (0.1-2.3 s, real speech), Harvard sentences spoken by espeak-ng
   (2-4 s, two speaking rates; skipped without espeak-ng) and 5-15 s clips made by concatenating FSDD clips;
-- single (one Whisper call per clip) vs packed (short clips share a window, see blindcheck.asr), with 1 and
+- single (one Whisper call per clip) vs packed (short clips share a window, see blindcheck.features.asr), with 1 and
   N worker processes, beam 1; packed also with beam 5;
 - word error rate against the known words, and how many clips packing had to redo.
 
@@ -38,8 +38,8 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from blindcheck.asr import ASRConfig, transcribe  # noqa: E402
-from blindcheck.text import default_embedding_model, embed  # noqa: E402
+from blindcheck.features.asr import ASRConfig, transcribe  # noqa: E402
+from blindcheck.features.text import default_embedding_model, embed  # noqa: E402
 
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 

@@ -37,9 +37,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.active:
         os.environ["OMP_WAIT_POLICY"] = "ACTIVE"
-    from blindcheck.extract import extract_features
-    from blindcheck.manifest import load_manifest
-    from blindcheck.separability import available_threads, run_separability
+    from blindcheck.analysis.separability import available_threads, run_separability
+    from blindcheck.extraction.pipeline import extract_features
+    from blindcheck.inputs.manifest import load_manifest
     from blindcheck.settings import Settings
 
     m = load_manifest(args.manifest)

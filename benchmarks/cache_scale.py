@@ -2,7 +2,7 @@
 
 "Before" is the cache as it was: a flush concatenated the whole in-memory table (every row the cache had ever
 stored, other manifests' too) with the new rows and wrote a part; a run began by reading every row. "After" is
-:class:`blindcheck.cache.Store` now: a flush writes one new part and keeps the new rows aside (joined once at
+:class:`blindcheck.extraction.cache.Store` now: a flush writes one new part and keeps the new rows aside (joined once at
 the end), and a run reads only the rows of its own manifest (a pyarrow filter on the key column).
 
     python benchmarks/cache_scale.py [--rows 100000 500000] [--columns 80] [--batch 64] [--manifest 1000]
@@ -25,7 +25,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from blindcheck.cache import Store  # noqa: E402
+from blindcheck.extraction.cache import Store  # noqa: E402
 
 
 def frame(keys: list[str], columns: int, rng) -> pd.DataFrame:

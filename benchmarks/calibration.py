@@ -33,11 +33,11 @@ from scipy.stats import norm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from blindcheck.extract import extract_features  # noqa: E402
-from blindcheck.manifest import Manifest  # noqa: E402
-from blindcheck.separability import run_separability  # noqa: E402
+from blindcheck.analysis.separability import run_separability  # noqa: E402
+from blindcheck.analysis.verdict import decide  # noqa: E402
+from blindcheck.extraction.pipeline import extract_features  # noqa: E402
+from blindcheck.inputs.manifest import Manifest  # noqa: E402
 from blindcheck.settings import Settings  # noqa: E402
-from blindcheck.verdict import decide  # noqa: E402
 
 STATUSES = ("clean", "inconclusive", "confounded")
 

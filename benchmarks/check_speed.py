@@ -22,9 +22,9 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from blindcheck.separability import run_separability  # noqa: E402
+from blindcheck.analysis.separability import run_separability  # noqa: E402
+from blindcheck.analysis.verdict import decide  # noqa: E402
 from blindcheck.settings import Settings  # noqa: E402
-from blindcheck.verdict import decide  # noqa: E402
 
 
 def synthetic(n: int, p: int, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:

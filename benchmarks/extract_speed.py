@@ -60,8 +60,8 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from blindcheck.extract import extract_features  # noqa: E402
-from blindcheck.manifest import Manifest  # noqa: E402
+from blindcheck.extraction.pipeline import extract_features  # noqa: E402
+from blindcheck.inputs.manifest import Manifest  # noqa: E402
 
 
 def make_long(files: list[str], n: int, out: Path, seed: int = 0) -> list[str]:
@@ -82,7 +82,7 @@ def make_long(files: list[str], n: int, out: Path, seed: int = 0) -> list[str]:
 
 def at_rate(paths: list[str], rate: int, out: Path) -> list[str]:
     """Copies of ``paths`` resampled to ``rate`` by blindcheck's own resampling (soxr HQ), as 16-bit PCM."""
-    from blindcheck.audio import resample
+    from blindcheck.inputs.audio import resample
 
     out.mkdir(parents=True, exist_ok=True)
     copies = []
@@ -122,9 +122,9 @@ def run_egemaps(paths: list[str], workers: int) -> tuple[float, float, int]:
 def stages(sets: dict[str, list[str]], repeat: int = 1) -> None:
     from threadpoolctl import threadpool_limits
 
-    from blindcheck.audio import decode, load_clip, read_bytes
     from blindcheck.features import acoustic_modalities, get_extractor
     from blindcheck.features.frames import stft_power
+    from blindcheck.inputs.audio import decode, load_clip, read_bytes
 
     exts = [get_extractor(m) for m in acoustic_modalities()]
     with threadpool_limits(1):
@@ -171,9 +171,9 @@ def ab(sets: dict[str, list[str]], tree: str, repeat: int) -> None:
 
     from threadpoolctl import threadpool_limits
 
-    from blindcheck.audio import decode, load_clip, read_bytes
     from blindcheck.features import acoustic_modalities, get_extractor
     from blindcheck.features.frames import clip_active_frames, stft_power
+    from blindcheck.inputs.audio import decode, load_clip, read_bytes
 
     def module(name: str):
         spec = importlib.util.spec_from_file_location(f"other_{name}", Path(tree) / "blindcheck" / "features"
@@ -225,7 +225,7 @@ def overhead(paths: list[str]) -> tuple[float, float]:
     """Process CPU seconds of one ``extract_features`` run (1 worker, in this process) and the part spent in
     decoding and the extractors (their CPU, timed by wrapping them); the rest is planning, hashing, cache
     writes and assembly: the per-clip cost outside the extractors."""
-    import blindcheck.extract as ex
+    import blindcheck.extraction.pipeline as ex
     from blindcheck.features import acoustic_modalities, get_extractor
 
     spent = [0.0]

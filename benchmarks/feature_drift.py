@@ -26,8 +26,8 @@ MODALITIES = ("recording", "spectral", "prosodic")
 
 
 def dump(paths: list[str], out: str) -> None:
-    from blindcheck.audio import decode, load_clip, read_bytes
     from blindcheck.features import get_extractor
+    from blindcheck.inputs.audio import decode, load_clip, read_bytes
 
     exts = [get_extractor(m) for m in MODALITIES]
     rows = []

@@ -24,17 +24,10 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from blindcheck.matching import (  # noqa: E402
-    MatchOptions,
-    _Data,
-    _pairs_attempt,
-    _trim_attempt,
-    balance_table,
-    match_table,
-)
-from blindcheck.separability import feature_columns, run_separability  # noqa: E402
+from blindcheck.analysis.matching import MatchOptions, _Data, _pairs_attempt, _trim_attempt, balance_table, match_table
+from blindcheck.analysis.separability import feature_columns, run_separability  # noqa: E402
+from blindcheck.analysis.verdict import decide  # noqa: E402
 from blindcheck.settings import Settings  # noqa: E402
-from blindcheck.verdict import decide  # noqa: E402
 
 
 def synthetic(n: int, p: int, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:

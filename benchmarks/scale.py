@@ -175,7 +175,7 @@ def _trace_phases(bx, marks: list) -> None:
     between two marks is the peak that phase reached."""
     import functools
 
-    from blindcheck.cache import Store
+    from blindcheck.extraction.cache import Store
 
     def mark(label: str) -> None:
         marks.append({"at": label, "t": time.perf_counter(), "rss_mb": _rss_mb("VmRSS"), "hwm_mb": _rss_mb("VmHWM")})
@@ -200,7 +200,7 @@ def _trace_phases(bx, marks: list) -> None:
     wrap(Store, "read_matrix", "read_matrix")
     wrap(bx, "_assemble", "assemble")
     try:
-        import blindcheck.executors as bex
+        import blindcheck.runtime.executors as bex
     except ImportError:
         bex = None
     for cls_name in ("LocalExecutor", "DaskExecutor"):
@@ -224,13 +224,13 @@ def child(args: argparse.Namespace) -> None:
 
     import pandas as pd
 
-    import blindcheck.extract as bx
-    from blindcheck.manifest import Manifest
+    import blindcheck.extraction.pipeline as bx
+    from blindcheck.inputs.manifest import Manifest
 
     open_executor = getattr(bx, "open_executor", None)  # where the executors commit put it
     if open_executor is None:
         try:
-            from blindcheck.executors import open_executor
+            from blindcheck.runtime.executors import open_executor
         except ImportError:
             open_executor = None
     new_api = hasattr(bx, "ExtractionConfig") and open_executor is not None
@@ -245,7 +245,7 @@ def child(args: argparse.Namespace) -> None:
                  "modalities": args.modalities, "api": "executors" if new_api else "legacy",
                  "baseline_rss_mb": base_rss, "pid": os.getpid()}
     if executor == "dask" and not new_api:
-        out["error"] = "this blindcheck has no Dask executor (blindcheck.executors / ExtractionConfig missing)"
+        out["error"] = "this blindcheck has no Dask executor (blindcheck.runtime.executors / ExtractionConfig missing)"
         print("RESULT " + json.dumps(out), flush=True)
         return
     work = Path(args.work)

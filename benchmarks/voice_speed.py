@@ -26,12 +26,12 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from blindcheck.audio import decode, load_clip, read_bytes  # noqa: E402
-from blindcheck.extract import extract_features  # noqa: E402
+from blindcheck.analysis.speakers import DEFAULT_THRESHOLD, adjusted_rand, infer_speakers  # noqa: E402
+from blindcheck.extraction.pipeline import extract_features  # noqa: E402
 from blindcheck.features.spectral import SpectralExtractor  # noqa: E402
 from blindcheck.features.voice import VoiceExtractor  # noqa: E402
-from blindcheck.manifest import Manifest  # noqa: E402
-from blindcheck.speakers import DEFAULT_THRESHOLD, adjusted_rand, infer_speakers  # noqa: E402
+from blindcheck.inputs.audio import decode, load_clip, read_bytes  # noqa: E402
+from blindcheck.inputs.manifest import Manifest  # noqa: E402
 
 
 def main() -> None:

@@ -33,7 +33,7 @@ def _positive_int(text: str) -> int:
 
 
 def _add_manifest_args(p: argparse.ArgumentParser, out_required: bool = True) -> None:
-    from blindcheck.asr import COMPUTE_TYPES, ASRConfig
+    from blindcheck.features.asr import COMPUTE_TYPES, ASRConfig
 
     p.add_argument("manifest", help="CSV/TSV/JSONL/Parquet manifest, Kaldi data dir or audiofolder dir")
     p.add_argument("--out", required=out_required, default=None, help="output directory")
@@ -156,7 +156,7 @@ def _add_attack_args(p: argparse.ArgumentParser) -> None:
 
 def _attack_kwargs(args, manifest) -> dict:
     """The scores file read and its ids checked against the manifest before any work (errors exit 2 at once)."""
-    from blindcheck.correlate import check_scores_ids, read_scores
+    from blindcheck.inputs.scores import check_scores_ids, read_scores
 
     scores = getattr(args, "scores", None)
     if scores is not None:
@@ -185,7 +185,7 @@ def format_attacks(corr) -> str:
 
 
 def cmd_correlate(args) -> int:
-    from blindcheck.correlate import correlate
+    from blindcheck.verbs import correlate
 
     settings, manifest = _settings(args), _load(args)
     corr = correlate(manifest, out=args.out, cache_dir=args.cache_dir, workers=args.workers, settings=settings,
@@ -199,7 +199,7 @@ def cmd_correlate(args) -> int:
 
 
 def cmd_di(args) -> int:
-    from blindcheck.inference import dataset_inference_manifest
+    from blindcheck.verbs import dataset_inference_manifest
 
     settings, manifest = _settings(args), _load(args)
     di = dataset_inference_manifest(manifest, out=args.out, cache_dir=args.cache_dir, workers=args.workers,
@@ -262,7 +262,7 @@ def _run_check(args, quiet: bool):
 
 
 def _run_check_on(args, manifest, quiet: bool, settings):
-    from blindcheck.checker import check
+    from blindcheck.verbs import check
 
     progress, close = (None, lambda: None) if quiet else _progress(args)
     cls_progress, cls_close = (None, lambda: None) if quiet else _classifier_progress(args)
@@ -307,7 +307,7 @@ def _classifier_progress(args):
 
 
 def cmd_check(args) -> int:
-    from blindcheck.checker import format_summary
+    from blindcheck.reporting.terminal import format_summary
 
     result = _run_check(args, quiet=False)
     summary = _with_notes(format_summary(result), result.notes)
@@ -317,7 +317,9 @@ def cmd_check(args) -> int:
     print(summary)
     print(f"\n  wrote {Path(args.out) / 'result.json'}, blind_scores.parquet, features.parquet, summary.txt")
     if args.match:
-        from blindcheck.matching import add_to_result_json, format_match_summary, match_from_check, write_match
+        from blindcheck.reporting.terminal import format_match_summary
+        from blindcheck.verbs import match_from_check, write_match
+        from blindcheck.verbs._match import add_to_result_json
 
         res = match_from_check(result, threads=args.workers)
         write_match(res, result.manifest, args.out, _manifest_options(args))
@@ -331,7 +333,7 @@ def _render_report(args) -> None:
     """The report at the end of a verb that wrote a result directory (``--no-report`` skips it)."""
     if args.no_report:
         return
-    from blindcheck.report import report
+    from blindcheck.reporting import report
 
     paths = report(args.out)
     print(f"  report {paths.html} (+ report.md, report.tex, {len(paths.figures)} figure files) "
@@ -339,7 +341,7 @@ def _render_report(args) -> None:
 
 
 def cmd_report(args) -> int:
-    from blindcheck.report import FORMATS, report
+    from blindcheck.reporting import FORMATS, report
 
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
     bad = [f for f in formats if f not in FORMATS]
@@ -369,7 +371,9 @@ def _write_summary(out: str | None, summary: str) -> None:
 
 def cmd_match(args) -> int:
     """Exit 0 when every subset asked for re-checks clean, 1 when none (or not all) does, 2 on input errors."""
-    from blindcheck.matching import MatchOptions, format_match_summary, match_from_check, write_match
+    from blindcheck.analysis.matching import MatchOptions
+    from blindcheck.reporting.terminal import format_match_summary
+    from blindcheck.verbs import match_from_check, write_match
 
     options = MatchOptions(method=args.method, exact=tuple(args.exact), design=args.design)
     settings = _settings(args)
@@ -393,12 +397,12 @@ def cmd_match(args) -> int:
 
 
 def cmd_gate(args) -> int:
-    from blindcheck.checker import format_summary, gate_line
+    from blindcheck.reporting.terminal import format_summary, gate_line
 
     result = _run_check(args, quiet=True)
     _write_summary(args.out, _with_notes(format_summary(result), result.notes))
     print(gate_line(result))
-    from blindcheck.report.ci import annotations, write_step_summary
+    from blindcheck.reporting.ci import annotations, write_step_summary
 
     saved = result.to_dict()
     if args.gate_format == "github":
@@ -410,20 +414,20 @@ def cmd_gate(args) -> int:
 
 
 def _manifest_options(args):
-    from blindcheck.manifest import ManifestOptions
+    from blindcheck.inputs.manifest import ManifestOptions
 
     return ManifestOptions(label_column=args.label_column, member_value=args.member_value,
                            path_column=args.path_column, id_column=args.id_column, skip_missing=args.skip_missing)
 
 
 def _load(args):
-    from blindcheck.manifest import load_manifest
+    from blindcheck.inputs.manifest import load_manifest
 
     return load_manifest(args.manifest, _manifest_options(args))
 
 
 def _text_options(args):
-    from blindcheck.text import ASRConfig, TextOptions
+    from blindcheck.features.text import ASRConfig, TextOptions
 
     return TextOptions(transcripts=args.transcripts,
                        asr=ASRConfig(backend=args.asr_backend, model=args.asr_model, device=args.asr_device,
@@ -433,8 +437,9 @@ def _text_options(args):
 
 
 def _extraction(args, modalities=None):
-    """The flags of extraction as one :class:`blindcheck.extract.ExtractionConfig` (the CLI alone knows flags)."""
-    from blindcheck.extract import ExtractionConfig
+    """The flags of extraction as one :class:`blindcheck.extraction.pipeline.ExtractionConfig` (the CLI alone
+    knows flags)."""
+    from blindcheck.extraction.pipeline import ExtractionConfig
 
     return ExtractionConfig(modalities=tuple(modalities) if modalities else None, workers=args.workers,
                             executor=args.executor, scheduler=args.scheduler, chunk_size=args.chunk_size,
@@ -442,8 +447,8 @@ def _extraction(args, modalities=None):
 
 
 def _modalities(args, manifest) -> list[str]:
-    """The modalities to analyse: :func:`blindcheck.modalities.choose_modalities`, the API's own rule."""
-    from blindcheck.modalities import choose_modalities
+    """The modalities to analyse: :func:`blindcheck.extraction.modalities.choose_modalities`, the API's own rule."""
+    from blindcheck.extraction.modalities import choose_modalities
 
     choice = choose_modalities(manifest.table, args.modalities, _text_options(args))
     if choice.note:
@@ -467,7 +472,7 @@ def _progress(args):
 
 
 def cmd_extract(args) -> int:
-    from blindcheck.extract import extract_features, write_outputs
+    from blindcheck.extraction.pipeline import extract_features, write_outputs
 
     manifest = _load(args)
     out = Path(args.out)
@@ -590,7 +595,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse as _argparse
     import threading
 
-    from blindcheck.pools import acknowledge, interrupt_signals
+    from blindcheck.runtime.pools import acknowledge, interrupt_signals
 
     # Signals first: a Ctrl-C while the parser imports its defaults (numpy, ...) is an interruption too.
     signals = interrupt_signals() if threading.current_thread() is threading.main_thread() else \

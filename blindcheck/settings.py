@@ -6,6 +6,7 @@ Precedence: explicit arguments (CLI flags) > ``[tool.blindcheck]`` in ``pyprojec
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -52,7 +53,7 @@ class Settings:
     di_resamples: int = 400  # random subsamples per n of the grid
     di_grid: int = 40  # number of sample sizes (per side) in the grid, geometric from 2 to the smaller side
     di_partitions: int = 10  # random calibration/test partitions when several attacks are combined
-    # voice modality: inferred speakers (blindcheck.speakers)
+    # voice modality: inferred speakers (blindcheck.analysis.speakers)
     voice_cluster_threshold: float = 0.90  # cosine distance (centred GE2E embeddings) at which clusters stop merging
 
     def __post_init__(self) -> None:
@@ -67,8 +68,6 @@ class Settings:
             raise BlindcheckError(f"folds must be at least 2, not {self.folds}")
         if not 0 < self.tolerated_share < 1:
             raise BlindcheckError(f"tolerated share must be in (0, 1), not {self.tolerated_share}")
-        from blindcheck.permutation import smallest_permutations
-
         need = smallest_permutations(self.alpha)
         if self.permutations < 99:
             raise BlindcheckError(f"permutations must be at least 99, not {self.permutations}")
@@ -153,3 +152,10 @@ def load_settings(overrides: dict[str, Any] | None = None, pyproject: Path | Non
             raise BlindcheckError(f"unknown setting '{key}'")
         values[key] = value
     return Settings(**values)
+
+
+
+
+def smallest_permutations(alpha: float) -> int:
+    """Fewest Monte Carlo relabellings R for which p = (1 + #) / (R + 1) can reach ``alpha`` (p <= alpha)."""
+    return max(1, math.ceil(1 / alpha - 1 - 1e-9))

@@ -9,17 +9,8 @@ import random
 import numpy as np
 import pytest
 
-from blindcheck.asr import (
-    SR,
-    ASRConfig,
-    compression_ratio,
-    level,
-    pack,
-    plan_windows,
-    plausible,
-    split_words,
-)
 from blindcheck.errors import BlindcheckError
+from blindcheck.features.asr import SR, ASRConfig, compression_ratio, level, pack, plan_windows, plausible, split_words
 
 
 def word(start, end, text="x", p=0.9):

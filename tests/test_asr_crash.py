@@ -29,9 +29,9 @@ def test_a_dying_asr_worker_costs_only_its_clips(tmp_path, fsdd_meta):
     cache = tmp_path / "cache"
     script = textwrap.dedent(f"""
         import json, sys; sys.path.insert(0, {str(ROOT)!r})
-        from blindcheck.extract import extract_features
-        from blindcheck.manifest import load_manifest
-        from blindcheck.text import ASRConfig, TextOptions
+        from blindcheck.extraction.pipeline import extract_features
+        from blindcheck.inputs.manifest import load_manifest
+        from blindcheck.features.text import ASRConfig, TextOptions
         res = extract_features(load_manifest({str(tmp_path / 'm.csv')!r}), {str(cache)!r}, modalities=["text"],
                                workers=1, text=TextOptions(transcripts="asr", asr=ASRConfig(pack=False)))
         print(json.dumps({{"text": res.stats["text"], "errors": res.errors.to_dict("records"),
@@ -58,7 +58,7 @@ def test_a_dying_asr_worker_costs_only_its_clips(tmp_path, fsdd_meta):
 def test_a_model_that_does_not_load_is_one_clear_error(tmp_path, fsdd_meta):
     """Not a broken pool, not a crash per clip: the model's own failure, named once."""
     from blindcheck.errors import BlindcheckError
-    from blindcheck.text import ASRConfig, transcribe
+    from blindcheck.features.text import ASRConfig, transcribe
 
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "model.bin").write_bytes(b"not a CTranslate2 model")

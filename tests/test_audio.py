@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from blindcheck.audio import AudioError, content_hash, decode, read_bytes
+from blindcheck.inputs.audio import AudioError, content_hash, decode, read_bytes
 from tests.conftest import SR, tone, write
 
 

@@ -19,12 +19,12 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-import blindcheck.audio as audio
-from blindcheck.asr import ASRConfig
-from blindcheck.cache import Store
-from blindcheck.extract import extract_features
-from blindcheck.manifest import load_manifest
-from blindcheck.modelid import MEMO_NAME, model_digest
+import blindcheck.inputs.audio as audio
+from blindcheck.extraction.cache import Store
+from blindcheck.extraction.pipeline import extract_features
+from blindcheck.features.asr import ASRConfig
+from blindcheck.inputs.manifest import load_manifest
+from blindcheck.runtime.modelid import MEMO_NAME, model_digest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,7 +78,7 @@ def test_index_lookup_presence_and_index_compaction_are_vectorised_and_keep_the_
 def test_a_plan_is_read_back_by_row_range(tmp_path):
     import pyarrow as pa
 
-    from blindcheck.cache import read_plan
+    from blindcheck.extraction.cache import read_plan
 
     store = Store(tmp_path)
     table = pa.table({"row": pa.array(np.arange(10) * 3, pa.int64()), "path": [f"p{i}" for i in range(10)]})
@@ -178,9 +178,9 @@ def test_a_kill_during_asr_keeps_the_transcripts_already_done(tmp_path, fsdd_met
     cache = tmp_path / "cache"
     script = textwrap.dedent(f"""
         import json, sys; sys.path.insert(0, {str(ROOT)!r})
-        from blindcheck.extract import extract_features
-        from blindcheck.manifest import load_manifest
-        from blindcheck.text import ASRConfig, TextOptions
+        from blindcheck.extraction.pipeline import extract_features
+        from blindcheck.inputs.manifest import load_manifest
+        from blindcheck.features.text import ASRConfig, TextOptions
         res = extract_features(load_manifest({str(tmp_path / 'm.csv')!r}), {str(cache)!r}, modalities=["text"],
                                workers=1, text=TextOptions(transcripts="asr", asr=ASRConfig(pack=False)))
         print(json.dumps({{"text": res.stats["text"], "errors": len(res.errors), "rows": len(res.features)}}))

@@ -13,13 +13,13 @@ import pytest
 import soundfile as sf
 
 from blindcheck import check
-from blindcheck.audio import resample
+from blindcheck.analysis.separability import run_separability
+from blindcheck.analysis.verdict import decide
 from blindcheck.errors import BlindcheckError
-from blindcheck.extract import extract_features
-from blindcheck.manifest import load_manifest
-from blindcheck.separability import run_separability
+from blindcheck.extraction.pipeline import extract_features
+from blindcheck.inputs.audio import resample
+from blindcheck.inputs.manifest import load_manifest
 from blindcheck.settings import Settings, load_settings
-from blindcheck.verdict import decide
 
 
 @pytest.fixture(scope="session")
@@ -387,8 +387,8 @@ def test_python_api_stays_callable(tmp_path, pool):
     """`blindcheck.check` still runs a check after the module holding it has been imported, and every consumer
     of "the best model" agrees with the one rule."""
     import blindcheck
-    import blindcheck.checker  # noqa: F401
-    from blindcheck.separability import best_model
+    import blindcheck.verbs
+    from blindcheck.analysis.separability import best_model
 
     _, meta, cache = pool
     m = tmp_path / "m.csv"
@@ -396,7 +396,7 @@ def test_python_api_stays_callable(tmp_path, pool):
                  ).to_csv(m, index=False)
     res = blindcheck.check(m, tmp_path / "out", cache_dir=cache, workers=1, repeats=1,
                            modalities=["recording"])
-    assert isinstance(res, blindcheck.checker.CheckResult) and res.status == "confounded"
+    assert isinstance(res, blindcheck.verbs.CheckResult) and res.status == "confounded"
     best = best_model(res.separability.models)
     saved = json.loads((tmp_path / "out" / "result.json").read_text())
     scores = pd.read_parquet(tmp_path / "out" / "blind_scores.parquet")

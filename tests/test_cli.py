@@ -164,12 +164,12 @@ def test_out_is_checked_before_any_work(tmp_path, fsdd_meta):
 
 def test_unexpected_errors_exit_4_with_the_traceback_kept(tmp_path, fsdd_meta, monkeypatch, capsys):
     """A bug (here: a defect injected into the check) is exit 4 with the traceback in OUT, never 0, 1 or 3."""
-    import blindcheck.checker
+    import blindcheck.verbs
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError("injected defect")
 
-    monkeypatch.setattr(blindcheck.checker, "check", broken)
+    monkeypatch.setattr(blindcheck.verbs, "check", broken)
     m = _manifest(tmp_path / "m.csv", fsdd_meta, 12)
     for verb in ("check", "gate"):
         out = tmp_path / verb
@@ -265,7 +265,7 @@ def test_audiofolder_with_per_split_metadata_summary_and_decode_messages(tmp_pat
 def test_empty_vocabulary_skips_tfidf_with_a_note(fsdd_meta):
     """Transcripts of single characters (what ASR gives for spoken digits) leave TF-IDF without a term: the
     model is skipped with a note, the others still run."""
-    from blindcheck.separability import run_separability
+    from blindcheck.analysis.separability import run_separability
     from blindcheck.settings import Settings
 
     rng = np.random.default_rng(0)

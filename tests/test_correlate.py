@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from blindcheck import stats
-from blindcheck.checker import check
-from blindcheck.correlate import attack_status, correlate_attacks, correlate_check, correlations
+from blindcheck.analysis import stats
+from blindcheck.analysis.attacks import attack_status, correlate_attacks, correlations
+from blindcheck.analysis.separability import feature_columns
 from blindcheck.errors import BlindcheckError
-from blindcheck.separability import feature_columns
 from blindcheck.settings import Settings
+from blindcheck.verbs._check import check, correlate_check
 
 MODS = ["recording", "spectral"]
 
@@ -208,7 +208,7 @@ def test_cli_correlate_gate_and_di(split):
 
 def test_python_api_dataset_inference(split):
     import blindcheck
-    import blindcheck.correlate  # noqa: F401 - the module shadows the function of the same name; both call
+    import blindcheck.verbs  # noqa: F401 - importing the verbs leaves blindcheck.correlate the API function
 
     d, m = split["dir"], split["manifest"]
     rng = np.random.default_rng(6)
@@ -254,7 +254,7 @@ def test_bad_scores_files_exit_2_before_any_work(split, tmp_path, verb, case):
 
 @pytest.mark.parametrize("case", range(len(BAD)))
 def test_bad_scores_files_messages(split, tmp_path, case):
-    from blindcheck.correlate import check_scores_ids, read_scores
+    from blindcheck.inputs.scores import check_scores_ids, read_scores
 
     ids = split["manifest"]["id"]
     fmt = {"i0": ids[0], "i1": ids[1], "i2": ids[2]}

@@ -16,12 +16,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from blindcheck.extract import ExtractionConfig, extract_features
-from blindcheck.manifest import Manifest
+from blindcheck.extraction.pipeline import ExtractionConfig, extract_features
+from blindcheck.inputs.manifest import Manifest
 
 distributed = pytest.importorskip("distributed")
 
-from blindcheck.executors import DaskExecutor  # noqa: E402
+from blindcheck.runtime.executors import DaskExecutor  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MODS = ("recording", "spectral", "prosodic")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from blindcheck.executors import LOST, LocalExecutor
+from blindcheck.runtime.executors import LOST, LocalExecutor
 
 POISON = 7
 

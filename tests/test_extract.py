@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from blindcheck.cli import main
-from blindcheck.extract import extract_features, write_outputs
-from blindcheck.manifest import load_manifest
+from blindcheck.extraction.pipeline import extract_features, write_outputs
+from blindcheck.inputs.manifest import load_manifest
 from tests.conftest import SR, tone, write
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,8 +111,8 @@ def test_sigkill_resume_keeps_finished_clips(tmp_path, fsdd_meta):
     cache = tmp_path / "cache"
     script = textwrap.dedent(f"""
         import sys; sys.path.insert(0, {str(ROOT)!r})
-        from blindcheck.extract import extract_features
-        from blindcheck.manifest import load_manifest
+        from blindcheck.extraction.pipeline import extract_features
+        from blindcheck.inputs.manifest import load_manifest
         extract_features(load_manifest({str(tmp_path / 'm.csv')!r}), {str(cache)!r}, workers=1,
                          chunk_size=2, modalities=["recording", "prosodic"])
     """)
@@ -188,7 +188,7 @@ def test_a_worker_crash_costs_only_its_clip(tmp_path, fsdd_meta, monkeypatch):
     """A worker process that dies (as in a crash inside a native library) loses only the clip it was on."""
     import multiprocessing
 
-    import blindcheck.extract as ext
+    import blindcheck.extraction.pipeline as ext
 
     if multiprocessing.get_start_method() != "fork":
         pytest.skip("needs fork: the patched function must reach the worker processes")
@@ -214,7 +214,7 @@ def test_a_worker_crash_costs_only_its_clip(tmp_path, fsdd_meta, monkeypatch):
 def test_extraction_config_is_one_typed_object_and_refuses_bad_settings(tmp_path):
     from blindcheck.cli import _extraction, build_parser
     from blindcheck.errors import BlindcheckError
-    from blindcheck.extract import ExtractionConfig
+    from blindcheck.extraction.pipeline import ExtractionConfig
     from blindcheck.features import Modality
 
     cfg = ExtractionConfig(modalities=["prosodic", "recording"], workers=3)

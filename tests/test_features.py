@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from blindcheck.audio import DecodedAudio, decode, load_clip, read_bytes, resample
 from blindcheck.features import get_extractor
 from blindcheck.features.frames import active_frames
+from blindcheck.inputs.audio import DecodedAudio, decode, load_clip, read_bytes, resample
 from tests.conftest import SR, pulse_train, tone
 
 
@@ -383,7 +383,7 @@ def test_mel_filterbank_is_librosas_bit_for_bit_without_importing_it():
         theirs = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
         assert ours.dtype == theirs.dtype and np.array_equal(ours, theirs)
     # an extraction worker's warm-up (every acoustic extractor on a clip) imports neither librosa nor numba
-    code = ("import sys; from blindcheck.extract import _warm_worker; "
+    code = ("import sys; from blindcheck.extraction.pipeline import _warm_worker; "
             "_warm_worker(['recording', 'spectral', 'prosodic']); "
             "print(sorted(m for m in ('librosa', 'numba') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

@@ -14,10 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from blindcheck.audio import split_ref
 from blindcheck.errors import BlindcheckError, ManifestError
-from blindcheck.extract import extract_features
-from blindcheck.manifest import load_manifest
+from blindcheck.extraction.pipeline import extract_features
+from blindcheck.inputs.audio import split_ref
+from blindcheck.inputs.manifest import load_manifest
 
 MODS = ["recording", "spectral", "prosodic"]
 

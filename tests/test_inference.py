@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as sst
 
-from blindcheck.errors import BlindcheckError
-from blindcheck.inference import (
+from blindcheck.analysis.inference import (
     DIScorer,
     dataset_inference,
     di_reasons,
@@ -16,6 +15,7 @@ from blindcheck.inference import (
     size_grid,
     welch_one_sided,
 )
+from blindcheck.errors import BlindcheckError
 from blindcheck.settings import Settings
 
 
@@ -129,7 +129,7 @@ def test_too_few_clips_is_an_error():
 def test_logistic_fit_matches_scikit_learn():
     from sklearn.linear_model import LogisticRegression
 
-    from blindcheck.inference import logistic_fit
+    from blindcheck.analysis.inference import logistic_fit
 
     rng = np.random.default_rng(6)
     X = rng.standard_normal((300, 3))

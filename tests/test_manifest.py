@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from blindcheck.errors import ManifestError
-from blindcheck.manifest import ManifestOptions, load_manifest
+from blindcheck.inputs.manifest import ManifestOptions, load_manifest
 
 
 @pytest.fixture

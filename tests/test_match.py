@@ -12,17 +12,10 @@ import pytest
 import soundfile as sf
 
 from blindcheck import check, match
+from blindcheck.analysis.matching import MatchOptions, balance_table, greedy_pairs, optimal_pairs, smd
 from blindcheck.errors import BlindcheckError
-from blindcheck.manifest import load_manifest
-from blindcheck.matching import (
-    MatchOptions,
-    balance_table,
-    greedy_pairs,
-    match_from_check,
-    optimal_pairs,
-    smd,
-    write_match,
-)
+from blindcheck.inputs.manifest import load_manifest
+from blindcheck.verbs._match import match_from_check, write_match
 
 FAST = {"workers": 2, "repeats": 2, "permutations": 199, "modalities": ["recording", "spectral", "prosodic"]}
 
@@ -245,7 +238,7 @@ def test_balance_table_smd_and_variance_ratio():
 
 
 def test_no_overlap_is_said_in_plain_words():
-    from blindcheck.matching import _Data, no_overlap_reasons
+    from blindcheck.analysis.matching import _Data, no_overlap_reasons
     from blindcheck.settings import Settings
 
     y = np.r_[np.ones(20), np.zeros(20)].astype(int)
@@ -266,7 +259,7 @@ def test_bad_options_are_errors(tmp_path):
     with pytest.raises(BlindcheckError, match="exact 'gender': the manifest has no such column"):
         match(tmp_path / "m.csv", exact=["gender"])
     # matched rows keep the user's columns as written, with paths made absolute (matched.csv lives elsewhere)
-    from blindcheck.matching import manifest_rows
+    from blindcheck.verbs._match import manifest_rows
 
     raw = pd.DataFrame({"file": ["a.wav", "a.wav"], "uid": ["a", "b"], "split": ["train", "test"], "extra": ["1", ""]})
     raw.to_csv(tmp_path / "raw.csv", index=False)

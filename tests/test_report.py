@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 
 from blindcheck import check
-from blindcheck.report import ReportData, render, report
-from blindcheck.report.ci import annotations, write_step_summary
-from blindcheck.report.escape import github_annotation, md, tex
+from blindcheck.reporting import ReportData, render, report
+from blindcheck.reporting.ci import annotations, write_step_summary
+from blindcheck.reporting.escape import github_annotation, md, tex
 
 SCRIPT = "<script>alert(1)</script>"
 ODD_ID = "broken_%&<i>x</i>"
@@ -178,7 +178,7 @@ def test_optional_sections_render_when_present_and_are_skipped_when_misshapen(ch
 def test_dataset_inference_section_as_the_verb_writes_it(checked, tmp_path):
     """The di section exactly as ``blindcheck di`` writes it (a real DIResult on real blind scores) renders its
     minimal-n table and rejection curves."""
-    from blindcheck.inference import dataset_inference
+    from blindcheck.analysis.inference import dataset_inference
     from blindcheck.settings import Settings
 
     _, out, _, _, _ = checked

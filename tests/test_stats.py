@@ -7,7 +7,7 @@ import pytest
 from scipy.stats import binomtest
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from blindcheck import stats
+from blindcheck.analysis import stats
 
 
 def test_auc_matches_sklearn_with_ties():

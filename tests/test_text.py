@@ -22,12 +22,10 @@ if any(importlib.util.find_spec(m) is None for m in ("sentence_transformers", "f
     pytest.skip("text extras not installed (pip install -e '.[asr,text]' jiwer)", allow_module_level=True)
 import jiwer  # noqa: E402
 
-from blindcheck.audio import content_hash  # noqa: E402
-from blindcheck.cache import Store  # noqa: E402
 from blindcheck.errors import BlindcheckError  # noqa: E402
-from blindcheck.extract import extract_features  # noqa: E402
-from blindcheck.manifest import load_manifest  # noqa: E402
-from blindcheck.text import (  # noqa: E402
+from blindcheck.extraction.cache import Store  # noqa: E402
+from blindcheck.extraction.pipeline import extract_features  # noqa: E402
+from blindcheck.features.text import (
     LEXICAL,
     ASRConfig,
     TextOptions,
@@ -37,6 +35,8 @@ from blindcheck.text import (  # noqa: E402
     text_unavailable,
     transcribe,
 )
+from blindcheck.inputs.audio import content_hash  # noqa: E402
+from blindcheck.inputs.manifest import load_manifest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 HARVARD = [s for s in (ROOT / "tests" / "data" / "harvard" / "sentences.txt").read_text().splitlines() if s]
@@ -210,7 +210,7 @@ def test_no_network_is_used(tmp_path, fsdd_meta):
         sys.path.insert(0, {str(ROOT)!r})
         import socket
         assert socket.socket.__name__ == "_NoNet"
-        from blindcheck.text import ASRConfig, Embedder, transcribe
+        from blindcheck.features.text import ASRConfig, Embedder, transcribe
         if __name__ == "__main__":
             out = transcribe([{{"row": 0, "path": {fsdd_meta['abspath'].iloc[3]!r}, "start": math.nan,
                                "end": math.nan}}], ASRConfig(), workers=1)
@@ -261,7 +261,7 @@ def test_text_modality_requirements(tmp_path, fsdd_meta):
         ASRConfig(backend="openai-whisper").tag()
     # A missing package names the extra to install (a real failed import, in a fresh interpreter).
     code = ("import sys; sys.modules['sentence_transformers'] = None\n"
-            "from blindcheck.text import Embedder\n"
+            "from blindcheck.features.text import Embedder\n"
             "try:\n    Embedder()\nexcept Exception as e:\n    print(type(e).__name__, e)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert "MissingDependencyError" in r.stdout and "blindcheck[text]" in r.stdout
@@ -286,7 +286,7 @@ def test_all_text_comes_from_one_source_and_one_decoding_path(tmp_path, fsdd_met
     assert set(res.transcripts["mode"]) == {"single"}
     assert any("transcribed alone" in n for n in res.stats["text"]["notes"])
     # Packed windows' fallback clips falling mostly on one side stop the run; a few on both sides do not.
-    from blindcheck.text import _check_decoding_paths
+    from blindcheck.extraction.text import _check_decoding_paths
 
     labels = np.repeat([1, 0], 40)
     ok = np.ones(80, bool)

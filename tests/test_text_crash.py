@@ -29,9 +29,9 @@ def _run(tmp_path, fsdd_meta) -> subprocess.Popen:
         tmp_path / "m.csv", index=False)
     script = textwrap.dedent(f"""
         import json, sys; sys.path.insert(0, {str(ROOT)!r})
-        from blindcheck.extract import extract_features
-        from blindcheck.manifest import load_manifest
-        from blindcheck.text import TextOptions
+        from blindcheck.extraction.pipeline import extract_features
+        from blindcheck.inputs.manifest import load_manifest
+        from blindcheck.features.text import TextOptions
         if __name__ == "__main__":
             res = extract_features(load_manifest({str(tmp_path / 'm.csv')!r}), {str(tmp_path / 'cache')!r},
                                    modalities=["text"], workers=1, text=TextOptions(transcripts="given"))

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from scipy.stats import binom, norm
 
-from blindcheck import permutation, stats
+from blindcheck.analysis import permutation, stats
+from blindcheck.analysis.separability import ModelResult, ModelSpec, best_model, evaluate_scores
+from blindcheck.analysis.verdict import Failures, decide
 from blindcheck.errors import BlindcheckError
-from blindcheck.separability import ModelResult, ModelSpec, best_model, evaluate_scores
 from blindcheck.settings import Settings
-from blindcheck.verdict import Failures, decide
 
 SPECS = [ModelSpec("xgboost", "all"), ModelSpec("xgboost", "recording"), ModelSpec("xgboost", "spectral"),
          ModelSpec("logreg", "all")]

@@ -18,12 +18,12 @@ if voice_unavailable():
     pytest.skip(f"voice modality unavailable: {voice_unavailable()}", allow_module_level=True)
 
 from blindcheck import check  # noqa: E402
-from blindcheck.extract import extract_features  # noqa: E402
-from blindcheck.manifest import load_manifest  # noqa: E402
-from blindcheck.separability import run_separability  # noqa: E402
+from blindcheck.analysis.separability import run_separability  # noqa: E402
+from blindcheck.analysis.speakers import adjusted_rand, infer_speakers, speaker_report  # noqa: E402
+from blindcheck.analysis.verdict import decide  # noqa: E402
+from blindcheck.extraction.pipeline import extract_features  # noqa: E402
+from blindcheck.inputs.manifest import load_manifest  # noqa: E402
 from blindcheck.settings import Settings  # noqa: E402
-from blindcheck.speakers import adjusted_rand, infer_speakers, speaker_report  # noqa: E402
-from blindcheck.verdict import decide  # noqa: E402
 
 from .conftest import SR, tone, write  # noqa: E402
 
@@ -64,7 +64,7 @@ def test_same_embedding_as_resemblyzer(fsdd_meta):
         pytest.skip("resemblyzer's own audio module needs webrtcvad")
     code = (
         "import numpy as np, warnings; warnings.simplefilter('ignore')\n"
-        "from blindcheck.audio import decode, read_bytes, load_clip\n"
+        "from blindcheck.inputs.audio import decode, read_bytes, load_clip\n"
         "from blindcheck.features.voice import VoiceExtractor, speech_frames, speech_signal\n"
         "from resemblyzer import VoiceEncoder\n"
         "enc = VoiceEncoder('cpu', verbose=False); ext = VoiceExtractor(); d = []\n"

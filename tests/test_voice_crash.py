@@ -29,8 +29,8 @@ def test_a_dying_voice_worker_costs_only_its_clip(tmp_path, fsdd_meta):
                                                                                        index=False)
     script = textwrap.dedent(f"""
         import json, sys; sys.path.insert(0, {str(ROOT)!r})
-        from blindcheck.extract import extract_features
-        from blindcheck.manifest import load_manifest
+        from blindcheck.extraction.pipeline import extract_features
+        from blindcheck.inputs.manifest import load_manifest
         if __name__ == "__main__":
             res = extract_features(load_manifest({str(tmp_path / 'm.csv')!r}), {str(tmp_path / 'cache')!r},
                                    modalities=["voice"], workers=1)

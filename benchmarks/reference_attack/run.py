@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import blindcheck
-    from blindcheck.inference import dataset_inference
+    from blindcheck.analysis.inference import dataset_inference
     from blindcheck.settings import Settings
 
     torch.set_num_threads(1)  # tiny matrices: more threads only contend

@@ -13,8 +13,8 @@ import hashlib
 import json
 from typing import Protocol, runtime_checkable
 
-from blindcheck.audio import Clip
-from blindcheck.modalities import ACOUSTIC, Modality
+from blindcheck.features.modalities import ACOUSTIC, Modality
+from blindcheck.inputs.audio import Clip
 
 __all__ = ["ACOUSTIC", "Extractor", "Modality", "acoustic_modalities", "cache_tag", "get_extractor"]
 

@@ -7,7 +7,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from blindcheck.audio import Clip
+from blindcheck.inputs.audio import Clip
 
 N_FFT, WIN, HOP = 512, 400, 160  # 32 ms FFT, 25 ms Hann window, 10 ms hop at 16 kHz
 

@@ -44,9 +44,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from blindcheck.audio import Clip
 from blindcheck.features import periods
 from blindcheck.features.frames import fmean, mean_std, pad0, percentiles, windows
+from blindcheck.inputs.audio import Clip
 
 PITCH_FLOOR, PITCH_CEILING, TIME_STEP, CANDIDATES = 75.0, 500.0, 0.01, 15
 VQ_WIN_S, VQ_EVERY = 0.064, 3  # voice-quality analysis window; every 3rd voiced pitch frame (30 ms)

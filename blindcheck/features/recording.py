@@ -27,7 +27,6 @@ from functools import lru_cache
 
 import numpy as np
 
-from blindcheck.audio import Clip
 from blindcheck.features.frames import (
     activity,
     clip_active_frames,
@@ -39,6 +38,7 @@ from blindcheck.features.frames import (
     stft_power,
     windows,
 )
+from blindcheck.inputs.audio import Clip
 
 _FORMATS = ("wav", "flac", "mp3", "ogg")
 _DB_FLOOR = -120.0

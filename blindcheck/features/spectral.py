@@ -48,7 +48,6 @@ from functools import lru_cache
 
 import numpy as np
 
-from blindcheck.audio import Clip
 from blindcheck.features.frames import (
     HOP,
     N_FFT,
@@ -62,6 +61,7 @@ from blindcheck.features.frames import (
     stft_magnitude,
     stft_power,
 )
+from blindcheck.inputs.audio import Clip
 
 N_MELS, N_MFCC, N_CONTRAST = 40, 21, 6
 N_LIN = 32

@@ -2,7 +2,7 @@
 ``report.tex`` (booktabs table) and every figure as PNG and PDF under ``figures/``.
 
 Rendering reads the result files and computes no new statistic. Every user-provided string is escaped by the
-template environment of its format (see :mod:`blindcheck.report.escape`).
+template environment of its format (see :mod:`blindcheck.reporting.escape`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from blindcheck.errors import BlindcheckError
-from blindcheck.report.data import ReportData
+from blindcheck.reporting.data import ReportData
 
 FORMATS = ("html", "md", "tex")
 
@@ -31,9 +31,9 @@ class ReportPaths:
 def _env(fmt: str):
     import jinja2
 
-    from blindcheck.report import escape
+    from blindcheck.reporting import escape
 
-    loader = jinja2.PackageLoader("blindcheck.report", "templates")
+    loader = jinja2.PackageLoader("blindcheck.reporting", "templates")
     if fmt == "html":
         return jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined)
     fn = {"md": escape.md, "tex": escape.tex}[fmt]
@@ -49,7 +49,7 @@ def _png_size(png: bytes) -> tuple[int, int]:
 
 def render_markdown(d: ReportData, figure_links: list[dict] | None = None) -> str:
     """The Markdown report (also the `$GITHUB_STEP_SUMMARY` of ``gate``)."""
-    from blindcheck.report.sections import collect
+    from blindcheck.reporting.sections import collect
 
     return _env("md").get_template("report.md.j2").render(**collect(d), figure_links=figure_links or [])
 
@@ -61,8 +61,8 @@ def render(d: ReportData, out: str | os.PathLike | None = None, formats: tuple[s
 
     from markupsafe import Markup
 
-    from blindcheck.report.plots import render_figures
-    from blindcheck.report.sections import collect
+    from blindcheck.reporting.plots import render_figures
+    from blindcheck.reporting.sections import collect
 
     t0 = time.perf_counter()
     unknown = [f for f in formats if f not in FORMATS]
@@ -86,7 +86,7 @@ def render(d: ReportData, out: str | os.PathLike | None = None, formats: tuple[s
         _write(paths.html, _env("html").get_template("report.html.j2").render(**ctx, figures=figs))
     if "md" in formats:
         paths.md = outp / "report.md"
-        from blindcheck.report.escape import Raw
+        from blindcheck.reporting.escape import Raw
 
         links = [{"caption": f["caption"], "path": Raw(f"figures/{f['name']}.png")} for f in figs
                  if "png" in f["paths"]]
@@ -112,8 +112,3 @@ def report(out_dir: str | os.PathLike, formats: tuple[str, ...] = FORMATS, figur
 
 
 __all__ = ["FORMATS", "ReportData", "ReportPaths", "render", "render_markdown", "report"]
-
-
-from blindcheck._verbs import callable_module  # noqa: E402  (at the end: the module runs its verb when called)
-
-callable_module(__name__, report)

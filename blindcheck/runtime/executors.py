@@ -7,7 +7,7 @@ A job whose worker process *died* under it (a crash in a native library, a kille
 caller's, because only the caller knows what a job is made of. Any other exception raised by the function is
 a bug and is raised in the driver.
 
-- :class:`LocalExecutor`: a :func:`blindcheck.pools.worker_pool` (workers ignore Ctrl-C; the pool is torn down
+- :class:`LocalExecutor`: a :func:`blindcheck.runtime.pools.worker_pool` (workers ignore Ctrl-C; the pool is torn down
   at once on any exception). ``workers=1`` runs the jobs in this process, except with ``start_method="spawn"``,
   which asks for a fresh interpreter (to keep torch or CTranslate2 out of the driver) even for one worker.
 - :class:`DaskExecutor`: a ``distributed.Client`` on a scheduler address, or on a ``LocalCluster`` of
@@ -30,7 +30,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from blindcheck.errors import BlindcheckError
-from blindcheck.pools import worker_pool
+from blindcheck.runtime.pools import worker_pool
 
 EXECUTORS = ("local", "dask")
 

@@ -1,6 +1,6 @@
 """The report's figures (matplotlib, Agg backend, Okabe–Ito colour-blind-safe palette).
 
-Each ``fig_*`` function takes a :class:`~blindcheck.report.data.ReportData` and returns a figure, or None when
+Each ``fig_*`` function takes a :class:`~blindcheck.reporting.data.ReportData` and returns a figure, or None when
 the data it draws are absent; :func:`render_figures` saves every figure as PNG and PDF under ``figures/``.
 """
 
@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from blindcheck.report.data import ReportData  # noqa: E402
+from blindcheck.reporting.data import ReportData  # noqa: E402
 
 # Okabe & Ito (2008): distinguishable under the common colour-vision deficiencies.
 # Yellow (#F0E442) is left out: too faint for thin lines on white.
@@ -120,7 +120,7 @@ def fig_auc(d: ReportData) -> Figure | None:
 
 def _unit_label(feature: str) -> tuple[str, float]:
     """Axis label with its unit, and the factor that converts stored values to it."""
-    from blindcheck.verdict import fmt_value
+    from blindcheck.analysis.verdict import fmt_value
 
     name = feature.rsplit(".", 1)[-1]
     probe = fmt_value(feature, 1234.5)

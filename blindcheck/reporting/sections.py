@@ -12,7 +12,7 @@ import shlex
 from collections.abc import Callable
 from typing import Any
 
-from blindcheck.report.data import ReportData
+from blindcheck.reporting.data import ReportData
 
 log = logging.getLogger(__name__)
 _ABSENT = (KeyError, TypeError, ValueError, AttributeError, IndexError)
@@ -89,7 +89,7 @@ def models(d: ReportData) -> dict:
 
 
 def top_features(d: ReportData) -> dict | None:
-    from blindcheck.verdict import fmt_value
+    from blindcheck.analysis.verdict import fmt_value
 
     tf = d.result.get("top_features") or []
     if not tf:

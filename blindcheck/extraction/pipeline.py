@@ -27,7 +27,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from blindcheck.audio import (
+from blindcheck.errors import BlindcheckError, option
+from blindcheck.extraction.cache import INDEX_KEY, Store, read_plan
+from blindcheck.features import ACOUSTIC, Modality, cache_tag, get_extractor
+from blindcheck.inputs.audio import (
     ANALYSIS_SR,
     TRUNCATED_ALLOWED,
     AudioError,
@@ -38,11 +41,9 @@ from blindcheck.audio import (
     source_file,
     split_ref,
 )
-from blindcheck.cache import INDEX_KEY, Store, read_plan, write_parquet_atomic
-from blindcheck.errors import BlindcheckError, option
-from blindcheck.executors import EXECUTORS, LOST, DaskExecutor, Executor, LocalExecutor, usable_cores
-from blindcheck.features import ACOUSTIC, Modality, cache_tag, get_extractor
-from blindcheck.manifest import Manifest
+from blindcheck.inputs.manifest import Manifest
+from blindcheck.runtime.executors import EXECUTORS, LOST, DaskExecutor, Executor, LocalExecutor, usable_cores
+from blindcheck.runtime.files import write_parquet_atomic
 
 ERROR_COLUMNS = ["id", "path", "stage", "message"]
 NOTE_COLUMNS = ["id", "path", "modality", "note"]
@@ -83,7 +84,7 @@ class ExtractionConfig:
     chunk_size: clips per job; each finished job writes its own cache parts (default: adaptive, see
         :class:`Chunker`).
     sr: analysis sample rate.
-    text: :class:`blindcheck.text.TextOptions` for the text modality (transcripts, ASR, embeddings).
+    text: :class:`blindcheck.features.text.TextOptions` for the text modality (transcripts, ASR, embeddings).
     allow_truncated: analyse a file that holds less audio than its header declares (with a note) instead of
         recording it as a ``decode`` error; a run without it also rejects such clips found in the cache.
     """
@@ -337,7 +338,7 @@ def extract_features(manifest: Manifest, cache_dir: str | os.PathLike, config: E
 
     ``config`` holds the settings (:class:`ExtractionConfig`); keywords of the same names override it
     (``extract_features(m, cache, workers=1, modalities=["recording"])``). ``executor``: an open
-    :class:`blindcheck.executors.Executor` to run on (default: one made from the config, closed at the end);
+    :class:`blindcheck.runtime.executors.Executor` to run on (default: one made from the config, closed at the end);
     a name (``"local"``, ``"dask"``) sets ``config.executor`` instead.
     ``progress(done, total)`` is called as clips finish.
     """
@@ -456,7 +457,7 @@ def extract_features(manifest: Manifest, cache_dir: str | os.PathLike, config: E
         n_workers = ex.workers if ex is not None else (config.workers or usable_cores())
         voice_stats = None
         if Modality.VOICE in requested and len(features):
-            from blindcheck.features.voice import extract_voice
+            from blindcheck.extraction.voice import extract_voice
 
             voice = extract_voice(_clip_rows(table, features), store, workers=n_workers, executor=stage_ex)
             errors += voice["errors"]
@@ -466,7 +467,8 @@ def extract_features(manifest: Manifest, cache_dir: str | os.PathLike, config: E
             modalities = [*modalities, Modality.VOICE]
         transcripts, text_stats = None, None
         if Modality.TEXT in requested and len(features):
-            from blindcheck.text import TextOptions, extract_text
+            from blindcheck.extraction.text import extract_text
+            from blindcheck.features.text import TextOptions
 
             rows = _text_rows(table, features)
             text = extract_text(rows, store, config.text or TextOptions(), workers=n_workers, executor=stage_ex)

@@ -10,30 +10,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
 import pandas as pd
 
 from blindcheck.errors import BlindcheckError, MissingDependencyError
-
-
-class Modality(StrEnum):
-    """The modalities, as typed identifiers (a ``StrEnum``: equal to its name, so ``"text"`` still matches).
-    Decisions are taken on these; the prefix of every feature name is the value."""
-
-    RECORDING = "recording"
-    SPECTRAL = "spectral"
-    PROSODIC = "prosodic"
-    VOICE = "voice"  # speaker-encoder embeddings, in spawned workers (torch): blindcheck.features.voice
-    TEXT = "text"  # transcripts and their embeddings: blindcheck.text
-
-    @property
-    def acoustic(self) -> bool:
-        """Computed per clip by an extractor in the extraction workers (not a spawned stage of its own)."""
-        return self in ACOUSTIC
-
-
-ACOUSTIC = (Modality.RECORDING, Modality.SPECTRAL, Modality.PROSODIC)
+from blindcheck.features.modalities import Modality
 
 
 @dataclass(frozen=True)
@@ -50,10 +31,10 @@ def choose_modalities(table: pd.DataFrame, requested: list[str] | str | None, te
     """The modalities to analyse for a manifest ``table`` (see the module docstring).
 
     ``requested``: None (the default rule), a list of names, or a comma-separated string. ``text_options``:
-    :class:`blindcheck.text.TextOptions` (default: ``transcripts="auto"`` with the bundled models).
+    :class:`blindcheck.features.text.TextOptions` (default: ``transcripts="auto"`` with the bundled models).
     """
     from blindcheck.features import acoustic_modalities
-    from blindcheck.text import TextOptions, text_unavailable
+    from blindcheck.features.text import TextOptions, text_unavailable
 
     options = text_options or TextOptions()
     known = known_modalities()

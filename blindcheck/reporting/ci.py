@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from blindcheck.report.escape import github_annotation
+from blindcheck.reporting.escape import github_annotation
 
 _LEVEL = {"confounded": "error", "inconclusive": "warning", "clean": "notice"}
 
@@ -31,8 +31,8 @@ def write_step_summary(result: dict[str, Any], out: str | os.PathLike | None = N
     target = os.environ.get("GITHUB_STEP_SUMMARY")
     if not target:
         return None
-    from blindcheck.report import render_markdown
-    from blindcheck.report.data import ReportData
+    from blindcheck.reporting import render_markdown
+    from blindcheck.reporting.data import ReportData
 
     d = ReportData(result=result, out=Path(out) if out else None)
     with open(target, "a", encoding="utf-8") as fh:

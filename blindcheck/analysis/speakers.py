@@ -128,27 +128,6 @@ def speaker_report(feats, meta, settings) -> dict | None:
     return out
 
 
-def format_speakers(sp: dict) -> list[str]:
-    """Summary lines of the speaker overlap (for the CLI)."""
-    o = sp["overlap"]
-    src = "manifest's speaker column" if sp["source"] == "given" else "speakers inferred from the voice"
-    lines = [f"  speakers ({src}): {o['total']} — {o['shared']} on both sides, {o['members_only']} only among "
-             f"members, {o['nonmembers_only']} only among non-members; {100 * o['share_clips_one_side']:.0f}% of "
-             f"the clips have a speaker on one side only" if o["clips"] else f"  speakers ({src}): none known"]
-    if o["disjoint"]:
-        lines.append("  the split is speaker-disjoint: membership follows from who speaks")
-    sep = sp.get("separability")
-    if sep:
-        lines.append(f"  who speaks alone separates the sides at AUC {sep['auc']:.2f} (lower bound "
-                     f"{sep['lower_bound']:.2f}; each clip scored by its speaker's member share in the other folds)")
-    inf = sp.get("inferred")
-    if inf:
-        ari = inf.get("ari_vs_given")
-        lines.append(f"  voice clusters: {inf['clusters']} (threshold {inf['threshold']:.2f}"
-                     + (f"; agreement with the speaker column: ARI {ari:.2f}" if ari is not None and ari == ari
-                        else "") + (f"; {inf['unclustered']} clips without a voice embedding" if inf['unclustered']
-                                    else "") + ")")
-    return lines
 
 
 def speaker_separability(speakers: np.ndarray, labels: np.ndarray, alpha: float, folds: int = 5,
@@ -162,7 +141,7 @@ def speaker_separability(speakers: np.ndarray, labels: np.ndarray, alpha: float,
     of 70:30 against 30:70 has a Bayes AUC of 0.70 here, whatever the acoustic models make of the voices."""
     from sklearn.model_selection import StratifiedKFold
 
-    from blindcheck import stats
+    from blindcheck.analysis import stats
 
     spk = np.asarray(speakers, dtype=object).astype(str)
     y = np.asarray(labels).astype(int)

@@ -3,7 +3,7 @@
 A clean verdict is an equivalence claim, so the three verdicts are one decision on confidence bounds:
 
 - **confounded** when the data show separability above what is tolerated, by either criterion:
-  *AUC* — the family-wise permutation p-value (max-statistic over the m models, :mod:`blindcheck.permutation`)
+  *AUC* — the family-wise permutation p-value (max-statistic over the m models, :mod:`blindcheck.analysis.permutation`)
   is at most alpha and the best model's one-sided lower confidence bound at level 1 - alpha/m exceeds the
   tolerated AUC (default 0.60); *isolated subset* — the family-wise p-value of the isolation statistic is at
   most alpha and the lower bound of the share of one side that a model isolates at 1% FPR exceeds the
@@ -17,7 +17,7 @@ A clean verdict is an equivalence claim, so the three verdicts are one decision 
 
 With speakers known (the manifest's ``speaker`` column, or speakers inferred from the voice modality), a
 speaker-disjoint split is named and never clean, and a speaker mix that alone separates the sides beyond the
-tolerated AUC is confounded (criterion ``speakers``; see :mod:`blindcheck.speakers`).
+tolerated AUC is confounded (criterion ``speakers``; see :mod:`blindcheck.analysis.speakers`).
 
 With grouped folds the intervals are cluster-robust and the permutations move whole groups, so the evidence is
 counted in groups, not clips. Where every group lies on one side, membership follows from the group itself:
@@ -33,9 +33,9 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-from blindcheck import stats
-from blindcheck.modalities import Modality
-from blindcheck.separability import SeparabilityResult
+from blindcheck.analysis import stats
+from blindcheck.analysis.separability import SeparabilityResult
+from blindcheck.features.modalities import Modality
 from blindcheck.settings import Settings
 
 CLEAN, CONFOUNDED, INCONCLUSIVE = "clean", "confounded", "inconclusive"
@@ -329,7 +329,7 @@ def decide(sep: SeparabilityResult, settings: Settings, failures: Failures | Non
         if single and not all_pure:
             reasons.append(f"{single} of {groups['total']} '{g}' groups lie entirely on one side: group identity "
                            "alone would separate them")
-    if speakers:  # speaker overlap between the sides (blindcheck.speakers)
+    if speakers:  # speaker overlap between the sides (blindcheck.analysis.speakers)
         status = _speaker_reasons(speakers, g, status, reasons, criteria, tau, tau_s, alpha)
     subset = {**sf.to_dict(), "family_p": fam.p_isolation, "tolerated": tau_s,
               "share_low": share_lo, "share_high": sf.share_bounds(1 - alpha / (2 * m))[1],

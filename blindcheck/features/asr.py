@@ -44,6 +44,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from blindcheck.errors import BlindcheckError, MissingDependencyError, option, worker_errors
+from blindcheck.runtime.hubs import offline
 
 SR = 16000
 RESULT_COLUMNS = ["text", "word_logprob", "no_speech_prob", "compression_ratio", "language", "mode", "window_size"]
@@ -54,12 +55,6 @@ MAX_GAIN_DB = 40.0
 COMPUTE_TYPES = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16", "float32")
 
 
-def offline() -> None:
-    """Forbid every model hub from reaching the network, and its progress bars from printing (library code
-    never prints); set before their libraries are imported."""
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
-        os.environ[var] = "1"
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 @dataclass(frozen=True)
@@ -107,7 +102,7 @@ class ASRConfig:
     def tag(self, memo_dir: str | os.PathLike | None = None) -> str:
         """Cache identity: backend, model (a digest of its files' contents, remembered in ``memo_dir``; or its
         name), compute type, beam, language and packing."""
-        from blindcheck.modelid import model_digest
+        from blindcheck.runtime.modelid import model_digest
 
         model = self.resolved_model()
         ident = model_digest(model, memo_dir) if Path(model).exists() else model
@@ -304,7 +299,7 @@ def cpu_threads(executor, default: int) -> int | dict:
     client = getattr(executor, "client", None)
     if client is None:
         return default
-    from blindcheck.executors import usable_cores
+    from blindcheck.runtime.executors import usable_cores
 
     cores: dict[str, int] = {}
     for addr, n in client.run(usable_cores).items():
@@ -357,7 +352,7 @@ def _decode(y: np.ndarray, speech_s: float, n_clips: int = 1) -> tuple[list[dict
 def _window(tasks: list[dict]) -> tuple[list[dict], dict]:
     """One job: the tasks of one window. Returns per task either a result, an error, or ``redo`` (with why);
     and the window's outcome (packed, failed reason)."""
-    from blindcheck.audio import AudioError, decode, read_bytes, resample
+    from blindcheck.inputs.audio import AudioError, decode, read_bytes, resample
 
     if "init_error" in _ASR:
         raise _ASR["init_error"]
@@ -419,7 +414,7 @@ PACKED_ROUNDS = 2  # rounds of packed windows before the clips still unresolved 
 def transcribe(tasks: list[dict], config: ASRConfig, workers: int = 1, stats: dict | None = None,
                on_results: Callable[[list[dict]], None] | None = None, executor=None) -> list[dict]:
     """Transcribe ``tasks`` (dicts with row, path, start, end, and for packing duration_s and key), one window
-    per job, on ``executor`` (a :class:`blindcheck.executors.Executor`, e.g. Dask, whose workers each load the
+    per job, on ``executor`` (a :class:`blindcheck.runtime.executors.Executor`, e.g. Dask, whose workers each load the
     model once) or, by default, in ``workers`` *spawned* local worker processes.
 
     Packing works in rounds: clips that a packed window left doubtful or implausible (see the module
@@ -436,7 +431,7 @@ def transcribe(tasks: list[dict], config: ASRConfig, workers: int = 1, stats: di
     packed_windows, windows_failed (not trusted as a whole), clips_redone (clip transcriptions that a later
     round redid), rounds, reasons (why windows failed) and worker_crashes.
     """
-    from blindcheck.executors import LocalExecutor
+    from blindcheck.runtime.executors import LocalExecutor
 
     if not tasks:
         return []
@@ -501,7 +496,7 @@ def _run_windows(windows: list[list[dict]], executor, job_of: Callable[[list[dic
     The queue is worked in phases: windows as usual, until one comes back LOST (its worker died); then no new
     window is sent, and once those in flight are back, the lost windows' clips go first, alone and one in
     flight at a time, so that a crash is blamed on its cause; then the rest."""
-    from blindcheck.executors import LOST
+    from blindcheck.runtime.executors import LOST
 
     queue: deque[tuple[list[dict], bool]] = deque((w, False) for w in windows)  # (window, alone after a crash)
     crashes = in_a_row = successes = 0  # in_a_row: clips alone that each killed a worker

@@ -13,7 +13,7 @@ Supported inputs: CSV, TSV, JSONL (``.jsonl``/``.ndjson``, gzipped too), Parquet
 (``wav.scp``, optional ``text``, ``utt2spk``, ``segments``, and the labels in ``utt2label``), a Hugging Face
 ``audiofolder`` directory (``metadata.csv`` / ``metadata.jsonl`` with ``file_name``; the label comes from a
 label column or from ``train/`` / ``test/`` split folders), Hugging Face Hub Parquet shards with embedded audio
-(a shard, a directory of shards or a glob) and lhotse manifests (see :mod:`blindcheck.formats`).
+(a shard, a directory of shards or a glob) and lhotse manifests (see :mod:`blindcheck.inputs.formats`).
 
 Validation happens here, once. Every error names the row and the problem.
 """
@@ -28,24 +28,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from blindcheck import formats
-from blindcheck.audio import source_file
 from blindcheck.errors import ManifestError, option
-
-LABEL_COLUMNS = ("label", "split", "member", "is_member", "membership")
-PATH_COLUMNS = ("path", "audio", "audio_path", "file", "file_name", "filename", "filepath", "wav", "audio_file")
-ID_COLUMNS = ("id", "utt_id", "utterance_id", "uid", "key", "clip_id")
-TEXT_COLUMNS = ("text", "transcript", "transcription", "sentence", "normalized_text")
-SPEAKER_COLUMNS = ("speaker", "speaker_id", "spk", "spk_id", "client_id")
-
-MEMBER_VALUES = frozenset({"1", "1.0", "true", "t", "yes", "y", "member", "members", "in", "train", "training"})
-NONMEMBER_VALUES = frozenset(
-    {
-        "0", "0.0", "false", "f", "no", "n", "non-member", "nonmember", "non_member", "non-members",
-        "nonmembers", "non member", "out", "test", "testing", "heldout", "held-out", "held_out",
-    }
+from blindcheck.inputs import formats
+from blindcheck.inputs.audio import source_file
+from blindcheck.inputs.vocabulary import (
+    ID_COLUMNS,
+    KALDI_LABEL_FILES,
+    LABEL_COLUMNS,
+    MEMBER_VALUES,
+    NONMEMBER_VALUES,
+    PATH_COLUMNS,
+    SPEAKER_COLUMNS,
+    TEXT_COLUMNS,
 )
-KALDI_LABEL_FILES = ("utt2label", "utt2split", "utt2member")
 
 
 @dataclass

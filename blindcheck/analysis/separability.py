@@ -20,7 +20,7 @@ fold trains on a stratified subsample (every clip is still scored).
 
 Statistics: every model's AUC with a DeLong interval (cluster-robust, Obuchowski, when groups are given), and
 one family-wise permutation test over all models and two criteria — the best AUC and the largest *isolated
-subset* of one side (see :mod:`blindcheck.permutation`). The best model is chosen by one rule,
+subset* of one side (see :mod:`blindcheck.analysis.permutation`). The best model is chosen by one rule,
 :func:`best_model`, wherever a "best" is needed.
 """
 
@@ -42,12 +42,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from blindcheck import permutation, stats  # noqa: E402
+from blindcheck.analysis import permutation, stats  # noqa: E402
 from blindcheck.errors import BlindcheckError  # noqa: E402
-from blindcheck.executors import usable_cores  # noqa: E402
-from blindcheck.modalities import Modality  # noqa: E402
-from blindcheck.pools import deferred  # noqa: E402
-from blindcheck.settings import Settings  # noqa: E402
+from blindcheck.features.modalities import Modality  # noqa: E402
+from blindcheck.runtime.executors import usable_cores  # noqa: E402
+from blindcheck.runtime.pools import deferred  # noqa: E402
+from blindcheck.settings import Settings, smallest_permutations  # noqa: E402
 
 KEY_COLUMNS = {"id", "label", "content_hash"}
 
@@ -79,7 +79,7 @@ class ModelSpec:
 
 
 def available_threads(limit: int | None = None) -> int:
-    """Cores this process may use (its CPU affinity: :func:`blindcheck.executors.usable_cores`), at most
+    """Cores this process may use (its CPU affinity: :func:`blindcheck.runtime.executors.usable_cores`), at most
     ``limit``."""
     cores = usable_cores()
     return max(1, min(cores, limit) if limit else cores)
@@ -477,7 +477,7 @@ def evaluate_scores(
     else:
         family = permutation.score_permutation_test(
             scores, y, groups, settings.permutations, prng,
-            min_permutations=max(199, permutation.smallest_permutations(settings.alpha)))
+            min_permutations=max(199, smallest_permutations(settings.alpha)))
     for mr, p in zip(results, family.model_p, strict=True):
         mr.p_value, mr.p_method = p, family.method
     best = best_model(results)

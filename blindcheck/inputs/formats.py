@@ -3,8 +3,8 @@
 **Hub shards.** An audio dataset on the Hub is a set of Parquet shards (``data/train-00000-of-00004.parquet``)
 whose audio column is a struct ``{bytes, path}`` holding each encoded file. :func:`read_shards` takes a shard,
 a directory of shards or a glob, and makes one manifest row per shard row; the clip's path is a reference
-``<shard>#<column>=<row>`` (see :func:`blindcheck.audio.shard_ref`). Nothing is written out: the audio is
-decoded from the bytes in memory (:mod:`blindcheck.audio` reads a shard one row group at a time), and the cache
+``<shard>#<column>=<row>`` (see :func:`blindcheck.inputs.audio.shard_ref`). Nothing is written out: the audio is
+decoded from the bytes in memory (:mod:`blindcheck.inputs.audio` reads a shard one row group at a time), and the cache
 key is the hash of those bytes, as for a file. Only the small columns are read here (the audio column's
 ``path`` field, never its bytes). Without a label column the split in the shard's name (``train-...``,
 ``test-...``) or folder is the label, as in an audiofolder.
@@ -32,8 +32,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from blindcheck.audio import shard_ref
 from blindcheck.errors import ManifestError, MissingDependencyError
+from blindcheck.inputs.audio import shard_ref
 
 GLOB_CHARS = set("*?[")
 
@@ -79,7 +79,7 @@ def find_shards(source: str | os.PathLike) -> list[Path]:
 def _split_of(shard: Path) -> str:
     """The split a shard belongs to: its name's prefix (``train-00000-of-00002``) or its folder (``test/0.parquet``),
     whichever names a split; else empty."""
-    from blindcheck.manifest import MEMBER_VALUES, NONMEMBER_VALUES
+    from blindcheck.inputs.vocabulary import MEMBER_VALUES, NONMEMBER_VALUES
 
     for name in (shard.stem.split("-")[0].lower(), shard.parent.name.lower()):
         if name in MEMBER_VALUES | NONMEMBER_VALUES:
@@ -92,7 +92,7 @@ def read_shards(source: str | os.PathLike) -> pd.DataFrame:
     (shard reference), ``audio_name`` (the path stored with the bytes) and ``shard_split``."""
     import pyarrow.parquet as pq
 
-    from blindcheck.manifest import LABEL_COLUMNS
+    from blindcheck.inputs.vocabulary import LABEL_COLUMNS
 
     shards = find_shards(source)
     if not shards:
@@ -245,7 +245,7 @@ def _speakers(sups) -> str:
 def _lhotse_rows(files: dict[str, str]) -> list[dict] | str:
     """In the spawned process: the manifest rows, or a message naming what cannot be read (the first three
     problems, and how many there are)."""
-    from blindcheck.asr import offline
+    from blindcheck.runtime.hubs import offline
 
     offline()
     from lhotse import CutSet, RecordingSet, SupervisionSet, load_manifest

@@ -219,29 +219,3 @@ def di_reasons(att: DIScorer, blind: DIScorer | None, settings: Settings) -> tup
     return explainable, reasons
 
 
-def dataset_inference_manifest(manifest: Any, scores: Any = None, out: Any = None, *,
-                               lower_is_member: tuple[str, ...] | list[str] = (), **check_kwargs: Any) -> DIResult:
-    """The ``di`` verb: a blind check of ``manifest`` (for the out-of-fold blind score), then dataset inference
-    on the attacks (``mia_*`` columns, ``scores``) and on the blind score. With ``out``, writes ``result.json``
-    with a ``di`` section (and ``attacks``). Returns the :class:`DIResult`; ``.check`` holds the CheckResult."""
-    from blindcheck.checker import check, write_results
-    from blindcheck.correlate import align_scores, check_scores_ids, has_attacks, read_scores
-    from blindcheck.manifest import Manifest, load_manifest
-
-    m = manifest if isinstance(manifest, Manifest) else load_manifest(manifest, check_kwargs.pop("manifest_options",
-                                                                                                 None))
-    if scores is None and not has_attacks(m.table):
-        raise BlindcheckError("no attack scores: the manifest has no mia_* column and no scores file was given")
-    if scores is not None:
-        scores = scores if hasattr(scores, "columns") else read_scores(scores)
-        check_scores_ids(m.table["id"], scores)
-    res = check(m, None, scores=scores, lower_is_member=lower_is_member, **check_kwargs)
-    sep = res.separability
-    attacks, _ = align_scores(sep.ids, m.table, scores)
-    di = dataset_inference(attacks, sep.labels, res.settings, blind_score=sep.best.scores,
-                           lower_is_member=lower_is_member)
-    res.di = di
-    di.check = res
-    if out is not None:
-        write_results(res, out)
-    return di

@@ -35,22 +35,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from blindcheck.runtime.files import write_parquet_atomic
+
 INDEX_KEY = ["path", "size", "mtime_ns", "start", "end"]
 COMPACT_PARTS = 32  # compact a directory once it holds more than this many small parts
 SMALL_PART_ROWS = 100_000  # parts at least this large are never rewritten by compaction
 STALE_PLAN_S = 7 * 24 * 3600  # a plan left by a killed run is removed by a run this much later
 
 
-def write_parquet_atomic(df: pd.DataFrame | pa.Table, path: Path) -> None:
-    """Write ``df`` to ``path`` so that the file appears complete or not at all."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    table = df if isinstance(df, pa.Table) else pa.Table.from_pandas(df, preserve_index=False)
-    with open(tmp, "wb") as fh:
-        pq.write_table(table, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _parts(d: Path) -> list[Path]:

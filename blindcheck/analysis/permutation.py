@@ -292,6 +292,3 @@ def refit_permutation_test(scores: np.ndarray, y: np.ndarray, groups: np.ndarray
     return _result(obs, (auc_null, iso_null), model_obs[0], per_null, exhaustive, how)
 
 
-def smallest_permutations(alpha: float) -> int:
-    """Fewest Monte Carlo relabellings R for which p = (1 + #) / (R + 1) can reach ``alpha`` (p <= alpha)."""
-    return max(1, math.ceil(1 / alpha - 1 - 1e-9))

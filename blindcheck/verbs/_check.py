@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import platform
 from dataclasses import dataclass, field
@@ -16,17 +15,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from blindcheck import __version__
-from blindcheck.cache import write_parquet_atomic
+from blindcheck.analysis.attacks import CorrelateResult, correlate_attacks
+from blindcheck.analysis.separability import ProgressFn as ClassifierProgressFn
+from blindcheck.analysis.separability import SeparabilityResult, run_separability
+from blindcheck.analysis.verdict import Failures, Verdict, decide
 from blindcheck.errors import BlindcheckError
-from blindcheck.extract import ExtractionConfig, ExtractionResult, ProgressFn, extract_features, write_outputs
-from blindcheck.manifest import Manifest, ManifestOptions, load_manifest
-from blindcheck.modalities import choose_modalities
-from blindcheck.separability import ProgressFn as ClassifierProgressFn
-from blindcheck.separability import SeparabilityResult, run_separability
+from blindcheck.extraction.modalities import choose_modalities
+from blindcheck.extraction.pipeline import (
+    ExtractionConfig,
+    ExtractionResult,
+    ProgressFn,
+    extract_features,
+    write_outputs,
+)
+from blindcheck.inputs.manifest import Manifest, ManifestOptions, load_manifest
+from blindcheck.inputs.scores import align_scores, has_attacks, read_scores
+from blindcheck.runtime.files import json_ready, write_parquet_atomic
 from blindcheck.settings import Settings, load_settings
-from blindcheck.verdict import Failures, Verdict, decide
 
 SCHEMA = "blindcheck.result/1"
 
@@ -53,7 +61,7 @@ class CheckResult:
     def to_dict(self) -> dict[str, Any]:
         sep = self.separability
         ext = self.extraction
-        return _clean({
+        return json_ready({
             "schema": SCHEMA,
             "blindcheck_version": __version__,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -95,17 +103,6 @@ class CheckResult:
         })
 
 
-def _clean(obj: Any) -> Any:
-    """JSON-safe: NaN/inf -> null, numpy scalars -> Python."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def _versions() -> dict[str, str]:
@@ -146,13 +143,13 @@ def check(
     ``overrides`` (e.g. ``group_by="speaker"``, ``tolerated_auc=0.55``) take precedence. With ``out``, writes
     ``result.json``, ``blind_scores.parquet`` and the extraction outputs there. Without ``cache_dir`` the cache
     is ``out/cache`` (or a temporary directory when there is no ``out``). ``modalities`` (a list or a
-    comma-separated string) defaults to the CLI's rule (:func:`blindcheck.modalities.choose_modalities`): every
-    acoustic modality, plus text where it can run; what was skipped is in ``result.notes``. ``workers`` also
+    comma-separated string) defaults to the CLI's rule (:func:`blindcheck.extraction.modalities.choose_modalities`):
+    every acoustic modality, plus text where it can run; what was skipped is in ``result.notes``. ``workers`` also
     bounds the threads of the classifier phase; ``classifier_progress(phase, done, total, seconds_left)`` reports
     on it.
     ``allow_truncated`` analyses files shorter than their header declares instead of excluding them.
-    ``extraction`` (:class:`blindcheck.extract.ExtractionConfig`): where and how features are extracted (executor,
-    chunk size, ...); ``workers``, ``text_options`` and ``allow_truncated``, when given, take precedence over it.
+    ``extraction`` (:class:`blindcheck.extraction.pipeline.ExtractionConfig`): where and how features are extracted
+    (executor, chunk size, ...); ``workers``, ``text_options`` and ``allow_truncated``, when given, take precedence over it.
     ``command`` (the CLI's argv) is recorded in result.json for the report's reproduce section.
     """
     settings = settings.replace(**{k: v for k, v in overrides.items() if v is not None}) if settings else \
@@ -190,7 +187,7 @@ def check(
     meta = m.table.set_index("id").loc[feats["id"]]
     speakers = None
     if "voice" in ext.modalities or "speaker" in meta.columns:
-        from blindcheck.speakers import speaker_report
+        from blindcheck.analysis.speakers import speaker_report
 
         speakers = speaker_report(feats, meta, settings)  # adds feats["voice_cluster"] with the voice modality
     if settings.group_by == "voice" and "voice" not in m.table.columns:
@@ -206,7 +203,7 @@ def check(
     result = CheckResult(verdict=decide(sep, settings, failures_by_side(m, ext), speakers=speakers), separability=sep,
                          extraction=ext, manifest=m, settings=settings, speakers=speakers,
                          notes=[choice.note, *sep.notes] if choice.note else list(sep.notes), command=command)
-    from blindcheck.correlate import attach_attacks  # attacks vs blind, when there are any (mia_* or scores)
+    from blindcheck.verbs._check import attach_attacks  # attacks vs blind, when there are any (mia_* or scores)
 
     result.attacks = attach_attacks(result, scores, lower_is_member)
     if out is not None:
@@ -242,70 +239,40 @@ def write_results(result: CheckResult, out: str | os.PathLike) -> dict[str, Path
     return paths
 
 
-def format_summary(result: CheckResult) -> str:
-    """The terminal summary of ``blindcheck check``."""
-    v, sep = result.verdict, result.separability
-    lines = [f"blindcheck check — {result.manifest.source}",
-             f"  clips: {len(sep.labels)} analysed ({int(sep.labels.sum())} members, "
-             f"{int((1 - sep.labels).sum())} non-members), {result.extraction.stats['failed']} failed; "
-             f"{sep.folds}-fold CV x {sep.repeats}" + (f", grouped by {sep.group_by}" if sep.group_by else ""),
-             "",
-             f"  {'model':<22} {'AUC':>5} {f'{100 * (1 - result.settings.alpha):.0f}% CI':>13} {'TPR@1%':>7} "
-             f"{'TPR@0.1%':>9} {'isolated':>9} {'bal.acc':>7} {'p (own)':>8}"]
-    for mr in sorted(sep.models, key=lambda x: -x.auc):
-        iso = max(mr.isolation_members, mr.isolation_nonmembers)
-        side = "m" if mr.isolation_members >= mr.isolation_nonmembers else "n"
-        lines.append(f"  {mr.name:<22} {mr.auc:>5.2f} {f'[{mr.ci_low:.2f}, {mr.ci_high:.2f}]':>13} "
-                     f"{100 * mr.tpr_at_1pct_fpr:>6.0f}% {100 * mr.tpr_at_01pct_fpr:>8.0f}% "
-                     f"{100 * iso:>6.0f}% {side} {mr.balanced_accuracy:>7.2f} {mr.p_value:>8.4f}")
-    if sep.family is not None:
-        f = sep.family
-        lines.append(f"  family-wise over {len(sep.models)} models: AUC p = {f.p_auc:.4f}, isolated subset p = "
-                     f"{f.p_isolation:.4f} ({f.method}; smallest possible p {f.p_floor:.4f})")
-    lines.append("  (isolated: share of members (m) or non-members (n) scored beyond all but 1% of the other side)")
-    if sep.fpr_resolution > 0.001:
-        lines.append(f"  (with {int((1 - sep.labels).sum())} non-members the finest FPR is "
-                     f"{100 * sep.fpr_resolution:.2f}%: TPR@0.1% is TPR at zero false positives)")
-    below = [mr.name for mr in sep.models if mr.ci_high < 0.5]
-    if below:
-        lines.append(f"  ({', '.join(below)}: AUC below 0.5 is no signal but cross-validation's anti-learning on "
-                     "features balanced across the sides: a fold's training set over-represents what its test "
-                     "set lacks)")
-    tf = sep.top_features
-    if tf is not None and not tf.empty:
-        from blindcheck.verdict import fmt_value
-
-        lines += ["", f"  {'top features (share of attribution)':<44} {'members':>12} {'non-members':>12} "
-                      f"{'d':>6} {'AUC':>5}"]
-        for r in tf.head(6).itertuples():
-            lines.append(f"  {r.feature[:36]:<36} {100 * r.share:>6.1f}% {fmt_value(r.feature, r.member_median):>12} "
-                         f"{fmt_value(r.feature, r.nonmember_median):>12} {r.cohen_d:>6.1f} {r.auc:>5.2f}")
-    if sep.group_table is not None:
-        gt = sep.group_table
-        lines += ["", f"  per {sep.group_by} ({len(gt)} groups; blind AUC inside groups holding both sides)",
-                  f"  {'group':<20} {'n':>6} {'members':>8} {'non-m.':>7} {'AUC':>6}"]
-        for r in gt.head(10).itertuples():
-            auc = f"{r.auc:.2f}" if r.auc == r.auc else "—"
-            lines.append(f"  {str(r.group)[:20]:<20} {r.n:>6} {r.members:>8} {r.nonmembers:>7} {auc:>6}")
-        if len(gt) > 10:
-            lines.append(f"  … {len(gt) - 10} more in result.json")
-    if result.speakers:
-        from blindcheck.speakers import format_speakers
-
-        lines += ["", *format_speakers(result.speakers)]
-    lines += ["", f"  verdict: {v.status.upper()}"]
-    lines += [f"  - {r}" for r in v.reasons]
-    return "\n".join(lines)
 
 
-def gate_line(result: CheckResult) -> str:
-    """One machine-readable JSON line for ``blindcheck gate``."""
-    v = result.verdict
-    sub = v.subset or {}
-    return json.dumps(_clean({"verdict": v.status, "criteria": v.criteria, "best_model": v.best_model,
-                              "auc": round(v.best_auc, 4), "lower_bound": round(v.lower_bound, 4),
-                              "upper_bound": round(v.upper_bound, 4), "p": v.family_p,
-                              "subset_share": sub.get("share"), "subset_side": sub.get("side"),
-                              "subset_p": sub.get("family_p"), "required_n": v.required_n,
-                              "top_modality": v.top_modality, "reason": v.reasons[0] if v.reasons else "",
-                              **({"confounded_attacks": result.attacks.confounded} if result.attacks else {})}))
+
+
+
+
+
+
+def correlate_check(result: Any, scores: pd.DataFrame | str | os.PathLike | None = None,
+                    lower_is_member: tuple[str, ...] | list[str] = ()) -> CorrelateResult:
+    """Attacks of a finished :class:`~blindcheck.verbs.CheckResult`: the manifest's ``mia_*`` columns and
+    ``scores`` (a frame with ``id`` or a file), on the clips the blind check analysed."""
+    from blindcheck.analysis.separability import feature_columns
+
+    sep = result.separability
+    if scores is not None and not isinstance(scores, pd.DataFrame):
+        scores = read_scores(scores)
+    ids = np.asarray(sep.ids).astype(str)
+    attacks, mismatch = align_scores(ids, result.manifest.table, scores)
+    feats = result.extraction.features.assign(id=result.extraction.features["id"].astype(str)).set_index("id")
+    X = feats.loc[ids, feature_columns(feats.reset_index())].to_numpy(dtype=float)
+    best = sep.best
+    return correlate_attacks(attacks, sep.labels, best.scores, X, result.settings, ids=ids,
+                             lower_is_member=tuple(lower_is_member), groups=sep.groups,
+                             split_status=result.verdict.status, blind_model=best.name, mismatch=mismatch)
+
+
+def attach_attacks(result: Any, scores: pd.DataFrame | str | os.PathLike | None,
+                   lower_is_member: tuple[str, ...] | list[str] = ()) -> CorrelateResult | None:
+    """The hook of ``check``: the attacks section when the manifest has ``mia_*`` columns or scores are given,
+    else None (and ``lower_is_member`` must then be empty)."""
+    if scores is None and not has_attacks(result.manifest.table):
+        if lower_is_member:
+            raise BlindcheckError("lower-is-member given but there are no attack scores (no mia_* column, no scores "
+                                  "file)")
+        return None
+    return correlate_check(result, scores, lower_is_member)

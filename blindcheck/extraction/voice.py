@@ -1,0 +1,142 @@
+"""The voice stage: speaker-encoder embeddings of every clip in spawned workers (torch), cached; the per-clip
+computation lives in :mod:`blindcheck.features.voice`."""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import threading
+
+import numpy as np
+import pandas as pd
+
+from blindcheck.errors import worker_errors
+from blindcheck.features.voice import _WORKER, VoiceExtractor, _Encoder
+
+_WORKER_LOCK = threading.Lock()
+
+
+def _init_worker() -> None:
+    """Once per worker process (a pool initializer, or lazily in a Dask worker's first job): one BLAS and one
+    torch thread per worker (N workers x N threads oversubscribe the cores), and the encoder loaded."""
+    global _WORKER
+    with _WORKER_LOCK:
+        if _WORKER is not None:
+            return
+        if multiprocessing.parent_process() is not None:  # a worker process, never the driver
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(limits=1)
+        ext = VoiceExtractor(threads=1)
+        ext._encoder = _Encoder(1)
+        _WORKER = ext
+
+
+def _embed_batch(tasks: list[dict]) -> list[dict]:
+    """Read, decode and embed clips in a worker. Never raises for one clip's problem."""
+    from blindcheck.inputs.audio import AudioError, content_hash, decode, load_clip, read_bytes
+
+    results, clips, where = [], [], []
+    for t in tasks:
+        res = {"row": t["row"], "hash": t["hash"], "feats": None, "notes": [], "error": None}
+        try:
+            data = read_bytes(t["path"])
+            h = content_hash(data, t["start"], t["end"])
+            if t["hash"] is not None and h != t["hash"]:
+                raise AudioError("the file changed during the run (content hash differs)")
+            res["hash"] = h
+            clip = load_clip(str(t["id"]), decode(data, t["start"], t["end"]))
+            clip.notes = []
+            clips.append(clip)
+            where.append(len(results))
+        except Exception as exc:
+            res["error"] = f"{type(exc).__name__}: {exc}" if not isinstance(exc, AudioError) else str(exc)
+        results.append(res)
+    ext = _WORKER or VoiceExtractor()
+    for clip, i, values in zip(clips, where, ext.extract_batch(clips), strict=True):
+        results[i]["feats"], results[i]["notes"] = values, list(clip.notes)
+    return results
+
+
+def _voice_job(job: dict) -> list[dict]:
+    """One batch, on whichever executor: embed its clips and write them to the cache as a new part (so no
+    embedding passes through the driver); return per clip only row, hash and error."""
+    from blindcheck.extraction.cache import Store
+
+    _init_worker()
+    results = _embed_batch(job["tasks"])
+    new = [{"content_hash": r["hash"], "_notes": "\n".join(r["notes"]), **r["feats"]} for r in results
+           if not r["error"]]
+    if new:
+        Store(job["cache"]).append_features(job["tag"], pd.DataFrame(new))
+    return [{"row": r["row"], "hash": r["hash"], "error": r["error"]} for r in results]
+
+
+def extract_voice(rows: pd.DataFrame, store, workers: int = 1, batch_size: int = 32, progress=None,
+                  executor=None) -> dict:
+    """``voice.*`` for ``rows`` (columns: id, content_hash, path, start, end), from the cache where it has them
+    and else in batches on ``executor`` (e.g. a :class:`blindcheck.runtime.executors.DaskExecutor`, whose workers load
+    the encoder once and must see the cache directory) or, by default, in ``workers`` spawned local processes.
+    Each batch's embeddings are written to the cache by its worker. A batch whose worker died is tried again
+    one clip at a time; a clip that kills its worker alone becomes an error. Returns ``features`` (id,
+    voice.*), ``notes`` (id, note), ``errors`` and ``stats``. Cached like every extractor: keyed by the audio's
+    content hash and :func:`cache_tag`."""
+    from blindcheck.features import cache_tag
+    from blindcheck.runtime.executors import LOST, LocalExecutor
+
+    ext = VoiceExtractor()
+    tag = cache_tag(ext)
+    names = ext.feature_names()
+    hashes = rows["content_hash"].to_numpy()
+    present = store.present(tag, hashes)  # this run's clips only, whatever else the cache holds
+    todo: dict[str, int] = {}
+    for i, h in enumerate(hashes):
+        if h not in present and h not in todo:
+            todo[h] = i
+    tasks = [{"row": i, "id": rows["id"].iloc[i], "hash": h, "path": rows["path"].iloc[i],
+              "start": float(rows["start"].iloc[i]), "end": float(rows["end"].iloc[i])} for h, i in todo.items()]
+    errors: list[dict] = []
+    failed: set[str] = set()
+    n_workers = max(1, min(workers, math.ceil(len(tasks) / batch_size)))
+    if tasks:
+        if executor is None:
+            executor = LocalExecutor(n_workers, initializer=_init_worker, start_method="spawn")
+        else:
+            n_workers = executor.workers
+            executor.check_shared_path(str(store.root.resolve()))
+        cache = str(store.root.resolve())
+        jobs = ({"cache": cache, "tag": tag, "tasks": tasks[i:i + batch_size]}
+                for i in range(0, len(tasks), batch_size))
+        alone = lambda job: ({**job, "tasks": [t]} for t in job["tasks"])  # noqa: E731
+        done = 0
+        with worker_errors():
+            for job, result in executor.run_retrying(_voice_job, jobs, alone):
+                if result is LOST:
+                    t = job["tasks"][0]
+                    result = [{"row": t["row"], "hash": t["hash"],
+                               "error": "the worker process died while embedding this clip"}]
+                for r in result:
+                    if r["error"]:
+                        failed.add(r["hash"])
+                        errors.append({"id": r["row"], "stage": "voice", "message": r["error"]})
+                done += len(result)
+                if progress:
+                    progress(done, len(tasks))
+        store.compact([tag])
+    cached = store.read_features(tag, hashes)
+    ok = np.array([h not in failed for h in hashes])
+    block = cached.reindex(hashes)[names].astype(float) if not cached.empty else \
+        pd.DataFrame(np.nan, index=range(len(rows)), columns=names)
+    feats = block.reset_index(drop=True)
+    feats.columns = [f"voice.{c}" for c in names]
+    feats.insert(0, "id", rows["id"].to_numpy())
+    notes = []
+    if not cached.empty:
+        for cid, path, note in zip(rows["id"], rows["path"], cached.reindex(hashes)["_notes"], strict=True):
+            for line in str(note if isinstance(note, str) else "").splitlines():
+                notes.append({"id": cid, "path": path, "modality": "voice", "note": line})
+    for e in errors:
+        e["id"], e["path"] = rows["id"].iloc[e["id"]], rows["path"].iloc[e["id"]]
+    return {"features": feats[ok].reset_index(drop=True), "notes": notes, "errors": errors,
+            "stats": {"embedded": len(tasks) - len(failed), "reused": int(len(set(hashes)) - len(tasks)),
+                      "failed": len(failed), "workers": n_workers if tasks else 0}}

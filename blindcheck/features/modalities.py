@@ -1,0 +1,24 @@
+"""The modalities, as a vocabulary: every layer from the features up decides on these names."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Modality(StrEnum):
+    """The modalities, as typed identifiers (a ``StrEnum``: equal to its name, so ``"text"`` still matches).
+    Decisions are taken on these; the prefix of every feature name is the value."""
+
+    RECORDING = "recording"
+    SPECTRAL = "spectral"
+    PROSODIC = "prosodic"
+    VOICE = "voice"  # speaker-encoder embeddings, in spawned workers (torch): blindcheck.features.voice
+    TEXT = "text"  # transcripts and their embeddings: blindcheck.features.text
+
+    @property
+    def acoustic(self) -> bool:
+        """Computed per clip by an extractor in the extraction workers (not a spawned stage of its own)."""
+        return self in ACOUSTIC
+
+
+ACOUSTIC = (Modality.RECORDING, Modality.SPECTRAL, Modality.PROSODIC)
