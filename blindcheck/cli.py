@@ -311,15 +311,15 @@ def cmd_check(args) -> int:
 
     result = _run_check(args, quiet=False)
     summary = _with_notes(format_summary(result), result.notes)
-    _write_summary(args.out, summary)
+    from blindcheck.verbs import write_summary
+    write_summary(args.out, summary)
     if result.attacks is not None:
         summary += "\n" + format_attacks(result.attacks)
     print(summary)
     print(f"\n  wrote {Path(args.out) / 'result.json'}, blind_scores.parquet, features.parquet, summary.txt")
     if args.match:
         from blindcheck.reporting.terminal import format_match_summary
-        from blindcheck.verbs import match_from_check, write_match
-        from blindcheck.verbs._match import add_to_result_json
+        from blindcheck.verbs import add_to_result_json, match_from_check, write_match
 
         res = match_from_check(result, threads=args.workers)
         write_match(res, result.manifest, args.out, _manifest_options(args))
@@ -360,13 +360,6 @@ def _with_notes(summary: str, notes: list[str]) -> str:
     return summary + "".join(f"\n  note: {n}" for n in notes)
 
 
-def _write_summary(out: str | None, summary: str) -> None:
-    """OUT/summary.txt: the terminal summary, kept beside result.json."""
-    if out is not None:
-        path = Path(out) / "summary.txt"
-        tmp = path.with_name(".summary.txt.tmp")
-        tmp.write_text(summary + "\n", encoding="utf-8")
-        tmp.replace(path)
 
 
 def cmd_match(args) -> int:
@@ -400,7 +393,8 @@ def cmd_gate(args) -> int:
     from blindcheck.reporting.terminal import format_summary, gate_line
 
     result = _run_check(args, quiet=True)
-    _write_summary(args.out, _with_notes(format_summary(result), result.notes))
+    from blindcheck.verbs import write_summary
+    write_summary(args.out, _with_notes(format_summary(result), result.notes))
     print(gate_line(result))
     from blindcheck.reporting.ci import annotations, write_step_summary
 
@@ -472,7 +466,8 @@ def _progress(args):
 
 
 def cmd_extract(args) -> int:
-    from blindcheck.extraction.pipeline import extract_features, write_outputs
+    from blindcheck.extraction.pipeline import extract_features
+    from blindcheck.verbs import write_outputs
 
     manifest = _load(args)
     out = Path(args.out)
@@ -485,7 +480,8 @@ def cmd_extract(args) -> int:
         close()
     paths = write_outputs(result, manifest, out)
     summary = format_extract_summary(result, manifest, paths)
-    _write_summary(args.out, summary)
+    from blindcheck.verbs import write_summary
+    write_summary(args.out, summary)
     print(summary)
     return EXIT_OK
 

@@ -16,7 +16,7 @@ from blindcheck.analysis.attacks import attack_status, correlate_attacks, correl
 from blindcheck.analysis.separability import feature_columns
 from blindcheck.errors import BlindcheckError
 from blindcheck.settings import Settings
-from blindcheck.verbs._check import check, correlate_check
+from blindcheck.verbs import check, correlate_check
 
 MODS = ["recording", "spectral"]
 

@@ -38,7 +38,8 @@ def _manifest(fsdd_meta, n: int, seed: int) -> Manifest:
 
 def _loaded() -> dict:
     """In a Dask worker: which models this process holds."""
-    from blindcheck.features import asr, text, voice
+    from blindcheck.extraction import text, voice
+    from blindcheck.features import asr
 
     return {"asr": asr._ASR.get("model") is not None, "emb": bool(text._EMBEDDERS), "voice": voice._WORKER is not None}
 

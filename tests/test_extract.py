@@ -16,8 +16,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from blindcheck.cli import main
-from blindcheck.extraction.pipeline import extract_features, write_outputs
+from blindcheck.extraction.pipeline import extract_features
 from blindcheck.inputs.manifest import load_manifest
+from blindcheck.verbs import write_outputs
 from tests.conftest import SR, tone, write
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ from blindcheck import check, match
 from blindcheck.analysis.matching import MatchOptions, balance_table, greedy_pairs, optimal_pairs, smd
 from blindcheck.errors import BlindcheckError
 from blindcheck.inputs.manifest import load_manifest
-from blindcheck.verbs._match import match_from_check, write_match
+from blindcheck.verbs import match_from_check, write_match
 
 FAST = {"workers": 2, "repeats": 2, "permutations": 199, "modalities": ["recording", "spectral", "prosodic"]}
 
@@ -259,7 +259,7 @@ def test_bad_options_are_errors(tmp_path):
     with pytest.raises(BlindcheckError, match="exact 'gender': the manifest has no such column"):
         match(tmp_path / "m.csv", exact=["gender"])
     # matched rows keep the user's columns as written, with paths made absolute (matched.csv lives elsewhere)
-    from blindcheck.verbs._match import manifest_rows
+    from blindcheck.verbs import manifest_rows
 
     raw = pd.DataFrame({"file": ["a.wav", "a.wav"], "uid": ["a", "b"], "split": ["train", "test"], "extra": ["1", ""]})
     raw.to_csv(tmp_path / "raw.csv", index=False)

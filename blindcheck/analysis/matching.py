@@ -38,7 +38,7 @@ import pandas as pd
 
 from blindcheck.analysis import stats
 from blindcheck.analysis.separability import SeparabilityResult, feature_columns, modality_of, run_separability
-from blindcheck.analysis.verdict import CLEAN, Verdict, decide, fmt_value
+from blindcheck.analysis.verdict import CLEAN, Verdict, decide, fmt_value, percent
 from blindcheck.errors import BlindcheckError
 from blindcheck.settings import Settings
 
@@ -593,10 +593,10 @@ def _verify(d: _Data, att: Attempt, mask: np.ndarray, group_columns: list[str]) 
     share = att.retained["smaller_side_share"]
     if share < s.match_min_retained:
         side = att.retained["smaller_side"]
-        att.problems.append(f"keeps {_pct(share)} of the {side} "
+        att.problems.append(f"keeps {percent(share)} of the {side} "
                             f"({att.retained['members'] if side == 'members' else att.retained['nonmembers']} of "
                             f"{att.retained['members_available'] if side == 'members' else att.retained['nonmembers_available']}), "  # noqa: E501
-                            f"below the minimum retained share {_pct(s.match_min_retained)}")
+                            f"below the minimum retained share {percent(s.match_min_retained)}")
     yk = y[keep]
     if att.problems:  # too few kept: not worth a fresh check (it could not make the subset acceptable)
         return att
@@ -632,9 +632,6 @@ def balance_table_masked(d: _Data, keep: np.ndarray, mask: np.ndarray) -> pd.Dat
     sub = np.nonzero(mask)[0]
     return balance_table(d.X[sub], d.cols, d.y[sub], keep[sub])
 
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.0f}%"
 
 
 def _score_key(att: Attempt) -> tuple:
@@ -695,14 +692,14 @@ def _finish(part: DesignPart, d: _Data, mask: np.ndarray, options: MatchOptions)
         a = ok[0]
         part.reasons.append(
             f"{a.method} matching kept {a.retained['members']} members and {a.retained['nonmembers']} non-members "
-            f"({_pct(a.retained['smaller_side_share'])} of the {a.retained['smaller_side']}); a fresh blind check "
+            f"({percent(a.retained['smaller_side_share'])} of the {a.retained['smaller_side']}); a fresh blind check "
             f"on them is clean with best AUC {a.fresh.best.auc:.2f} ({a.fresh.best.name}), at most the target "
             f"{d.settings.match_target_auc:.2f}")
         return part
     part.best = min(part.attempts, key=_score_key) if part.attempts else None
     part.reasons.append("no method found a subset that a fresh blind check calls clean at the target "
                         f"AUC {d.settings.match_target_auc:.2f} while keeping at least "
-                        f"{_pct(d.settings.match_min_retained)} of the smaller side; no matched manifest written")
+                        f"{percent(d.settings.match_min_retained)} of the smaller side; no matched manifest written")
     part.reasons += no_overlap_reasons(d, mask)
     if options.exact:
         strata = _strata(d.meta, options.exact, len(d.y))

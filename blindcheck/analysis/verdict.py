@@ -120,8 +120,12 @@ def fmt_p(p: float) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
-def _pct(x: float) -> str:
+def percent(x: float) -> str:
+    """A share as a whole percentage (the reasons' and summaries' one format)."""
     return f"{100 * x:.0f}%"
+
+
+_pct = percent
 
 
 def _modality_line(sep: SeparabilityResult) -> tuple[str | None, str | None]:

@@ -20,7 +20,6 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,7 +42,6 @@ from blindcheck.inputs.audio import (
 )
 from blindcheck.inputs.manifest import Manifest
 from blindcheck.runtime.executors import EXECUTORS, LOST, DaskExecutor, Executor, LocalExecutor, usable_cores
-from blindcheck.runtime.files import write_parquet_atomic
 
 ERROR_COLUMNS = ["id", "path", "stage", "message"]
 NOTE_COLUMNS = ["id", "path", "modality", "note"]
@@ -586,21 +584,3 @@ def _assemble(store: Store, table: pd.DataFrame, hashes: np.ndarray, keep: np.nd
     return out, pd.DataFrame(note_rows, columns=NOTE_COLUMNS)
 
 
-def write_outputs(result: ExtractionResult, manifest: Manifest, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write ``features.parquet``, ``errors.csv``, ``notes.csv`` and ``manifest.parquet`` into ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "features": out / "features.parquet",
-        "errors": out / "errors.csv",
-        "notes": out / "notes.csv",
-        "manifest": out / "manifest.parquet",
-    }
-    write_parquet_atomic(result.features, paths["features"])
-    if result.transcripts is not None:
-        paths["transcripts"] = out / "transcripts.parquet"
-        write_parquet_atomic(result.transcripts, paths["transcripts"])
-    write_parquet_atomic(manifest.table, paths["manifest"])
-    result.errors.to_csv(paths["errors"], index=False)
-    result.notes.to_csv(paths["notes"], index=False)
-    return paths

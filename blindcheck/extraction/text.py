@@ -19,10 +19,10 @@ from blindcheck.features.text import (
     TRANSCRIPT_COLUMNS,
     Embedder,
     TextOptions,
-    _model_tag,
-    _vocab,
     default_embedding_model,
     lexical,
+    model_tag,
+    model_vocabulary,
 )
 
 _EMBEDDERS: dict[tuple, Embedder] = {}
@@ -186,8 +186,8 @@ def extract_text(rows: pd.DataFrame, store, options: TextOptions, workers: int =
     model_path = options.embedding_model or default_embedding_model()
     if not Path(model_path).exists():
         raise BlindcheckError(f"embedding model folder not found: {model_path} (blindcheck never downloads models)")
-    etag = f"emb-{_model_tag(model_path, store.root)}"
-    vocab = _vocab(model_path)
+    etag = f"emb-{model_tag(model_path, store.root)}"
+    vocab = model_vocabulary(model_path)
     texts = transcripts["text"].astype(str).to_numpy()
     keys = np.array([_text_key(t) for t in texts])
     ecache = store.read_features(etag, keys)

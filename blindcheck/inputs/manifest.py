@@ -82,7 +82,7 @@ def load_manifest(source: str | os.PathLike, options: ManifestOptions | None = N
     src = Path(source)
     if not src.exists() and formats.is_glob(str(source)):  # Hugging Face Hub shards by glob
         raw = formats.read_shards(str(source))
-        table, missing = _normalise(raw, Path.cwd(), options, str(source))
+        table, missing = normalise_table(raw, Path.cwd(), options, str(source))
         return Manifest(table=table, source=str(source), missing=missing)
     if not src.exists():
         raise ManifestError(f"manifest not found: {src}")
@@ -104,15 +104,15 @@ def load_manifest(source: str | os.PathLike, options: ManifestOptions | None = N
                 "audiofolder (no metadata.csv or metadata.jsonl)"
             )
     else:
-        raw, base = _read_table(src), src.parent
-    table, missing = _normalise(raw, base, options, str(src))
+        raw, base = read_table(src), src.parent
+    table, missing = normalise_table(raw, base, options, str(src))
     return Manifest(table=table, source=str(src), missing=missing)
 
 
 # ---------------------------------------------------------------------------------------------- readers
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+def read_table(path: Path) -> pd.DataFrame:
     suffix = "".join(path.suffixes[-2:]).lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
     try:
         if suffix in (".csv", ".csv.gz"):
@@ -224,7 +224,7 @@ def _audiofolder_metadata(d: Path) -> list[Path]:
 def _read_audiofolder(d: Path) -> pd.DataFrame:
     frames = []
     for meta in _audiofolder_metadata(d):
-        part = _read_table(meta)
+        part = read_table(meta)
         if "file_name" not in part.columns:
             raise ManifestError(f"{meta}: an audiofolder metadata file needs a 'file_name' column")
         rel = meta.parent.relative_to(d)
@@ -249,7 +249,8 @@ def _row_name(i: int, ids: pd.Series | None) -> str:
     return name
 
 
-def _pick(df: pd.DataFrame, wanted: str | None, candidates: tuple[str, ...], what: str, source: str) -> str | None:
+def pick_column(df: pd.DataFrame, wanted: str | None, candidates: tuple[str, ...], what: str,
+                source: str) -> str | None:
     if wanted is not None:
         if wanted not in df.columns:
             cols = ", ".join(map(str, df.columns))
@@ -297,22 +298,22 @@ def _value_hint(values: pd.Series, column: str = "the label column") -> str:
             f"{option('member_value')} to make one value the members and every other value the non-members")
 
 
-def _normalise(
+def normalise_table(
     raw: pd.DataFrame, base: Path, options: ManifestOptions, source: str
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     df = raw.copy()
     df.columns = [str(c) for c in df.columns]
-    path_col = _pick(df, options.path_column, PATH_COLUMNS, "audio path", source)
+    path_col = pick_column(df, options.path_column, PATH_COLUMNS, "audio path", source)
     if path_col is None:
         raise ManifestError(f"{source}: no audio path column (expected one of: {', '.join(PATH_COLUMNS)})")
-    id_col = _pick(df, options.id_column, ID_COLUMNS, "clip id", source)
-    label_col = _pick(df, options.label_column, LABEL_COLUMNS, "label", source)
+    id_col = pick_column(df, options.id_column, ID_COLUMNS, "clip id", source)
+    label_col = pick_column(df, options.label_column, LABEL_COLUMNS, "label", source)
     if label_col is None:
         raise ManifestError(
             f"{source}: no label column (expected one of: {', '.join(LABEL_COLUMNS)}; or pass {option('label_column')})"
         )
-    text_col = _pick(df, None, TEXT_COLUMNS, "text", source)
-    speaker_col = _pick(df, None, SPEAKER_COLUMNS, "speaker", source)
+    text_col = pick_column(df, None, TEXT_COLUMNS, "text", source)
+    speaker_col = pick_column(df, None, SPEAKER_COLUMNS, "speaker", source)
 
     if label_col in (path_col, id_col, text_col, speaker_col):  # e.g. --label-column speaker: keep both roles
         df["__label__"] = df[label_col]

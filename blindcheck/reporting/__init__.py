@@ -15,6 +15,7 @@ from pathlib import Path
 
 from blindcheck.errors import BlindcheckError
 from blindcheck.reporting.data import ReportData
+from blindcheck.runtime.files import write_text_atomic
 
 FORMATS = ("html", "md", "tex")
 
@@ -98,10 +99,7 @@ def render(d: ReportData, out: str | os.PathLike | None = None, formats: tuple[s
     return paths
 
 
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+_write = write_text_atomic
 
 
 def report(out_dir: str | os.PathLike, formats: tuple[str, ...] = FORMATS, figures: bool = True,

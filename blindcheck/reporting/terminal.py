@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import math
 
-from blindcheck.analysis.matching import MatchResult, _pct, balance_summary
+from blindcheck.analysis.matching import MatchResult, balance_summary
+from blindcheck.analysis.verdict import percent
 from blindcheck.runtime.files import json_ready
 from blindcheck.verbs._check import CheckResult
 
@@ -25,14 +26,14 @@ def format_match_summary(res: MatchResult) -> str:
                      f"{a.fresh.best.ci_high:.2f}]" if a.verdict is not None else "not verified")
             sel = f"selection AUC {a.selection['auc']:.2f}; " if a.selection else ""
             lines.append(f"    {a.method:<11} kept {r.get('members', 0):>5} m / {r.get('nonmembers', 0):>5} n "
-                         f"({_pct(r.get('smaller_side_share', 0))} of the smaller side); {sel}{fresh}"
+                         f"({percent(r.get('smaller_side_share', 0))} of the smaller side); {sel}{fresh}"
                          + ("  <- accepted" if a.success else ""))
         best = p.best
         if best is not None and best.balance is not None:
             bs = balance_summary(best.balance)
             for mod, e in bs.items():
-                lines.append(f"    balance {mod:<10} |SMD| < 0.1: {_pct(e['balanced_share_before'] or 0)} -> "
-                             f"{_pct(e['balanced_share_after'] or 0)} of {e['features']} features; max |SMD| "
+                lines.append(f"    balance {mod:<10} |SMD| < 0.1: {percent(e['balanced_share_before'] or 0)} -> "
+                             f"{percent(e['balanced_share_after'] or 0)} of {e['features']} features; max |SMD| "
                              f"{_num(e['max_abs_smd_before'])} -> {_num(e['max_abs_smd_after'])}")
         lines += [f"    - {r}" for r in p.reasons]
     return "\n".join(lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import uuid
@@ -37,3 +38,25 @@ def json_ready(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` so that the file appears complete or not at all."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """``data`` as indented JSON (NaN refused: pass it through :func:`json_ready` first), atomically."""
+    write_text_atomic(path, json.dumps(data, indent=2, allow_nan=False))
+
+
+def write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
+    """``df`` as CSV without its index, atomically."""
+    write_text_atomic(path, df.to_csv(index=False))

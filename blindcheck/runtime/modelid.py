@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 from pathlib import Path
+
+from blindcheck.runtime.files import write_text_atomic
 
 MEMO_NAME = "model-digests.json"
 
@@ -51,7 +52,5 @@ def model_digest(path: str | os.PathLike, memo_dir: str | os.PathLike | None = N
     if memo_path is not None:
         memo[str(p)] = {"files": stamp, "digest": digest}
         memo_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo_path.parent / f".{MEMO_NAME}.{uuid.uuid4().hex}.tmp"
-        tmp.write_text(json.dumps(memo, indent=1, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, memo_path)
+        write_text_atomic(memo_path, json.dumps(memo, indent=1, sort_keys=True))
     return digest

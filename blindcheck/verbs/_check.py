@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import platform
 from dataclasses import dataclass, field
@@ -29,11 +28,10 @@ from blindcheck.extraction.pipeline import (
     ExtractionResult,
     ProgressFn,
     extract_features,
-    write_outputs,
 )
 from blindcheck.inputs.manifest import Manifest, ManifestOptions, load_manifest
 from blindcheck.inputs.scores import align_scores, has_attacks, read_scores
-from blindcheck.runtime.files import json_ready, write_parquet_atomic
+from blindcheck.runtime.files import json_ready
 from blindcheck.settings import Settings, load_settings
 
 SCHEMA = "blindcheck.result/1"
@@ -149,7 +147,8 @@ def check(
     on it.
     ``allow_truncated`` analyses files shorter than their header declares instead of excluding them.
     ``extraction`` (:class:`blindcheck.extraction.pipeline.ExtractionConfig`): where and how features are extracted
-    (executor, chunk size, ...); ``workers``, ``text_options`` and ``allow_truncated``, when given, take precedence over it.
+    (executor, chunk size, ...); ``workers``, ``text_options`` and ``allow_truncated``, when given, take precedence
+    over it.
     ``command`` (the CLI's argv) is recorded in result.json for the report's reproduce section.
     """
     settings = settings.replace(**{k: v for k, v in overrides.items() if v is not None}) if settings else \
@@ -207,6 +206,8 @@ def check(
 
     result.attacks = attach_attacks(result, scores, lower_is_member)
     if out is not None:
+        from blindcheck.verbs._results import write_results
+
         write_results(result, out)
     return result
 
@@ -224,19 +225,6 @@ def failures_by_side(m: Manifest, ext: ExtractionResult) -> Failures:
                     nonmembers_failed=len(failed_labels) - sum(failed_labels), nonmembers_total=nonmembers_total)
 
 
-def write_results(result: CheckResult, out: str | os.PathLike) -> dict[str, Path]:
-    outp = Path(out)
-    paths = write_outputs(result.extraction, result.manifest, outp)
-    paths["result"] = outp / "result.json"
-    paths["blind_scores"] = outp / "blind_scores.parquet"
-    tmp = outp / ".result.json.tmp"
-    tmp.write_text(json.dumps(result.to_dict(), indent=2, allow_nan=False), encoding="utf-8")
-    os.replace(tmp, paths["result"])
-    write_parquet_atomic(result.separability.scores_frame(), paths["blind_scores"])
-    if result.attacks is not None:
-        paths["attacks"] = outp / "attacks.parquet"
-        write_parquet_atomic(result.attacks.frame(), paths["attacks"])
-    return paths
 
 
 

@@ -15,7 +15,8 @@ def dataset_inference_manifest(manifest: Any, scores: Any = None, out: Any = Non
     with a ``di`` section (and ``attacks``). Returns the :class:`DIResult`; ``.check`` holds the CheckResult."""
     from blindcheck.inputs.manifest import Manifest, load_manifest
     from blindcheck.inputs.scores import align_scores, check_scores_ids, has_attacks, read_scores
-    from blindcheck.verbs._check import check, write_results
+    from blindcheck.verbs._check import check
+    from blindcheck.verbs._results import write_results
 
     m = manifest if isinstance(manifest, Manifest) else load_manifest(manifest, check_kwargs.pop("manifest_options",
                                                                                                  None))
