@@ -5,7 +5,7 @@ clusters chosen from the data: the embeddings are centred on their mean and L2-n
 non-negative, so raw cosine similarities all crowd near 1), grouped by average-linkage agglomerative
 clustering on cosine distance (scikit-learn) cut at ``threshold``, and the groups refined by k-means started
 from their centroids. The threshold (default :data:`DEFAULT_THRESHOLD`) was validated on the bundled speech (see
-``benchmarks/voice_speed.py`` and ``tests/test_voice.py``). Clips without an embedding (too short, silent,
+``benchmarks/voice_speed.py`` and ``tests/features/test_voice.py``). Clips without an embedding (too short, silent,
 noise) get no cluster (``""``): for grouped folds each becomes a group of its own.
 
 :func:`speaker_overlap` counts the speakers (given, or inferred) that appear on both sides, only among members

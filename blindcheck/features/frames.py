@@ -149,7 +149,7 @@ def _hz_to_mel(f: float) -> float:
 
 def mel_filterbank(sr: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
     """``librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)`` (Slaney mel, "slaney"
-    area normalisation, float32) by librosa's own arithmetic, bit for bit (``tests/test_features.py``), without
+    area normalisation, float32) by librosa's own arithmetic, bit for bit (``tests/features/test_features.py``), without
     importing librosa: its import pulls in numba and cost 0.7 s of every worker's start-up."""
     fmax = float(sr) / 2 if fmax is None else fmax
     mels = np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2)

@@ -5,7 +5,7 @@ call each: ~0.2 ms per call whatever the clip's length (parselmouth's call overh
 on the short FSDD clips). Here the marks come out of Praat in one call (``To Matrix``) and the four measures are
 computed from them by Praat's own definitions (``PointProcess_getJitter_local/rap``,
 ``PointProcess_Sound_getShimmer_local/apq3``, with Praat's standard arguments: periods 0.1-20 ms, maximum period
-factor 1.3, maximum amplitude factor 1.6), so the values are Praat's to rounding (``tests/test_features.py``
+factor 1.3, maximum amplitude factor 1.6), so the values are Praat's to rounding (``tests/features/test_features.py``
 checks both against Praat and against a pulse train with known perturbation):
 
 - jitter (local): mean absolute difference of consecutive periods / mean period;

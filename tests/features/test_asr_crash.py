@@ -19,7 +19,7 @@ if any(importlib.util.find_spec(m) is None for m in ("faster_whisper", "meeting_
 
 from tests.procs import spawned_workers, wait_for  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_dying_asr_worker_costs_only_its_clips(tmp_path, fsdd_meta):

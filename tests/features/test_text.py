@@ -38,7 +38,7 @@ from blindcheck.features.text import (
 from blindcheck.inputs.audio import content_hash  # noqa: E402
 from blindcheck.inputs.manifest import load_manifest  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HARVARD = [s for s in (ROOT / "tests" / "data" / "harvard" / "sentences.txt").read_text().splitlines() if s]
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 

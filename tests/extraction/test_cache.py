@@ -26,7 +26,7 @@ from blindcheck.features.asr import ASRConfig
 from blindcheck.inputs.manifest import load_manifest
 from blindcheck.runtime.modelid import MEMO_NAME, model_digest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_reader_gets_only_the_rows_it_asks_for_and_a_flush_appends(tmp_path):

@@ -24,8 +24,7 @@ from blindcheck.analysis.verdict import decide  # noqa: E402
 from blindcheck.extraction.pipeline import extract_features  # noqa: E402
 from blindcheck.inputs.manifest import load_manifest  # noqa: E402
 from blindcheck.settings import Settings  # noqa: E402
-
-from .conftest import SR, tone, write  # noqa: E402
+from tests.conftest import SR, tone, write  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -387,7 +387,7 @@ def test_mel_filterbank_is_librosas_bit_for_bit_without_importing_it():
             "_warm_worker(['recording', 'spectral', 'prosodic']); "
             "print(sorted(m for m in ('librosa', 'numba') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=str(Path(__file__).resolve().parents[1]))
+                         cwd=str(Path(__file__).resolve().parents[2]))
     assert out.stdout.strip() == "[]", out.stderr[-2000:]
 
 

@@ -23,7 +23,7 @@ distributed = pytest.importorskip("distributed")
 
 from blindcheck.runtime.executors import DaskExecutor  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODS = ("recording", "spectral", "prosodic")
 N = 24
 

@@ -20,7 +20,7 @@ pytest.importorskip("psutil")
 
 from tests.procs import spawned_workers, wait_for  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_dying_voice_worker_costs_only_its_clip(tmp_path, fsdd_meta):

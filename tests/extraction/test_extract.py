@@ -21,7 +21,7 @@ from blindcheck.inputs.manifest import load_manifest
 from blindcheck.verbs import write_outputs
 from tests.conftest import SR, tone, write
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

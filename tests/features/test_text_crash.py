@@ -20,7 +20,7 @@ if any(importlib.util.find_spec(m) is None for m in ("sentence_transformers", "g
 
 from tests.procs import spawned_workers, wait_for  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(tmp_path, fsdd_meta) -> subprocess.Popen:
