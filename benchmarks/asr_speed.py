@@ -25,7 +25,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,7 +35,6 @@ import pandas as pd
 import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from blindcheck.features.asr import ASRConfig, transcribe  # noqa: E402
 from blindcheck.features.text import default_embedding_model, embed  # noqa: E402

@@ -14,7 +14,6 @@ end-of-run compaction (before: the whole table rewritten; after: only the small 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +22,6 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from blindcheck.extraction.cache import Store  # noqa: E402
 

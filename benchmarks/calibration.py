@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -31,7 +30,6 @@ import pandas as pd
 from scipy.stats import norm
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from blindcheck.analysis.separability import run_separability  # noqa: E402
 from blindcheck.analysis.verdict import decide  # noqa: E402

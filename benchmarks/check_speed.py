@@ -13,14 +13,10 @@ Target: <= 60 s at 100k rows x 500 features on the 2-core development machine.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from blindcheck.analysis.separability import run_separability  # noqa: E402
 from blindcheck.analysis.verdict import decide  # noqa: E402

@@ -58,7 +58,6 @@ import pandas as pd
 import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from blindcheck.extraction.pipeline import extract_features  # noqa: E402
 from blindcheck.inputs.manifest import Manifest  # noqa: E402

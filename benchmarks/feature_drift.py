@@ -63,7 +63,6 @@ def main() -> None:
         dump(Path(args.dump[0]).read_text().splitlines(), args.dump[1])
         return
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     from extract_speed import make_long
 
     data = ROOT / "tests" / "data" / "fsdd"

@@ -15,14 +15,10 @@ goes on to propensity matching; ``--method trim`` times overlap trimming.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from blindcheck.analysis.matching import MatchOptions, _Data, _pairs_attempt, _trim_attempt, balance_table, match_table
 from blindcheck.analysis.separability import feature_columns, run_separability  # noqa: E402

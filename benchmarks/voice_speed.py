@@ -15,7 +15,6 @@ One run on the bundled FSDD speech (480 clips of 6 speakers), printing:
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +23,6 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from blindcheck.analysis.speakers import DEFAULT_THRESHOLD, adjusted_rand, infer_speakers  # noqa: E402
 from blindcheck.extraction.pipeline import extract_features  # noqa: E402
