@@ -188,7 +188,7 @@ def cmd_correlate(args) -> int:
     from blindcheck.verbs import correlate
 
     settings, manifest = _settings(args), _load(args)
-    corr = correlate(manifest, out=args.out, cache_dir=args.cache_dir, workers=args.workers, settings=settings,
+    corr = correlate(manifest, out=args.out, cache_dir=args.cache_dir, settings=settings,
                      extraction=_extraction(args), modalities=args.modalities,
                      **_attack_kwargs(args, manifest))
     print(f"blindcheck correlate — {corr.check.manifest.source}: blind verdict {corr.split_status.upper()}")
@@ -202,7 +202,7 @@ def cmd_di(args) -> int:
     from blindcheck.verbs import dataset_inference_manifest
 
     settings, manifest = _settings(args), _load(args)
-    di = dataset_inference_manifest(manifest, out=args.out, cache_dir=args.cache_dir, workers=args.workers,
+    di = dataset_inference_manifest(manifest, out=args.out, cache_dir=args.cache_dir,
                                     settings=settings, extraction=_extraction(args),
                                     modalities=args.modalities, **_attack_kwargs(args, manifest))
     print(f"blindcheck di — {di.check.manifest.source}: Welch one-sided t-test at alpha = {di.alpha}, n per side "
@@ -267,9 +267,8 @@ def _run_check_on(args, manifest, quiet: bool, settings):
     progress, close = (None, lambda: None) if quiet else _progress(args)
     cls_progress, cls_close = (None, lambda: None) if quiet else _classifier_progress(args)
     try:
-        result = check(manifest, args.out, cache_dir=args.cache_dir, modalities=args.modalities,
-                       workers=args.workers, settings=settings, progress=progress,
-                       extraction=_extraction(args), classifier_progress=cls_progress,
+        result = check(manifest, args.out, cache_dir=args.cache_dir, settings=settings, progress=progress,
+                       extraction=_extraction(args), modalities=args.modalities, classifier_progress=cls_progress,
                        **_attack_kwargs(args, manifest),
                        command=["blindcheck", *getattr(args, "argv", [])])
     finally:
@@ -319,11 +318,9 @@ def cmd_check(args) -> int:
     print(f"\n  wrote {Path(args.out) / 'result.json'}, blind_scores.parquet, features.parquet, summary.txt")
     if args.match:
         from blindcheck.reporting.terminal import format_match_summary
-        from blindcheck.verbs import add_to_result_json, match_from_check, write_match
+        from blindcheck.verbs import match_after_check
 
-        res = match_from_check(result, threads=args.workers)
-        write_match(res, result.manifest, args.out, _manifest_options(args))
-        add_to_result_json(res, args.out)
+        res, _ = match_after_check(result, out=args.out, manifest_options=_manifest_options(args))
         print("\n" + format_match_summary(res))
     _render_report(args)
     return EXIT_OK
@@ -366,25 +363,16 @@ def cmd_match(args) -> int:
     """Exit 0 when every subset asked for re-checks clean, 1 when none (or not all) does, 2 on input errors."""
     from blindcheck.analysis.matching import MatchOptions
     from blindcheck.reporting.terminal import format_match_summary
-    from blindcheck.verbs import match_from_check, write_match
+    from blindcheck.verbs import check_match_options, match_after_check
 
     options = MatchOptions(method=args.method, exact=tuple(args.exact), design=args.design)
     settings = _settings(args)
     manifest = _load(args)
-    for col in options.exact:
-        if col not in manifest.table.columns:
-            raise BlindcheckError(f"--exact {col}: the manifest has no such column "
-                                  f"(columns: {', '.join(map(str, manifest.table.columns))})")
-    if options.design == "disentangle":
-        missing = [c for c in ("speaker", "text") if c not in manifest.table.columns]
-        if missing:
-            raise BlindcheckError(f"--design disentangle needs 'speaker' and 'text' columns; the manifest lacks "
-                                  f"{' and '.join(missing)}")
+    check_match_options(manifest.table, options)  # refused before the extraction
     result = _run_check_on(args, manifest, False, settings)
-    res = match_from_check(result, options, threads=args.workers)
-    paths = write_match(res, result.manifest, args.out, _manifest_options(args))
+    res, paths = match_after_check(result, options, args.out, _manifest_options(args))
     print(format_match_summary(res))
-    print(f"\n  wrote {', '.join(str(p) for p in paths.values())}")
+    print(f"\n  wrote {', '.join(str(p) for p in paths.values())}, result.json (match)")
     _render_report(args)
     return EXIT_OK if res.success else EXIT_CONFOUNDED
 

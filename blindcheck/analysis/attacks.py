@@ -76,7 +76,6 @@ class CorrelateResult:
     split_status: str
     mismatch: IdMismatch
     seed: int
-    check: Any = field(default=None, repr=False)  # the CheckResult, when run through `correlate`
 
     @property
     def confounded(self) -> list[str]:

@@ -138,7 +138,6 @@ class DIResult:
     power: float
     resamples: int
     seed: int
-    check: Any = field(default=None, repr=False)  # the CheckResult, when run through `blindcheck di`
 
     def to_dict(self) -> dict[str, Any]:
         return {"attack": self.attack.to_dict(), "blind": self.blind.to_dict() if self.blind else None,

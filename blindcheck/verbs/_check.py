@@ -18,6 +18,7 @@ import pandas as pd
 
 from blindcheck import __version__
 from blindcheck.analysis.attacks import CorrelateResult, correlate_attacks
+from blindcheck.analysis.inference import DIResult
 from blindcheck.analysis.separability import ProgressFn as ClassifierProgressFn
 from blindcheck.analysis.separability import SeparabilityResult, run_separability
 from blindcheck.analysis.verdict import Failures, Verdict, decide
@@ -48,9 +49,10 @@ class CheckResult:
     settings: Settings
     notes: list[str] = field(default_factory=list)  # e.g. why a default modality was skipped
     command: list[str] | None = None  # the command line that ran this check (None from the Python API)
-    attacks: Any = None  # CorrelateResult when the manifest has mia_* columns or scores were given
-    di: Any = None  # DIResult from `blindcheck di`
+    attacks: CorrelateResult | None = None  # when the manifest has mia_* columns or scores were given
+    di: DIResult | None = None  # from `blindcheck di`
     speakers: dict | None = None  # speaker overlap between the sides (given or inferred speakers)
+    workers: int | None = None  # the bound on processes and threads this check ran with (later phases reuse it)
 
     @property
     def status(self) -> str:
@@ -116,20 +118,30 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Keyword overrides of a verb split by the object that owns each name: :class:`~blindcheck.settings.Settings`
+    fields (the blind check and verdict) and :class:`~blindcheck.extraction.pipeline.ExtractionConfig` fields (how
+    features are extracted). Every setting has one name and one home; an unknown name is a TypeError."""
+    own = {f.name for f in dataclasses.fields(Settings)}
+    ext = {f.name for f in dataclasses.fields(ExtractionConfig)}
+    unknown = sorted(set(overrides) - own - ext)
+    if unknown:
+        raise TypeError(f"unknown setting(s) {', '.join(unknown)}: a verb takes Settings fields "
+                        f"({', '.join(sorted(own))}) and ExtractionConfig fields ({', '.join(sorted(ext))})")
+    return ({k: v for k, v in overrides.items() if k in own and v is not None},
+            {k: v for k, v in overrides.items() if k in ext and v is not None})
+
+
 def check(
     manifest: str | os.PathLike | Manifest,
     out: str | os.PathLike | None = None,
     *,
     cache_dir: str | os.PathLike | None = None,
-    modalities: list[str] | str | None = None,
-    workers: int | None = None,
     settings: Settings | None = None,
+    extraction: ExtractionConfig | None = None,
     manifest_options: ManifestOptions | None = None,
     progress: ProgressFn | None = None,
-    text_options: Any = None,
     classifier_progress: ClassifierProgressFn | None = None,
-    allow_truncated: bool = False,
-    extraction: ExtractionConfig | None = None,
     command: list[str] | None = None,
     scores: Any = None,
     lower_is_member: tuple[str, ...] | list[str] = (),
@@ -137,27 +149,28 @@ def check(
 ) -> CheckResult:
     """Run extraction (cached), blind separability and the verdict.
 
-    ``settings`` defaults to ``[tool.blindcheck]`` of the nearest pyproject.toml over the defaults; keyword
-    ``overrides`` (e.g. ``group_by="speaker"``, ``tolerated_auc=0.55``) take precedence. With ``out``, writes
-    ``result.json``, ``blind_scores.parquet`` and the extraction outputs there. Without ``cache_dir`` the cache
-    is ``out/cache`` (or a temporary directory when there is no ``out``). ``modalities`` (a list or a
-    comma-separated string) defaults to the CLI's rule (:func:`blindcheck.extraction.modalities.choose_modalities`):
-    every acoustic modality, plus text where it can run; what was skipped is in ``result.notes``. ``workers`` also
-    bounds the threads of the classifier phase; ``classifier_progress(phase, done, total, seconds_left)`` reports
-    on it.
-    ``allow_truncated`` analyses files shorter than their header declares instead of excluding them.
-    ``extraction`` (:class:`blindcheck.extraction.pipeline.ExtractionConfig`): where and how features are extracted
-    (executor, chunk size, ...); ``workers``, ``text_options`` and ``allow_truncated``, when given, take precedence
-    over it.
+    Two objects hold every setting, and each setting has one name: ``settings``
+    (:class:`~blindcheck.settings.Settings`: the blind classifiers and the verdict; default ``[tool.blindcheck]`` of
+    the nearest pyproject.toml over the defaults) and ``extraction``
+    (:class:`~blindcheck.extraction.pipeline.ExtractionConfig`: modalities, workers, executor, chunk size, text
+    options, ``allow_truncated``). Keyword ``overrides`` name fields of either (``group_by="speaker"``,
+    ``tolerated_auc=0.55``, ``modalities=["spectral"]``, ``workers=2``) and take precedence over the object; any
+    other name is a TypeError. With ``out``, writes ``result.json``, ``blind_scores.parquet`` and the extraction
+    outputs there. Without ``cache_dir`` the cache is ``out/cache`` (or a temporary directory when there is no
+    ``out``). ``modalities`` (a list or a comma-separated string; None: the CLI's rule,
+    :func:`blindcheck.extraction.modalities.choose_modalities`: every acoustic modality, plus voice and text where
+    they can run; what was skipped is in ``result.notes``). ``workers`` also bounds the threads of the classifier
+    phase; ``classifier_progress(phase, done, total, seconds_left)`` reports on it.
     ``command`` (the CLI's argv) is recorded in result.json for the report's reproduce section.
     """
-    settings = settings.replace(**{k: v for k, v in overrides.items() if v is not None}) if settings else \
-        load_settings(overrides)
+    own, ext_kw = split_overrides(overrides)
+    settings = settings.replace(**own) if settings else load_settings(own)
     m = manifest if isinstance(manifest, Manifest) else load_manifest(manifest, manifest_options)
+    requested = ext_kw.pop("modalities", None)
+    cfg = dataclasses.replace(extraction or ExtractionConfig(), **ext_kw)
     # The same rule as the CLI's: without ``modalities``, every acoustic one plus voice and text where they run.
-    cfg = extraction or ExtractionConfig()
-    text_options = text_options or cfg.text
-    choice = choose_modalities(m.table, modalities, text_options)
+    choice = choose_modalities(m.table, requested if requested is not None else
+                               ([str(x) for x in cfg.modalities] if cfg.modalities else None), cfg.text)
     modalities = choice.modalities
     if settings.group_by == "voice" and "voice" not in m.table.columns:  # the inferred speakers
         from blindcheck.features.voice import voice_unavailable
@@ -169,8 +182,7 @@ def check(
     elif settings.group_by and settings.group_by not in m.table.columns:
         raise BlindcheckError(f"group-by '{settings.group_by}': the manifest has no such column "
                               f"(columns: {', '.join(m.table.columns)})")
-    cfg = dataclasses.replace(cfg, modalities=tuple(modalities), workers=workers or cfg.workers, text=text_options,
-                              allow_truncated=allow_truncated or cfg.allow_truncated)
+    cfg = dataclasses.replace(cfg, modalities=tuple(modalities))
     workers = cfg.workers
     if cache_dir is None and out is None:
         import tempfile
@@ -201,9 +213,8 @@ def check(
                            threads=workers, progress=classifier_progress)
     result = CheckResult(verdict=decide(sep, settings, failures_by_side(m, ext), speakers=speakers), separability=sep,
                          extraction=ext, manifest=m, settings=settings, speakers=speakers,
-                         notes=[choice.note, *sep.notes] if choice.note else list(sep.notes), command=command)
-    from blindcheck.verbs._check import attach_attacks  # attacks vs blind, when there are any (mia_* or scores)
-
+                         notes=[choice.note, *sep.notes] if choice.note else list(sep.notes), command=command,
+                         workers=workers)
     result.attacks = attach_attacks(result, scores, lower_is_member)
     if out is not None:
         from blindcheck.verbs._results import write_results
@@ -235,7 +246,7 @@ def failures_by_side(m: Manifest, ext: ExtractionResult) -> Failures:
 
 
 
-def correlate_check(result: Any, scores: pd.DataFrame | str | os.PathLike | None = None,
+def correlate_check(result: CheckResult, scores: pd.DataFrame | str | os.PathLike | None = None,
                     lower_is_member: tuple[str, ...] | list[str] = ()) -> CorrelateResult:
     """Attacks of a finished :class:`~blindcheck.verbs.CheckResult`: the manifest's ``mia_*`` columns and
     ``scores`` (a frame with ``id`` or a file), on the clips the blind check analysed."""
@@ -254,7 +265,7 @@ def correlate_check(result: Any, scores: pd.DataFrame | str | os.PathLike | None
                              split_status=result.verdict.status, blind_model=best.name, mismatch=mismatch)
 
 
-def attach_attacks(result: Any, scores: pd.DataFrame | str | os.PathLike | None,
+def attach_attacks(result: CheckResult, scores: pd.DataFrame | str | os.PathLike | None,
                    lower_is_member: tuple[str, ...] | list[str] = ()) -> CorrelateResult | None:
     """The hook of ``check``: the attacks section when the manifest has ``mia_*`` columns or scores are given,
     else None (and ``lower_is_member`` must then be empty)."""

@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from blindcheck.analysis.inference import DIResult, dataset_inference
 from blindcheck.errors import BlindcheckError
 
 
+@dataclass(frozen=True)
+class DIRun:
+    """What the ``di`` verb returns: the dataset inference (:class:`~blindcheck.analysis.inference.DIResult`, whose
+    attributes it answers for: ``.attack``, ``.blind``, ``.reasons``, ``.to_dict()`` ...) and the blind check
+    (``.check``, whose ``.di`` is ``.result``). Neither result points back at the other."""
+
+    result: DIResult
+    check: Any
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.result, name)
+
+
 def dataset_inference_manifest(manifest: Any, scores: Any = None, out: Any = None, *,
-                               lower_is_member: tuple[str, ...] | list[str] = (), **check_kwargs: Any) -> DIResult:
+                               lower_is_member: tuple[str, ...] | list[str] = (), **check_kwargs: Any) -> DIRun:
     """The ``di`` verb: a blind check of ``manifest`` (for the out-of-fold blind score), then dataset inference
     on the attacks (``mia_*`` columns, ``scores``) and on the blind score. With ``out``, writes ``result.json``
-    with a ``di`` section (and ``attacks``). Returns the :class:`DIResult`; ``.check`` holds the CheckResult."""
+    with a ``di`` section (and ``attacks``). Returns a :class:`DIRun` (the DIResult, and ``.check``)."""
     from blindcheck.inputs.manifest import Manifest, load_manifest
     from blindcheck.inputs.scores import align_scores, check_scores_ids, has_attacks, read_scores
     from blindcheck.verbs._check import check
@@ -31,7 +47,6 @@ def dataset_inference_manifest(manifest: Any, scores: Any = None, out: Any = Non
     di = dataset_inference(attacks, sep.labels, res.settings, blind_score=sep.best.scores,
                            lower_is_member=lower_is_member)
     res.di = di
-    di.check = res
     if out is not None:
         write_results(res, out)
-    return di
+    return DIRun(di, res)

@@ -11,10 +11,11 @@ import pandas as pd
 
 from blindcheck.analysis.matching import MatchOptions, MatchResult, match_table, matching_model
 from blindcheck.errors import BlindcheckError
-from blindcheck.settings import Settings
+from blindcheck.verbs._check import CheckResult, check
 
 
-def match_from_check(result: Any, options: MatchOptions | None = None, threads: int | None = None) -> MatchResult:
+def match_from_check(result: CheckResult, options: MatchOptions | None = None,
+                     threads: int | None = None) -> MatchResult:
     """Match on what a :class:`~blindcheck.verbs.CheckResult` already holds (features, OOF scores)."""
     sep = result.separability
     feats = result.extraction.features
@@ -39,35 +40,53 @@ def match_from_check(result: Any, options: MatchOptions | None = None, threads: 
     return res
 
 
+def check_match_options(table: pd.DataFrame, options: MatchOptions) -> None:
+    """Refuse, before any work, what matching on ``table`` cannot do: an ``exact`` column the manifest lacks, and the
+    disentangle design without ``speaker`` and ``text`` columns."""
+    for col in options.exact:
+        if col not in table.columns:
+            raise BlindcheckError(f"exact '{col}': the manifest has no such column (columns: "
+                                  f"{', '.join(map(str, table.columns))})")
+    if options.design == "disentangle":
+        missing = [c for c in ("speaker", "text") if c not in table.columns]
+        if missing:
+            raise BlindcheckError(f"design disentangle needs 'speaker' and 'text' columns; the manifest lacks "
+                                  f"{' and '.join(missing)}")
+
+
+def match_after_check(result: CheckResult, options: MatchOptions | None = None, out: str | os.PathLike | None = None,
+                      manifest_options: Any = None, threads: int | None = None) -> tuple[MatchResult, dict]:
+    """Match on a finished check and, with ``out`` (the check's result directory), write the match files and the
+    ``match`` section of its ``result.json``. What ``match``, ``blindcheck match`` and ``check --match`` all run.
+    ``threads`` bounds the fresh re-checks' classifier threads (default: the check's ``workers``). Returns the result
+    and the paths written."""
+    options = options or MatchOptions()
+    check_match_options(result.manifest.table, options)
+    res = match_from_check(result, options, threads=threads if threads is not None else result.workers)
+    paths: dict = {}
+    if out is not None:
+        from blindcheck.verbs._results import add_to_result_json, write_match
+
+        paths = write_match(res, result.manifest, out, manifest_options)
+        if (Path(out) / "result.json").exists():
+            add_to_result_json(res, out)
+    return res, paths
+
+
 def match(manifest: Any, out: str | os.PathLike | None = None, *, method: str | None = None,
-          exact: tuple[str, ...] | list[str] = (), design: str = "subset", cache_dir: str | os.PathLike | None = None,
-          modalities: list[str] | None = None, workers: int | None = None, settings: Settings | None = None,
-          manifest_options: Any = None, text_options: Any = None, **overrides: Any) -> MatchResult:
-    """Run ``check`` (features cached), then match and verify; with ``out``, write ``matched.csv`` (or one CSV per
-    disentanglement subset), ``dropped.csv`` and ``match.json``. ``overrides`` are settings
-    (``match_caliper``, ``match_target_auc``, ``match_min_retained``, ``match_ratio``, ``seed``, ...)."""
+          exact: tuple[str, ...] | list[str] = (), design: str = "subset", manifest_options: Any = None,
+          **check_kwargs: Any) -> MatchResult:
+    """The ``match`` verb, as ``blindcheck match`` runs it: ``check`` (features cached; with ``out``, its
+    result.json, blind scores and extraction outputs), then match and verify; with ``out``, also ``matched.csv``
+    (or one CSV per disentanglement subset), ``dropped.csv``, ``match.json`` and the ``match`` section of
+    result.json. ``check_kwargs`` are :func:`~blindcheck.verbs.check`'s (``cache_dir``, ``settings``,
+    ``extraction``, progress callbacks, and Settings or ExtractionConfig fields such as ``match_caliper``,
+    ``match_target_auc``, ``modalities``, ``workers``)."""
     from blindcheck.inputs.manifest import Manifest, load_manifest
-    from blindcheck.verbs._check import check
 
     options = MatchOptions(method=method, exact=tuple(exact), design=design)
     m = manifest if isinstance(manifest, Manifest) else load_manifest(manifest, manifest_options)
-    for col in options.exact:
-        if col not in m.table.columns:
-            raise BlindcheckError(f"exact '{col}': the manifest has no such column (columns: "
-                                  f"{', '.join(map(str, m.table.columns))})")
-    if cache_dir is None and out is not None:
-        cache_dir = Path(out) / "cache"
-    result = check(m, None, cache_dir=cache_dir, modalities=modalities, workers=workers, settings=settings,
-                   text_options=text_options, **overrides)
-    res = match_from_check(result, options, threads=workers)
-    if out is not None:
-        from blindcheck.verbs._results import write_match
-
-        write_match(res, result.manifest, out, manifest_options)
+    check_match_options(m.table, options)  # refused before the extraction
+    result = check(m, out, **check_kwargs)
+    res, _ = match_after_check(result, options, out, manifest_options)
     return res
-
-
-
-
-
-

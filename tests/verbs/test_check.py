@@ -402,3 +402,15 @@ def test_python_api_stays_callable(tmp_path, pool):
     scores = pd.read_parquet(tmp_path / "out" / "blind_scores.parquet")
     assert res.verdict.best_model == saved["verdict"]["best_model"] == best.name
     assert np.allclose(scores["blind_score"], scores[f"score.{best.name}"])
+
+
+def test_every_setting_has_one_door():
+    """A verb's keywords are Settings or ExtractionConfig fields, each with one home; anything else (an old alias
+    such as text_options, a typo) is refused by name before any work."""
+    from blindcheck.verbs import split_overrides
+
+    own, ext = split_overrides({"group_by": "speaker", "modalities": ["spectral"], "workers": 2, "seed": None})
+    assert own == {"group_by": "speaker"} and ext == {"modalities": ["spectral"], "workers": 2}
+    for bad in ("text_options", "tolerated_acu"):
+        with pytest.raises(TypeError, match=bad):
+            check("unused.csv", **{bad: 1})

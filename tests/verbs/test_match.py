@@ -144,6 +144,35 @@ def test_disjoint_speakers_are_refused_with_the_reason(disjoint):
     assert not same_speaker.success and "no speaker occurs on both sides" in same_speaker.reasons[0]
 
 
+def test_cli_and_python_api_write_the_same_result_directory(disjoint):
+    """`blindcheck match` and `blindcheck.match()` are one assembly: the same check, the same match, the same files
+    (result.json with its match section, match.json, dropped.csv), apart from timings and the recorded command."""
+    result, d = disjoint
+    m = d / "disjoint.csv"
+    api_out, cli_out = d / "api_match", d / "cli_match"
+    res = match(m, api_out, cache_dir=d / "cache", **FAST)
+    r = subprocess.run([sys.executable, "-m", "blindcheck", "match", str(m), "--out", str(cli_out), "--cache-dir",
+                        str(d / "cache"), "--workers", "2", "--repeats", "2", "--permutations", "199", "--modalities",
+                        ",".join(FAST["modalities"]), "--no-config", "--no-report"], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == (0 if res.success else 1), r.stderr
+    assert {p.name for p in api_out.iterdir()} - {"cache"} == {p.name for p in cli_out.iterdir()} - {"cache"}
+
+    def plain(path):
+        j = json.loads(path.read_text())
+        for k in ("created", "command", "seconds"):
+            j.pop(k, None)
+        return j
+
+    a, c = plain(api_out / "result.json"), plain(cli_out / "result.json")
+    assert a["match"] == c["match"] and a["match"]["status"] == res.status
+    assert a["verdict"] == c["verdict"] and a["models"] == c["models"]
+    ja, jc = (json.loads((o / "match.json").read_text()) for o in (api_out, cli_out))
+    assert ja["status"] == jc["status"] and [p["name"] for p in ja["parts"]] == [p["name"] for p in jc["parts"]]
+    assert [p["reasons"] for p in ja["parts"]] == [p["reasons"] for p in jc["parts"]]
+    assert pd.read_csv(api_out / "dropped.csv").equals(pd.read_csv(cli_out / "dropped.csv"))
+
+
 def test_speaker_mix_keeps_half_and_rechecks_clean_cli(base):
     """The same speakers on both sides, 70:30 in one half of them and 30:70 in the other."""
     meta, d, cache = base
