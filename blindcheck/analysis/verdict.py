@@ -177,12 +177,43 @@ def _side_word(side: str) -> str:
     return "members" if side == "members" else "non-members"
 
 
-def decide(sep: SeparabilityResult, settings: Settings, failures: Failures | None = None,
-           speakers: dict | None = None) -> Verdict:
-    """Turn separability metrics into a verdict with reasons. Pure: no I/O, no randomness."""
-    alpha, tau, tau_s = settings.alpha, settings.tolerated_auc, settings.tolerated_share
+@dataclass
+class Bounds:
+    """Phase 1 of the verdict: every number the decision rests on, computed once from the metrics and settings.
+
+    lower: the best model's one-sided lower AUC bound at level 1 - alpha/m; upper / upper_model: the highest
+    one-sided upper bound at level 1 - alpha over the m models; share_low: the lower bound of the isolated share at
+    level 1 - alpha/(2m); share_high_any: the highest upper bound of the isolated share over every (model, side);
+    design_effect: the clustering of the best model's interval (1 without groups); power: of the equivalence claim
+    at the tolerated AUC; fail_p / fail_gap: Fisher's p and the difference of the two sides' failure shares."""
+
+    alpha: float
+    tau: float
+    tau_s: float
+    m: int
+    n1: int
+    n0: int
+    lower: float
+    upper: float
+    upper_model: object
+    share_low: float
+    share_high_any: float
+    design_effect: float
+    power: float
+    fail_p: float
+    fail_gap: float
+    all_pure: bool
+    too_few: bool
+
+    @property
+    def member_share(self) -> float:
+        return self.n1 / (self.n1 + self.n0)
+
+
+def bounds(sep: SeparabilityResult, settings: Settings, failures: Failures | None = None) -> Bounds:
+    """The confidence bounds, power and failure test of a verdict (phase 1 of :func:`decide`)."""
+    alpha, tau = settings.alpha, settings.tolerated_auc
     m = len(sep.models)
-    fam = sep.family
     best = sep.best
     y = sep.labels
     n1, n0 = int(y.sum()), int((1 - y).sum())
@@ -204,114 +235,173 @@ def decide(sep: SeparabilityResult, settings: Settings, failures: Failures | Non
     if sep.groups is not None and math.isfinite(best.se):
         naive = stats.delong(y, best.scores)[1]
         deff = max(1.0, (best.se / naive) ** 2) if naive > 0 else 1.0
-    share_m = n1 / (n1 + n0)
-    pw = stats.equivalence_power(tau, n1, n0, alpha, deff)
+    groups = sep.n_groups
+    return Bounds(alpha=alpha, tau=tau, tau_s=settings.tolerated_share, m=m, n1=n1, n0=n0, lower=lower, upper=upper,
+                  upper_model=upper_model, share_low=share_lo, share_high_any=share_hi_all, design_effect=deff,
+                  power=stats.equivalence_power(tau, n1, n0, alpha, deff),
+                  fail_p=failures.p if failures else 1.0,
+                  fail_gap=abs(failures.shares()[0] - failures.shares()[1]) if failures else 0.0,
+                  all_pure=bool(groups and groups["mixed"] == 0), too_few=sep.family.p_floor > alpha)
+
+
+def criteria_met(sep: SeparabilityResult, b: Bounds, failures: Failures | None = None) -> list[str]:
+    """Phase 2: the criteria by which the split is confounded ("auc", "subset", "failures"; the speakers
+    criterion is added with its reasons)."""
+    fam = sep.family
+    criteria = []
+    if fam.p_auc <= b.alpha and b.lower > b.tau:
+        criteria.append("auc")
+    if fam.p_isolation <= b.alpha and b.share_low > b.tau_s:
+        criteria.append("subset")
+    if failures and b.fail_p <= b.alpha and b.fail_gap > b.tau_s:
+        criteria.append("failures")
+    return criteria
+
+
+def decide(sep: SeparabilityResult, settings: Settings, failures: Failures | None = None,
+           speakers: dict | None = None) -> Verdict:
+    """Turn separability metrics into a verdict with reasons. Pure: no I/O, no randomness. Three phases:
+    :func:`bounds` (the numbers), :func:`criteria_met` and the undecided checks (the status), then the reasons."""
+    b = bounds(sep, settings, failures)
+    fam, best, sf = sep.family, sep.best, sep.subset
     top_modality, mod_line = _modality_line(sep)
     g = sep.group_by
-    groups = sep.n_groups
-    all_pure = bool(groups and groups["mixed"] == 0)
-    too_few = fam.p_floor > alpha
-
-    criteria = []
-    if fam.p_auc <= alpha and lower > tau:
-        criteria.append("auc")
-    if fam.p_isolation <= alpha and share_lo > tau_s:
-        criteria.append("subset")
-    fail_p = failures.p if failures else 1.0
-    fail_gap = abs(failures.shares()[0] - failures.shares()[1]) if failures else 0.0
-    if failures and fail_p <= alpha and fail_gap > tau_s:
-        criteria.append("failures")
-
+    criteria = criteria_met(sep, b, failures)
     head = (f"best blind classifier {best.name}: AUC {best.auc:.2f} [{best.ci_low:.2f}, {best.ci_high:.2f}], "
-            f"TPR {_pct(best.tpr_at_1pct_fpr)} at 1% FPR, {fmt_p(fam.p_auc)} (family-wise over {m} models: "
+            f"TPR {_pct(best.tpr_at_1pct_fpr)} at 1% FPR, {fmt_p(fam.p_auc)} (family-wise over {b.m} models: "
             f"{fam.method})")
-    reasons: list[str] = []
     need = None
     if criteria:
         status = CONFOUNDED
-        if "auc" in criteria:
-            reasons.append(f"members and non-members can be told apart without the model — {head}; its lower "
-                           f"confidence bound {lower:.2f} exceeds the tolerated AUC {tau:.2f}")
-            if mod_line:
-                reasons.append(mod_line)
-        if all_pure:
-            reasons.append(
-                f"every '{g}' group lies on one side ({groups['members_only']} member groups, "
-                f"{groups['nonmembers_only']} non-member groups): membership also follows from the {g} itself; "
-                f"the separation above was found with whole '{g}' groups held out, so it is more than each {g}'s "
-                "identity (something the groups of one side share: a recording set-up, a voice type)")
-        if "subset" in criteria and ("auc" not in criteria or sf.share < 0.5):  # else: the whole side, said above
-            reasons.append(_subset_line(sf, alpha, m, fam.p_isolation, tau_s, diluted="auc" not in criteria,
-                                        auc=best.auc))
-            reasons += _subset_feature_lines(sf)
-        if "failures" in criteria:
-            reasons.append(_failure_line(failures, alpha, decisive=True))
-        if mod_line and "auc" not in criteria:
-            reasons.append(mod_line)
-        if top_modality == Modality.TEXT and sep.text_terms:
-            t = sep.text_terms
-            reasons.append(f"the transcripts differ: words typical of members: {', '.join(t['members']) or '—'}; "
-                           f"of non-members: {', '.join(t['nonmembers']) or '—'}")
-        reasons += _feature_lines(sep, top_modality)
+        reasons = _confounded_reasons(sep, b, criteria, failures, head, top_modality, mod_line)
     else:
-        undecided = []
-        if too_few:
-            undecided.append(
-                f"too few {'groups' if g else 'clips'} to decide: the {fam.relabellings} possible relabellings"
-                + (f" of whole '{g}' groups" if g else "")
-                + f" cannot give a p-value at or below alpha = {alpha} (smallest {fam.p_floor:.3f})"
-                + (f"; with {groups['total']} groups ({groups['with_members']} holding members, "
-                   f"{groups['with_nonmembers']} holding non-members) this needs more groups" if groups else ""))
-        if all_pure:
-            undecided.append(
-                f"every '{g}' group lies on one side ({groups['members_only']} member groups, "
-                f"{groups['nonmembers_only']} non-member groups): membership follows from the {g} itself, "
-                f"a confound in its own right that an attack can exploit; this run, grouped by '{g}', only asks "
-                f"whether anything beyond the {g} separates the sides, so it cannot make the split clean")
-        if upper >= tau:
-            need = stats.n_to_decide(
-                max(best.auc, 0.5), max(abs(max(best.auc, 0.5) - tau), 0.01), share_m,
-                stats.quantile(1 - alpha / m) if best.auc > tau else stats.quantile(1 - alpha), settings.power,
-                deff)
-            undecided.append(
-                f"cannot rule out separability at the tolerated AUC {tau:.2f}: {upper_model.name}'s upper "
-                f"confidence bound is {upper:.2f} (AUC {upper_model.auc:.2f}) and the best model's lower bound "
-                f"{lower:.2f} does not exceed the tolerance either; about {need} clips would decide it at this "
-                f"balance ({_pct(settings.power)} power"
-                + (f", counting the clustering of clips in '{g}' groups: design effect {deff:.1f}" if deff > 1.05
-                   else "") + ")")
-        if share_hi_all >= tau_s:
-            undecided.append(
-                f"cannot rule out an isolated subset: up to {_pct(share_hi_all)} of one side may be separable at "
-                f"1% FPR (upper bound; tolerated {_pct(tau_s)}); now {sf.model} isolates {sf.n_isolated} of "
-                f"{sf.n_side} {_side_word(sf.side)}")
-        if failures and fail_p <= alpha:
-            undecided.append(_failure_line(failures, alpha, decisive=False))
+        undecided, need = _undecided_reasons(sep, b, settings, failures)
         if undecided:
             status = INCONCLUSIVE
-            reasons += undecided
-            reasons.append(head)
+            reasons = [*undecided, head]
         else:
             status = CLEAN
-            reasons.append(
-                f"the data rule out separability beyond the tolerance: every blind classifier's upper confidence "
-                f"bound is below the tolerated AUC {tau:.2f} (highest {upper:.2f}, {upper_model.name}), and no "
-                f"model isolates more than {_pct(max(share_hi_all, 0.0))} of either side at 1% FPR (upper bound; "
-                f"tolerated {_pct(tau_s)}) — {head}")
-            if fam.p_auc <= alpha:
-                exact = "refit" in fam.method
-                reasons.append(
-                    f"a weak separation below the tolerance ({fmt_p(fam.p_auc)}): "
-                    + ("report it next to attack results" if exact else
-                       "permutation p-values of cross-validated scores run small when clips come in clusters of "
-                       "near-identical recordings (the same speaker and words on both sides), so confirm it with "
-                       "the refit permutation test (refit-permutations = 99) before reporting it"))
-                if mod_line:
-                    reasons.append(mod_line)
-        if failures and fail_p > alpha and failures.members_failed + failures.nonmembers_failed:
+            reasons = _clean_reasons(sep, b, head, mod_line)
+        if failures and b.fail_p > b.alpha and failures.members_failed + failures.nonmembers_failed:
             reasons.append(f"{failures.members_failed + failures.nonmembers_failed} clips could not be analysed "
                            f"({failures.members_failed} members, {failures.nonmembers_failed} non-members; no "
-                           f"dependence on the side: Fisher {fmt_p(fail_p)})")
+                           f"dependence on the side: Fisher {fmt_p(b.fail_p)})")
+    reasons += _context_reasons(sep, b, status)
+    if speakers:  # speaker overlap between the sides (blindcheck.analysis.speakers)
+        status = _speaker_reasons(speakers, g, status, reasons, criteria, b.tau, b.tau_s, b.alpha)
+    subset = {**sf.to_dict(), "family_p": fam.p_isolation, "tolerated": b.tau_s,
+              "share_low": b.share_low, "share_high": sf.share_bounds(1 - b.alpha / (2 * b.m))[1],
+              "upper_bound_any": b.share_high_any, "statistic": "isolation at 1% FPR (TPR members / TNR non-members)"}
+    return Verdict(status=status, reasons=reasons, best_model=best.name, best_auc=best.auc, family_p=fam.p_auc,
+                   lower_bound=b.lower, power_at_tolerated=b.power, required_n=need, top_modality=top_modality,
+                   upper_bound=b.upper, upper_bound_model=b.upper_model.name, power=b.power, p_method=fam.method,
+                   criteria=criteria, subset=subset, failures=failures.to_dict() if failures else None,
+                   groups=sep.n_groups,
+                   details={"models_compared": b.m, "alpha": b.alpha, "tolerated_auc": b.tau,
+                            "tolerated_share": b.tau_s, "relabellings": fam.relabellings, "p_floor": fam.p_floor,
+                            "design_effect": b.design_effect, "family": fam.to_dict()})
+
+
+def _confounded_reasons(sep: SeparabilityResult, b: Bounds, criteria: list[str], failures: Failures | None,
+                        head: str, top_modality: str | None, mod_line: str | None) -> list[str]:
+    """Why the split is confounded, most important first."""
+    fam, best, sf, g, groups = sep.family, sep.best, sep.subset, sep.group_by, sep.n_groups
+    reasons: list[str] = []
+    if "auc" in criteria:
+        reasons.append(f"members and non-members can be told apart without the model — {head}; its lower "
+                       f"confidence bound {b.lower:.2f} exceeds the tolerated AUC {b.tau:.2f}")
+        if mod_line:
+            reasons.append(mod_line)
+    if b.all_pure:
+        reasons.append(
+            f"every '{g}' group lies on one side ({groups['members_only']} member groups, "
+            f"{groups['nonmembers_only']} non-member groups): membership also follows from the {g} itself; "
+            f"the separation above was found with whole '{g}' groups held out, so it is more than each {g}'s "
+            "identity (something the groups of one side share: a recording set-up, a voice type)")
+    if "subset" in criteria and ("auc" not in criteria or sf.share < 0.5):  # else: the whole side, said above
+        reasons.append(_subset_line(sf, b.alpha, b.m, fam.p_isolation, b.tau_s, diluted="auc" not in criteria,
+                                    auc=best.auc))
+        reasons += _subset_feature_lines(sf)
+    if "failures" in criteria:
+        reasons.append(_failure_line(failures, b.alpha, decisive=True))
+    if mod_line and "auc" not in criteria:
+        reasons.append(mod_line)
+    if top_modality == Modality.TEXT and sep.text_terms:
+        t = sep.text_terms
+        reasons.append(f"the transcripts differ: words typical of members: {', '.join(t['members']) or '—'}; "
+                       f"of non-members: {', '.join(t['nonmembers']) or '—'}")
+    return reasons + _feature_lines(sep, top_modality)
+
+
+def _undecided_reasons(sep: SeparabilityResult, b: Bounds, settings: Settings,
+                       failures: Failures | None) -> tuple[list[str], int | None]:
+    """What keeps a split that is not confounded from being clean (empty: clean), and the clips that would decide
+    it."""
+    fam, best, sf, g, groups = sep.family, sep.best, sep.subset, sep.group_by, sep.n_groups
+    alpha, tau, tau_s = b.alpha, b.tau, b.tau_s
+    undecided: list[str] = []
+    need = None
+    if b.too_few:
+        undecided.append(
+            f"too few {'groups' if g else 'clips'} to decide: the {fam.relabellings} possible relabellings"
+            + (f" of whole '{g}' groups" if g else "")
+            + f" cannot give a p-value at or below alpha = {alpha} (smallest {fam.p_floor:.3f})"
+            + (f"; with {groups['total']} groups ({groups['with_members']} holding members, "
+               f"{groups['with_nonmembers']} holding non-members) this needs more groups" if groups else ""))
+    if b.all_pure:
+        undecided.append(
+            f"every '{g}' group lies on one side ({groups['members_only']} member groups, "
+            f"{groups['nonmembers_only']} non-member groups): membership follows from the {g} itself, "
+            f"a confound in its own right that an attack can exploit; this run, grouped by '{g}', only asks "
+            f"whether anything beyond the {g} separates the sides, so it cannot make the split clean")
+    if b.upper >= tau:
+        deff = b.design_effect
+        need = stats.n_to_decide(
+            max(best.auc, 0.5), max(abs(max(best.auc, 0.5) - tau), 0.01), b.member_share,
+            stats.quantile(1 - alpha / b.m) if best.auc > tau else stats.quantile(1 - alpha), settings.power,
+            deff)
+        undecided.append(
+            f"cannot rule out separability at the tolerated AUC {tau:.2f}: {b.upper_model.name}'s upper "
+            f"confidence bound is {b.upper:.2f} (AUC {b.upper_model.auc:.2f}) and the best model's lower bound "
+            f"{b.lower:.2f} does not exceed the tolerance either; about {need} clips would decide it at this "
+            f"balance ({_pct(settings.power)} power"
+            + (f", counting the clustering of clips in '{g}' groups: design effect {deff:.1f}" if deff > 1.05
+               else "") + ")")
+    if b.share_high_any >= tau_s:
+        undecided.append(
+            f"cannot rule out an isolated subset: up to {_pct(b.share_high_any)} of one side may be separable at "
+            f"1% FPR (upper bound; tolerated {_pct(tau_s)}); now {sf.model} isolates {sf.n_isolated} of "
+            f"{sf.n_side} {_side_word(sf.side)}")
+    if failures and b.fail_p <= alpha:
+        undecided.append(_failure_line(failures, alpha, decisive=False))
+    return undecided, need
+
+
+def _clean_reasons(sep: SeparabilityResult, b: Bounds, head: str, mod_line: str | None) -> list[str]:
+    """Why the data rule separability out, and a weak separation below the tolerance if there is one."""
+    fam = sep.family
+    reasons = [
+        f"the data rule out separability beyond the tolerance: every blind classifier's upper confidence "
+        f"bound is below the tolerated AUC {b.tau:.2f} (highest {b.upper:.2f}, {b.upper_model.name}), and no "
+        f"model isolates more than {_pct(max(b.share_high_any, 0.0))} of either side at 1% FPR (upper bound; "
+        f"tolerated {_pct(b.tau_s)}) — {head}"]
+    if fam.p_auc <= b.alpha:
+        exact = "refit" in fam.method
+        reasons.append(
+            f"a weak separation below the tolerance ({fmt_p(fam.p_auc)}): "
+            + ("report it next to attack results" if exact else
+               "permutation p-values of cross-validated scores run small when clips come in clusters of "
+               "near-identical recordings (the same speaker and words on both sides), so confirm it with "
+               "the refit permutation test (refit-permutations = 99) before reporting it"))
+        if mod_line:
+            reasons.append(mod_line)
+    return reasons
+
+
+def _context_reasons(sep: SeparabilityResult, b: Bounds, status: str) -> list[str]:
+    """What every verdict adds: below-chance scores, and how grouped folds counted the evidence."""
+    best, g, groups = sep.best, sep.group_by, sep.n_groups
+    reasons: list[str] = []
     below = [mr for mr in sep.models if mr.ci_high < 0.5]
     if best.auc < 0.5 and below:
         worst = min(below, key=lambda mr: mr.auc)
@@ -330,22 +420,10 @@ def decide(sep: SeparabilityResult, settings: Settings, failures: Failures | Non
             reasons.append(f"within the {len(mixed)} groups holding both sides, the blind AUC has median "
                            f"{mixed['auc'].median():.2f}")
         single = groups["members_only"] + groups["nonmembers_only"]
-        if single and not all_pure:
+        if single and not b.all_pure:
             reasons.append(f"{single} of {groups['total']} '{g}' groups lie entirely on one side: group identity "
                            "alone would separate them")
-    if speakers:  # speaker overlap between the sides (blindcheck.analysis.speakers)
-        status = _speaker_reasons(speakers, g, status, reasons, criteria, tau, tau_s, alpha)
-    subset = {**sf.to_dict(), "family_p": fam.p_isolation, "tolerated": tau_s,
-              "share_low": share_lo, "share_high": sf.share_bounds(1 - alpha / (2 * m))[1],
-              "upper_bound_any": share_hi_all, "statistic": "isolation at 1% FPR (TPR members / TNR non-members)"}
-    return Verdict(status=status, reasons=reasons, best_model=best.name, best_auc=best.auc, family_p=fam.p_auc,
-                   lower_bound=lower, power_at_tolerated=pw, required_n=need, top_modality=top_modality,
-                   upper_bound=upper, upper_bound_model=upper_model.name, power=pw, p_method=fam.method,
-                   criteria=criteria, subset=subset, failures=failures.to_dict() if failures else None,
-                   groups=groups,
-                   details={"models_compared": m, "alpha": alpha, "tolerated_auc": tau, "tolerated_share": tau_s,
-                            "relabellings": fam.relabellings, "p_floor": fam.p_floor, "design_effect": deff,
-                            "family": fam.to_dict()})
+    return reasons
 
 
 def _subset_line(sf, alpha: float, m: int, p: float, tau_s: float, diluted: bool, auc: float) -> str:
