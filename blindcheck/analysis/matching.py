@@ -38,6 +38,7 @@ import pandas as pd
 
 from blindcheck.analysis import stats
 from blindcheck.analysis.separability import SeparabilityResult, feature_columns, modality_of, run_separability
+from blindcheck.analysis.speakers import speaker_report
 from blindcheck.analysis.verdict import CLEAN, Verdict, decide, fmt_value, percent
 from blindcheck.errors import BlindcheckError
 from blindcheck.settings import Settings
@@ -179,12 +180,22 @@ def _records(df: pd.DataFrame) -> list[dict]:
 # -------------------------------------------------------------------------------------------- balance
 
 
-def smd(a: np.ndarray, b: np.ndarray) -> float:
-    """Standardised mean difference (members minus non-members over the root mean of the two variances)."""
+def pooled_sd(a: np.ndarray, b: np.ndarray) -> float:
+    """The root mean of the two sides' variances (finite values; nan with fewer than 2 on a side)."""
     a, b = a[np.isfinite(a)], b[np.isfinite(b)]
     if len(a) < 2 or len(b) < 2:
         return math.nan
-    pooled = math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
+    return math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
+
+
+def smd(a: np.ndarray, b: np.ndarray, sd: float | None = None) -> float:
+    """Standardised mean difference: members minus non-members over ``sd``, by default the root mean of the two
+    variances. After matching, pass the *pre-matching* pooled SD (:func:`balance_table` does), as MatchIt and
+    Austin (2009) do: a subset that shrinks the spread would otherwise look balanced by its own smaller SD."""
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if len(a) < 2 or len(b) < 2:
+        return math.nan
+    pooled = pooled_sd(a, b) if sd is None else sd
     diff = a.mean() - b.mean()
     if pooled > 0:
         return float(diff / pooled)
@@ -202,12 +213,14 @@ def variance_ratio(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def balance_table(X: np.ndarray, cols: list[str], y: np.ndarray, keep: np.ndarray) -> pd.DataFrame:
-    """Per feature: SMD and variance ratio (members / non-members) before (all clips) and after (kept)."""
+    """Per feature: SMD and variance ratio (members / non-members) before (all clips) and after (kept); both SMDs
+    divide by the pooled SD before matching, so that they differ only in the means."""
     rows = []
     for j, c in enumerate(cols):
         v = X[:, j]
-        rows.append({"feature": c, "modality": modality_of(c),
-                     "smd_before": smd(v[y == 1], v[y == 0]), "smd_after": smd(v[keep & (y == 1)], v[keep & (y == 0)]),
+        sd = pooled_sd(v[y == 1], v[y == 0])
+        rows.append({"feature": c, "modality": modality_of(c), "smd_before": smd(v[y == 1], v[y == 0], sd),
+                     "smd_after": smd(v[keep & (y == 1)], v[keep & (y == 0)], sd),
                      "variance_ratio_before": variance_ratio(v[y == 1], v[y == 0]),
                      "variance_ratio_after": variance_ratio(v[keep & (y == 1)], v[keep & (y == 0)])})
     df = pd.DataFrame(rows, columns=["feature", "modality", "smd_before", "smd_after", "variance_ratio_before",
@@ -616,7 +629,11 @@ def _verify(d: _Data, att: Attempt, mask: np.ndarray, group_columns: list[str]) 
     except BlindcheckError as exc:
         att.problems.append(f"the fresh check could not run: {exc}")
         return att
-    att.verdict = decide(att.fresh, fresh_settings)
+    # the speakers of the kept clips, as check weighs them: a speaker-disjoint subset is never clean
+    speakers = None
+    if "speaker" in d.meta.columns or any(c.startswith("voice.emb_") for c in table.columns):
+        speakers = speaker_report(table.copy(), d.meta.loc[keep].reset_index(drop=True), fresh_settings)
+    att.verdict = decide(att.fresh, fresh_settings, speakers=speakers)
     best = att.fresh.best
     if att.verdict.status != CLEAN:
         att.problems.append(f"the fresh check on the subset is {att.verdict.status}: "

@@ -264,6 +264,15 @@ def test_balance_table_smd_and_variance_ratio():
     assert abs(bal.loc["spectral.b", "smd_before"]) < 0.15
     assert 0.8 < bal.loc["spectral.b", "variance_ratio_before"] < 1.25
     assert smd(np.array([8000.0] * 5), np.array([44100.0] * 5)) == -np.inf
+    # after matching the SMD divides by the SD before matching: a subset that narrows the spread (here the middle
+    # of each side) shows its mean difference in the pool's units, not inflated by its own smaller SD
+    a = X[:, 0]
+    narrow = np.abs(a - np.where(y == 1, 1.0, 0.0)) < 0.3
+    bal = balance_table(X, ["recording.a", "spectral.b"], y, narrow).set_index("feature")
+    pre = np.sqrt((a[y == 1].var(ddof=1) + a[y == 0].var(ddof=1)) / 2)
+    diff = a[narrow & (y == 1)].mean() - a[narrow & (y == 0)].mean()
+    assert bal.loc["recording.a", "smd_after"] == pytest.approx(diff / pre)
+    assert abs(smd(a[narrow & (y == 1)], a[narrow & (y == 0)])) > 2 * abs(diff / pre)  # the own-SD figure
 
 
 def test_no_overlap_is_said_in_plain_words():
