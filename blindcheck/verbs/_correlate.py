@@ -9,24 +9,17 @@ from typing import Any
 import pandas as pd
 
 from blindcheck.analysis.attacks import CorrelateResult
-from blindcheck.errors import BlindcheckError
-from blindcheck.inputs.scores import check_scores_ids, has_attacks, read_scores
+from blindcheck.verbs._check import check
+from blindcheck.verbs._runs import VerbRun, manifest_and_scores
 
 
 @dataclass(frozen=True)
-class CorrelateRun:
-    """What the ``correlate`` verb returns: the attacks (:class:`~blindcheck.analysis.attacks.CorrelateResult`,
-    whose attributes it answers for: ``.attacks``, ``.split_status``, ``.frame()`` ...) and the blind check they were
-    measured against (``.check``, a :class:`~blindcheck.verbs.CheckResult`, whose ``.attacks`` is ``.result``).
-    Neither result points back at the other."""
+class CorrelateRun(VerbRun):
+    """What the ``correlate`` verb returns: the attacks (``.result``, a
+    :class:`~blindcheck.analysis.attacks.CorrelateResult`: ``.attacks``, ``.split_status``, ``.frame()`` ...) and the
+    blind check they were measured against (``.check``, whose ``.attacks`` is ``.result``)."""
 
     result: CorrelateResult
-    check: Any
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(self.result, name)
 
 
 def correlate(manifest: Any, scores: pd.DataFrame | str | os.PathLike | None = None,
@@ -36,15 +29,6 @@ def correlate(manifest: Any, scores: pd.DataFrame | str | os.PathLike | None = N
     (``mia_*`` columns, ``scores``) against it. With ``out``, writes ``result.json`` (with ``attacks``),
     ``blind_scores.parquet`` and ``attacks.parquet``. Returns a :class:`CorrelateRun` (the attacks, and ``.check``,
     the :class:`~blindcheck.verbs.CheckResult`)."""
-    from blindcheck.inputs.manifest import Manifest, load_manifest
-    from blindcheck.verbs._check import check
-
-    m = manifest if isinstance(manifest, Manifest) else load_manifest(manifest, check_kwargs.pop("manifest_options",
-                                                                                                 None))
-    if scores is None and not has_attacks(m.table):
-        raise BlindcheckError("no attack scores: the manifest has no mia_* column and no scores file was given")
-    if scores is not None:
-        scores = scores if isinstance(scores, pd.DataFrame) else read_scores(scores)
-        check_scores_ids(m.table["id"], scores)
+    m, scores = manifest_and_scores(manifest, scores, check_kwargs.pop("manifest_options", None))
     res = check(m, out, scores=scores, lower_is_member=lower_is_member, **check_kwargs)
     return CorrelateRun(res.attacks, res)

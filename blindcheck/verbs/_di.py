@@ -6,22 +6,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from blindcheck.analysis.inference import DIResult, dataset_inference
-from blindcheck.errors import BlindcheckError
+from blindcheck.verbs._runs import VerbRun, manifest_and_scores
 
 
 @dataclass(frozen=True)
-class DIRun:
-    """What the ``di`` verb returns: the dataset inference (:class:`~blindcheck.analysis.inference.DIResult`, whose
-    attributes it answers for: ``.attack``, ``.blind``, ``.reasons``, ``.to_dict()`` ...) and the blind check
-    (``.check``, whose ``.di`` is ``.result``). Neither result points back at the other."""
+class DIRun(VerbRun):
+    """What the ``di`` verb returns: the dataset inference (``.result``, a
+    :class:`~blindcheck.analysis.inference.DIResult`: ``.attack``, ``.blind``, ``.reasons``, ``.to_dict()`` ...) and
+    the blind check (``.check``, whose ``.di`` is ``.result``)."""
 
     result: DIResult
-    check: Any
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(self.result, name)
 
 
 def dataset_inference_manifest(manifest: Any, scores: Any = None, out: Any = None, *,
@@ -29,18 +23,11 @@ def dataset_inference_manifest(manifest: Any, scores: Any = None, out: Any = Non
     """The ``di`` verb: a blind check of ``manifest`` (for the out-of-fold blind score), then dataset inference
     on the attacks (``mia_*`` columns, ``scores``) and on the blind score. With ``out``, writes ``result.json``
     with a ``di`` section (and ``attacks``). Returns a :class:`DIRun` (the DIResult, and ``.check``)."""
-    from blindcheck.inputs.manifest import Manifest, load_manifest
-    from blindcheck.inputs.scores import align_scores, check_scores_ids, has_attacks, read_scores
+    from blindcheck.inputs.scores import align_scores
     from blindcheck.verbs._check import check
     from blindcheck.verbs._results import write_results
 
-    m = manifest if isinstance(manifest, Manifest) else load_manifest(manifest, check_kwargs.pop("manifest_options",
-                                                                                                 None))
-    if scores is None and not has_attacks(m.table):
-        raise BlindcheckError("no attack scores: the manifest has no mia_* column and no scores file was given")
-    if scores is not None:
-        scores = scores if hasattr(scores, "columns") else read_scores(scores)
-        check_scores_ids(m.table["id"], scores)
+    m, scores = manifest_and_scores(manifest, scores, check_kwargs.pop("manifest_options", None))
     res = check(m, None, scores=scores, lower_is_member=lower_is_member, **check_kwargs)
     sep = res.separability
     attacks, _ = align_scores(sep.ids, m.table, scores)

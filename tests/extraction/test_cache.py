@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from blindcheck.extraction.pipeline import extract_features
 from blindcheck.features.asr import ASRConfig
 from blindcheck.inputs.manifest import load_manifest
 from blindcheck.runtime.modelid import MEMO_NAME, model_digest
+from tests.procs import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -186,13 +186,8 @@ def test_a_kill_during_asr_keeps_the_transcripts_already_done(tmp_path, fsdd_met
         print(json.dumps({{"text": res.stats["text"], "errors": len(res.errors), "rows": len(res.features)}}))
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)  # workers share its group
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        parts = list((cache / "features").glob("asr-*/part-*.parquet")) if (cache / "features").exists() else []
-        if len(parts) >= 2:
-            break
-        assert proc.poll() is None, "the run finished before it could be killed"
-        time.sleep(0.02)
+    wait_for(lambda: (cache / "features").exists() and len(list((cache / "features").glob("asr-*/part-*.parquet")))
+             >= 2, "two ASR windows reached the cache", proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     tag_dir = next((cache / "features").glob("asr-*"))

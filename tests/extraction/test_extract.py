@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ from blindcheck.extraction.pipeline import extract_features
 from blindcheck.inputs.manifest import load_manifest
 from blindcheck.verbs import write_outputs
 from tests.conftest import SR, tone, write
+from tests.procs import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -119,13 +119,8 @@ def test_sigkill_resume_keeps_finished_clips(tmp_path, fsdd_meta):
     """)
     proc = subprocess.Popen([sys.executable, "-c", script])
     part_dir = cache / "features"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        parts = list(part_dir.glob("prosodic-*/part-*.parquet")) if part_dir.exists() else []
-        if len(parts) >= 3:
-            break
-        assert proc.poll() is None, "extraction finished before it could be killed"
-        time.sleep(0.02)
+    wait_for(lambda: part_dir.exists() and len(list(part_dir.glob("prosodic-*/part-*.parquet"))) >= 3,
+             "three prosodic parts reached the cache", proc)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
