@@ -86,6 +86,22 @@ def _inject(kind: str, x: np.ndarray, sr: int, rng: np.random.Generator, tmp) ->
     raise ValueError(kind)
 
 
+def _injected(base: pd.DataFrame, touched: np.ndarray, kind: str, rng: np.random.Generator, tmp) -> list[str]:
+    """Paths of the clips of ``base``: the bundled file where untouched, else ``kind`` applied and written as
+    16-bit WAV under ``tmp/audio``."""
+    (tmp / "audio").mkdir()
+    paths = []
+    for row, t in zip(base.itertuples(), touched, strict=True):
+        if not t:
+            paths.append(row.abspath)
+            continue
+        x, sr = sf.read(row.abspath, dtype="float32")
+        p = tmp / "audio" / f"{row.id}.wav"
+        sf.write(p, _inject(kind, x, sr, rng, tmp), sr, subtype="PCM_16")
+        paths.append(str(p))
+    return paths
+
+
 # Which modality must lead the reasons for each injected difference.
 EXPECTED = {
     "resampled": {"recording", "spectral"},
@@ -106,16 +122,7 @@ def test_injected_confounds_are_flagged(tmp_path, fsdd_meta, kind):
     else:
         labels = np.zeros(len(base), int)
         labels[rng.permutation(len(base))[: len(base) // 2]] = 1
-        (tmp_path / "audio").mkdir()
-        paths = []
-        for row, lab in zip(base.itertuples(), labels, strict=True):
-            if lab == 1:
-                paths.append(row.abspath)
-                continue
-            x, sr = sf.read(row.abspath, dtype="float32")
-            p = tmp_path / "audio" / f"{row.id}.wav"
-            sf.write(p, _inject(kind, x, sr, rng, tmp_path), sr, subtype="PCM_16")
-            paths.append(str(p))
+        paths = _injected(base, labels == 0, kind, rng, tmp_path)
     pd.DataFrame({"id": base["id"], "path": paths, "label": labels, "text": base["text"]}).to_csv(
         tmp_path / "m.csv", index=False)
     result = check(tmp_path / "m.csv", tmp_path / "out", workers=2, repeats=2,
@@ -146,17 +153,9 @@ def test_partial_confounds_are_flagged_by_the_isolated_subset(tmp_path, fsdd_met
     labels = np.zeros(len(base), int)
     labels[rng.permutation(len(base))[: len(base) // 2]] = 1
     non = np.nonzero(labels == 0)[0]
-    touched = set(rng.choice(non, int(round(fraction * len(non))), replace=False).tolist())
-    (tmp_path / "audio").mkdir()
-    paths = []
-    for i, row in enumerate(base.itertuples()):
-        if i not in touched:
-            paths.append(row.abspath)
-            continue
-        x, sr = sf.read(row.abspath, dtype="float32")
-        p = tmp_path / "audio" / f"{row.id}.wav"
-        sf.write(p, _inject(kind, x, sr, rng, tmp_path), sr, subtype="PCM_16")
-        paths.append(str(p))
+    touched = np.zeros(len(base), bool)
+    touched[rng.choice(non, int(round(fraction * len(non))), replace=False)] = True
+    paths = _injected(base, touched, kind, rng, tmp_path)
     pd.DataFrame({"id": base["id"], "path": paths, "label": labels}).to_csv(tmp_path / "m.csv", index=False)
     v = check(tmp_path / "m.csv", tmp_path / "out", workers=2, repeats=2,
               modalities=["recording", "spectral", "prosodic"]).verdict
