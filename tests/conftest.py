@@ -20,6 +20,22 @@ def fsdd_meta() -> pd.DataFrame:
     return meta
 
 
+def altered_paths(base: pd.DataFrame, touched: np.ndarray, transform, folder: Path) -> list[str]:
+    """Paths of the clips of ``base`` (rows with ``id`` and ``abspath``): the bundled file where ``touched`` is
+    False, else ``transform(x, sr)`` of it written as 16-bit WAV ``folder/<id>.wav`` (``folder`` is created)."""
+    folder.mkdir()
+    paths = []
+    for row, t in zip(base.itertuples(), touched, strict=True):
+        if not t:
+            paths.append(row.abspath)
+            continue
+        x, sr = sf.read(row.abspath, dtype="float32")
+        p = folder / f"{row.id}.wav"
+        sf.write(p, transform(x, sr), sr, subtype="PCM_16")
+        paths.append(str(p))
+    return paths
+
+
 def tone(freq: float, dur: float, sr: int = SR, amp: float = 0.5) -> np.ndarray:
     t = np.arange(int(dur * sr)) / sr
     return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)

@@ -629,10 +629,9 @@ def _verify(d: _Data, att: Attempt, mask: np.ndarray, group_columns: list[str]) 
     except BlindcheckError as exc:
         att.problems.append(f"the fresh check could not run: {exc}")
         return att
-    # the speakers of the kept clips, as check weighs them: a speaker-disjoint subset is never clean
-    speakers = None
-    if "speaker" in d.meta.columns or any(c.startswith("voice.emb_") for c in table.columns):
-        speakers = speaker_report(table.copy(), d.meta.loc[keep].reset_index(drop=True), fresh_settings)
+    # the speakers of the kept clips (given, or inferred from voice.emb_*; None without either), as check weighs
+    # them: a speaker-disjoint subset is never clean
+    speakers = speaker_report(table, d.meta.loc[keep].reset_index(drop=True), fresh_settings)
     att.verdict = decide(att.fresh, fresh_settings, speakers=speakers)
     best = att.fresh.best
     if att.verdict.status != CLEAN:

@@ -34,7 +34,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from blindcheck.analysis import stats
-from blindcheck.analysis.separability import SeparabilityResult
+from blindcheck.analysis.separability import ModelResult, SeparabilityResult
 from blindcheck.features.modalities import Modality
 from blindcheck.settings import Settings
 
@@ -195,7 +195,7 @@ class Bounds:
     n0: int
     lower: float
     upper: float
-    upper_model: object
+    upper_model: ModelResult
     share_low: float
     share_high_any: float
     design_effect: float

@@ -20,6 +20,7 @@ from blindcheck.extraction.pipeline import extract_features
 from blindcheck.inputs.audio import resample
 from blindcheck.inputs.manifest import load_manifest
 from blindcheck.settings import Settings, load_settings
+from tests.conftest import altered_paths
 
 
 @pytest.fixture(scope="session")
@@ -86,22 +87,6 @@ def _inject(kind: str, x: np.ndarray, sr: int, rng: np.random.Generator, tmp) ->
     raise ValueError(kind)
 
 
-def _injected(base: pd.DataFrame, touched: np.ndarray, kind: str, rng: np.random.Generator, tmp) -> list[str]:
-    """Paths of the clips of ``base``: the bundled file where untouched, else ``kind`` applied and written as
-    16-bit WAV under ``tmp/audio``."""
-    (tmp / "audio").mkdir()
-    paths = []
-    for row, t in zip(base.itertuples(), touched, strict=True):
-        if not t:
-            paths.append(row.abspath)
-            continue
-        x, sr = sf.read(row.abspath, dtype="float32")
-        p = tmp / "audio" / f"{row.id}.wav"
-        sf.write(p, _inject(kind, x, sr, rng, tmp), sr, subtype="PCM_16")
-        paths.append(str(p))
-    return paths
-
-
 # Which modality must lead the reasons for each injected difference.
 EXPECTED = {
     "resampled": {"recording", "spectral"},
@@ -122,7 +107,8 @@ def test_injected_confounds_are_flagged(tmp_path, fsdd_meta, kind):
     else:
         labels = np.zeros(len(base), int)
         labels[rng.permutation(len(base))[: len(base) // 2]] = 1
-        paths = _injected(base, labels == 0, kind, rng, tmp_path)
+        paths = altered_paths(base, labels == 0, lambda x, sr: _inject(kind, x, sr, rng, tmp_path),
+                              tmp_path / "audio")
     pd.DataFrame({"id": base["id"], "path": paths, "label": labels, "text": base["text"]}).to_csv(
         tmp_path / "m.csv", index=False)
     result = check(tmp_path / "m.csv", tmp_path / "out", workers=2, repeats=2,
@@ -155,7 +141,7 @@ def test_partial_confounds_are_flagged_by_the_isolated_subset(tmp_path, fsdd_met
     non = np.nonzero(labels == 0)[0]
     touched = np.zeros(len(base), bool)
     touched[rng.choice(non, int(round(fraction * len(non))), replace=False)] = True
-    paths = _injected(base, touched, kind, rng, tmp_path)
+    paths = altered_paths(base, touched, lambda x, sr: _inject(kind, x, sr, rng, tmp_path), tmp_path / "audio")
     pd.DataFrame({"id": base["id"], "path": paths, "label": labels}).to_csv(tmp_path / "m.csv", index=False)
     v = check(tmp_path / "m.csv", tmp_path / "out", workers=2, repeats=2,
               modalities=["recording", "spectral", "prosodic"]).verdict
@@ -179,16 +165,8 @@ def test_duration_only_confound_is_not_blamed_on_the_words(tmp_path, fsdd_meta):
 
     base = fsdd_meta[fsdd_meta["take"] < 2].reset_index(drop=True)  # 120 clips, every digit of every speaker
     labels = np.array([0, 1] * 60)
-    (tmp_path / "audio").mkdir()
-    paths = []
-    for row, lab in zip(base.itertuples(), labels, strict=True):
-        if lab == 1:
-            paths.append(row.abspath)
-            continue
-        x, sr = sf.read(row.abspath, dtype="float32")
-        p = tmp_path / "audio" / f"{row.id}.wav"
-        sf.write(p, librosa.effects.time_stretch(x, rate=0.7), sr, subtype="PCM_16")
-        paths.append(str(p))
+    paths = altered_paths(base, labels == 0, lambda x, sr: librosa.effects.time_stretch(x, rate=0.7),
+                          tmp_path / "audio")
     pd.DataFrame({"id": base["id"], "path": paths, "label": labels, "text": base["text"]}).to_csv(
         tmp_path / "m.csv", index=False)
     res = check(tmp_path / "m.csv", tmp_path / "out", workers=2, repeats=2,

@@ -16,6 +16,7 @@ from blindcheck.analysis.matching import MatchOptions, balance_table, greedy_pai
 from blindcheck.errors import BlindcheckError
 from blindcheck.inputs.manifest import load_manifest
 from blindcheck.verbs import match_from_check, write_match
+from tests.conftest import altered_paths
 
 FAST = {"workers": 2, "repeats": 2, "permutations": 199, "modalities": ["recording", "spectral", "prosodic"]}
 
@@ -44,17 +45,12 @@ def codec(base):
     non = np.nonzero(labels == 0)[0]
     touched = np.zeros(len(meta), bool)
     touched[rng.choice(non, int(round(0.3 * len(non))), replace=False)] = True
-    (d / "codec").mkdir()
-    paths = []
-    for row, t in zip(meta.itertuples(), touched, strict=True):
-        if not t:
-            paths.append(row.abspath)
-            continue
-        x, sr = sf.read(row.abspath, dtype="float32")
-        sf.write(d / "codec" / f"{row.id}.mp3", x, sr, format="MP3", compression_level=0.99, bitrate_mode="CONSTANT")
-        y = sf.read(d / "codec" / f"{row.id}.mp3", dtype="float32")[0]
-        sf.write(d / "codec" / f"{row.id}.wav", y, sr, subtype="PCM_16")
-        paths.append(str(d / "codec" / f"{row.id}.wav"))
+
+    def mp3(x, sr):
+        sf.write(d / "codec.mp3", x, sr, format="MP3", compression_level=0.99, bitrate_mode="CONSTANT")
+        return sf.read(d / "codec.mp3", dtype="float32")[0]
+
+    paths = altered_paths(meta, touched, mp3, d / "codec")
     m = _manifest(d / "codec.csv", meta, labels, paths, note=["x"] * len(meta))
     result = check(m, None, cache_dir=cache, **FAST)
     res = match_from_check(result)
