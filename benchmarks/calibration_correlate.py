@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> Rates:
                                 groups=groups)
         return {a.name: a for a in res.attacks}
 
-    for p in args.irrelevant:
+    for p in args.irrelevant if "confound" in args.sections else []:
         t0 = time.time()
         beyond = confounded = genuine = 0
         for _ in range(reps):
@@ -105,30 +105,32 @@ def run(args: argparse.Namespace) -> Rates:
         out.add(sec, "genuine AUC 0.70: beyond-blind", genuine, reps)
         print(f"  ({time.time() - t0:.0f} s)", flush=True)
 
-    t0 = time.time()
-    counts = {k: 0 for k in ("track-ca", "noise-ca", "noise-bb", "genuine-bb", "genuine-ca")}
-    blind_aucs = []
-    for _ in range(reps):
-        y, X, b = table(n, args.level_irrelevant, shift_for_auc(0.95), 0.0, rng)
-        blind_aucs.append(np.mean(b[y == 1][:, None] > b[y == 0][None, :]))
-        got = statuses({"track": X[:, 0] + rng.standard_normal(n), "noise": rng.standard_normal(n),
-                        "genuine": beta * y + rng.standard_normal(n)}, y, X, b, "confounded")
-        counts["track-ca"] += got["track"].status == "confounded-attack"
-        counts["noise-ca"] += got["noise"].status == "confounded-attack"
-        counts["noise-bb"] += got["noise"].status == "beyond-blind"
-        counts["genuine-bb"] += got["genuine"].status == "beyond-blind"
-        counts["genuine-ca"] += got["genuine"].status == "confounded-attack"
-    sec = f"level split (blind AUC {np.mean(blind_aucs):.2f}), {args.level_irrelevant} irr."
-    out.add(sec, "level-tracking: confounded-attack", counts["track-ca"], reps)
-    out.add(sec, "noise: confounded-attack (<= alpha)", counts["noise-ca"], reps)
-    out.add(sec, "noise: beyond-blind (<= alpha)", counts["noise-bb"], reps)
-    out.add(sec, "genuine AUC 0.70: beyond-blind", counts["genuine-bb"], reps)
-    out.add(sec, "genuine AUC 0.70: confounded-attack", counts["genuine-ca"], reps)
-    print(f"  ({time.time() - t0:.0f} s)", flush=True)
-
-    for k in args.groups:
+    if "level" in args.sections:
         t0 = time.time()
-        hits = 0
+        keys = ("track-ca", "noise-ca", "noise-bb", "genuine-bb", "genuine-ca")
+        counts = dict.fromkeys(keys, 0)
+        blind_aucs = []
+        for _ in range(reps):
+            y, X, b = table(n, args.level_irrelevant, shift_for_auc(0.95), 0.0, rng)
+            blind_aucs.append(np.mean(b[y == 1][:, None] > b[y == 0][None, :]))
+            got = statuses({"track": X[:, 0] + rng.standard_normal(n), "noise": rng.standard_normal(n),
+                            "genuine": beta * y + rng.standard_normal(n)}, y, X, b, "confounded")
+            counts["track-ca"] += got["track"].status == "confounded-attack"
+            counts["noise-ca"] += got["noise"].status == "confounded-attack"
+            counts["noise-bb"] += got["noise"].status == "beyond-blind"
+            counts["genuine-bb"] += got["genuine"].status == "beyond-blind"
+            counts["genuine-ca"] += got["genuine"].status == "confounded-attack"
+        sec = f"level split (blind AUC {np.mean(blind_aucs):.2f}), {args.level_irrelevant} irr."
+        out.add(sec, "level-tracking: confounded-attack", counts["track-ca"], reps)
+        out.add(sec, "noise: confounded-attack (<= alpha)", counts["noise-ca"], reps)
+        out.add(sec, "noise: beyond-blind (<= alpha)", counts["noise-bb"], reps)
+        out.add(sec, "genuine AUC 0.70: beyond-blind", counts["genuine-bb"], reps)
+        out.add(sec, "genuine AUC 0.70: confounded-attack", counts["genuine-ca"], reps)
+        print(f"  ({time.time() - t0:.0f} s)", flush=True)
+
+    for k in args.groups if "grouped" in args.sections else []:
+        t0 = time.time()
+        hits = res_hits = 0
         per = max(2 * k, args.grouped_n // k)
         for _ in range(reps):
             g = np.repeat(np.arange(k), per)
@@ -141,7 +143,10 @@ def run(args: argparse.Namespace) -> Rates:
             b = single_feature_oof(X, y, rng)
             got = statuses({"noise": effect + rng.standard_normal(len(g))}, y, X, b, "clean", g.astype(str))
             hits += got["noise"].metrics["p_auc"] < alpha
-        out.add(f"grouped null, K = {k} groups of {per}", "p_auc < alpha (size)", hits, reps)
+            res_hits += got["noise"].metrics["residual_p"] < alpha
+        sec = f"grouped null, K = {k} groups of {per}"
+        out.add(sec, "p_auc < alpha (size)", hits, reps)
+        out.add(sec, "residual_p < alpha (size)", res_hits, reps)
         print(f"  ({time.time() - t0:.0f} s)", flush=True)
     return out
 
@@ -159,6 +164,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--groups", type=lambda s: [int(x) for x in s.split(",")], default=[4, 6],
                     help="group counts of the grouped-size section (default 4,6)")
     ap.add_argument("--grouped-n", type=int, default=240, help="clips per grouped table (default 240)")
+    ap.add_argument("--sections", type=lambda s: s.split(","), default=["confound", "level", "grouped"],
+                    help="sections to run (default confound,level,grouped)")
     args = ap.parse_args(argv)
     t0 = time.time()
     print(f"reps = {args.reps}, n = {args.n}, seed = {args.seed}, alpha = 0.05; rate ± MC SE")

@@ -121,6 +121,90 @@ def _p_above(a: float, se: float, df: int | None = None, centre: float = 0.5) ->
     return float(t.sf(z, df))
 
 
+def _codes(groups: np.ndarray | None) -> np.ndarray | None:
+    return None if groups is None else np.unique(np.asarray(groups).astype(str), return_inverse=True)[1]
+
+
+def _concordance(y: np.ndarray, s: np.ndarray, codes: np.ndarray | None, k: int | None = None
+                 ) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """Mann-Whitney concordance count C (ties half) and pair count P of ``s`` (members over non-members), and
+    with ``codes`` (a group index per clip) the same counts with each group left out in turn, (K,) each, in
+    O(n log n): pairs that involve the group's members, plus those that involve its non-members, less those
+    inside it. ``k``: the number of groups (default: the largest code + 1)."""
+    y = np.asarray(y).astype(bool)
+    m, n = int(y.sum()), int((~y).sum())
+    tz = rankdata(s)
+    above = tz[y] - rankdata(s[y])  # per member: non-members it outranks
+    below = m - (tz[~y] - rankdata(s[~y]))  # per non-member: members that outrank it
+    c = float(above.sum())
+    if codes is None:
+        return c, float(m * n), np.empty(0), np.empty(0)
+    k = int(codes.max()) + 1 if k is None else k
+    inside = np.zeros(k)
+    order = np.argsort(codes, kind="stable")
+    cuts = np.searchsorted(codes[order], np.arange(k + 1))
+    for g in range(k):
+        idx = order[cuts[g]:cuts[g + 1]]
+        yy = y[idx]
+        mg = int(yy.sum())
+        if mg and mg < len(yy):
+            t = rankdata(s[idx])
+            inside[g] = (t[yy] - rankdata(s[idx][yy])).sum()
+    mk = np.bincount(codes[y], minlength=k)
+    nk = np.bincount(codes[~y], minlength=k)
+    c_out = c - np.bincount(codes[y], above, k) - np.bincount(codes[~y], below, k) + inside
+    return c, float(m * n), c_out, ((m - mk) * (n - nk)).astype(float)
+
+
+def _jackknife_se(full: float, left_out: np.ndarray) -> float:
+    """Standard error from leave-one-group-out estimates (Tukey's jackknife over the groups that leave an
+    estimate). With Student's t on K - 1 df it holds the size at K = 4..10 groups where the cluster-robust
+    DeLong variance (Obuchowski) does not (6% at alpha = 5%; benchmarks/calibration_correlate.py)."""
+    v = left_out[np.isfinite(left_out)]
+    k = len(v)
+    if k < 2 or not math.isfinite(full):
+        return math.nan
+    return float(math.sqrt((k - 1) / k * ((v - v.mean()) ** 2).sum()))
+
+
+def _auc_se(y: np.ndarray, s: np.ndarray, codes: np.ndarray | None) -> tuple[float, float]:
+    """AUC and its standard error: DeLong, or the jackknife over groups."""
+    if codes is None:
+        return stats.delong(y, s)
+    c, p, c_out, p_out = _concordance(y, s, codes)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return c / p, _jackknife_se(c / p, c_out / p_out)
+
+
+def _diff_se(y: np.ndarray, s1: np.ndarray, s2: np.ndarray, codes: np.ndarray | None) -> tuple[float, float]:
+    """AUC(s1) - AUC(s2) on the same clips and its standard error: paired DeLong, or the jackknife over groups
+    of the difference."""
+    if codes is None:
+        a1, a2, se, _ = stats.delong_paired(y, s1, s2)
+        return a1 - a2, se
+    c1, p, o1, q = _concordance(y, s1, codes)
+    c2, _, o2, _ = _concordance(y, s2, codes)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (c1 - c2) / p, _jackknife_se((c1 - c2) / p, (o1 - o2) / q)
+
+
+def _interval(a: float, se: float, zq: float) -> tuple[float, float]:
+    if not math.isfinite(se):
+        return math.nan, math.nan
+    return max(0.0, a - zq * se), min(1.0, a + zq * se)
+
+
+def auc_interval(y: np.ndarray, s: np.ndarray, level: float, groups: np.ndarray | None = None
+                 ) -> tuple[float, float, float, float, float, float]:
+    """AUC, its two-sided ``level`` interval, standard error and the one-sided p-values of AUC > 0.5 and
+    AUC < 0.5, all from one distribution: DeLong and the normal, or with ``groups`` the jackknife over the K
+    groups and Student's t on K - 1 df (so the interval excludes 0.5 exactly when a p is below (1 - level)/2)."""
+    df = _df(groups)
+    a, se = _auc_se(y, s, _codes(groups))
+    lo, hi = _interval(a, se, stats.quantile(0.5 + level / 2, df))
+    return a, lo, hi, se, _p_above(a, se, df), _p_above(1 - a, se, df)
+
+
 def _folds(y: np.ndarray, groups: np.ndarray | None, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
@@ -321,46 +405,41 @@ def stratified_auc(y: np.ndarray, s: np.ndarray, blind: np.ndarray, strata: int,
     """AUC of ``s`` within quantile strata of ``blind``, pooled with weights m_k x n_k (van Elteren).
 
     Returns (AUC, standard error, strata used, clips in them). Strata without two clips of each class carry no
-    within-stratum comparison and are skipped; with none left the AUC is NaN. With ``groups`` the standard error
-    is cluster-robust: each clip's share of the pooled estimate (its DeLong component in its stratum, weighted)
-    is summed per group and the variance taken across groups, as in :func:`stats.delong_clustered`.
+    within-stratum comparison and are skipped; with none left the AUC is NaN. The standard error is DeLong's
+    per stratum, pooled; with ``groups`` the jackknife over the groups (a group spans strata, so its clips'
+    errors are shared between them).
     """
     y = np.asarray(y).astype(bool)
     s = np.asarray(s, float)
+    codes = _codes(groups)
     edges = np.quantile(blind, np.linspace(0, 1, strata + 1)[1:-1])
     k = np.searchsorted(edges, blind, side="right")
-    parts = []
+    num = wsum = var = 0.0
+    c_out = p_out = 0.0
+    used = clips = 0
     for j in np.unique(k):
-        idx = np.flatnonzero(k == j)
+        idx = k == j
         m, n0 = int(y[idx].sum()), int((~y[idx]).sum())
-        if m >= 2 and n0 >= 2:
-            parts.append((idx, m, n0))
-    if not parts:
-        return math.nan, math.nan, 0, 0
-    wsum = float(sum(m * n0 for _, m, n0 in parts))
-    num = var = 0.0
-    psi = np.zeros(len(y))
-    for idx, m, n0 in parts:
-        w = m * n0 / wsum
-        if groups is None:
+        if m < 2 or n0 < 2:
+            continue
+        w = m * n0
+        if codes is None:
             a, se = stats.delong(y[idx], s[idx])
+            num += w * a
             var += w * w * (se * se if math.isfinite(se) else 0.0)
         else:
-            yy, ss = y[idx], s[idx]
-            tz = rankdata(ss)
-            v10 = (tz[yy] - rankdata(ss[yy])) / n0
-            v01 = 1.0 - (tz[~yy] - rankdata(ss[~yy])) / m
-            a = float(v10.mean())
-            psi[idx[yy]] = w * (v10 - a) / m
-            psi[idx[~yy]] = w * (v01 - a) / n0
-        num += w * a
-    clips = int(sum(len(idx) for idx, _, _ in parts))
-    if groups is not None:
-        codes = np.unique(np.asarray(groups).astype(str), return_inverse=True)[1]
-        kg = int(codes.max()) + 1
-        tot = np.bincount(codes, psi, kg)
-        var = kg / (kg - 1) * float((tot ** 2).sum()) if kg >= 2 else math.nan
-    return num, math.sqrt(var) if math.isfinite(var) else math.nan, len(parts), clips
+            c, _, co, po = _concordance(y[idx], s[idx], codes[idx], int(codes.max()) + 1)
+            num += c
+            c_out, p_out = c_out + co, p_out + po
+        wsum += w
+        used += 1
+        clips += int(idx.sum())
+    if wsum == 0:
+        return math.nan, math.nan, 0, 0
+    if codes is None:
+        return num / wsum, math.sqrt(var) / wsum, used, clips
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return num / wsum, _jackknife_se(num / wsum, np.asarray(c_out) / np.asarray(p_out)), used, clips
 
 
 def correlations(a: np.ndarray, b: np.ndarray, y: np.ndarray, reps: int, level: float, rng: np.random.Generator,
@@ -410,18 +489,19 @@ def attack_metrics(s: np.ndarray, y: np.ndarray, blind: np.ndarray, X: np.ndarra
     if int(y.sum()) < 2 or int((1 - y).sum()) < 2:
         raise BlindcheckError("an attack needs at least 2 scored members and 2 scored non-members")
     df = _df(groups)
+    codes = _codes(groups)
     zq = stats.quantile(0.5 + level / 2, df)
-    auc, lo, hi, se = stats.auc_ci(y, s, level, groups=groups)
-    p_above = _p_above(auc, se, df)
-    p_below = _p_above(1 - auc, se, df)
-    blind_auc, blind_lo, blind_hi, _ = stats.auc_ci(y, blind, level, groups=groups)
-    _, _, se_d, _ = stats.delong_paired(y, s, blind, groups)
+    auc, lo, hi, se, p_above, p_below = auc_interval(y, s, level, groups)
+    blind_auc, blind_se = _auc_se(y, blind, codes)
+    blind_lo, blind_hi = _interval(blind_auc, blind_se, zq)
+    d_blind, se_d = _diff_se(y, s, blind, codes)
     sp, sp_lo, sp_hi, pe, pe_lo, pe_hi = correlations(s, blind, y, settings.correlation_bootstrap, level, rng, groups)
     design = design or residual_design(X, blind, y, groups, settings.folds, settings.seed)
     info: dict = {}
     res = residualize(s, X, blind, y, groups, settings.folds, settings.seed, design, info)
-    r_auc, r_lo, r_hi, r_se = stats.auc_ci(y, res, level, groups=groups)
-    _, _, se_i, _ = stats.delong_paired(y, s, res, groups)
+    r_auc, r_se = _auc_se(y, res, codes)
+    r_lo, r_hi = _interval(r_auc, r_se, zq)
+    infl, se_i = _diff_se(y, s, res, codes)
     w_rho, w_p = within_class_association(s, design.membership, y, groups)
     st_auc, st_se, st_used, st_clips = stratified_auc(y, s, blind, settings.attack_strata, groups)
     n0 = int((1 - y).sum())
@@ -432,14 +512,14 @@ def attack_metrics(s: np.ndarray, y: np.ndarray, blind: np.ndarray, X: np.ndarra
         "tpr_at_1pct_fpr": stats.tpr_at_fpr(y, s, 0.01), "tpr_at_01pct_fpr": stats.tpr_at_fpr(y, s, 0.001),
         "fpr_resolution": 1 / n0,
         "blind_auc": blind_auc, "blind_ci_low": blind_lo, "blind_ci_high": blind_hi,
-        "auc_diff": auc - blind_auc, "auc_diff_ci_low": auc - blind_auc - zq * se_d,
-        "auc_diff_ci_high": auc - blind_auc + zq * se_d, "delong_p": _p_above(auc - blind_auc, se_d, df, 0.0),
+        "auc_diff": d_blind, "auc_diff_ci_low": d_blind - zq * se_d, "auc_diff_ci_high": d_blind + zq * se_d,
+        "delong_p": _p_above(d_blind, se_d, df, 0.0),
         "spearman": sp, "spearman_ci_low": sp_lo, "spearman_ci_high": sp_hi,
         "pearson": pe, "pearson_ci_low": pe_lo, "pearson_ci_high": pe_hi,
         "residual_auc": r_auc, "residual_ci_low": r_lo, "residual_ci_high": r_hi,
         "residual_p": _p_above(r_auc, r_se, df), "residual_features": info["features_removed"],
-        "confound_inflation": auc - r_auc, "confound_inflation_ci_low": auc - r_auc - zq * se_i,
-        "confound_inflation_ci_high": auc - r_auc + zq * se_i,
+        "confound_inflation": infl, "confound_inflation_ci_low": infl - zq * se_i,
+        "confound_inflation_ci_high": infl + zq * se_i,
         "within_class_rho": w_rho, "within_class_p": w_p,
         "stratified_auc": st_auc,
         "stratified_ci_low": max(0.0, st_auc - zq * st_se) if math.isfinite(st_se) else math.nan,
