@@ -249,24 +249,46 @@ def lasso_support(Z: np.ndarray, t: np.ndarray, iterations: int = 5) -> np.ndarr
 
 @dataclass
 class _Fold:
-    test: np.ndarray
     train: np.ndarray
-    btr: np.ndarray  # intercept, blind score and its rank spline (training clips)
-    bte: np.ndarray
-    xtr: np.ndarray  # features, imputed and standardised on the training clips
-    xte: np.ndarray
-    zr: np.ndarray  # training features with the blind part projected out, unit variance (the lasso's design)
-    q: np.ndarray  # orthonormal basis of btr
+    test: np.ndarray
     label_support: np.ndarray  # features the lasso keeps for membership (the second selection)
 
 
 @dataclass
 class ResidualDesign:
-    """What the residualisation of every attack on the same clips shares: the folds, the blind part of the
-    design, the features and the out-of-fold membership prediction from them (``membership``, (n,))."""
+    """What the residualisation of every attack on the same clips shares: the folds with the features selected
+    for membership in each, the blind score's parts and the out-of-fold membership prediction from the blind
+    score and features (``membership``, (n,)). The fold matrices are rebuilt per attack (O(n p)), not kept."""
 
     folds: list[_Fold]
     membership: np.ndarray
+    bz: np.ndarray = field(repr=False)  # standardised blind score
+    rank: np.ndarray = field(repr=False)  # its rank, in (0, 1)
+
+
+@dataclass
+class _Matrices:
+    btr: np.ndarray  # intercept, blind score and its rank spline (training clips)
+    bte: np.ndarray
+    q: np.ndarray  # orthonormal basis of btr
+    xtr: np.ndarray  # features, imputed and standardised on the training clips
+    xte: np.ndarray
+    zr: np.ndarray  # training features with the blind part projected out, unit variance (the lasso's design)
+
+
+def _matrices(X: np.ndarray, bz: np.ndarray, rank: np.ndarray, train: np.ndarray, test: np.ndarray) -> _Matrices:
+    from sklearn.preprocessing import SplineTransformer
+
+    spl = SplineTransformer(n_knots=4, degree=3, extrapolation="linear").fit(rank[train, None])
+    btr = np.hstack([np.ones((len(train), 1)), bz[train, None], spl.transform(rank[train, None])])
+    bte = np.hstack([np.ones((len(test), 1)), bz[test, None], spl.transform(rank[test, None])])
+    q = np.linalg.qr(btr)[0]
+    xtr, xte = _standardise(X[train], X[test])
+    zr = xtr - q @ (q.T @ xtr)
+    sd = zr.std(axis=0)
+    keep = sd > 1e-9 * max(1.0, float(sd.max(initial=0.0)))
+    zr = np.where(keep, zr / np.where(keep, sd, 1.0), 0.0)
+    return _Matrices(btr, bte, q, xtr, xte, zr)
 
 
 def residual_design(X: np.ndarray, blind: np.ndarray, y: np.ndarray, groups: np.ndarray | None, folds: int,
@@ -277,32 +299,23 @@ def residual_design(X: np.ndarray, blind: np.ndarray, y: np.ndarray, groups: np.
     score, a cubic spline of its rank), the features (training medians imputed, standardised), the features
     that a plug-in lasso keeps for membership once the blind part is removed, and the out-of-fold membership
     prediction: least squares of the label on the blind design and those features."""
-    from sklearn.preprocessing import SplineTransformer
     from threadpoolctl import threadpool_limits
 
     n = len(y)
     X = np.asarray(X, float).reshape(n, -1)
-    r = (rankdata(blind) - 0.5) / n
+    rank = (rankdata(blind) - 0.5) / n
     bz = (blind - blind.mean()) / (blind.std() or 1.0)
     yf = np.asarray(y, float)
     membership = np.empty(n)
     out = []
     with threadpool_limits(1):  # small solves: threads only contend
         for train, test in _folds(np.asarray(y).astype(int), groups, folds, seed):
-            spl = SplineTransformer(n_knots=4, degree=3, extrapolation="linear").fit(r[train, None])
-            btr = np.hstack([np.ones((len(train), 1)), bz[train, None], spl.transform(r[train, None])])
-            bte = np.hstack([np.ones((len(test), 1)), bz[test, None], spl.transform(r[test, None])])
-            q = np.linalg.qr(btr)[0]
-            xtr, xte = _standardise(X[train], X[test])
-            zr = xtr - q @ (q.T @ xtr)
-            sd = zr.std(axis=0)
-            keep = sd > 1e-9 * max(1.0, float(sd.max(initial=0.0)))
-            zr = np.where(keep, zr / np.where(keep, sd, 1.0), 0.0)
-            fold = _Fold(test, train, btr, bte, xtr, xte, zr, q, np.array([], int))
-            fold.label_support = lasso_support(zr, yf[train] - q @ (q.T @ yf[train]))
-            membership[test] = _refit(fold, yf[train], fold.label_support)
-            out.append(fold)
-    return ResidualDesign(out, membership)
+            mx = _matrices(X, bz, rank, train, test)
+            t = yf[train]
+            support = lasso_support(mx.zr, t - mx.q @ (mx.q.T @ t))
+            membership[test] = _refit(mx, t, support)
+            out.append(_Fold(train, test, support))
+    return ResidualDesign(out, membership, bz, rank)
 
 
 def _standardise(xtr: np.ndarray, xte: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -319,18 +332,18 @@ def _standardise(xtr: np.ndarray, xte: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return (xtr - mu) / sd, (xte - mu) / sd
 
 
-def _refit(fold: _Fold, t: np.ndarray, support: np.ndarray) -> np.ndarray:
+def _refit(mx: _Matrices, t: np.ndarray, support: np.ndarray) -> np.ndarray:
     """Least squares of ``t`` (training clips) on the blind design and the ``support`` features, unpenalised
     (what is removed is removed in full); the prediction for the fold's test clips. At most a quarter of the
     training clips in columns: beyond that, the features most correlated with ``t`` (blind part removed)."""
-    cap = max(1, len(fold.train) // 4 - fold.btr.shape[1])
+    cap = max(1, len(t) // 4 - mx.btr.shape[1])
     if len(support) > cap:
-        left = t - fold.q @ (fold.q.T @ t)
-        score = np.abs(fold.zr[:, support].T @ left)
+        left = t - mx.q @ (mx.q.T @ t)
+        score = np.abs(mx.zr[:, support].T @ left)
         support = support[np.argsort(-score, kind="stable")[:cap]]
-    a = np.hstack([fold.btr, fold.xtr[:, support]])
+    a = np.hstack([mx.btr, mx.xtr[:, support]])
     beta, *_ = np.linalg.lstsq(a, t, rcond=None)
-    return np.hstack([fold.bte, fold.xte[:, support]]) @ beta
+    return np.hstack([mx.bte, mx.xte[:, support]]) @ beta
 
 
 def residualize(s: np.ndarray, X: np.ndarray, blind: np.ndarray, y: np.ndarray, groups: np.ndarray | None,
@@ -352,13 +365,15 @@ def residualize(s: np.ndarray, X: np.ndarray, blind: np.ndarray, y: np.ndarray, 
     from threadpoolctl import threadpool_limits
 
     s = np.asarray(s, float)
+    X = np.asarray(X, float).reshape(len(s), -1)
     pred = np.empty(len(s))
     used = []
     with threadpool_limits(1):
         for fold in design.folds:
+            mx = _matrices(X, design.bz, design.rank, fold.train, fold.test)
             t = s[fold.train]
-            support = np.union1d(lasso_support(fold.zr, t - fold.q @ (fold.q.T @ t)), fold.label_support)
-            pred[fold.test] = _refit(fold, t, support)
+            support = np.union1d(lasso_support(mx.zr, t - mx.q @ (mx.q.T @ t)), fold.label_support)
+            pred[fold.test] = _refit(mx, t, support)
             used.append(len(support))
     if info is not None:
         info["features_removed"] = float(np.mean(used)) if used else 0.0
@@ -551,10 +566,11 @@ def attack_status(m: dict[str, Any], split_status: str, settings: Settings) -> t
     if not m["p_auc"] < alpha:
         return NO_SIGNAL, [f"{ci} is not significantly above chance (p = {m['p_auc']:.2g})"]
     removed = m.get("residual_features")
-    what = ("the blind score" if not removed else
-            f"the blind score and {removed:.3g} selected blind feature{'s' if removed != 1 else ''} (mean per fold)")
+    what = ("the blind score predicts" if not removed else
+            f"the blind score and {removed:.3g} selected blind feature{'s' if removed != 1 else ''} (mean per fold) "
+            "predict")
     residual = (f"residual AUC {m['residual_auc']:.3f} [{m['residual_ci_low']:.3f}, {m['residual_ci_high']:.3f}] "
-                f"(p = {m['residual_p']:.2g}) after removing what {what} predict of the score")
+                f"(p = {m['residual_p']:.2g}) after removing what {what} of the score")
     infl = m.get("confound_inflation", m["auc"] - m["residual_auc"])
     inflation = f"the blind features account for {infl:+.3f} of the raw AUC ({m['auc']:.3f} -> {m['residual_auc']:.3f}"
     if math.isfinite(m.get("confound_inflation_ci_low", math.nan)):
