@@ -118,10 +118,16 @@ def test_status_rules_are_a_pure_function_of_the_numbers():
             "stratified_auc": 0.74, "stratified_ci_low": 0.64, "stratified_ci_high": 0.84, "stratified_p": 1e-4,
             "strata_used": 5}
     assert attack_status(base, "clean", s)[0] == "beyond-blind"
-    assert attack_status({**base, "spearman": -0.72}, "clean", s)[0] == "confounded-attack"
-    assert attack_status({**base, "spearman": 0.72}, "clean", s.replace(attack_rho=0.8))[0] == "beyond-blind"
-    assert attack_status({**base, "delong_p": 0.2}, "confounded", s)[0] == "confounded-attack"
+    # the residual evidence decides (issue 27, item 9): |rho| >= attack_rho and a confounded split are reasons, not
+    # the status; without residual signal, an attack that follows the audio within each class is confounded
+    status, reasons = attack_status({**base, "spearman": -0.72}, "clean", s)
+    assert status == "beyond-blind" and any("|rho| >= 0.7" in r for r in reasons)
+    assert not any("|rho|" in r for r in attack_status({**base, "spearman": 0.72}, "clean",
+                                                        s.replace(attack_rho=0.8))[1])
+    assert attack_status({**base, "delong_p": 0.2}, "confounded", s)[0] == "beyond-blind"
     assert attack_status({**base, "delong_p": 0.2}, "clean", s)[0] == "beyond-blind"
+    follows = {**base, "residual_p": 0.3, "within_class_rho": 0.6, "within_class_p": 1e-4}
+    assert attack_status(follows, "clean", s)[0] == "confounded-attack"
     assert attack_status({**base, "p_auc": 0.2}, "confounded", s)[0] == "no-signal"
     assert attack_status({**base, "p_auc": 0.99, "p_below_chance": 0.001}, "clean", s)[0] == "inverted-direction"
     assert attack_status({**base, "residual_p": 0.3}, "clean", s)[0] == "unresolved"
