@@ -30,7 +30,8 @@ smaller side of the tested clips:
   the first n clips per side of one seeded random order is at most alpha (the p-values of these prefixes are
   ``prefix_curve``). It is comparable with published figures, but it is *not* a test: looking at every n of
   the grid and keeping the first that rejects is repeated testing, and under H0 it is reached in far more than
-  alpha of tables (29% at 200 clips a side and a 40-point grid: ``benchmarks/calibration_di.py``). The test is ``p`` (``rejects``) on all tested clips.
+  alpha of tables (29% at 200 clips a side and a 40-point grid: ``benchmarks/calibration_di.py``). The test is
+  ``p`` (``rejects``) on all tested clips.
 
 When the blind scorer needs no more clips than the attack (``n_min``, same clips, same subsamples), the
 dataset-inference claim is explainable without the model.
