@@ -209,7 +209,9 @@ def cmd_di(args) -> int:
           f"for {100 * di.power:.0f}% rejection over {di.resamples} subsamples")
     for d in (di.attack, di.blind):
         if d is not None:
-            print(f"  {d.name[:40]:<40} p = {d.p:.3g}  minimal n = {d.n_min if d.n_min is not None else 'not reached'}")
+            n_p = d.n_min_p if d.n_min_p is not None else "not reached"
+            print(f"  {d.name[:40]:<40} p = {d.p:.3g} on {d.tested_on}  minimal n = "
+                  f"{d.n_min if d.n_min is not None else 'not reached'}  (first n with p <= alpha, not a test: {n_p})")
     print("\n".join(f"  - {r}" for r in di.reasons))
     print(f"\n  wrote {Path(args.out) / 'result.json'} (di)")
     return EXIT_OK

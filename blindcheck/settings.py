@@ -52,7 +52,6 @@ class Settings:
     di_power: float = 0.95  # dataset inference: rejection rate (over subsamples) at which n suffices
     di_resamples: int = 400  # random subsamples per n of the grid
     di_grid: int = 40  # number of sample sizes (per side) in the grid, geometric from 2 to the smaller side
-    di_partitions: int = 10  # random calibration/test partitions when several attacks are combined
     # voice modality: inferred speakers (blindcheck.analysis.speakers)
     voice_cluster_threshold: float = 0.90  # cosine distance (centred GE2E embeddings) at which clusters stop merging
 
@@ -109,9 +108,8 @@ def _check_attack_settings(s: Settings) -> None:
         raise BlindcheckError(f"correlation_bootstrap must be at least 100, not {s.correlation_bootstrap}")
     if not 0 < s.di_power < 1:
         raise BlindcheckError(f"di_power must be in (0, 1), not {s.di_power}")
-    if s.di_resamples < 20 or s.di_grid < 2 or s.di_partitions < 1:
-        raise BlindcheckError(f"di_resamples (>= 20), di_grid (>= 2) and di_partitions (>= 1) are too small: "
-                              f"{s.di_resamples}, {s.di_grid}, {s.di_partitions}")
+    if s.di_resamples < 20 or s.di_grid < 2:
+        raise BlindcheckError(f"di_resamples (>= 20) and di_grid (>= 2) are too small: {s.di_resamples}, {s.di_grid}")
 
 
 def find_pyproject(start: Path | None = None) -> Path | None:

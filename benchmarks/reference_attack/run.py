@@ -189,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         by_id = scores.set_index("id").loc[sep.ids]
         for a in corr.attacks:
             di = dataset_inference({a.name: by_id[a.name].to_numpy()}, sep.labels, settings,
-                                   blind_score=sep.best.scores, lower_is_member=[a.name])
+                                   blind_scores={b.name: b.scores for b in sep.models},
+                                   lower_is_member=[a.name])
             m = a.metrics
             rows.append({
                 "split": split_name, "attack": a.name, "target_train_fit": train_acc,

@@ -1,15 +1,44 @@
 """Dataset inference (DI): was this *set* of clips used to train the model?
 
 The published recipe (Maini et al. 2021/2024 for LLMs, carried over to audio generative models): a suspect
-set (label 1, the claimed members) against reference non-members (label 0); one scalar score per clip — an
-attack's score, or several attacks combined by a logistic regression fitted on a disjoint calibration half and
-applied to the other half, averaged over random partitions — and Welch's one-sided t-test of "suspect scores
-are higher" at level alpha. The evidence is summarised by the **minimal number of clips per side** that
-rejects H0: for each n of a geometric grid, ``di_resamples`` random subsamples of n suspect and n reference clips
-(without replacement), the rejection rate, and the smallest n whose rate reaches ``di_power`` (95%).
+set (label 1, the claimed members) against reference non-members (label 0); one scalar score per clip, and
+Welch's one-sided t-test of "suspect scores are higher" at level alpha.
 
-The same is run on the out-of-fold blind score. When the blind scorer needs no more clips than the attack, the
+- **One attack**: its score (sign-flipped for ``lower_is_member``) is tested on every clip; nothing is fitted, so
+  the test needs no held-out clips.
+- **Several attacks**: as in the method, one random stratified partition (``seed``) into a *calibration half*,
+  on which a logistic regression combines the attacks, and a *held-out half*, which the fitted combination
+  scores and on which alone the test is run. The held-out clips' scores are then independent draws given the
+  fit, so Welch's test holds its level. (Fitting on each half in turn and averaging over partitions, as this
+  module did before, does not: the two halves' differences share the fitted noise and Welch's variance is too
+  small; with 10 or 30 noise attacks and 200 clips a side it rejected 9–10% of null tables at alpha = 0.05, the
+  new construction 4.7–5.8%: ``benchmarks/calibration_di.py``, 2000 tables.)
+- **The blind scorer**: every blind model's out-of-fold score is tested on the *same clips* as the attack
+  (the held-out half when attacks are combined), and the family of m models pays for taking the best of them
+  by Bonferroni: the blind p is ``min(1, m * min_j p_j)`` (for the global null "no blind model separates" this
+  is also Holm's first step). Choosing the best model by its AUC on all clips and then testing it on the same
+  clips, as before, rejected far above alpha on noise.
+
+Two minimal numbers of clips per side are reported for each scorer, over a geometric grid of n from 2 to the
+smaller side of the tested clips:
+
+- ``n_min``: the smallest n at which at least ``di_power`` (95%) of ``di_resamples`` random subsamples of n
+  suspect and n reference clips (without replacement) reject at alpha: the n at which the test *reliably*
+  rejects. Under H0 each subsample rejects with probability at most alpha, so ``n_min`` is never reached by
+  chance.
+- ``n_min_p``: the figure the dataset-inference papers print: the smallest n of the grid at which Welch's p on
+  the first n clips per side of one seeded random order is at most alpha (the p-values of these prefixes are
+  ``prefix_curve``). It is comparable with published figures, but it is *not* a test: looking at every n of
+  the grid and keeping the first that rejects is repeated testing, and under H0 it is reached in far more than
+  alpha of tables (29% at 200 clips a side and a 40-point grid: ``benchmarks/calibration_di.py``). The test is
+  ``p`` (``rejects``) on all tested clips.
+
+When the blind scorer needs no more clips than the attack (``n_min``, same clips, same subsamples), the
 dataset-inference claim is explainable without the model.
+
+DI ignores groups (speakers): Welch's test treats clips as independent; with scores that share a speaker
+effect (intra-class correlation 0.2, 10 clips per speaker) and whole speakers to a side it rejected 15% of null
+tables at alpha = 0.05.
 """
 
 from __future__ import annotations
@@ -31,12 +60,12 @@ def welch_one_sided(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
 
 
 def _welch(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Row-wise Welch test of (r, n1) against (r, n0)."""
-    n1, n0 = a.shape[1], b.shape[1]
-    v1, v0 = a.var(axis=1, ddof=1) / n1, b.var(axis=1, ddof=1) / n0
+    """Row-wise Welch test of (..., n1) against (..., n0) along the last axis."""
+    n1, n0 = a.shape[-1], b.shape[-1]
+    v1, v0 = a.var(axis=-1, ddof=1) / n1, b.var(axis=-1, ddof=1) / n0
     se2 = v1 + v0
     with np.errstate(divide="ignore", invalid="ignore"):
-        t = (a.mean(axis=1) - b.mean(axis=1)) / np.sqrt(se2)
+        t = (a.mean(axis=-1) - b.mean(axis=-1)) / np.sqrt(se2)
         df = se2 ** 2 / (v1 ** 2 / (n1 - 1) + v0 ** 2 / (n0 - 1))
     t = np.where(se2 > 0, t, 0.0)  # identical constant subsamples: no evidence
     df = np.where(se2 > 0, df, 1.0)
@@ -50,17 +79,39 @@ def size_grid(n_max: int, points: int) -> np.ndarray:
     return np.unique(np.round(np.geomspace(2, n_max, points)).astype(int))
 
 
+def _columns(x: np.ndarray) -> np.ndarray:
+    """Scores as (clips, m): one column per scorer of a family."""
+    x = np.asarray(x, float)
+    return x[:, None] if x.ndim == 1 else x
+
+
+def family_p(p: np.ndarray) -> np.ndarray:
+    """Bonferroni p of a family of m scorers along the last axis: ``min(1, m * min_j p_j)`` (m = 1: p)."""
+    p = np.asarray(p, float)
+    return np.minimum(1.0, p.shape[-1] * p.min(axis=-1))
+
+
 def rejection_curve(suspect: np.ndarray, reference: np.ndarray, alpha: float, resamples: int,
                     grid: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Rejection rate of Welch's one-sided test at each n of ``grid``: ``resamples`` subsamples of n clips per
-    side, drawn without replacement."""
-    suspect, reference = np.asarray(suspect, float), np.asarray(reference, float)
+    side, drawn without replacement. ``suspect`` (n1,) or (n1, m), ``reference`` likewise: with m scorers a
+    subsample rejects when their Bonferroni p (:func:`family_p`, on the same clips for all m) is <= alpha."""
+    a, b = _columns(suspect), _columns(reference)
     rates = np.empty(len(grid))
     for j, n in enumerate(grid):
-        p = _welch(suspect[_draw(rng, len(suspect), n, resamples)], reference[_draw(rng, len(reference), n,
-                                                                                      resamples)])[2]
-        rates[j] = float((p <= alpha).mean())
+        ia, ib = _draw(rng, len(a), n, resamples), _draw(rng, len(b), n, resamples)
+        p = _welch(np.moveaxis(a[ia], 2, 1), np.moveaxis(b[ib], 2, 1))[2]  # (resamples, m)
+        rates[j] = float((family_p(p) <= alpha).mean())
     return rates
+
+
+def prefix_p(suspect: np.ndarray, reference: np.ndarray, grid: np.ndarray, rng: np.random.Generator
+             ) -> np.ndarray:
+    """The papers' curve: in one random order of each side, the (Bonferroni, with m scorers) Welch p of the
+    first n clips per side, for each n of ``grid``."""
+    a, b = _columns(suspect), _columns(reference)
+    a, b = a[rng.permutation(len(a))], b[rng.permutation(len(b))]
+    return np.array([float(family_p(_welch(a[:n].T, b[:n].T)[2])) for n in grid])
 
 
 def _draw(rng: np.random.Generator, pool: int, n: int, rows: int) -> np.ndarray:
@@ -70,24 +121,40 @@ def _draw(rng: np.random.Generator, pool: int, n: int, rows: int) -> np.ndarray:
     return np.argpartition(rng.random((rows, pool)), n - 1, axis=1)[:, :n]
 
 
-def combine(scores: np.ndarray, labels: np.ndarray, partitions: int, rng: np.random.Generator) -> np.ndarray:
-    """Several attacks' scores (n, k) -> one score per clip: a logistic regression fitted on one half of a
-    random stratified partition scores the other half (and vice versa); each clip's score is the mean of its
-    held-out scores over ``partitions`` partitions, so no clip is scored by a model fitted on it."""
+def split_halves(labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One random stratified partition: (calibration, held-out) indices, each side halved (the held-out half
+    takes the odd clip)."""
+    y = np.asarray(labels).astype(int)
+    cal, test = [], []
+    for side in (1, 0):
+        idx = rng.permutation(np.nonzero(y == side)[0])
+        cal.append(idx[: len(idx) // 2])
+        test.append(idx[len(idx) // 2:])
+    return np.sort(np.concatenate(cal)), np.sort(np.concatenate(test))
+
+
+def fit_combination(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Standardisation and logistic weights fitted on calibration clips: (mu, sd, w)."""
+    S = np.asarray(scores, float)
+    mu, sd = S.mean(axis=0), S.std(axis=0)
+    sd = np.where(sd > 0, sd, 1.0)
+    return mu, sd, logistic_fit((S - mu) / sd, np.asarray(labels).astype(int))
+
+
+def apply_combination(fit: tuple[np.ndarray, np.ndarray, np.ndarray], scores: np.ndarray) -> np.ndarray:
+    """The fitted combination's linear score for each clip."""
+    mu, sd, w = fit
+    return w[0] + ((np.asarray(scores, float) - mu) / sd) @ w[1:]
+
+
+def combine(scores: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Several attacks' scores (n, k) -> (held-out indices, their combined score): a logistic regression fitted
+    on the calibration half of one random stratified partition scores the held-out half, on which alone the
+    test may be run (no clip tested is scored by a model fitted on it or on a clip it is tested with)."""
     y = np.asarray(labels).astype(int)
     S = np.asarray(scores, float)
-    pos, neg = np.nonzero(y == 1)[0], np.nonzero(y == 0)[0]
-    total = np.zeros(len(y))
-    for _ in range(partitions):
-        p, q = rng.permutation(pos), rng.permutation(neg)
-        half_a = np.r_[p[: len(p) // 2], q[: len(q) // 2]]
-        half_b = np.r_[p[len(p) // 2:], q[len(q) // 2:]]
-        for cal, test in ((half_a, half_b), (half_b, half_a)):
-            mu, sd = S[cal].mean(axis=0), S[cal].std(axis=0)
-            sd = np.where(sd > 0, sd, 1.0)
-            w = logistic_fit((S[cal] - mu) / sd, y[cal])
-            total[test] += w[0] + ((S[test] - mu) / sd) @ w[1:]
-    return total / partitions
+    cal, test = split_halves(y, rng)
+    return test, apply_combination(fit_combination(S[cal], y[cal]), S[test])
 
 
 def logistic_fit(X: np.ndarray, y: np.ndarray, l2: float = 1.0, iterations: int = 50) -> np.ndarray:
@@ -109,6 +176,13 @@ def logistic_fit(X: np.ndarray, y: np.ndarray, l2: float = 1.0, iterations: int 
 
 @dataclass
 class DIScorer:
+    """One scorer's dataset inference. ``p`` / ``rejects``: Welch's one-sided test on every tested clip (for a
+    family of m blind models, the Bonferroni p over them), the test; ``n_min``: smallest n per side at which at
+    least di_power of the subsamples reject (None: not reached); ``n_min_p``: smallest n per side at which the
+    p of the first n clips of one random order is <= alpha, the papers' figure, not a test (None: not
+    reached); ``models``: the m scorers of the family (one: its name); ``model``: the one with the smallest p
+    on all tested clips; ``tested_on``: "all clips" or "held-out half"."""
+
     name: str
     n_suspect: int
     n_reference: int
@@ -120,10 +194,17 @@ class DIScorer:
     grid: list[int] = field(default_factory=list)
     rates: list[float] = field(default_factory=list)
     n_min: int | None = None  # smallest n per side whose rejection rate reaches di_power; None: not reached
+    prefix: list[float] = field(default_factory=list)  # p of the first n clips per side, at each n of grid
+    n_min_p: int | None = None  # smallest n of grid whose prefix p <= alpha (papers' figure); None: not reached
+    models: list[str] = field(default_factory=list)
+    model: str | None = None
+    tested_on: str = "all clips"
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
-        d["curve"] = [{"n": n, "rate": r} for n, r in zip(d.pop("grid"), d.pop("rates"), strict=True)]
+        grid, rates, prefix = d.pop("grid"), d.pop("rates"), d.pop("prefix")
+        d["curve"] = [{"n": n, "rate": r} for n, r in zip(grid, rates, strict=True)]
+        d["prefix_curve"] = [{"n": n, "p": q} for n, q in zip(grid, prefix, strict=False)]
         return d
 
 
@@ -138,62 +219,102 @@ class DIResult:
     power: float
     resamples: int
     seed: int
+    calibration: dict[str, int] | None = None  # {"n_suspect", "n_reference"} of the calibration half; None: none
 
     def to_dict(self) -> dict[str, Any]:
         return {"attack": self.attack.to_dict(), "blind": self.blind.to_dict() if self.blind else None,
                 "combined_from": self.combined_from, "explainable_without_model": self.explainable_without_model,
                 "reasons": self.reasons, "alpha": self.alpha, "power": self.power, "resamples": self.resamples,
-                "seed": self.seed, "test": "Welch one-sided t-test, suspect (label 1) > reference (label 0)"}
+                "seed": self.seed, "calibration": self.calibration,
+                "test": "Welch one-sided t-test, suspect (label 1) > reference (label 0); several attacks: "
+                        "logistic combination fitted on a calibration half, tested on the held-out half; blind: "
+                        "Bonferroni over the blind models"}
 
 
-def score_di(name: str, score: np.ndarray, labels: np.ndarray, settings: Settings, rng: np.random.Generator
-             ) -> DIScorer:
-    """Welch's test on every clip and the rejection curve over the size grid for one scalar score."""
+def score_di(name: str, score: np.ndarray, labels: np.ndarray, settings: Settings, rng: np.random.Generator,
+             models: list[str] | None = None, tested_on: str = "all clips") -> DIScorer:
+    """Welch's test on every clip, the rejection curve over the size grid and the prefix p-values for one
+    scalar score (n,), or for a family of m scores (n, m) tested together by Bonferroni (``models`` names
+    the columns). The curves are drawn from ``rng`` in a fixed order, so two calls with generators in the same
+    state on the same labels use the same subsamples."""
     y = np.asarray(labels).astype(bool)
-    s = np.asarray(score, float)
+    s = _columns(score)
+    if models is None:
+        models = [name] if s.shape[1] == 1 else [f"{name}:{j}" for j in range(s.shape[1])]
+    models = list(models)
+    if len(models) != s.shape[1]:
+        raise BlindcheckError(f"{name}: {s.shape[1]} score columns but {len(models)} model names")
     a, b = s[y], s[~y]
     if len(a) < 2 or len(b) < 2:
         raise BlindcheckError(f"dataset inference needs at least 2 suspect and 2 reference clips with a score "
                               f"({name}: {len(a)} and {len(b)})")
-    t, df, p = welch_one_sided(a, b)
+    t, df, p = _welch(a.T, b.T)
+    j = int(np.argmin(p))
     grid = size_grid(min(len(a), len(b)), settings.di_grid)
     rates = rejection_curve(a, b, settings.alpha, settings.di_resamples, grid, rng)
-    hit = np.nonzero(rates >= settings.di_power)[0]
-    return DIScorer(name, len(a), len(b), float(a.mean() - b.mean()), t, df, p, bool(p <= settings.alpha),
-                    grid.tolist(), rates.tolist(), int(grid[hit[0]]) if len(hit) else None)
+    prefix = prefix_p(a, b, grid, rng)
+    pf = float(family_p(p))
+    hit, hit_p = np.nonzero(rates >= settings.di_power)[0], np.nonzero(prefix <= settings.alpha)[0]
+    return DIScorer(name, len(a), len(b), float(a[:, j].mean() - b[:, j].mean()), float(t[j]), float(df[j]), pf,
+                    bool(pf <= settings.alpha), grid.tolist(), rates.tolist(),
+                    int(grid[hit[0]]) if len(hit) else None, prefix.tolist(),
+                    int(grid[hit_p[0]]) if len(hit_p) else None, models, models[j], tested_on)
 
 
 def dataset_inference(attacks: dict[str, np.ndarray], labels: np.ndarray, settings: Settings,
-                      blind_score: np.ndarray | None = None, lower_is_member: tuple[str, ...] | list[str] = ()
-                      ) -> DIResult:
-    """Dataset inference for the attacks (one scalar score, combined when there are several) and, when given,
-    for the blind score. ``attacks``: name -> raw scores (n,); clips with a non-finite score in any used attack
-    are left out of the attack's test (counted in ``n_suspect`` / ``n_reference``)."""
+                      blind_score: np.ndarray | None = None, lower_is_member: tuple[str, ...] | list[str] = (),
+                      blind_scores: dict[str, np.ndarray] | None = None) -> DIResult:
+    """Dataset inference for the attacks (one scalar score; several are combined on a calibration half and
+    tested on the held-out half) and, when given, for the blind scorer on the same clips: ``blind_scores``
+    (model name -> out-of-fold scores (n,), every blind model that was fitted, tested together by Bonferroni)
+    or ``blind_score`` (one score; it pays for no choice, so pass the models it was chosen from as
+    ``blind_scores``). ``attacks``: name -> raw scores (n,); clips with a non-finite score in any used attack
+    (or blind model) are left out (counted in ``n_suspect`` / ``n_reference``)."""
     if not attacks:
         raise BlindcheckError("dataset inference needs at least one attack score")
+    if blind_score is not None and blind_scores is not None:
+        raise BlindcheckError("give the blind scores either as blind_score or as blind_scores, not both")
     unknown = [a for a in lower_is_member if a not in attacks]
     if unknown:
         raise BlindcheckError(f"lower-is-member names unknown attack '{unknown[0]}' (attacks: {', '.join(attacks)})")
     y = np.asarray(labels).astype(int)
     names = list(attacks)
     S = np.column_stack([(-1.0 if n in lower_is_member else 1.0) * np.asarray(attacks[n], float) for n in names])
-    ok = np.isfinite(S).all(axis=1)
+    blind_names: list[str] = []
+    B = None
+    if blind_scores is not None:
+        if not blind_scores:
+            raise BlindcheckError("blind_scores is empty")
+        blind_names = list(blind_scores)
+        B = np.column_stack([np.asarray(blind_scores[n], float) for n in blind_names])
+    elif blind_score is not None:
+        blind_names, B = ["blind"], np.asarray(blind_score, float)[:, None]
+    ok = np.isfinite(S).all(axis=1) & (np.isfinite(B).all(axis=1) if B is not None else True)
+    idx = np.nonzero(ok)[0]
     rng = np.random.default_rng(settings.seed + 7)
+    calibration, where = None, "all clips"
     if len(names) == 1:
-        score, label = S[ok, 0], names[0]
+        score, label = S[idx, 0], names[0]
     else:
-        if int(y[ok].sum()) < 4 or int((1 - y[ok]).sum()) < 4:
+        if int(y[idx].sum()) < 4 or int((1 - y[idx]).sum()) < 4:
             raise BlindcheckError("combining attacks needs at least 4 suspect and 4 reference clips scored by all")
-        score, label = combine(S[ok], y[ok], settings.di_partitions, rng), "combined(" + ",".join(names) + ")"
-    att = score_di(label, score, y[ok], settings, rng)
+        test, score = combine(S[idx], y[idx], rng)
+        calibration = {"n_suspect": int(y[idx].sum() - y[idx][test].sum()),
+                       "n_reference": int((1 - y[idx]).sum() - (1 - y[idx][test]).sum())}
+        idx, label, where = idx[test], "combined(" + ",".join(names) + ")", "held-out half"
+    curve_seed = int(rng.integers(2 ** 63))  # attack and blind draw the same subsamples of the same clips
+    att = score_di(label, score, y[idx], settings, np.random.default_rng(curve_seed), tested_on=where)
     blind = None
-    if blind_score is not None:
-        b = np.asarray(blind_score, float)
-        okb = np.isfinite(b)
-        blind = score_di("blind", b[okb], y[okb], settings, rng)
+    if B is not None:
+        blind = score_di("blind", B[idx], y[idx], settings, np.random.default_rng(curve_seed), models=blind_names,
+                         tested_on=where)
     explainable, reasons = di_reasons(att, blind, settings)
+    if calibration is not None:
+        reasons.append(f"the {len(names)} attacks are combined by a logistic regression fitted on a calibration "
+                       f"half ({calibration['n_suspect']} suspect, {calibration['n_reference']} reference clips); "
+                       f"both scorers are tested on the held-out half only")
     return DIResult(att, blind, names if len(names) > 1 else [], explainable, reasons, settings.alpha,
-                    settings.di_power, settings.di_resamples, settings.seed)
+                    settings.di_power, settings.di_resamples, settings.seed, calibration)
 
 
 def di_reasons(att: DIScorer, blind: DIScorer | None, settings: Settings) -> tuple[bool | None, list[str]]:
@@ -204,11 +325,18 @@ def di_reasons(att: DIScorer, blind: DIScorer | None, settings: Settings) -> tup
         return (f"{d.n_min} clips per side" if d.n_min is not None else
                 f"more than the {min(d.n_suspect, d.n_reference)} clips per side available")
 
-    reasons = [f"{att.name}: Welch one-sided p = {att.p:.2g} on all clips; rejects H0 in {pw} of subsamples with "
-               f"{need(att)}"]
+    def first(d: DIScorer) -> str:
+        return (f"; p <= {settings.alpha:g} first at {d.n_min_p} clips per side of one random order (the papers' "
+                f"figure, not a test)" if d.n_min_p is not None else "")
+
+    reasons = [f"{att.name}: Welch one-sided p = {att.p:.2g} on {att.tested_on}; rejects H0 in {pw} of subsamples "
+               f"with {need(att)}{first(att)}"]
     if blind is None:
         return None, reasons
-    reasons.append(f"blind score: p = {blind.p:.2g}; rejects in {pw} of subsamples with {need(blind)}")
+    fam = (f"Bonferroni over {len(blind.models)} blind models (smallest p: {blind.model})" if len(blind.models) > 1
+           else "one blind score")
+    reasons.append(f"blind score: p = {blind.p:.2g} ({fam}); rejects in {pw} of subsamples with {need(blind)}"
+                   f"{first(blind)}")
     if blind.n_min is None:
         return False, reasons
     explainable = att.n_min is None or blind.n_min <= att.n_min
@@ -216,5 +344,3 @@ def di_reasons(att: DIScorer, blind: DIScorer | None, settings: Settings) -> tup
         reasons.insert(0, "the blind scorer, which never saw the model, needs no more clips than the attack: the "
                           "dataset-inference claim is explainable without the model")
     return explainable, reasons
-
-
