@@ -510,9 +510,9 @@ _INT_SCALE = {"u8": 128.0, "s16": 32768.0, "s32": 2147483648.0, "s64": 922337203
 
 
 def _planar(frame) -> np.ndarray:
-    """channels x samples float32 of one FFmpeg frame, converted here: swresample (PyAV's AudioResampler), even at
-    the same rate and format, delays an Opus stream by its pre-skip, which would misplace the samples of a window
-    read after a seek against those of a whole decode."""
+    """channels x samples float32 of one FFmpeg frame, converted here frame by frame (the same values as PyAV's
+    AudioResampler to float planar gave, checked on Opus, AAC, MP3, FLAC and 16-bit PCM): each frame's samples stay
+    with its own timestamp, which places a window read after a seek, with no converter buffering in between."""
     name = frame.format.name
     x = frame.to_ndarray()
     if not frame.format.is_planar:  # packed: (1, samples * channels), interleaved
@@ -542,6 +542,10 @@ def _ffmpeg_window(container, stream, sr: int, lo: int, hi: int, seek: bool) -> 
     """Frames [lo, hi) of the stream (counted from its first decoded sample, as :func:`_ffmpeg_whole` counts):
     seek to a keyframe at least :data:`_PREROLL_S` before ``lo``, place the first frame decoded by its timestamp,
     count on from there, stop at ``hi``. Returns (mono, channel sums, the frame the decoding reached)."""
+    # The position of a frame: its timestamp from the stream's start, so exact to the sample in Ogg and MP4 (time
+    # base 1/rate) and to the time base elsewhere (WebM and Matroska: 1 ms). libsndfile's whole read of an Ogg Opus
+    # file keeps the pre-skip (312 samples) at its start while its seek does not: its windows sit 6.5 ms later
+    # than the same stretch of its whole read, where the FFmpeg decoder's agree exactly.
     origin = stream.start_time or 0
     if seek or lo > _PREROLL_S * sr:
         at = max(0.0, lo / sr - _PREROLL_S)
