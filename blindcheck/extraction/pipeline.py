@@ -194,14 +194,15 @@ def _names(name: str) -> tuple[str, ...]:
     return _WORKER["names"][name]
 
 
-def _process_clip(task: dict, sr: int, allow_truncated: bool, policy: WindowPolicy = WHOLE_FILES) -> dict:
-    """Read, hash, decode and analyse one clip (on the windows of ``policy`` when it is long). Never raises:
+def _process_clip(task: dict, sr: int, allow_truncated: bool) -> dict:
+    """Read, hash, decode and analyse one clip (on the windows of ``task["policy"]`` when it is long). Never raises:
     failures come back as error entries."""
     res: dict = {"row": task["row"], "hash": None, "feats": {}, "notes": {}, "errors": []}
     try:
         source = open_source(task["path"])  # the segments of one recording: read and hashed once
         res["hash"] = source.key(task["start"], task["end"])
-        pieces = decode_windows(source.data, task["start"], task["end"], allow_truncated, policy)
+        pieces = decode_windows(source.data, task["start"], task["end"], allow_truncated,
+                                task.get("policy", WHOLE_FILES))
         clips = [load_clip(task["id"], audio, sr) for audio in pieces]
         del pieces
     except AudioError as exc:
@@ -260,11 +261,12 @@ def _over_windows(ext, name: str, values: list[dict]) -> np.ndarray:
 def _plan_tasks(job: dict) -> list[dict]:
     """The clips of one job, from its rows of the run's plan (see :func:`_plan_table`)."""
     mods = job["modalities"]
+    policy = WindowPolicy(**job["windows"]) if job.get("windows") else WHOLE_FILES
     tasks = []
     for r in read_plan(job["plan"], job["lo"], job["hi"]):
         start, end = _nan(r["start"]), _nan(r["end"])
         tasks.append({"row": r["row"], "id": r["id"], "path": r["path"], "start": start, "end": end,
-                      "modalities": [m for b, m in enumerate(mods) if r["need"] >> b & 1],
+                      "modalities": [m for b, m in enumerate(mods) if r["need"] >> b & 1], "policy": policy,
                       "key": (r["path"], r["size"], r["mtime_ns"], _bound(start), _bound(end)) if r["size"] >= 0
                       else None})
     return tasks
@@ -279,8 +281,7 @@ def _extract_chunk(job: dict) -> dict:
     _ensure_worker(sorted({m for t in tasks for m in t["modalities"]}))
     t0 = time.perf_counter()
     store = Store(job["cache"])
-    policy = WindowPolicy(**job["windows"]) if job.get("windows") else WHOLE_FILES
-    results = [_process_clip(t, job["sr"], job["allow_truncated"], policy) for t in tasks]
+    results = [_process_clip(t, job["sr"], job["allow_truncated"]) for t in tasks]
     # The index first: then every clip whose features reached the disk is also indexed, and a resumed run neither
     # reopens it nor recomputes a modality it has.
     index = [dict(zip(INDEX_KEY, t["key"], strict=True), content_hash=r["hash"])
