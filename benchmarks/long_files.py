@@ -8,7 +8,7 @@ heap (numpy's arrays included) during it, by tracemalloc, with and without the f
 pipeline holds whole to hash them. Prints one row per file and the ratios (target: within 2x).
 
     python benchmarks/long_files.py [--reps 3] [--long-s 300] [--short-s 10] [--formats flac,mp3]
-                                    [--policy 30,4,5 | whole]
+                                    [--policy 30,3,5 | whole]
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--long-s", type=float, default=300.0)
     ap.add_argument("--short-s", type=float, default=10.0)
     ap.add_argument("--formats", default="flac,mp3")
-    ap.add_argument("--policy", default="30,4,5", help="long_s,count,window_s of the window policy, or 'whole' "
+    ap.add_argument("--policy", default="30,3,5", help="long_s,count,window_s of the window policy, or 'whole' "
                                                        "(every file analysed whole; default: the default policy)")
     ap.add_argument("--measure", help=argparse.SUPPRESS)  # internal: measure this file in this process
     args = ap.parse_args(argv)

@@ -90,7 +90,7 @@ class ExtractionConfig:
         recording it as a ``decode`` error; a run without it also rejects such clips found in the cache.
     long_file_s, max_windows, window_s: the long-file policy (:class:`blindcheck.inputs.audio.WindowPolicy`): a
         file or segment longer than ``long_file_s`` seconds (default 30) has its acoustic modalities computed on
-        ``max_windows`` (default 4) windows of ``window_s`` seconds (default 5), evenly spaced from its first
+        ``max_windows`` (default 3) windows of ``window_s`` seconds (default 5), evenly spaced from its first
         sample to its last; each feature is the mean over the windows, except those that describe the whole file
         (``recording``: duration and format facts; leading silence from the first window, trailing silence from
         the last). Only the windows are decoded, so a long file costs what ``max_windows * window_s`` seconds
@@ -107,7 +107,7 @@ class ExtractionConfig:
     text: Any = None
     allow_truncated: bool = False
     long_file_s: float | None = 30.0
-    max_windows: int = 4
+    max_windows: int = 3
     window_s: float = 5.0
 
     def __post_init__(self):

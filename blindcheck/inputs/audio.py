@@ -78,7 +78,7 @@ class WindowPolicy:
     """
 
     long_s: float | None = 30.0
-    count: int = 4
+    count: int = 3
     window_s: float = 5.0
 
     def __post_init__(self):
