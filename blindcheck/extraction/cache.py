@@ -7,9 +7,10 @@ Layout under the cache root::
     plans/plan-*.arrow              one extraction run's work list, read by its workers (removed after the run)
     model-digests.json              content digests of model files, by path, size and mtime (see modelid.py)
 
-``<tag>`` is ``name-vVERSION-CONFIGHASH`` (see :func:`blindcheck.features.cache_tag`), so a changed extractor
-never reads stale values. Every part is written to a hidden temporary file in the same directory, flushed to
-disk and renamed into place, so a reader sees whole parts or nothing.
+``<tag>`` is ``name-vVERSION-CONFIGHASH-wPOLICYHASH`` (see :func:`blindcheck.features.cache_tag` and
+:func:`policy_tag`), so a changed extractor, or a changed long-file window policy, never reads stale values.
+Every part is written to a hidden temporary file in the same directory, flushed to disk and renamed into place, so
+a reader sees whole parts or nothing.
 
 The cache holds at scale: a reader asks for the keys it needs (the key column is read first, part by part and
 row group by row group, and the other columns only where a wanted key is), so a manifest of a thousand clips
@@ -23,6 +24,8 @@ add a few rows, and a kill during compaction loses nothing either.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import threading
 import time
@@ -41,6 +44,14 @@ INDEX_KEY = ["path", "size", "mtime_ns", "start", "end"]
 COMPACT_PARTS = 32  # compact a directory once it holds more than this many small parts
 SMALL_PART_ROWS = 100_000  # parts at least this large are never rewritten by compaction
 STALE_PLAN_S = 7 * 24 * 3600  # a plan left by a killed run is removed by a run this much later
+
+
+def policy_tag(tag: str, policy: dict) -> str:
+    """The feature directory of extractor ``tag`` under the window policy ``policy``
+    (:meth:`blindcheck.inputs.audio.WindowPolicy.key`): which samples of a long file were analysed is part of
+    what the features are, so another policy is another directory (the whole-files policy too)."""
+    digest = hashlib.blake2b(json.dumps(policy, sort_keys=True).encode(), digest_size=4).hexdigest()
+    return f"{tag}-w{digest}"
 
 
 

@@ -27,13 +27,16 @@ import pandas as pd
 import pyarrow as pa
 
 from blindcheck.errors import BlindcheckError, option
-from blindcheck.extraction.cache import INDEX_KEY, Store, read_plan
+from blindcheck.extraction.cache import INDEX_KEY, Store, policy_tag, read_plan
 from blindcheck.features import ACOUSTIC, Modality, cache_tag, get_extractor
 from blindcheck.inputs.audio import (
     ANALYSIS_SR,
     TRUNCATED_ALLOWED,
+    WHOLE_FILES,
     AudioError,
+    WindowPolicy,
     decode,
+    decode_windows,
     load_clip,
     open_source,
     read_bytes,
@@ -85,6 +88,14 @@ class ExtractionConfig:
     text: :class:`blindcheck.features.text.TextOptions` for the text modality (transcripts, ASR, embeddings).
     allow_truncated: analyse a file that holds less audio than its header declares (with a note) instead of
         recording it as a ``decode`` error; a run without it also rejects such clips found in the cache.
+    long_file_s, max_windows, window_s: the long-file policy (:class:`blindcheck.inputs.audio.WindowPolicy`): a
+        file or segment longer than ``long_file_s`` seconds (default 30) has its acoustic modalities computed on
+        ``max_windows`` (default 3) windows of ``window_s`` seconds (default 5), evenly spaced from its first
+        sample to its last; each feature is the mean over the windows, except those that describe the whole file
+        (``recording``: duration and format facts; leading silence from the first window, trailing silence from
+        the last). Only the windows are decoded, so a long file costs what ``max_windows * window_s`` seconds
+        cost. ``long_file_s=None``: every file analysed whole. The policy is part of the cache key; a windowed
+        clip has a note that starts with ``windowed``.
     """
 
     modalities: tuple[Modality, ...] | None = None
@@ -95,6 +106,9 @@ class ExtractionConfig:
     sr: int = ANALYSIS_SR
     text: Any = None
     allow_truncated: bool = False
+    long_file_s: float | None = 30.0
+    max_windows: int = 3
+    window_s: float = 5.0
 
     def __post_init__(self):
         if self.modalities is not None:
@@ -114,10 +128,20 @@ class ExtractionConfig:
             use_dask = option("executor='dask'", "--executor dask")
             raise BlindcheckError(f"{option('scheduler')} is the address of a Dask scheduler, for the dask executor: "
                                   f"add {use_dask}")
+        try:
+            self.window_policy  # noqa: B018 (validates the long-file policy)
+        except (ValueError, TypeError) as exc:
+            raise BlindcheckError(f"long-file policy: {exc}") from None
 
     @property
     def requested(self) -> list[Modality]:
         return list(self.modalities or ACOUSTIC)
+
+    @property
+    def window_policy(self) -> WindowPolicy:
+        if self.long_file_s is None:
+            return WHOLE_FILES
+        return WindowPolicy(float(self.long_file_s), int(self.max_windows), float(self.window_s))
 
 
 FIRST_CHUNK, MAX_CHUNK = 4, 256  # clips per job: the first jobs, and at most
@@ -171,48 +195,78 @@ def _names(name: str) -> tuple[str, ...]:
 
 
 def _process_clip(task: dict, sr: int, allow_truncated: bool) -> dict:
-    """Read, hash, decode and analyse one clip. Never raises: failures come back as error entries."""
+    """Read, hash, decode and analyse one clip (on the windows of ``task["policy"]`` when it is long). Never raises:
+    failures come back as error entries."""
     res: dict = {"row": task["row"], "hash": None, "feats": {}, "notes": {}, "errors": []}
     try:
         source = open_source(task["path"])  # the segments of one recording: read and hashed once
         res["hash"] = source.key(task["start"], task["end"])
-        audio = decode(source.data, task["start"], task["end"], allow_truncated=allow_truncated)
-        clip = load_clip(task["id"], audio, sr)
+        pieces = decode_windows(source.data, task["start"], task["end"], allow_truncated,
+                                task.get("policy", WHOLE_FILES))
+        clips = [load_clip(task["id"], audio, sr) for audio in pieces]
+        del pieces
     except AudioError as exc:
         res["errors"].append(("decode", str(exc)))
         return res
     except Exception as exc:  # an unexpected decoder failure is still one clip's problem
         res["errors"].append(("decode", f"{type(exc).__name__}: {exc}"))
         return res
-    base_notes = list(clip.notes)
+    base_notes = list(dict.fromkeys(note for clip in clips for note in clip.notes))
     for name in task["modalities"]:
         ext = _extractor(name)
-        clip.notes = []
+        values = []
+        notes: dict[str, int] = {}
         try:
-            values = ext.extract(clip)
+            for clip in clips:
+                clip.notes = []
+                values.append(ext.extract(clip))
+                for note in clip.notes:
+                    notes[note] = notes.get(note, 0) + 1
         except Exception as exc:
             res["errors"].append((name, f"{type(exc).__name__}: {exc}"))
             continue
         try:  # in the extractor's column order; a missing value or None is NaN
-            res["feats"][name] = np.array([values.get(k) for k in _names(name)], dtype=np.float64)
+            res["feats"][name] = _over_windows(ext, name, values)
         except (TypeError, ValueError) as exc:
             res["errors"].append((name, f"a value that is not a number: {exc}"))
             continue
-        # What decoding found (truncation, non-finite samples) goes with the recording modality, or with the
-        # first one computed when recording is not.
+        if len(clips) > 1:
+            notes = {f"{note} (in {k} of {len(clips)} windows)": k for note, k in notes.items()}
+        # What decoding found (truncation, non-finite samples, the windows) goes with the recording modality, or
+        # with the first one computed when recording is not.
         first = "recording" if "recording" in task["modalities"] else task["modalities"][0]
-        res["notes"][name] = base_notes + clip.notes if name == first else list(clip.notes)
+        res["notes"][name] = base_notes + list(notes) if name == first else list(notes)
     return res
+
+
+def _over_windows(ext, name: str, values: list[dict]) -> np.ndarray:
+    """One clip's feature vector from the values on each of its windows (one window: those values): the mean over
+    windows (NaN-skipping; NaN where every window is NaN), then what the extractor's ``from_windows(values)``
+    says instead for the features it names (recording: the silences at the file's edges)."""
+    names = _names(name)
+    rows = np.array([[v.get(k) for k in names] for v in values], dtype=np.float64)
+    if len(values) == 1:
+        return rows[0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ok = ~np.isnan(rows)
+        n = ok.sum(axis=0)
+        out = np.where(n > 0, np.where(ok, rows, 0.0).sum(axis=0) / np.maximum(n, 1), np.nan)
+    fix = getattr(ext, "from_windows", None)
+    if fix is not None:
+        for k, v in fix(values).items():
+            out[names.index(k)] = np.nan if v is None else float(v)
+    return out
 
 
 def _plan_tasks(job: dict) -> list[dict]:
     """The clips of one job, from its rows of the run's plan (see :func:`_plan_table`)."""
     mods = job["modalities"]
+    policy = WindowPolicy(**job["windows"]) if job.get("windows") else WHOLE_FILES
     tasks = []
     for r in read_plan(job["plan"], job["lo"], job["hi"]):
         start, end = _nan(r["start"]), _nan(r["end"])
         tasks.append({"row": r["row"], "id": r["id"], "path": r["path"], "start": start, "end": end,
-                      "modalities": [m for b, m in enumerate(mods) if r["need"] >> b & 1],
+                      "modalities": [m for b, m in enumerate(mods) if r["need"] >> b & 1], "policy": policy,
                       "key": (r["path"], r["size"], r["mtime_ns"], _bound(start), _bound(end)) if r["size"] >= 0
                       else None})
     return tasks
@@ -353,7 +407,8 @@ def extract_features(manifest: Manifest, cache_dir: str | os.PathLike, config: E
     requested = config.requested
     modalities = [m for m in requested if m.acoustic]  # voice and text: stages below
     extractors = {m: get_extractor(m) for m in modalities}
-    tags = {m: cache_tag(e) for m, e in extractors.items()}
+    policy = config.window_policy
+    tags = {m: policy_tag(cache_tag(e), policy.key()) for m, e in extractors.items()}
     store = Store(cache_dir)
     store.root.mkdir(parents=True, exist_ok=True)
     table = manifest.table
@@ -419,6 +474,7 @@ def extract_features(manifest: Manifest, cache_dir: str | os.PathLike, config: E
             plan = store.write_plan(_plan_table(todo, ids, keys, starts, ends, need))
             keys = None
             base = {"cache": root, "plan": str(plan), "sr": config.sr, "allow_truncated": config.allow_truncated,
+                    "windows": dataclasses.asdict(policy),
                     "modalities": [str(m) for m in modalities], "tags": {str(m): tags[m] for m in modalities}}
             chunks = Chunker(len(todo), config.chunk_size)
             jobs = ({**base, "lo": lo, "hi": hi} for lo, hi in chunks)
@@ -492,6 +548,8 @@ def extract_features(manifest: Manifest, cache_dir: str | os.PathLike, config: E
         "computed": {str(m): c for m, c in computed.items()},
         "reused": {str(m): len(features) - computed[m] for m in computed},
         "with_notes": int(notes["id"].nunique()) if not notes.empty else 0,
+        "windowed": int(notes.loc[notes["note"].str.startswith("windowed"), "id"].nunique()) if len(notes) else 0,
+        "window_policy": policy.key(),
         "text": text_stats,
         "voice": voice_stats,
         "seconds": time.perf_counter() - t0,

@@ -18,6 +18,21 @@ partition each (numpy's values bit for bit, without its wrappers' per-call cost 
 cheaper again, every value bit for bit: running sums, squares and Welch's products in place, Welch's FFTs in
 blocks of segments (no multi-MB temporaries), its and the noise spectrum's constants once per length and rate,
 numpy's mean as its sum over the count without the wrappers.
+
+Version 5 adds the channel image, computed from the native-rate samples of every channel while the decoder holds
+them (:func:`blindcheck.inputs.audio.channel_sums`; the other features still see the mono mix):
+``channel_correlation`` (Pearson correlation between channels, the mean over channel pairs), ``side_mid_db``
+(energy of the side signal L-R over that of the mid signal L+R, first two channels, in dB, within +-120),
+``channel_level_diff_db`` (the absolute difference of the first two channels' RMS levels, dB) and
+``identical_channels`` (1 when every channel equals the first at every sample: "fake stereo", a mono recording
+stored as two channels). A mono file gets the values of a signal identical in all its channels: correlation 1,
+side/mid at the floor (-120 dB), level difference 0, identical 1; so mono and fake stereo differ only in
+``channels``. The correlation is NaN (with a note) when a channel does not vary (digital silence).
+
+Long files analysed on windows (:class:`blindcheck.inputs.audio.WindowPolicy`): ``duration_s`` and the format
+facts describe the whole file; ``leading_silence_s`` comes from the first window (which starts at the file's
+start), ``trailing_silence_s`` from the last (which ends at its end); every other feature is the mean over
+windows of its value on each window (see :meth:`RecordingExtractor.from_windows`).
 """
 
 from __future__ import annotations
@@ -42,6 +57,7 @@ from blindcheck.inputs.audio import Clip
 
 _FORMATS = ("wav", "flac", "mp3", "ogg")
 _DB_FLOOR = -120.0
+_FLAT = 1e-15  # a channel whose variance is below this (-150 dB) does not vary: no correlation
 N_NOISE_BANDS = 8
 
 
@@ -180,9 +196,37 @@ def _noise_constants(n_bins: int, sr: int) -> tuple:
     return freqs, edges, sel, fk - fk.mean(), ((fk - fk.mean()) ** 2).sum()
 
 
+def channel_features(sums: dict, channels: int, notes: list[str]) -> dict[str, float]:
+    """The channel image from :func:`blindcheck.inputs.audio.channel_sums` (see the module's docstring for the
+    definitions and the values of a mono file)."""
+    if channels < 2:
+        return {"channel_correlation": 1.0, "side_mid_db": _DB_FLOOR, "channel_level_diff_db": 0.0,
+                "identical_channels": 1.0}
+    if not sums or sums.get("channels", 0) < 2 or not sums.get("frames"):
+        notes.append("recording: no channel data decoded, channel features undefined")
+        return {"channel_correlation": math.nan, "side_mid_db": math.nan, "channel_level_diff_db": math.nan,
+                "identical_channels": math.nan}
+    n = sums["frames"]
+    gram, mean = np.asarray(sums["gram"]) / n, np.asarray(sums["sums"]) / n
+    cov = gram - np.outer(mean, mean)
+    var = np.diag(cov)
+    i, j = np.triu_indices(len(var), 1)
+    if (var <= _FLAT).any():
+        notes.append("recording: a channel does not vary (silent), inter-channel correlation undefined")
+        corr = math.nan
+    else:
+        corr = float(np.mean(cov[i, j] / np.sqrt(var[i] * var[j])))
+    side, mid = sums["side"], sums["mid"]
+    ratio = 0.0 if side == 0 else (math.inf if mid == 0 else side / mid)
+    return {"channel_correlation": corr, "side_mid_db": min(-_DB_FLOOR, _db(ratio)),
+            "channel_level_diff_db": abs(_db(gram[0, 0]) - _db(gram[1, 1])),
+            "identical_channels": float(bool(sums["identical"]))}
+
+
 def _feature_names() -> list[str]:
     return [
-        "sample_rate", "channels", "bit_depth", "lossy", "float_format",
+        "sample_rate", "channels", "channel_correlation", "side_mid_db", "channel_level_diff_db",
+        "identical_channels", "bit_depth", "lossy", "float_format",
         *[f"format_{f}" for f in (*_FORMATS, "other")],
         "duration_s", "effective_bandwidth_hz", "bandwidth_ratio", "dc_offset", "peak_dbfs",
         "crest_factor_db", "clipping_fraction", "rms_dbfs", "loudness_lufs", "leading_silence_s",
@@ -196,7 +240,7 @@ _NAMES = tuple(_feature_names())  # built once: extract_features asks for them p
 
 class RecordingExtractor:
     name = "recording"
-    version = "4"
+    version = "5"
 
     def config(self) -> dict:
         return {"frame_s": 0.025, "hop_s": 0.010, "loudness": "BS.1770-4/pyloudnorm"}
@@ -214,11 +258,12 @@ class RecordingExtractor:
             "lossy": float(a.lossy),
             "float_format": float(a.subtype in ("FLOAT", "DOUBLE") or a.subtype.startswith("pcm_f")),
         }
+        out.update(channel_features(a.channel_sums, a.channels, clip.notes))
         fmt = a.format.lower()
         for f in _FORMATS:
             out[f"format_{f}"] = float(fmt == f)
         out["format_other"] = float(fmt not in _FORMATS)
-        out["duration_s"] = a.duration_s
+        out["duration_s"] = a.span_s if a.span_s is not None else a.duration_s  # a window's: the whole file's
 
         bw = effective_bandwidth(x, a.sr)
         if math.isnan(bw):
@@ -259,6 +304,13 @@ class RecordingExtractor:
         out["noise_floor_dbfs"] = float(floor)
         out.update(self._noise_spectrum(clip))
         return out
+
+    @staticmethod
+    def from_windows(values: list[dict[str, float]]) -> dict[str, float]:
+        """A windowed file's features that are not the mean over its windows: its leading silence is the first
+        window's (it starts at the file's start), its trailing silence the last window's (it ends at the end)."""
+        return {"leading_silence_s": values[0]["leading_silence_s"],
+                "trailing_silence_s": values[-1]["trailing_silence_s"]}
 
     @staticmethod
     def _noise_spectrum(clip: Clip) -> dict[str, float]:
