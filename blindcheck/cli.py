@@ -47,6 +47,12 @@ def _add_manifest_args(p: argparse.ArgumentParser, out_required: bool = True) ->
                    help="record missing audio files in errors.csv and go on, instead of stopping")
     p.add_argument("--allow-truncated", action="store_true",
                    help="analyse files that hold less audio than their header declares (default: a decode error)")
+    w = p.add_argument_group("long files (a file or segment longer than --long-file-s is analysed on evenly spaced "
+                             "windows; the policy is part of the cache key)")
+    w.add_argument("--long-file-s", type=_seconds_or_none, default=30.0,
+                   help="files longer than this many seconds are windowed (default 30; 'none': every file whole)")
+    w.add_argument("--max-windows", type=int, default=3, help="windows per long file (default 3)")
+    w.add_argument("--window-s", type=float, default=5.0, help="seconds per window (default 5)")
     p.add_argument("--modalities", default=None,
                    help="comma-separated subset of recording,spectral,prosodic,voice,text (default: all that can run)")
     t = p.add_argument_group("text modality")
@@ -427,7 +433,17 @@ def _extraction(args, modalities=None):
 
     return ExtractionConfig(modalities=tuple(modalities) if modalities else None, workers=args.workers,
                             executor=args.executor, scheduler=args.scheduler, chunk_size=args.chunk_size,
-                            text=_text_options(args), allow_truncated=args.allow_truncated)
+                            text=_text_options(args), allow_truncated=args.allow_truncated,
+                            long_file_s=args.long_file_s, max_windows=args.max_windows, window_s=args.window_s)
+
+
+def _seconds_or_none(value: str) -> float | None:
+    if value.strip().lower() in ("none", "off", "whole"):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds or 'none', got {value!r}") from None
 
 
 def _modalities(args, manifest) -> list[str]:

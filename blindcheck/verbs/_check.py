@@ -81,6 +81,8 @@ class CheckResult:
                 "features": {m: len(ext.feature_columns(m)) for m in ext.modalities},
                 "errors_by_stage": ext.errors.groupby("stage")["id"].nunique().to_dict() if len(ext.errors) else {},
                 "failed_by_side": self.verdict.failures,
+                "windowed": int(ext.stats.get("windowed", 0)),
+                "window_policy": ext.stats.get("window_policy"),
                 "notes": self.notes,
             },
             "verdict": self.verdict.to_dict(),

@@ -169,3 +169,22 @@ def test_the_policy_is_in_the_cache_key(tmp_path, long_pair):
     back = _extract(tmp_path, "a", [path], cache)
     assert back.stats["computed"]["recording"] == 0
     pd.testing.assert_frame_equal(back.features, first.features)
+
+
+def test_the_cli_sets_the_policy(tmp_path, long_pair):
+    """`--long-file-s/--max-windows/--window-s` reach the extraction (and `none` analyses files whole)."""
+    from blindcheck.cli import main
+
+    path, _ = long_pair
+    m = tmp_path / "m.csv"
+    pd.DataFrame({"id": ["long", "other"], "path": [path, _BUNDLED], "label": [1, 0]}).to_csv(m, index=False)
+    common = [str(m), "--modalities", "recording", "--workers", "1", "--cache-dir", str(tmp_path / "cache")]
+    assert main(["extract", *common, "--out", str(tmp_path / "a"), "--max-windows", "2", "--window-s", "8"]) == 0
+    notes = pd.read_csv(tmp_path / "a" / "notes.csv")
+    assert notes["note"].str.startswith("windowed: 2 windows of 8 s").sum() == 1
+    assert main(["extract", *common, "--out", str(tmp_path / "b"), "--long-file-s", "none"]) == 0
+    notes = pd.read_csv(tmp_path / "b" / "notes.csv") if (tmp_path / "b" / "notes.csv").exists() else pd.DataFrame(
+        {"note": []})
+    assert not notes["note"].astype(str).str.startswith("windowed").any()
+    with pytest.raises(SystemExit):
+        main(["extract", *common, "--out", str(tmp_path / "c"), "--long-file-s", "soon"])
