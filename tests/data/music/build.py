@@ -2,10 +2,10 @@
 
 Deterministic: the pieces are chosen by a fixed rule from the sorted corpus paths, every part is played by one
 General MIDI instrument (Acoustic Grand Piano, program 0) so the two repertoires differ in their music and not in
-their orchestration, each piece is rendered with FluidSynth at 22.05 kHz, and repeats are not expanded, the excerpt is the first
-``--seconds`` seconds after the first 50 ms frame within 40 dB of the render's loudest frame (leading silence
-skipped). Mono excerpts are the channel mean resampled to 16 kHz (soxr, VHQ); the first pieces' excerpts are also kept in
-stereo at 22.05 kHz (shorter, ``--stereo-seconds``) for channel tests.
+their orchestration, repeats are not expanded, each piece is rendered with FluidSynth at 22.05 kHz, and the excerpt
+is the first ``--seconds`` seconds after the first 50 ms frame within 40 dB of the render's loudest frame (leading
+silence skipped). Mono excerpts are the channel mean resampled to 16 kHz (soxr, VHQ); the first pieces' excerpts
+are also kept in stereo at 22.05 kHz (shorter, ``--stereo-seconds``) for channel tests.
 
 Each piece is rendered with one soundfont, alternating by its index within its repertoire (even index: FluidR3,
 odd: TimGM6mb), so each repertoire has half its pieces on each soundfont and the two soundfonts see the same
