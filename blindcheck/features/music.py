@@ -32,9 +32,10 @@ unambiguous the key is); ``key_major``: 1 when the best key is major, 0 when min
 Rhythm, from librosa's onset strength (``librosa.onset.onset_strength``: the spectral flux of the 128-band log
 (dB) mel spectrogram, positive differences averaged over the bands; the same curve as ``onset_strength(y=...)``):
 
-- ``tempo_bpm``: ``librosa.beat.beat_track`` 's global tempo estimate.
-- ``beat_strength``: the mean onset strength at the tracked beat frames over its mean at all other frames (> 1
-  when the beats stand out).
+- ``tempo_bpm``: ``librosa.beat.beat_track`` 's global tempo estimate, on the onset strength that ``beat_track``
+  computes itself from a signal (the bands' median instead of their mean).
+- ``beat_strength``: the mean of that onset strength at the tracked beat frames over its mean at all other
+  frames (> 1 when the beats stand out).
 - ``beat_interval_cv``: the coefficient of variation of the inter-beat intervals (0 for a steady pulse).
 - ``onset_rate_hz``: ``librosa.onset.onset_detect`` onsets per second.
 - ``flux_mean``, ``flux_std``, ``flux_p90``: statistics of the onset strength (spectral flux) curve.
@@ -208,7 +209,8 @@ class MusicExtractor:
         out["onset_rate_hz"] = len(onsets) / dur
         out["flux_mean"], out["flux_std"] = float(oenv.mean()), float(oenv.std())
         out["flux_p90"] = float(np.percentile(oenv, 90))
-        self._beats(librosa, clip, oenv, sr, dur, out)
+        self._beats(librosa, clip, librosa.onset.onset_strength(S=mel_db, sr=sr, hop_length=HOP, aggregate=np.median),
+                    sr, dur, out)
 
         harm, perc = librosa.decompose.hpss(mag)
         eh, ep = float((harm.astype(np.float64) ** 2).sum()), float((perc.astype(np.float64) ** 2).sum())
