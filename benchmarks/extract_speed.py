@@ -34,10 +34,12 @@ tree's ``frames`` module (the helpers they call per clip); both share the clip's
 once by this tree, and this tree's other modules (``periods``, ``audio``): the old modules must import only names
 these still have.
 
-``--stages`` prints, instead, the CPU time of each stage (decode + resample, the shared STFT, each modality) in
-ms per audio second, with one BLAS thread, on both sets, the minimum of ``--repeat`` passes per stage (the
-profile behind the optimisation), then the CPU of one ``extract_features`` run split into the part in decoding
-and the extractors and the part outside them (planning, hashing, Parquet writes, assembly). All CPU figures are
+``--stages`` prints, instead, the CPU time of each stage (decode + resample, the shared STFT, each acoustic
+modality, the opt-in ``music`` one included) in ms per audio second, with one BLAS thread, on both sets and on a
+third of real music (the 6 s renders of tests/data/music, ``--music N`` of them), the minimum of ``--repeat``
+passes per stage (the profile behind the optimisation), then the CPU of one ``extract_features`` run split into
+the part in decoding and the extractors and the part outside them (planning, hashing, Parquet writes, assembly)
+(default modalities: music left out, as the run leaves it). All CPU figures are
 this process's, all threads: Praat's pitch analysis runs on up to one thread per core (20 frames each), so the
 calling thread's CPU time would miss about half of it (measured: 0.41 of 0.72 ms on a 0.4 s clip, 9.9 of
 18.5 ms on a 10 s one); other processes' load does not count.
@@ -127,7 +129,9 @@ def stages(sets: dict[str, list[str]], repeat: int = 1) -> None:
 
     exts = [get_extractor(m) for m in acoustic_modalities()]
     with threadpool_limits(1):
-        for e in exts:  # imports and one-time set-up
+        for e in exts:  # imports and one-time set-up (music: librosa's numba functions, on its own warm-up signal)
+            if hasattr(e, "warm"):
+                e.warm()
             e.extract(load_clip("warm", decode(read_bytes(next(iter(sets.values()))[0]))))
         print(f"{'set':<20} {'audio s':>8} " + " ".join(f"{k:>10}" for k in ["decode", "stft",
               *acoustic_modalities(), "total"]) + "   (CPU ms per audio second)")
@@ -152,7 +156,8 @@ def stages(sets: dict[str, list[str]], repeat: int = 1) -> None:
             t = best
             print(f"{name:<20} {audio:>8.1f} " + " ".join(f"{1000 * v / audio:>10.2f}" for v in t.values())
                   + f" {1000 * sum(t.values()) / audio:>10.2f}")
-        print("\nextract_features (1 worker, cold cache), process CPU: total, inside decode + extractors, outside them")
+        print("\nextract_features (1 worker, cold cache, default modalities), process CPU: total, inside decode + "
+              "extractors, outside them")
         for name, paths in sets.items():
             audio = sum(sf.info(p).duration for p in paths)
             total, inside = overhead(paths)
@@ -195,7 +200,10 @@ def ab(sets: dict[str, list[str]], tree: str, repeat: int) -> None:
             sys.modules[key] = own
         return getattr(mod, type(new).__name__)(), new
 
-    pairs = {m: load(m) for m in acoustic_modalities()}
+    mods = [m for m in acoustic_modalities() if (Path(tree) / "blindcheck" / "features" / f"{m}.py").exists()]
+    if len(mods) < len(acoustic_modalities()):
+        print(f"(not in {tree}: {', '.join(m for m in acoustic_modalities() if m not in mods)})")
+    pairs = {m: load(m) for m in mods}
     print(f"{'set':<20} {'modality':<10} {'other':>8} {'this':>8}  (CPU ms per audio second, min of "
           f"{repeat}) this/other")
     with threadpool_limits(1):
@@ -259,6 +267,7 @@ def main() -> None:
     ap.add_argument("--long", type=int, default=24, help="long clips to build")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--stages", action="store_true", help="per-stage profile instead of the comparison")
+    ap.add_argument("--music", type=int, default=64, help="rendered music clips (tests/data/music) in --stages")
     ap.add_argument("--ab", metavar="TREE", help="per-extractor A/B against the extractor modules of another "
                     "source tree (e.g. /work/main), interleaved per clip, instead of the comparison")
     ap.add_argument("--rate", type=int, default=0, help="resample both sets to this rate first (both tools then "
@@ -275,6 +284,10 @@ def main() -> None:
             sets = {f"{name[:-1]}, {args.rate // 1000} kHz)": at_rate(paths, args.rate, Path(tmp) / str(k))
                     for k, (name, paths) in enumerate(sets.items())}
         if args.stages:
+            if args.music:
+                music = pd.read_csv(ROOT / "tests" / "data" / "music" / "manifest.csv")
+                music = music[music["channels"] == 1]["path"].iloc[: args.music]
+                sets["music (6 s renders)"] = [str(ROOT / "tests" / "data" / "music" / p) for p in music]
             stages(sets, args.repeat)
             return
         if args.ab:

@@ -34,6 +34,7 @@ def _positive_int(text: str) -> int:
 
 def _add_manifest_args(p: argparse.ArgumentParser, out_required: bool = True) -> None:
     from blindcheck.features.asr import COMPUTE_TYPES, ASRConfig
+    from blindcheck.features.modalities import Modality
 
     p.add_argument("manifest", help="CSV/TSV/JSONL/Parquet manifest, Kaldi data dir or audiofolder dir")
     p.add_argument("--out", required=out_required, default=None, help="output directory")
@@ -54,7 +55,8 @@ def _add_manifest_args(p: argparse.ArgumentParser, out_required: bool = True) ->
     w.add_argument("--max-windows", type=int, default=3, help="windows per long file (default 3)")
     w.add_argument("--window-s", type=float, default=5.0, help="seconds per window (default 5)")
     p.add_argument("--modalities", default=None,
-                   help="comma-separated subset of recording,spectral,prosodic,voice,text (default: all that can run)")
+                   help=f"comma-separated subset of {','.join(Modality)} (default: all that can run, music only when "
+                        "named)")
     t = p.add_argument_group("text modality")
     t.add_argument("--transcripts", choices=["given", "asr", "auto"], default="auto",
                    help="given: the manifest's text; asr: Whisper for every clip; auto (default): the manifest's "

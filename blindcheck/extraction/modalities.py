@@ -1,10 +1,12 @@
 """Which modalities a run analyses: one rule for the CLI and the Python API, so one manifest gets one verdict.
 
-- Nothing requested: every acoustic modality, plus ``voice`` when its extra is installed, plus ``text`` when it can
+- Nothing requested: the default acoustic modalities (recording, spectral, prosodic; ``music`` runs only when
+  named), plus ``voice`` when its extra is installed, plus ``text`` when it can
   run here (transcripts given, or the ASR and embedding packages installed). When it cannot, text is skipped *only*
   for ``transcripts="auto"``, and the skip is reported in the returned note; an explicit ``transcripts="asr"`` or
   ``"given"`` that cannot be met is an error naming the missing extra.
-- A list requested: exactly those; an unknown name or a ``text`` that cannot run is an error.
+- A list requested: exactly those; an unknown name, or a ``text``, ``voice`` or ``music`` that cannot run here (its
+  extra missing), is an error.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def choose_modalities(table: pd.DataFrame, requested: list[str] | str | None, te
     ``requested``: None (the default rule), a list of names, or a comma-separated string. ``text_options``:
     :class:`blindcheck.features.text.TextOptions` (default: ``transcripts="auto"`` with the bundled models).
     """
-    from blindcheck.features import acoustic_modalities
+    from blindcheck.features import default_acoustic_modalities
     from blindcheck.features.text import TextOptions, text_unavailable
 
     options = text_options or TextOptions()
@@ -43,7 +45,7 @@ def choose_modalities(table: pd.DataFrame, requested: list[str] | str | None, te
     if not requested:
         from blindcheck.features.voice import voice_unavailable
 
-        chosen, notes = list(acoustic_modalities()), []
+        chosen, notes = list(default_acoustic_modalities()), []
         why_voice = voice_unavailable()
         if why_voice is None:
             chosen.append("voice")
@@ -69,6 +71,12 @@ def choose_modalities(table: pd.DataFrame, requested: list[str] | str | None, te
         why = voice_unavailable()
         if why:
             raise MissingDependencyError(f"voice modality asked for but it cannot run: {why}")
+    if "music" in requested:
+        from blindcheck.features.music import music_unavailable
+
+        why = music_unavailable()
+        if why:
+            raise MissingDependencyError(f"music modality asked for but it cannot run: {why}")
     if "text" in requested:
         why = text_unavailable(table, options)
         if why:

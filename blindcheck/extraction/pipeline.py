@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from blindcheck.errors import BlindcheckError, option
 from blindcheck.extraction.cache import INDEX_KEY, Store, policy_tag, read_plan
-from blindcheck.features import ACOUSTIC, Modality, cache_tag, get_extractor
+from blindcheck.features import DEFAULT_ACOUSTIC, Modality, cache_tag, get_extractor
 from blindcheck.inputs.audio import (
     ANALYSIS_SR,
     TRUNCATED_ALLOWED,
@@ -79,7 +79,7 @@ class ExtractionConfig:
     """Everything that decides how (not on what) features are extracted. The CLI turns its flags into one of
     these; a notebook builds one or passes the same names as keywords to :func:`extract_features`.
 
-    modalities: which to extract (default: the three acoustic ones); see :class:`blindcheck.features.Modality`.
+    modalities: which to extract (default: recording, spectral, prosodic); see :class:`blindcheck.features.Modality`.
     workers: worker processes (local) or, for a LocalCluster, Dask worker processes (default: the usable cores).
     executor: ``local`` (a process pool on this machine) or ``dask`` (``scheduler`` address, or a LocalCluster).
     chunk_size: clips per job; each finished job writes its own cache parts (default: adaptive, see
@@ -135,7 +135,7 @@ class ExtractionConfig:
 
     @property
     def requested(self) -> list[Modality]:
-        return list(self.modalities or ACOUSTIC)
+        return list(self.modalities or DEFAULT_ACOUSTIC)
 
     @property
     def window_policy(self) -> WindowPolicy:
@@ -318,7 +318,8 @@ def _ensure_worker(modalities: list[str]) -> None:
 
 def _warm_worker(modalities: list[str]) -> None:
     """Import and exercise the whole path once — decoding a WAV, resampling 8 kHz to the analysis rate, every
-    extractor on a voiced signal — so that the first real clip does not pay for imports and JIT compilation."""
+    extractor on a voiced signal (or its own ``warm()`` where it has one: music's numba paths need seconds of
+    audio) — so that the first real clip does not pay for imports and JIT compilation."""
     if not modalities:
         return
     import io
@@ -336,7 +337,11 @@ def _warm_worker(modalities: list[str]) -> None:
         for name in modalities:
             clip.notes = []
             with contextlib.suppress(Exception):
-                _extractor(name).extract(clip)
+                ext = _extractor(name)
+                if hasattr(ext, "warm"):
+                    ext.warm()
+                else:
+                    ext.extract(clip)
 
 
 # ------------------------------------------------------------------------------------------ main process

@@ -13,10 +13,11 @@ import hashlib
 import json
 from typing import Protocol, runtime_checkable
 
-from blindcheck.features.modalities import ACOUSTIC, Modality
+from blindcheck.features.modalities import ACOUSTIC, DEFAULT_ACOUSTIC, Modality
 from blindcheck.inputs.audio import Clip
 
-__all__ = ["ACOUSTIC", "Extractor", "Modality", "acoustic_modalities", "cache_tag", "get_extractor"]
+__all__ = ["ACOUSTIC", "DEFAULT_ACOUSTIC", "Extractor", "Modality", "acoustic_modalities", "cache_tag",
+           "default_acoustic_modalities", "get_extractor"]
 
 
 @runtime_checkable
@@ -38,7 +39,13 @@ def cache_tag(ext: Extractor) -> str:
 
 
 def acoustic_modalities() -> list[Modality]:
+    """Every modality with a per-clip extractor run by the extraction workers."""
     return list(ACOUSTIC)
+
+
+def default_acoustic_modalities() -> list[Modality]:
+    """The acoustic modalities analysed when none is named."""
+    return list(DEFAULT_ACOUSTIC)
 
 
 def get_extractor(name: str) -> Extractor:
@@ -56,6 +63,10 @@ def get_extractor(name: str) -> Extractor:
         from blindcheck.features.prosodic import ProsodicExtractor
 
         return ProsodicExtractor()
+    if name == Modality.MUSIC:  # librosa is imported inside extract (the music extra)
+        from blindcheck.features.music import MusicExtractor
+
+        return MusicExtractor()
     if name == Modality.VOICE:  # runs in spawned workers (torch), see blindcheck.features.voice.extract_voice
         from blindcheck.features.voice import VoiceExtractor
 

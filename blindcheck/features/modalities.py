@@ -12,6 +12,7 @@ class Modality(StrEnum):
     RECORDING = "recording"
     SPECTRAL = "spectral"
     PROSODIC = "prosodic"
+    MUSIC = "music"  # harmony, rhythm, dynamics (librosa, the music extra): on request, see DEFAULT_ACOUSTIC
     VOICE = "voice"  # speaker-encoder embeddings, in spawned workers (torch): blindcheck.features.voice
     TEXT = "text"  # transcripts and their embeddings: blindcheck.features.text
 
@@ -21,4 +22,7 @@ class Modality(StrEnum):
         return self in ACOUSTIC
 
 
-ACOUSTIC = (Modality.RECORDING, Modality.SPECTRAL, Modality.PROSODIC)
+ACOUSTIC = (Modality.RECORDING, Modality.SPECTRAL, Modality.PROSODIC, Modality.MUSIC)
+"""Every modality computed per clip by an extractor in the extraction workers."""
+DEFAULT_ACOUSTIC = (Modality.RECORDING, Modality.SPECTRAL, Modality.PROSODIC)
+"""The acoustic modalities analysed when none is named (music only when asked for)."""

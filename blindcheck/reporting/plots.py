@@ -26,7 +26,7 @@ PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#0
 _DASHES = ["-", "--", "-."]
 MEMBER, NONMEMBER = "#D55E00", "#0072B2"
 MODALITY = {"recording": "#E69F00", "spectral": "#0072B2", "prosodic": "#009E73", "text": "#CC79A7",
-            "all": "#000000"}
+            "voice": "#56B4E9", "music": "#D55E00", "all": "#000000"}
 _STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8, "figure.dpi": 110,
           "axes.spines.top": False, "axes.spines.right": False, "savefig.bbox": "tight"}
 
