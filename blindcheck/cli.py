@@ -249,6 +249,11 @@ def _add_check_args(p: argparse.ArgumentParser) -> None:
                         "(exact, N times the cost; at least 1/alpha - 1; default 0: relabel against the out-of-fold "
                         "scores)")
     g.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples for the AUC CI (default: DeLong)")
+    g.add_argument("--ignore-column", action="append", default=None, metavar="COL",
+                   help="a manifest column not to test as metadata evidence (repeatable; e.g. the column the split "
+                        "was drawn on)")
+    g.add_argument("--metadata-permutations", type=int, default=None,
+                   help="relabellings for the metadata columns' p-values (default 1999)")
     g.add_argument("--config", default=None, help="pyproject.toml to read [tool.blindcheck] from "
                                                   "(default: the nearest one above the working directory)")
     g.add_argument("--no-config", action="store_true", help="ignore pyproject.toml settings")
@@ -259,7 +264,9 @@ def _settings(args):
 
     overrides = {k: getattr(args, k) for k in ("group_by", "folds", "repeats", "seed", "alpha", "tolerated_auc",
                                                "tolerated_share", "power", "permutations", "refit_permutations",
-                                               "bootstrap", "voice_cluster_threshold")}
+                                               "bootstrap", "voice_cluster_threshold", "metadata_permutations")}
+    if getattr(args, "ignore_column", None):
+        overrides["metadata_ignore"] = tuple(args.ignore_column)
     for flag, key in (("caliper", "match_caliper"), ("ratio", "match_ratio"), ("target_auc", "match_target_auc"),
                       ("min_retained", "match_min_retained")):
         overrides[key] = getattr(args, flag, None)

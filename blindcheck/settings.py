@@ -52,6 +52,9 @@ class Settings:
     di_power: float = 0.95  # dataset inference: rejection rate (over subsamples) at which n suffices
     di_resamples: int = 400  # random subsamples per n of the grid
     di_grid: int = 40  # number of sample sizes (per side) in the grid, geometric from 2 to the smaller side
+    # metadata as evidence (blindcheck.analysis.metadata): the manifest's own columns tested per side
+    metadata_permutations: int = 1999  # relabellings for the metadata columns' permutation p-values
+    metadata_ignore: tuple[str, ...] = ()  # manifest columns not tested (e.g. the very column the split was drawn on)
     # voice modality: inferred speakers (blindcheck.analysis.speakers)
     voice_cluster_threshold: float = 0.90  # cosine distance (centred GE2E embeddings) at which clusters stop merging
 
@@ -108,6 +111,10 @@ def _check_attack_settings(s: Settings) -> None:
         raise BlindcheckError(f"correlation_bootstrap must be at least 100, not {s.correlation_bootstrap}")
     if not 0 < s.di_power < 1:
         raise BlindcheckError(f"di_power must be in (0, 1), not {s.di_power}")
+    if s.metadata_permutations < 19:
+        raise BlindcheckError(f"metadata_permutations must be at least 19, not {s.metadata_permutations}")
+    if isinstance(s.metadata_ignore, str) or not all(isinstance(c, str) for c in s.metadata_ignore):
+        raise BlindcheckError(f"metadata_ignore must be a list of column names, not {s.metadata_ignore!r}")
     if s.di_resamples < 20 or s.di_grid < 2:
         raise BlindcheckError(f"di_resamples (>= 20) and di_grid (>= 2) are too small: {s.di_resamples}, {s.di_grid}")
 
@@ -149,6 +156,8 @@ def load_settings(overrides: dict[str, Any] | None = None, pyproject: Path | Non
         if key not in known:
             raise BlindcheckError(f"unknown setting '{key}'")
         values[key] = value
+    if "metadata_ignore" in values and isinstance(values["metadata_ignore"], list):
+        values["metadata_ignore"] = tuple(values["metadata_ignore"])
     return Settings(**values)
 
 

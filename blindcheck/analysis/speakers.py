@@ -19,6 +19,8 @@ import math
 
 import numpy as np
 
+from blindcheck.analysis.metadata import auc_within_ties, cross_fitted_share
+
 DEFAULT_THRESHOLD = 0.90  # cosine distance between centred embeddings at which clusters stop merging
 INFERRED_MIN_SHARE = 0.15  # an inferred speaker is on both sides when each holds more than this share of it
 
@@ -139,8 +141,6 @@ def speaker_separability(speakers: np.ndarray, labels: np.ndarray, alpha: float,
     only by which fold held them, and that difference anti-learns (a member in the test fold lowers its
     speaker's training share), which cost ~0.06 AUC on a 70:30 mix. A speaker mix
     of 70:30 against 30:70 has a Bayes AUC of 0.70 here, whatever the acoustic models make of the voices."""
-    from sklearn.model_selection import StratifiedKFold
-
     from blindcheck.analysis import stats
 
     spk = np.asarray(speakers, dtype=object).astype(str)
@@ -155,56 +155,17 @@ def speaker_separability(speakers: np.ndarray, labels: np.ndarray, alpha: float,
     codes = np.unique(s_k, return_inverse=True)[1]
 
     def cross_fitted(yy: np.ndarray, seed_: int) -> np.ndarray:
-        scores = np.zeros(len(yy))
-        for train, test in StratifiedKFold(n_splits=k, shuffle=True, random_state=seed_).split(codes, yy):
-            n = np.bincount(codes[train], minlength=codes.max() + 1)
-            m = np.bincount(codes[train], weights=yy[train], minlength=codes.max() + 1)
-            share = np.where(n > 0, m / np.maximum(n, 1), yy[train].mean())
-            scores[test] = share[codes[test]]
-        return scores
+        return cross_fitted_share(codes, yy, k, seed_)
 
-    a, se = _auc_within_ties(y_k, cross_fitted(y_k, seed), codes)
+    a, se = auc_within_ties(y_k, cross_fitted(y_k, seed), codes)
     # The clips of a speaker share one score, so clip-level DeLong errors run small (on random splits of the
     # bundled speech 15% of p-values fell below 0.05): the p-value comes from relabelling clips, and the
     # standard error is at least the spread of the AUC over those relabellings.
     rng = np.random.default_rng(seed + 17)
-    null = np.array([_auc_within_ties(yp, cross_fitted(yp, seed), codes)[0]
+    null = np.array([auc_within_ties(yp, cross_fitted(yp, seed), codes)[0]
                      for yp in (rng.permutation(y_k) for _ in range(permutations))])
     p = float((1 + np.sum(null >= a - 1e-12)) / (permutations + 1))
     se = max(se, float(null.std(ddof=1))) if math.isfinite(se) else float(null.std(ddof=1))
     lower = a - stats.quantile(1 - alpha) * se
     return {"auc": float(a), "se": float(se), "lower_bound": float(lower), "p": p, "clips": int(known.sum()),
             "folds": k, "permutations": permutations}
-
-
-def _auc_within_ties(y: np.ndarray, s: np.ndarray, groups: np.ndarray) -> tuple[float, float]:
-    """AUC of scores ``s`` (in [0, 1]) with every (member, non-member) pair of one group (integer codes) counted
-    as a tie, and its DeLong standard error (structural components of that kernel), in O(n log n)."""
-    y = np.asarray(y).astype(bool)
-    s, groups = np.asarray(s, dtype=float), np.asarray(groups).astype(float)
-    pos, neg = np.nonzero(y)[0], np.nonzero(~y)[0]
-    n1, n0 = len(pos), len(neg)
-    if n1 < 2 or n0 < 2:
-        return math.nan, math.nan
-
-    def wins(a: np.ndarray, b_sorted: np.ndarray) -> np.ndarray:  # per a: #b below + 0.5 #b equal
-        lo = np.searchsorted(b_sorted, a, "left")
-        hi = np.searchsorted(b_sorted, a, "right")
-        return lo + 0.5 * (hi - lo)
-
-    def within(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # same-group b per a: wins, count
-        comp = np.sort(groups[b] * 4.0 + s[b])  # scores lie in [0, 1]: one band of width 4 per group
-        va, base = groups[a] * 4.0 + s[a], groups[a] * 4.0
-        start = np.searchsorted(comp, base - 0.5, "left")
-        lo, hi = np.searchsorted(comp, va, "left"), np.searchsorted(comp, va, "right")
-        return (lo - start) + 0.5 * (hi - lo), np.searchsorted(comp, base + 2.0, "right") - start
-
-    v10 = wins(s[pos], np.sort(s[neg]))  # members: wins over every non-member
-    v01 = n1 - wins(s[neg], np.sort(s[pos]))  # non-members: members scored above them (ties half)
-    w, c = within(pos, neg)  # replace the within-group pairs' outcome by a tie
-    v10 += 0.5 * c - w
-    w, c = within(neg, pos)
-    v01 += 0.5 * c - (c - w)
-    v10, v01 = v10 / n0, v01 / n1
-    a = float(v10.mean())
-    return a, float(math.sqrt(max(v10.var(ddof=1) / n1 + v01.var(ddof=1) / n0, 0.0)))

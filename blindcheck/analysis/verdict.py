@@ -34,6 +34,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from blindcheck.analysis import stats
+from blindcheck.analysis.metadata import MetadataReport, metadata_line
 from blindcheck.analysis.separability import ModelResult, SeparabilityResult
 from blindcheck.features.modalities import Modality
 from blindcheck.settings import Settings
@@ -259,7 +260,7 @@ def criteria_met(sep: SeparabilityResult, b: Bounds, failures: Failures | None =
 
 
 def decide(sep: SeparabilityResult, settings: Settings, failures: Failures | None = None,
-           speakers: dict | None = None) -> Verdict:
+           speakers: dict | None = None, metadata: MetadataReport | None = None) -> Verdict:
     """Turn separability metrics into a verdict with reasons. Pure: no I/O, no randomness. Three phases:
     :func:`bounds` (the numbers), :func:`criteria_met` and the undecided checks (the status), then the reasons."""
     b = bounds(sep, settings, failures)
@@ -289,6 +290,8 @@ def decide(sep: SeparabilityResult, settings: Settings, failures: Failures | Non
     reasons += _context_reasons(sep, b, status)
     if speakers:  # speaker overlap between the sides (blindcheck.analysis.speakers)
         status = _speaker_reasons(speakers, g, status, reasons, criteria, b.tau, b.tau_s, b.alpha)
+    if metadata is not None and metadata.columns:  # the manifest's attributes (blindcheck.analysis.metadata)
+        status = _metadata_reasons(metadata, status, reasons, criteria)
     subset = {**sf.to_dict(), "family_p": fam.p_isolation, "tolerated": b.tau_s,
               "share_low": b.share_low, "share_high": sf.share_bounds(1 - b.alpha / (2 * b.m))[1],
               "upper_bound_any": b.share_high_any, "statistic": "isolation at 1% FPR (TPR members / TNR non-members)"}
@@ -504,4 +507,25 @@ def _speaker_reasons(speakers: dict, g: str | None, status: str, reasons: list[s
         reasons.append(f"{o['members_only'] + o['nonmembers_only']} of {o['total']} speakers ({src}) appear on one "
                        f"side only, {_pct(o['share_clips_one_side'])} of the clips: for those clips membership "
                        "follows from who speaks")
+    return status
+
+
+def _metadata_reasons(md: MetadataReport, status: str, reasons: list[str], criteria: list[str]) -> str:
+    """The metadata criterion: a column that alone separates the sides beyond the tolerated AUC makes the split
+    confounded (its line leads when it alone decides); a column associated with membership below that level is
+    said, as context. Returns the status."""
+    k = len(md.columns)
+    decisive = sorted(md.decisive, key=lambda d: -d["lower_bound"])
+    if decisive:
+        lines = [f"metadata: {metadata_line(d, md.alpha, md.tolerated_auc, k)}" for d in decisive]
+        criteria.append("metadata")
+        if status != CONFOUNDED:
+            reasons[:0] = lines  # the only criterion met: it leads
+            status = CONFOUNDED
+        else:
+            reasons[1:1] = lines
+    for d in md.significant:
+        if not d["decisive"]:
+            reasons.append(f"metadata: {metadata_line(d, md.alpha, md.tolerated_auc, k)} (associated with "
+                           "membership, but not shown beyond the tolerated AUC)")
     return status

@@ -19,6 +19,7 @@ import pandas as pd
 from blindcheck import __version__
 from blindcheck.analysis.attacks import CorrelateResult, correlate_attacks
 from blindcheck.analysis.inference import DIResult
+from blindcheck.analysis.metadata import MetadataReport, manifest_evidence
 from blindcheck.analysis.separability import ProgressFn as ClassifierProgressFn
 from blindcheck.analysis.separability import SeparabilityResult, run_separability
 from blindcheck.analysis.verdict import Failures, Verdict, decide
@@ -52,6 +53,7 @@ class CheckResult:
     attacks: CorrelateResult | None = None  # when the manifest has mia_* columns or scores were given
     di: DIResult | None = None  # from `blindcheck di`
     speakers: dict | None = None  # speaker overlap between the sides (given or inferred speakers)
+    metadata: MetadataReport | None = None  # the manifest's attribute columns tested per side
     workers: int | None = None  # the bound on processes and threads this check ran with (later phases reuse it)
 
     @property
@@ -96,6 +98,7 @@ class CheckResult:
             "top_features": sep.top_features.to_dict("records"),
             "attributions": sep.attributions.head(50).to_dict("records"),
             "groups": sep.group_table.to_dict("records") if sep.group_table is not None else None,
+            "metadata": self.metadata.to_dict() if self.metadata is not None else None,
             "text_terms": sep.text_terms,
             "command": self.command,
             **({"attacks": self.attacks.to_list(), "attack_ids": self.attacks.mismatch.to_dict(),
@@ -208,13 +211,15 @@ def check(
         groups = np.where(vc != "", vc, "unclustered:" + feats["id"].astype(str)).astype(str)
     else:
         groups = meta[settings.group_by].astype(str).to_numpy() if settings.group_by else None
+    metadata = manifest_evidence(meta, feats["label"].to_numpy(), settings, groups)
     # TF-IDF reads the transcripts the text modality used (given or ASR), else the manifest's text.
     texts = feats["transcript"].to_numpy() if "transcript" in feats.columns else \
         (meta["text"].to_numpy() if "text" in meta.columns else None)
     sep = run_separability(feats, feats["label"].to_numpy(), settings, groups=groups, texts=texts,
                            threads=workers, progress=classifier_progress)
-    result = CheckResult(verdict=decide(sep, settings, failures_by_side(m, ext), speakers=speakers), separability=sep,
-                         extraction=ext, manifest=m, settings=settings, speakers=speakers,
+    result = CheckResult(verdict=decide(sep, settings, failures_by_side(m, ext), speakers=speakers, metadata=metadata),
+                         separability=sep, extraction=ext, manifest=m, settings=settings, speakers=speakers,
+                         metadata=metadata,
                          notes=[choice.note, *sep.notes] if choice.note else list(sep.notes), command=command,
                          workers=workers)
     result.attacks = attach_attacks(result, scores, lower_is_member)

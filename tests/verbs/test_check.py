@@ -397,3 +397,36 @@ def test_every_setting_has_one_door():
     for bad in ("text_options", "tolerated_acu"):
         with pytest.raises(TypeError, match=bad):
             check("unused.csv", **{bad: 1})
+
+
+def test_metadata_that_differs_by_side_is_named_and_can_be_ignored(tmp_path, pool):
+    """A manifest column whose shares differ by side (70/30) makes a split whose audio is one random pool
+    confounded by the metadata criterion, named in words with its bound; a random column is not named; the CLI's
+    --ignore-column leaves a column out (and an unknown one exits 2)."""
+    from blindcheck.cli import main
+
+    _, meta, cache = pool
+    rng = np.random.default_rng(29)
+    sub = meta.iloc[rng.permutation(len(meta))[:200]].reset_index(drop=True)
+    y = rng.permutation(np.r_[np.ones(100), np.zeros(100)]).astype(int)
+    gender = np.where(rng.random(200) < np.where(y == 1, 0.7, 0.3), "female", "male")
+    m = tmp_path / "m.csv"
+    pd.DataFrame({"path": sub["path"], "label": y, "gender": gender,
+                  "session": rng.integers(0, 6, 200).astype(str)}).to_csv(m, index=False)
+    res = check(m, tmp_path / "out", cache_dir=cache, workers=1, repeats=1, permutations=199,
+                modalities=["recording"])
+    v = res.verdict
+    assert v.status == "confounded" and "metadata" in v.criteria, v.reasons
+    said = [r for r in v.reasons if r.startswith("metadata: ")]
+    assert len(said) == 1 and said[0].startswith("metadata: gender: members ") and "lower bound" in said[0]
+    assert not any("session" in r for r in v.reasons)
+    saved = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert saved["metadata"]["decisive"] == ["gender"]
+    assert {c["column"] for c in saved["metadata"]["columns"]} == {"gender", "session"}
+    common = [str(m), "--cache-dir", str(cache), "--workers", "1", "--repeats", "1", "--permutations", "199",
+              "--modalities", "recording", "--no-progress"]
+    main(["check", *common, "--out", str(tmp_path / "cli"), "--ignore-column", "gender"])
+    saved = json.loads((tmp_path / "cli" / "result.json").read_text())
+    assert [c["column"] for c in saved["metadata"]["columns"]] == ["session"] and saved["metadata"]["decisive"] == []
+    assert "metadata" not in saved["verdict"]["criteria"]
+    assert main(["check", *common, "--out", str(tmp_path / "bad"), "--ignore-column", "genre"]) == 2
