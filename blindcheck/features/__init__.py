@@ -51,6 +51,10 @@ def default_acoustic_modalities() -> list[Modality]:
 def get_extractor(name: str) -> Extractor:
     """Instantiate a registered extractor by modality name."""
     name = Modality(name) if name in Modality.__members__.values() else name
+    if name == Modality.CONTENT:  # onnxruntime is imported on the first clip (the content extra)
+        from blindcheck.features.content import ContentExtractor
+
+        return ContentExtractor()
     if name == Modality.RECORDING:
         from blindcheck.features.recording import RecordingExtractor
 
