@@ -70,7 +70,7 @@ def get_extractor(name: str) -> Extractor:
     if name == Modality.MUSIC:  # librosa is imported inside extract (the music extra)
         from blindcheck.features.music import MusicExtractor
 
-        return MusicExtractor()
+        return MusicExtractor(content_gate=True)  # no music features on clips without music
     if name == Modality.VOICE:  # runs in spawned workers (torch), see blindcheck.features.voice.extract_voice
         from blindcheck.features.voice import VoiceExtractor
 

@@ -20,8 +20,8 @@ frame gets exactly one label, so that the four shares sum to 1:
 3. **music** / **other**: the remaining (sounding, non-speech) frames. Music is told from other sound by two
    properties of its notes, measured on a 1024-point Hann spectrum per frame (64 ms, centred on the frame):
    *tonality*, the share of the frame's power in spectral peaks (local maxima over +-2 bins, at least
-   :data:`PEAK_DB` (10 dB) above the mean dB level of the 33 bins around them, above 60 Hz) that persist, within one bin,
-   into the frames before and after it (sustained partials; noise has peaks that do not persist); and *pitch
+   :data:`PEAK_DB` (10 dB) above the mean dB level of the 33 bins around them, above 60 Hz) that persist, within
+   one bin, into the frames before and after it (sustained partials; noise has peaks that do not persist); and *pitch
    variety*, the number of distinct pitches (the strongest persistent peak of a frame, in equal-tempered
    semitones) each held for at least :data:`HOLD_FRAMES` consecutive frames (96 ms). The sounding non-speech frames
    are taken in blocks of :data:`BLOCK_S` (3 s; the clip, or a long file's window, when shorter, and a last
