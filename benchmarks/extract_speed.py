@@ -1,4 +1,5 @@
-"""Acoustic extraction speed: blindcheck (recording + spectral + prosodic) vs openSMILE eGeMAPSv02 functionals.
+"""Acoustic extraction speed: blindcheck (its default acoustic modalities: content + recording + spectral + prosodic)
+vs openSMILE eGeMAPSv02 functionals.
 
 Both run in this process's run on the same files, with 1 and N workers, from a cold cache, and the script
 prints milliseconds of compute per second of audio for each and their ratio (blindcheck / eGeMAPS; issue
@@ -35,7 +36,9 @@ once by this tree, and this tree's other modules (``periods``, ``audio``): the o
 these still have.
 
 ``--stages`` prints, instead, the CPU time of each stage (decode + resample, the shared STFT, each acoustic
-modality, the opt-in ``music`` one included) in ms per audio second, with one BLAS thread, on both sets and on a
+modality, the opt-in ``music`` one included; ``content`` first, as the workers run it: its speech detector and
+music rule are charged to it, and prosodic and music then read its decision, so music costs next to nothing on
+clips without music) in ms per audio second, with one BLAS thread, on both sets and on a
 third of real music (the 6 s renders of tests/data/music, ``--music N`` of them), the minimum of ``--repeat``
 passes per stage (the profile behind the optimisation), then the CPU of one ``extract_features`` run split into
 the part in decoding and the extractors and the part outside them (planning, hashing, Parquet writes, assembly)

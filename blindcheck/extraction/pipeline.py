@@ -96,6 +96,12 @@ class ExtractionConfig:
         the last). Only the windows are decoded, so a long file costs what ``max_windows * window_s`` seconds
         cost. ``long_file_s=None``: every file analysed whole. The policy is part of the cache key; a windowed
         clip has a note that starts with ``windowed``.
+    min_speech_share: the content gate: ASR (text) and the speaker encoder (voice) run only on clips whose
+        ``content.speech_share`` (the share of the clip's frames inside Silero VAD's speech segments,
+        :mod:`blindcheck.features.content`) is at least this (default 0.1). The others get no voice embedding (NaN)
+        and an empty transcript, with a note each; ``stats["content"]`` counts them. A clip whose share is unknown
+        (the detector not installed) is never skipped. 0: every clip. The content modality is computed, first,
+        whenever voice or text is requested.
     """
 
     modalities: tuple[Modality, ...] | None = None
@@ -109,6 +115,7 @@ class ExtractionConfig:
     long_file_s: float | None = 30.0
     max_windows: int = 3
     window_s: float = 5.0
+    min_speech_share: float = 0.1
 
     def __post_init__(self):
         if self.modalities is not None:
@@ -128,6 +135,8 @@ class ExtractionConfig:
             use_dask = option("executor='dask'", "--executor dask")
             raise BlindcheckError(f"{option('scheduler')} is the address of a Dask scheduler, for the dask executor: "
                                   f"add {use_dask}")
+        if not 0.0 <= self.min_speech_share <= 1.0:
+            raise BlindcheckError(f"{option('min_speech_share')} must be between 0 and 1, not {self.min_speech_share}")
         try:
             self.window_policy  # noqa: B018 (validates the long-file policy)
         except (ValueError, TypeError) as exc:
@@ -135,7 +144,12 @@ class ExtractionConfig:
 
     @property
     def requested(self) -> list[Modality]:
-        return list(self.modalities or DEFAULT_ACOUSTIC)
+        """The modalities to compute, content first (prosodic and music read its decision in the same worker), and
+        content added where voice or text is requested (their gate reads ``content.speech_share``)."""
+        mods = list(self.modalities or DEFAULT_ACOUSTIC)
+        if Modality.CONTENT not in mods and (Modality.VOICE in mods or Modality.TEXT in mods):
+            mods.append(Modality.CONTENT)
+        return sorted(mods, key=lambda m: m != Modality.CONTENT)  # stable: the others keep their order
 
     @property
     def window_policy(self) -> WindowPolicy:
@@ -515,14 +529,22 @@ def extract_features(manifest: Manifest, cache_dir: str | os.PathLike, config: E
         stage_ex = ex if isinstance(ex, DaskExecutor) else None  # else their own spawned local processes
         n_workers = ex.workers if ex is not None else (config.workers or usable_cores())
         voice_stats = None
+        content_stats = _content_stats(features, config.min_speech_share)
         if Modality.VOICE in requested and len(features):
             from blindcheck.extraction.voice import extract_voice
 
-            voice = extract_voice(_clip_rows(table, features), store, workers=n_workers, executor=stage_ex)
+            speech = _has_speech(features, config.min_speech_share)
+            rows = _clip_rows(table, features)
+            voice = extract_voice(rows[speech].reset_index(drop=True), store, workers=n_workers, executor=stage_ex)
             errors += voice["errors"]
-            features = features.merge(voice["features"], on="id", how="inner")
-            notes = pd.concat([notes, pd.DataFrame(voice["notes"], columns=NOTE_COLUMNS)], ignore_index=True)
+            failed_ids = {e["id"] for e in voice["errors"]}
+            features = features[~features["id"].isin(failed_ids)].merge(voice["features"], on="id", how="left")
+            notes = pd.concat([notes, pd.DataFrame(voice["notes"], columns=NOTE_COLUMNS),
+                               _skip_notes(features, rows, ~speech, "voice", config.min_speech_share)],
+                              ignore_index=True)
             voice_stats = voice["stats"]
+            if content_stats is not None:
+                content_stats["voice_skipped"] = int((~speech).sum())
             modalities = [*modalities, Modality.VOICE]
         transcripts, text_stats = None, None
         if Modality.TEXT in requested and len(features):
@@ -530,10 +552,16 @@ def extract_features(manifest: Manifest, cache_dir: str | os.PathLike, config: E
             from blindcheck.features.text import TextOptions
 
             rows = _text_rows(table, features)
+            rows["has_speech"] = _has_speech(features, config.min_speech_share)
             text = extract_text(rows, store, config.text or TextOptions(), workers=n_workers, executor=stage_ex)
             errors += text["errors"]
             features = features.merge(text["features"], on="id", how="inner")
             transcripts, text_stats = text["transcripts"], text["stats"]
+            skipped = (transcripts["source"] == "skipped").to_numpy()
+            notes = pd.concat([notes, _skip_notes(features, rows, skipped, "text", config.min_speech_share)],
+                              ignore_index=True)
+            if content_stats is not None:
+                content_stats["asr_skipped"] = int(skipped.sum())
             modalities = [*modalities, Modality.TEXT]
     except BaseException:
         if own and ex is not None:
@@ -557,6 +585,7 @@ def extract_features(manifest: Manifest, cache_dir: str | os.PathLike, config: E
         "window_policy": policy.key(),
         "text": text_stats,
         "voice": voice_stats,
+        "content": content_stats,
         "seconds": time.perf_counter() - t0,
         "workers": n_workers,
         "executor": ex.describe() if ex is not None else "none (every clip from the cache)",
@@ -583,6 +612,40 @@ def open_executor(config: ExtractionConfig, warm: list[str] | None = None) -> Ex
         ex.close(abort=True)
         raise
     return ex
+
+
+SPEECH_SHARE = f"{Modality.CONTENT}.speech_share"
+
+
+def _has_speech(features: pd.DataFrame, min_share: float) -> np.ndarray:
+    """Per clip of ``features``: whether ASR and the speaker encoder run on it (the content gate; see
+    :class:`ExtractionConfig`). A clip of unknown content (no share: the detector not installed) runs."""
+    if SPEECH_SHARE not in features or min_share <= 0:
+        return np.ones(len(features), dtype=bool)
+    share = features[SPEECH_SHARE].to_numpy(dtype=float)
+    return np.isnan(share) | (share >= min_share)
+
+
+def _skip_notes(features: pd.DataFrame, rows: pd.DataFrame, skipped: np.ndarray, stage: str,
+                min_share: float) -> pd.DataFrame:
+    """One note per clip that a stage skipped for want of speech (for notes.csv)."""
+    what = {"voice": "speaker encoder not run", "text": "ASR not run (empty transcript)"}[stage]
+    rows = rows[skipped]
+    share = features.set_index("id").reindex(rows["id"])[SPEECH_SHARE].to_numpy(dtype=float) \
+        if SPEECH_SHARE in features else np.full(len(rows), np.nan)
+    return pd.DataFrame({"id": rows["id"].to_numpy(), "path": rows["path"].to_numpy(), "modality": stage,
+                         "note": [f"{stage}: {what}: no speech (content.speech_share {v:.2f} < {min_share:g})"
+                                  for v in share]}, columns=NOTE_COLUMNS)
+
+
+def _content_stats(features: pd.DataFrame, min_share: float) -> dict | None:
+    """What the content gate decided: clips with speech, without, of unknown content; the threshold."""
+    if SPEECH_SHARE not in features:
+        return None
+    share = features[SPEECH_SHARE].to_numpy(dtype=float)
+    return {"min_speech_share": min_share, "speech_clips": int((share >= min_share).sum()),
+            "no_speech_clips": int((share < min_share).sum()), "unknown": int(np.isnan(share).sum()),
+            "asr_skipped": 0, "voice_skipped": 0}
 
 
 def _clip_rows(table: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:

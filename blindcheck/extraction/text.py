@@ -119,20 +119,29 @@ def extract_text(rows: pd.DataFrame, store, options: TextOptions, workers: int =
         notes.append(f"given transcripts cover only {_coverage(has, labels)}; every clip was transcribed by ASR "
                      "so that all text comes from one source")
     need_asr = pd.Series(use_asr, index=rows.index)
+    # The content gate (ExtractionConfig.min_speech_share): no ASR on a clip without speech; its transcript is empty.
+    no_speech = ~rows["has_speech"].to_numpy(dtype=bool) if use_asr and "has_speech" in rows else \
+        np.zeros(len(rows), dtype=bool)
+    need_asr &= ~no_speech
+    if no_speech.any():
+        given = given.where(~no_speech, "")
+        notes.append(f"ASR skipped on {int(no_speech.sum())} clips: no speech")
     durations = rows["duration_s"].to_numpy(dtype=float)
     if use_asr and options.asr.pack:
         long = ~(np.isfinite(durations) & (durations > 0) & (durations <= options.asr.max_packed_clip_s))
+        long &= need_asr.to_numpy()
         if long.any():  # one decoding path for every clip: a clip's error rate must not depend on its duration
             options = dataclasses.replace(options, asr=dataclasses.replace(options.asr, pack=False))
             notes.append(f"{int(long.sum())} clips are longer than {options.asr.max_packed_clip_s:g} s (or of "
                          "unknown duration) and cannot be packed: every clip was transcribed alone")
     errors: list[dict] = []
     transcripts = pd.DataFrame({"id": rows["id"], "content_hash": rows["content_hash"],
-                                "source": np.where(need_asr, "asr", "given"), "text": given})
+                                "source": np.where(need_asr, "asr", np.where(no_speech, "skipped", "given")),
+                                "text": given})
     for c in TRANSCRIPT_COLUMNS[1:]:
         transcripts[c] = "" if c in ("language", "mode") else math.nan
-    stats = {"given": int((~need_asr).sum()), "transcribed": 0, "transcripts_reused": 0, "embedded": 0,
-             "embeddings_reused": 0, "failed": 0, "notes": notes}
+    stats = {"given": int((~need_asr & ~no_speech).sum()), "asr_skipped": int(no_speech.sum()), "transcribed": 0,
+             "transcripts_reused": 0, "embedded": 0, "embeddings_reused": 0, "failed": 0, "notes": notes}
     if need_asr.any():
         tag = options.asr.tag(store.root)
         asr_rows = np.nonzero(need_asr.to_numpy())[0]

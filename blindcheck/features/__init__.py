@@ -51,6 +51,10 @@ def default_acoustic_modalities() -> list[Modality]:
 def get_extractor(name: str) -> Extractor:
     """Instantiate a registered extractor by modality name."""
     name = Modality(name) if name in Modality.__members__.values() else name
+    if name == Modality.CONTENT:  # onnxruntime is imported on the first clip (the content extra)
+        from blindcheck.features.content import ContentExtractor
+
+        return ContentExtractor()
     if name == Modality.RECORDING:
         from blindcheck.features.recording import RecordingExtractor
 
@@ -66,7 +70,7 @@ def get_extractor(name: str) -> Extractor:
     if name == Modality.MUSIC:  # librosa is imported inside extract (the music extra)
         from blindcheck.features.music import MusicExtractor
 
-        return MusicExtractor()
+        return MusicExtractor(content_gate=True)  # no music features on clips without music
     if name == Modality.VOICE:  # runs in spawned workers (torch), see blindcheck.features.voice.extract_voice
         from blindcheck.features.voice import VoiceExtractor
 

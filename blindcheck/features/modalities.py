@@ -9,6 +9,7 @@ class Modality(StrEnum):
     """The modalities, as typed identifiers (a ``StrEnum``: equal to its name, so ``"text"`` still matches).
     Decisions are taken on these; the prefix of every feature name is the value."""
 
+    CONTENT = "content"  # speech / music / other / silence shares (Silero VAD + a tonality rule): runs first
     RECORDING = "recording"
     SPECTRAL = "spectral"
     PROSODIC = "prosodic"
@@ -22,7 +23,7 @@ class Modality(StrEnum):
         return self in ACOUSTIC
 
 
-ACOUSTIC = (Modality.RECORDING, Modality.SPECTRAL, Modality.PROSODIC, Modality.MUSIC)
+ACOUSTIC = (Modality.CONTENT, Modality.RECORDING, Modality.SPECTRAL, Modality.PROSODIC, Modality.MUSIC)
 """Every modality computed per clip by an extractor in the extraction workers."""
-DEFAULT_ACOUSTIC = (Modality.RECORDING, Modality.SPECTRAL, Modality.PROSODIC)
-"""The acoustic modalities analysed when none is named (music only when asked for)."""
+DEFAULT_ACOUSTIC = (Modality.CONTENT, Modality.RECORDING, Modality.SPECTRAL, Modality.PROSODIC)
+"""The acoustic modalities analysed when none is named (music only when asked for; content always, first)."""

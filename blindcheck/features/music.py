@@ -54,6 +54,14 @@ windows' loudness.
 Undefined values are NaN with a note in ``clip.notes``: every feature for a clip shorter than 0.5 s or digitally
 silent; chroma, tonnetz and key for a clip without a tonal frame; tempo and beats for a clip under 2 s or where
 no beat is tracked; ``lra_lu`` for a clip under 3 s or with fewer than two gated windows.
+
+The modality runs only when named. Since version 2, in an extraction (the registry's extractor,
+``MusicExtractor(content_gate=True)``; a ``MusicExtractor()`` made directly describes any clip it is given), a
+clip (or a long file's window) with less music than :data:`MIN_MUSIC_SHARE` (``content.music_share`` below 0.1:
+the content modality's decision, :mod:`blindcheck.features.content`, computed once per clip in the worker, content
+first) gets NaN music features and a note: the key, tempo and chroma of speech or of a door slam are not music's,
+and a split between speech and music clips is the content modality's to report. Where the speech detector is not
+installed (music share unknown) every clip is analysed.
 """
 
 from __future__ import annotations
@@ -71,6 +79,7 @@ MUSIC_EXTRA = "install the music extra: pip install 'blindcheck[music]'"
 N_FFT, HOP = 2048, 512
 MIN_S, MIN_BEAT_S, LRA_WINDOW_S, LRA_STEP_S = 0.5, 2.0, 3.0, 0.1
 N_TONNETZ = 6
+MIN_MUSIC_SHARE = 0.1  # content.music_share below this: no music, every music feature NaN
 
 # Krumhansl & Kessler (1982) probe-tone key profiles, tonic first (C major / C minor).
 KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
@@ -156,9 +165,10 @@ def _entropy_bits(p: np.ndarray, axis: int = 0) -> np.ndarray:
 
 class MusicExtractor:
     name = "music"
-    version = "1"
+    version = "2"
 
-    def __init__(self) -> None:
+    def __init__(self, content_gate: bool = False) -> None:
+        self.content_gate = content_gate  # the extraction's instance (get_extractor) applies the no-music rule
         why = music_unavailable()  # at once, in the driver: not one error per clip from the workers
         if why:
             raise MissingDependencyError(f"music modality: {why}")
@@ -168,8 +178,13 @@ class MusicExtractor:
             lib = importlib.metadata.version("librosa")
         except importlib.metadata.PackageNotFoundError:
             lib = None
+        from blindcheck.features.content import ContentExtractor
+
+        content = ContentExtractor()
         return {"n_fft": N_FFT, "hop": HOP, "librosa": lib, "key_profiles": "Krumhansl-Kessler",
-                "lra": f"EBU Tech 3342, {LRA_WINDOW_S} s windows every {LRA_STEP_S} s"}
+                "lra": f"EBU Tech 3342, {LRA_WINDOW_S} s windows every {LRA_STEP_S} s",
+                **({"min_music_share": MIN_MUSIC_SHARE, "content": {"version": content.version, **content.config()}}
+                   if self.content_gate else {})}
 
     def feature_names(self) -> list[str]:
         return list(_NAMES)
@@ -185,9 +200,21 @@ class MusicExtractor:
         y = (0.2 * np.sin(2 * np.pi * f0 * t) * np.exp(-8 * (t % 0.25))).astype(np.float32)
         audio = DecodedAudio(samples=y, sr=sr, channels=1, format="WAV", subtype="PCM_16", bit_depth=16.0,
                              lossy=False, decoder="soundfile")
-        self.extract(Clip("warmup", audio, y, sr))
+        self._extract(Clip("warmup", audio, y, sr))  # every path, whatever the content rule says of the arpeggio
 
     def extract(self, clip: Clip) -> dict[str, float]:
+        if not self.content_gate:
+            return self._extract(clip)
+        from blindcheck.features.content import content_shares
+
+        share = content_shares(clip)["music_share"]
+        if share < MIN_MUSIC_SHARE:  # NaN (no detector): unknown, analysed
+            clip.notes.append(f"music: no music detected (content.music_share {share:.2f} < {MIN_MUSIC_SHARE:g}); "
+                              "music features NaN")
+            return dict.fromkeys(_NAMES, math.nan)
+        return self._extract(clip)
+
+    def _extract(self, clip: Clip) -> dict[str, float]:
         librosa = _librosa()
         out = dict.fromkeys(_NAMES, math.nan)
         y, sr = np.asarray(clip.y, dtype=np.float32), clip.sr

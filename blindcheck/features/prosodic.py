@@ -34,7 +34,13 @@ The version-3 features keep their values exactly (``benchmarks/feature_drift.py`
 measured and rejected: 8 candidates per frame instead of Praat's 15 saves 26% of the pitch time but moved
 f0_std_hz by up to 34% (an octave error) and syllable_count by 1 on the bundled clips.
 
-A clip with no voiced frame gets NaN voice measures and a note saying so.
+A clip with no voiced frame gets NaN voice measures and a note saying so. Since version 6, a clip (or a long file's
+window) in which the speech detector of :mod:`blindcheck.features.content` finds no speech segment
+(``content.speech_s`` 0) gets NaN :data:`SPEECH_ONLY` features (speaking and articulation rate, syllables, pauses:
+they count syllables and pauses of speech, and on music or other sound they count notes and gaps) with a note; the
+pitch, intensity and voice-quality measures stay (they describe any voiced sound). Where the detector is not
+installed nothing changes. The decision is the content modality's own, computed once per clip in the worker
+(content runs first).
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ from blindcheck.inputs.audio import Clip
 PITCH_FLOOR, PITCH_CEILING, TIME_STEP, CANDIDATES = 75.0, 500.0, 0.01, 15
 VQ_WIN_S, VQ_EVERY = 0.064, 3  # voice-quality analysis window; every 3rd voiced pitch frame (30 ms)
 SILENCE_DB, MIN_DIP_DB, MIN_PAUSE_S = -25.0, 2.0, 0.3
+SPEECH_ONLY = ("speaking_rate", "articulation_rate", "syllable_count", "pause_count", "pause_ratio")
 
 
 def _semitones(hz: np.ndarray, ref: float) -> np.ndarray:
@@ -129,17 +136,32 @@ _NAMES = tuple(_feature_names())  # built once: extract_features asks for them p
 
 class ProsodicExtractor:
     name = "prosodic"
-    version = "5"
+    version = "6"
 
     def config(self) -> dict:
+        from blindcheck.features.content import ContentExtractor
+
+        content = ContentExtractor()
         return {"floor": PITCH_FLOOR, "ceiling": PITCH_CEILING, "step": TIME_STEP, "silence_db": SILENCE_DB,
                 "min_dip_db": MIN_DIP_DB, "min_pause_s": MIN_PAUSE_S, "candidates": CANDIDATES, "vq_win_s": VQ_WIN_S,
-                "vq_every": VQ_EVERY}
+                "vq_every": VQ_EVERY, "speech_only": list(SPEECH_ONLY),
+                "content": {"version": content.version, **content.config()}}
+
+    def extract(self, clip: Clip) -> dict[str, float]:
+        from blindcheck.features.content import content_shares
+
+        out = self._extract(clip)
+        speech_s = content_shares(clip)["speech_s"]
+        if speech_s == 0:  # NaN (no detector): unknown, left as it is
+            out.update(dict.fromkeys(SPEECH_ONLY, math.nan))
+            clip.notes.append("prosodic: no speech detected (content.speech_share 0); speaking and articulation "
+                              "rate, syllables and pauses NaN")
+        return out
 
     def feature_names(self) -> list[str]:
         return list(_NAMES)
 
-    def extract(self, clip: Clip) -> dict[str, float]:
+    def _extract(self, clip: Clip) -> dict[str, float]:
         import parselmouth
         from parselmouth.praat import call
 
