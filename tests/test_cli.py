@@ -298,7 +298,7 @@ def test_api_and_cli_choose_the_same_modalities_and_verdict(tmp_path, fsdd_meta)
 
     voice = ["voice"] if voice_unavailable() is None else []  # the voice extra, where installed, is a default too
     assert api.extraction.modalities == cli["extraction"]["modalities"]
-    assert sorted(api.extraction.modalities) == sorted(["recording", "spectral", "prosodic", *voice, "text"])
+    assert sorted(api.extraction.modalities) == sorted(["content", "recording", "spectral", "prosodic", *voice, "text"])
     assert api.status == cli["verdict"]["status"] and api.verdict.best_model == cli["verdict"]["best_model"]
     assert {mr.name: round(mr.auc, 6) for mr in api.separability.models} == \
         {x["name"]: round(x["auc"], 6) for x in cli["models"]}

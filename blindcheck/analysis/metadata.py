@@ -311,6 +311,26 @@ def metadata_evidence(table: pd.DataFrame, labels: np.ndarray, alpha: float, tol
                           permutations=permutations, grouped=groups is not None)
 
 
+CONTENT_TYPE = "content_type"  # the derived column: each clip's dominant content (speech, music, other, silence)
+
+
+def with_content_type(meta: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
+    """``meta`` (rows aligned with ``features``) with the column ``content_type`` derived from the feature table's
+    ``content.*`` shares (:func:`blindcheck.features.content.content_type`), so that a split whose sides hold
+    different kinds of audio (members 95% speech, non-members 60%) is tested like any attribute. Unchanged without
+    content shares or where the manifest already has such a column."""
+    from blindcheck.features.content import content_type
+
+    cols = [c for c in features.columns if str(c).startswith("content.")]
+    if not cols or CONTENT_TYPE in meta.columns:
+        return meta
+    shares = features[cols].to_dict("records")
+    types = [content_type(r) for r in shares]
+    if all(t == "unknown" for t in types):
+        return meta
+    return meta.assign(**{CONTENT_TYPE: types})
+
+
 def manifest_evidence(meta: pd.DataFrame, labels: np.ndarray, settings, groups: np.ndarray | None = None
                       ) -> MetadataReport | None:
     """:func:`metadata_evidence` of a manifest's rows (aligned with ``labels``) under ``settings`` (a

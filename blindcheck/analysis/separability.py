@@ -44,7 +44,7 @@ import pandas as pd  # noqa: E402
 
 from blindcheck.analysis import permutation, stats  # noqa: E402
 from blindcheck.errors import BlindcheckError  # noqa: E402
-from blindcheck.features.modalities import Modality  # noqa: E402
+from blindcheck.features.modalities import EVIDENCE, Modality  # noqa: E402
 from blindcheck.runtime.executors import usable_cores  # noqa: E402
 from blindcheck.runtime.pools import deferred  # noqa: E402
 from blindcheck.settings import Settings, smallest_permutations  # noqa: E402
@@ -196,7 +196,11 @@ class SeparabilityResult:
 
 
 def feature_columns(table: pd.DataFrame) -> list[str]:
-    return [c for c in table.columns if c not in KEY_COLUMNS and "." in c and not c.startswith("_")]
+    """The blind classifiers' inputs: every ``<modality>.<feature>`` column except the evidence modalities'
+    (``content.*``: tested per side by :mod:`blindcheck.analysis.metadata`, not learned from)."""
+    evidence = {str(m) for m in EVIDENCE}
+    return [c for c in table.columns if c not in KEY_COLUMNS and "." in c and not c.startswith("_")
+            and c.split(".", 1)[0] not in evidence]
 
 
 def modality_of(column: str) -> str:

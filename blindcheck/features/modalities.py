@@ -22,8 +22,15 @@ class Modality(StrEnum):
         """Computed per clip by an extractor in the extraction workers (not a spawned stage of its own)."""
         return self in ACOUSTIC
 
+    @property
+    def evidence(self) -> bool:
+        """Described per side as evidence (blindcheck.analysis.metadata), never a blind classifier's input: what
+        kind of audio a clip holds is a confound candidate in its own right, not an acoustic feature."""
+        return self in EVIDENCE
+
 
 ACOUSTIC = (Modality.CONTENT, Modality.RECORDING, Modality.SPECTRAL, Modality.PROSODIC, Modality.MUSIC)
 """Every modality computed per clip by an extractor in the extraction workers."""
 DEFAULT_ACOUSTIC = (Modality.CONTENT, Modality.RECORDING, Modality.SPECTRAL, Modality.PROSODIC)
 """The acoustic modalities analysed when none is named (music only when asked for; content always, first)."""
+EVIDENCE = (Modality.CONTENT,)

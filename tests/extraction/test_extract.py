@@ -77,15 +77,15 @@ def test_cache_reuse_and_workers_agree(tmp_path, fsdd_meta):
     df.to_csv(tmp_path / "m.csv", index=False)
     m = load_manifest(tmp_path / "m.csv")
     first = extract_features(m, tmp_path / "c1", workers=2)
-    assert first.stats["computed"] == {"recording": 48, "spectral": 48, "prosodic": 48}
+    assert first.stats["computed"] == {"content": 48, "recording": 48, "spectral": 48, "prosodic": 48}
     again = extract_features(m, tmp_path / "c1", workers=2)
-    assert again.stats["computed"] == {"recording": 0, "spectral": 0, "prosodic": 0}
+    assert again.stats["computed"] == {"content": 0, "recording": 0, "spectral": 0, "prosodic": 0}
     assert again.stats["dispatched"] == 0  # not even opened: the index maps (path, size, mtime) to the hash
     pd.testing.assert_frame_equal(first.features, again.features)
     single = extract_features(m, tmp_path / "c2", workers=1)
     pd.testing.assert_frame_equal(first.features, single.features)
     # One new modality subset reuses the others; a changed file is recomputed.
-    assert len(list((tmp_path / "c1" / "features").iterdir())) == 3
+    assert len(list((tmp_path / "c1" / "features").iterdir())) == 4
 
 
 def test_changed_file_is_recomputed(tmp_path, fsdd_meta):
