@@ -214,3 +214,39 @@ def test_text_column_flag_does_what_the_python_keyword_does(tmp_path, fsdd_meta)
     # Without the flag the column is not a text source: there is no text to read.
     assert main(["check", str(tmp_path / "m.csv"), "--out", str(tmp_path / "none"), "--cache-dir", str(cache),
                  "--modalities", "text", "--transcripts", "none", "--no-report"]) != 0
+
+
+@NEEDS_TEXT
+def test_auto_reads_the_captions_alone_where_asr_cannot_run(tmp_path, fsdd_meta):
+    """transcripts=auto on a caption manifest without transcripts, where ASR is not installed (a real failed import
+    in a fresh interpreter): the text modality runs on the captions, with a note, instead of being skipped."""
+    import subprocess
+    import sys
+
+    sel = pool(fsdd_meta).iloc[::20].reset_index(drop=True)  # 6 clips
+    pd.DataFrame({"id": sel["id"], "path": sel["abspath"], "label": [1, 0] * 3,
+                  "caption": [sentence(r) for r in sel.itertuples()]}).to_csv(tmp_path / "m.csv", index=False)
+    code = f"""
+import sys
+sys.modules["faster_whisper"] = None
+from blindcheck.extraction.modalities import choose_modalities
+from blindcheck.extraction.pipeline import extract_features
+from blindcheck.features.text import TextOptions, text_unavailable
+from blindcheck.inputs.manifest import load_manifest
+if __name__ == "__main__":
+    m = load_manifest({str(tmp_path / "m.csv")!r})
+    print("WITHOUT", text_unavailable(m.table.drop(columns="caption"), TextOptions()))
+    print("CHOSEN", "text" in choose_modalities(m.table, None).modalities)
+    res = extract_features(m, {str(tmp_path / "c")!r}, modalities=["text"], workers=1)
+    cols = res.feature_columns("text")
+    print("COLS", "text.caption.n_words" in cols, "text.n_words" in cols, res.transcripts is None)
+    print("NOTE", res.stats["text"]["notes"][0])
+"""
+    (tmp_path / "run.py").write_text(code)
+    r = subprocess.run([sys.executable, str(tmp_path / "run.py")], capture_output=True, text=True,
+                       cwd=Path(__file__).resolve().parents[2])
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = dict(line.split(" ", 1) for line in r.stdout.splitlines() if line.split(" ", 1)[0].isupper())
+    assert "faster-whisper is not installed" in out["WITHOUT"]  # no caption: nothing to read
+    assert out["CHOSEN"] == "True" and out["COLS"] == "True False True"
+    assert out["NOTE"].startswith("no transcript source (transcripts are needed and faster-whisper is not installed")
