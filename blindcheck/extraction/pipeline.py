@@ -558,7 +558,8 @@ def extract_features(manifest: Manifest, cache_dir: str | os.PathLike, config: E
             errors += text["errors"]
             features = features.merge(text["features"], on="id", how="inner")
             transcripts, text_stats = text["transcripts"], text["stats"]
-            skipped = (transcripts["source"] == "skipped").to_numpy()
+            skipped = (transcripts["source"] == "skipped").to_numpy() if transcripts is not None else \
+                np.zeros(len(rows), dtype=bool)  # no transcript source (transcripts none): no ASR to skip
             notes = pd.concat([notes, _skip_notes(features, rows, skipped, "text", config.min_speech_share)],
                               ignore_index=True)
             if content_stats is not None:
