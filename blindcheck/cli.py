@@ -58,9 +58,13 @@ def _add_manifest_args(p: argparse.ArgumentParser, out_required: bool = True) ->
                    help=f"comma-separated subset of {','.join(Modality)} (default: all that can run, music only when "
                         "named)")
     t = p.add_argument_group("text modality")
-    t.add_argument("--transcripts", choices=["given", "asr", "auto"], default="auto",
+    t.add_argument("--transcripts", choices=["given", "asr", "auto", "none"], default="auto",
                    help="given: the manifest's text; asr: Whisper for every clip; auto (default): the manifest's "
-                        "text where present, ASR elsewhere")
+                        "text where present, ASR elsewhere; none: no transcript, only the text sources")
+    t.add_argument("--text-column", action="append", default=None, metavar="COL", dest="text_columns",
+                   help="a manifest column of text that is not a transcript (caption, prompt, tags, lyrics), its "
+                        "own text source with features text.<col>.*; repeatable (default: columns named caption, "
+                        "captions, prompt, description, tags, lyrics, aspect_list, keywords, ... are recognised)")
     t.add_argument("--asr-backend", choices=["faster-whisper", "openai-whisper"], default="faster-whisper")
     t.add_argument("--asr-model", default=None, help="local model folder (faster-whisper), cached model name, or "
                                                      "checkpoint .pt (openai-whisper); default: bundled tiny.en")
@@ -428,7 +432,7 @@ def _load(args):
 def _text_options(args):
     from blindcheck.features.text import ASRConfig, TextOptions
 
-    return TextOptions(transcripts=args.transcripts,
+    return TextOptions(transcripts=args.transcripts, text_columns=args.text_columns,
                        asr=ASRConfig(backend=args.asr_backend, model=args.asr_model, device=args.asr_device,
                                      compute_type=args.asr_compute_type, beam_size=args.asr_beam,
                                      pack=not args.asr_no_pack, gap_s=args.asr_gap),

@@ -14,6 +14,11 @@ Models, all scored out of fold (no clip is ever scored by a model that saw it):
 - ``tfidf:text``: word uni- and bigram TF-IDF with logistic regression on the transcripts, when enough clips
   have one (the strongest text-only blind baseline in the literature).
 
+Text sources that are not transcripts (captions, prompts, tags, lyrics; the table's ``text:<source>`` columns hold
+their texts) are modalities of their own: ``text.<source>.*`` features get ``xgboost:text.<source>``, and the texts
+``tfidf:text.<source>``, so a confound in the captions alone is led, and named, by the caption's models; no model
+but the ``all`` ones mixes a source with the transcript.
+
 Stratified k-fold (grouped when asked), repeated with fresh seeds when the sample is small; a clip's blind
 score is the mean of its out-of-fold scores over the repeats. Above ``max_train_rows`` training rows, each
 fold trains on a stratified subsample (every clip is still scored).
@@ -58,7 +63,7 @@ class ModelKind(StrEnum):
     XGBOOST = "xgboost"  # gradient-boosted trees on the features
     LOGREG = "logreg"  # standardised L2 logistic regression on the features
     SINGLE = "single"  # the best single feature, chosen inside each training fold
-    TFIDF = "tfidf"  # word uni- and bigram TF-IDF + logistic regression on the transcripts
+    TFIDF = "tfidf"  # word uni- and bigram TF-IDF + logistic regression on the transcripts (or a text source)
 
 
 XGBOOST, LOGREG, TFIDF, SINGLE = ModelKind.XGBOOST, ModelKind.LOGREG, ModelKind.TFIDF, ModelKind.SINGLE
@@ -159,7 +164,7 @@ class SeparabilityResult:
     attributions: pd.DataFrame  # feature, modality, mean_abs_shap, share
     top_features: pd.DataFrame  # per-class summaries of the most used features
     group_table: pd.DataFrame | None
-    text_terms: dict[str, list[str]] | None
+    text_terms: dict | None  # {"members", "nonmembers"}: the transcript's; "sources": the same per text source
     folds: int
     repeats: int
     seed: int
@@ -203,8 +208,21 @@ def feature_columns(table: pd.DataFrame) -> list[str]:
             and c.split(".", 1)[0] not in evidence]
 
 
+SOURCE_TEXT = "text:"  # a table column ``text:<source>`` holds the texts of a text source that is not a transcript
+
+
 def modality_of(column: str) -> str:
-    return column.split(".", 1)[0]
+    """The modality a feature column belongs to: its first name part, except that the features of a text source
+    that is not a transcript (``text.<source>.<feature>``: two dots) form the modality ``text.<source>``."""
+    parts = column.split(".", 2)
+    return f"{parts[0]}.{parts[1]}" if parts[0] == Modality.TEXT and len(parts) == 3 else parts[0]
+
+
+def source_texts(table: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The texts of each text source in ``table`` (columns ``text:<source>``), keyed by its modality
+    (``text.<source>``)."""
+    return {f"text.{c[len(SOURCE_TEXT):]}": table[c].fillna("").astype(str).to_numpy()
+            for c in table.columns if isinstance(c, str) and c.startswith(SOURCE_TEXT)}
 
 
 class _XGB:
@@ -347,8 +365,9 @@ def _subsample(train: np.ndarray, y: np.ndarray, limit: int, rng: np.random.Gene
     return np.sort(keep)
 
 
-def _plan(cols: list[str], use_text: bool) -> list[tuple[ModelSpec, list[int]]]:
-    """The models to fit, each with the feature columns it sees."""
+def _plan(cols: list[str], use_text: bool, sources: tuple[str, ...] = ()) -> list[tuple[ModelSpec, list[int]]]:
+    """The models to fit, each with the feature columns it sees (``sources``: the text sources' modalities that
+    get a TF-IDF model)."""
     plan: list[tuple[ModelSpec, list[int]]] = []
     modalities = sorted({modality_of(c) for c in cols})
     if cols:
@@ -363,6 +382,8 @@ def _plan(cols: list[str], use_text: bool) -> list[tuple[ModelSpec, list[int]]]:
         plan.append((ModelSpec(SINGLE, ALL), everything))
     if use_text:
         plan.append((ModelSpec(TFIDF, Modality.TEXT), []))
+    for mod in sources:
+        plan.append((ModelSpec(TFIDF, mod), []))
     return plan
 
 
@@ -378,7 +399,8 @@ def run_separability(
     """Cross-validated blind classifiers on ``table``; see the module docstring.
 
     ``table``: one row per clip with ``<modality>.<feature>`` columns (and optionally ``id``);
-    ``labels``: 1 member / 0 non-member, shape (n,); ``groups``: shape (n,) or None; ``texts``: shape (n,) or None.
+    ``labels``: 1 member / 0 non-member, shape (n,); ``groups``: shape (n,) or None; ``texts``: shape (n,) or None
+    (the transcripts; the other text sources come from ``table``'s ``text:<source>`` columns).
     ``threads``: cores for xgboost and BLAS (default: every core this process may use); ``progress`` is called
     as ``progress(phase, done, total, seconds_left)`` during the cross-validation and the refits.
     """
@@ -396,12 +418,21 @@ def run_separability(
         use_text = False
         notes.append(f"{ModelSpec(TFIDF, Modality.TEXT).name} skipped: no transcript holds a word of two or more "
                      "characters (an empty vocabulary)")
-    if not cols and not use_text:
+    source_arr = {}
+    for mod, t in source_texts(table).items():
+        if np.mean([bool(x.strip()) for x in t]) < settings.text_min_coverage:
+            notes.append(f"{ModelSpec(TFIDF, mod).name} skipped: fewer than {settings.text_min_coverage:.0%} of "
+                         "the clips have its text")
+        elif not _has_vocabulary(t):
+            notes.append(f"{ModelSpec(TFIDF, mod).name} skipped: no text holds a word of two or more characters")
+        else:
+            source_arr[mod] = t
+    if not cols and not use_text and not source_arr:
         raise BlindcheckError("no features to classify: the table has no <modality>.<feature> columns"
                               + (f"; {notes[0]}" if notes else ""))
     repeats = settings.repeats or int(min(5, max(1, math.ceil(2000 / n))))
-    plan = _plan(cols, use_text)
-    text_arr = np.array([str(t) for t in texts]) if use_text else None
+    plan = _plan(cols, use_text, tuple(source_arr))
+    text_arr = {**({Modality.TEXT: np.array([str(t) for t in texts])} if use_text else {}), **source_arr}
     groups = None if groups is None else np.asarray(groups).astype(str)
     threads = available_threads(threads)
 
@@ -428,7 +459,10 @@ def run_separability(
     result.attributions = _attributions(cols, shap_sum, shap_rows)
     result.top_features = _top_features(table, y, result.attributions, settings.top_features)
     result.subset = _subset_finding(result.models, table, cols, y, result.ids, result.attributions)
-    result.text_terms = _text_terms(text_arr, y, settings.seed) if use_text else None
+    result.text_terms = _text_terms(text_arr[Modality.TEXT], y, settings.seed) if use_text else None
+    if source_arr:
+        result.text_terms = {**(result.text_terms or {}), "sources": {
+            mod.split(".", 1)[1]: _text_terms(t, y, settings.seed) for mod, t in source_arr.items()}}
     result.folds, result.repeats = cv.folds_used, repeats
     if cv.folds_used < settings.folds:
         why = f"{len(np.unique(groups))} groups" if groups is not None else \
@@ -535,9 +569,10 @@ class _CV:
                 train = _subsample(train, y, settings.max_train_rows, rng)
                 for spec, idx in self.plan:
                     if spec.kind == TFIDF:
-                        if _has_vocabulary(self.text_arr[train]):
-                            model = _tfidf(seed).fit(self.text_arr[train], y[train])
-                            oof[spec.name][r, test] = model.predict_proba(self.text_arr[test])[:, 1]
+                        texts = self.text_arr[spec.modality]
+                        if _has_vocabulary(texts[train]):
+                            model = _tfidf(seed).fit(texts[train], y[train])
+                            oof[spec.name][r, test] = model.predict_proba(texts[test])[:, 1]
                         else:  # no term in this training fold: the model knows nothing
                             oof[spec.name][r, test] = 0.5
                     elif spec.kind == XGBOOST:

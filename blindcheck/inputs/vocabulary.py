@@ -14,6 +14,15 @@ ID_COLUMNS = ("id", "utt_id", "utterance_id", "uid", "key", "clip_id")
 TEXT_COLUMNS = ("text", "transcript", "transcription", "sentence", "normalized_text")
 
 
+# Text that is not a transcript: captions, prompts, descriptions, tags and lyrics (music and sound benchmarks:
+# AudioCaps and Song Describer ``caption``, MusicCaps ``caption`` and ``aspect_list``, Clotho ``caption_1`` ..
+# ``caption_5`` and its metadata's ``keywords``, WavCaps ``description``, LP-MusicCaps ``tag``). Each base name is one
+# text source; a column named ``<base>_<n>`` or ``<base><n>`` (Clotho's five captions) joins that base's source
+# (see :func:`blindcheck.inputs.manifest.text_sources`).
+CAPTION_COLUMNS = ("caption", "captions", "prompt", "prompts", "description", "descriptions", "tags", "tag",
+                   "lyrics", "aspect_list", "keywords")
+
+
 SPEAKER_COLUMNS = ("speaker", "speaker_id", "spk", "spk_id", "client_id")
 
 
