@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from blindcheck.analysis import stats
-from blindcheck.analysis.metadata import manifest_evidence, with_content_type
+from blindcheck.analysis.metadata import manifest_evidence
 from blindcheck.analysis.separability import SeparabilityResult, feature_columns, modality_of, run_separability
 from blindcheck.analysis.speakers import speaker_report
 from blindcheck.analysis.verdict import CLEAN, Verdict, decide, fmt_value, percent
@@ -634,8 +634,7 @@ def _verify(d: _Data, att: Attempt, mask: np.ndarray, group_columns: list[str]) 
     # them: a speaker-disjoint subset is never clean
     speakers = speaker_report(table, d.meta.loc[keep].reset_index(drop=True), fresh_settings)
     # and the manifest's attributes of the kept clips: a subset whose metadata still differs by side is no cure
-    kept_meta = manifest_evidence(with_content_type(d.meta.loc[keep].reset_index(drop=True), table), yk,
-                                  fresh_settings, groups)
+    kept_meta = manifest_evidence(d.meta.loc[keep], table, yk, fresh_settings, groups)
     att.verdict = decide(att.fresh, fresh_settings, speakers=speakers, metadata=kept_meta)
     best = att.fresh.best
     if att.verdict.status != CLEAN:

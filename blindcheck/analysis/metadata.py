@@ -40,16 +40,15 @@ import pandas as pd
 from blindcheck.analysis import stats
 from blindcheck.analysis.permutation import group_layout, relabel
 from blindcheck.errors import BlindcheckError
-from blindcheck.inputs.vocabulary import ID_COLUMNS, PATH_COLUMNS, SPEAKER_COLUMNS, TEXT_COLUMNS
+from blindcheck.inputs.vocabulary import CAPTION_COLUMNS, ID_COLUMNS, PATH_COLUMNS, SPEAKER_COLUMNS, TEXT_COLUMNS
 
 NUMERIC_MIN_LEVELS = 10  # a numeric column with fewer distinct values is tested as categories
 MISSING = "(missing)"
 # Columns that are roles, not attributes: the canonical ones, their usual raw names, text sources (captions,
 # prompts, lyrics, ...) and segment bounds.
 _ROLE_COLUMNS = frozenset({"id", "path", "label", "__label__", "text", "speaker", "start", "end", "transcript",
-                           "caption", "captions", "prompt", "prompts", "description", "tags", "lyrics",
-                           "aspect_list", *ID_COLUMNS, *PATH_COLUMNS, *TEXT_COLUMNS, *SPEAKER_COLUMNS})
-_TEXT_SOURCE = re.compile(r"^(caption|captions|prompt|description|tags|lyrics)_?\d+$")
+                           *CAPTION_COLUMNS, *ID_COLUMNS, *PATH_COLUMNS, *TEXT_COLUMNS, *SPEAKER_COLUMNS})
+_TEXT_SOURCE = re.compile(r"^(" + "|".join(map(re.escape, CAPTION_COLUMNS)) + r")_?\d+$")
 
 
 def attribute_columns(table: pd.DataFrame, exclude: tuple[str, ...] | list[str] = ()) -> list[str]:
@@ -331,17 +330,25 @@ def with_content_type(meta: pd.DataFrame, features: pd.DataFrame) -> pd.DataFram
     return meta.assign(**{CONTENT_TYPE: types})
 
 
-def manifest_evidence(meta: pd.DataFrame, labels: np.ndarray, settings, groups: np.ndarray | None = None
-                      ) -> MetadataReport | None:
-    """:func:`metadata_evidence` of a manifest's rows (aligned with ``labels``) under ``settings`` (a
-    :class:`blindcheck.settings.Settings`: alpha, tolerated AUC, permutations, folds, seed, and the columns of
-    ``metadata_ignore`` left out, each of which must exist); None without any attribute column. What check and
-    match's fresh check run."""
+def manifest_evidence(meta: pd.DataFrame, features: pd.DataFrame, labels: np.ndarray, settings,
+                      groups: np.ndarray | None = None) -> MetadataReport | None:
+    """:func:`metadata_evidence` of a manifest's rows (``meta``, aligned with ``features``, the feature table's rows
+    of the same clips, and with ``labels``) under ``settings`` (a :class:`blindcheck.settings.Settings`: alpha,
+    tolerated AUC, permutations, folds, seed). Tested: the attribute columns (:func:`attribute_columns`) and the
+    clips' content type (:func:`with_content_type`); left out: ``settings.metadata_ignore`` (each must exist) and
+    the columns the text modality read as text sources (the table's ``text:<source>`` columns; a column named with
+    ``--text-column`` is text, not an attribute). None without any column to test. What check and match's fresh
+    check run."""
+    from blindcheck.inputs.manifest import source_name
+
+    meta = with_content_type(meta.reset_index(drop=True), features.reset_index(drop=True))
+    read_as_text = {str(c)[len("text:"):] for c in features.columns if str(c).startswith("text:")}
+    text_columns = [c for c in meta.columns if source_name(str(c)) in read_as_text]
     unknown = [c for c in settings.metadata_ignore if c not in meta.columns]
     if unknown:
         raise BlindcheckError(f"ignore-column '{unknown[0]}': the manifest has no such column "
                               f"(columns: {', '.join(map(str, meta.columns))})")
-    cols = attribute_columns(meta, exclude=settings.metadata_ignore)
+    cols = attribute_columns(meta, exclude=(*settings.metadata_ignore, *text_columns))
     if not cols:
         return None
     return metadata_evidence(meta[cols].reset_index(drop=True), labels, settings.alpha, settings.tolerated_auc,

@@ -333,6 +333,12 @@ def _confounded_reasons(sep: SeparabilityResult, b: Bounds, criteria: list[str],
         t = sep.text_terms
         reasons.append(f"the transcripts differ: words typical of members: {', '.join(t['members']) or '—'}; "
                        f"of non-members: {', '.join(t['nonmembers']) or '—'}")
+    elif top_modality and str(top_modality).startswith("text.") and sep.text_terms:
+        source = str(top_modality)[len("text."):]  # a caption-like source of its own (text.caption, text.prompt)
+        t = (sep.text_terms.get("sources") or {}).get(source)
+        if t:
+            reasons.append(f"the {source} texts differ: words typical of members: {', '.join(t['members']) or '—'}; "
+                           f"of non-members: {', '.join(t['nonmembers']) or '—'}")
     return reasons + _feature_lines(sep, top_modality)
 
 

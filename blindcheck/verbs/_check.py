@@ -19,7 +19,7 @@ import pandas as pd
 from blindcheck import __version__
 from blindcheck.analysis.attacks import CorrelateResult, correlate_attacks
 from blindcheck.analysis.inference import DIResult
-from blindcheck.analysis.metadata import MetadataReport, manifest_evidence, with_content_type
+from blindcheck.analysis.metadata import MetadataReport, manifest_evidence
 from blindcheck.analysis.separability import ProgressFn as ClassifierProgressFn
 from blindcheck.analysis.separability import SeparabilityResult, run_separability
 from blindcheck.analysis.verdict import Failures, Verdict, decide
@@ -211,7 +211,7 @@ def check(
         groups = np.where(vc != "", vc, "unclustered:" + feats["id"].astype(str)).astype(str)
     else:
         groups = meta[settings.group_by].astype(str).to_numpy() if settings.group_by else None
-    metadata = manifest_evidence(with_content_type(meta, feats), feats["label"].to_numpy(), settings, groups)
+    metadata = manifest_evidence(meta, feats, feats["label"].to_numpy(), settings, groups)
     # TF-IDF reads the transcripts the text modality used (given or ASR), else the manifest's text.
     texts = feats["transcript"].to_numpy() if "transcript" in feats.columns else \
         (meta["text"].to_numpy() if "text" in meta.columns else None)

@@ -112,3 +112,24 @@ def test_identifiers_and_constants_are_skipped_with_the_reason():
     why = {s["column"]: s["reason"] for s in rep.skipped}
     assert why["gender"] == "constant" and "identifier" in why["file_hash"]
     assert "file_hash" not in {c["column"] for c in rep.columns}
+
+
+def test_check_tests_content_types_and_leaves_out_columns_read_as_text():
+    """manifest_evidence (what check and match run): the clips' content type from the feature table's shares is
+    tested with the manifest's columns, and a column the text modality read as a source is not an attribute."""
+    from blindcheck.analysis.metadata import manifest_evidence
+    from blindcheck.settings import Settings
+
+    rng = np.random.default_rng(4)
+    y = rng.permutation(HALF)
+    speech = np.where(y == 1, rng.random(N) < 0.95, rng.random(N) < 0.6)  # members 95% speech, non-members 60%
+    feats = pd.DataFrame({"content.speech_share": np.where(speech, 0.9, 0.05),
+                          "content.music_share": np.where(speech, 0.0, 0.9), "content.other_share": 0.05,
+                          "content.silence_share": 0.05, "text:annotation": "x"})
+    meta = META.assign(annotation=np.where(y == 1, "a dog barks", "music plays"))
+    rep = manifest_evidence(meta, feats, y, Settings(metadata_permutations=199))
+    col = {c["column"]: c for c in rep.columns}
+    assert "annotation" not in col and "content_type" in col
+    assert col["content_type"]["decisive"] and col["content_type"]["summary"].startswith("content_type: members ")
+    with pytest.raises(Exception, match="ignore-column 'genre'"):
+        manifest_evidence(meta, feats, y, Settings(metadata_ignore=("genre",)))

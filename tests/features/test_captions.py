@@ -96,6 +96,8 @@ def test_two_caption_styles_over_one_audio_pool_are_confounded_by_the_caption_mo
     assert sep.top_features["feature"].iloc[0].startswith("text.caption.")
     terms = sep.text_terms["sources"]["caption"]
     assert {"clearly", "number"} & set(terms["nonmembers"]) and {"speech", "digit"} & set(terms["members"])
+    said = [x for x in r.verdict.reasons if x.startswith("the caption texts differ: words typical of members: ")]
+    assert len(said) == 1 and any(w in said[0] for w in terms["members"][:3]), r.verdict.reasons
     saved = json.loads((tmp_path / "out" / "result.json").read_text())
     assert saved["verdict"]["top_modality"] == "text.caption"
     assert saved["text_terms"]["sources"]["caption"] == terms
