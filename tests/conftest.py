@@ -10,7 +10,23 @@ import pytest
 import soundfile as sf
 
 DATA = Path(__file__).parent / "data" / "fsdd"
+MUSIC = Path(__file__).parent / "data" / "music"
 SR = 16_000
+
+
+def music_renders() -> pd.DataFrame:
+    """The rendered music set's mono excerpts (tests/data/music/manifest.csv) with their absolute paths."""
+    m = pd.read_csv(MUSIC / "manifest.csv")
+    m = m[m["channels"] == 1].reset_index(drop=True)
+    m["abspath"] = [str(MUSIC / p) for p in m["path"]]
+    return m
+
+
+def clip_of(path: str):
+    """One file decoded and wrapped for the extractors, as the pipeline does (id: the file's stem)."""
+    from blindcheck.inputs.audio import decode, load_clip, read_bytes
+
+    return load_clip(Path(path).stem, decode(read_bytes(path)))
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ speech."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import subprocess
 import sys
@@ -20,24 +21,13 @@ from blindcheck.features import DEFAULT_ACOUSTIC, Modality, get_extractor
 from blindcheck.features import content as C
 from blindcheck.features.content import ContentExtractor, content_type, content_unavailable
 from blindcheck.features.prosodic import SPEECH_ONLY, ProsodicExtractor
-from blindcheck.inputs.audio import decode, load_clip, read_bytes
 from blindcheck.inputs.manifest import load_manifest
 
 pytestmark = pytest.mark.skipif(content_unavailable() is not None, reason=str(content_unavailable()))
 
-MUSIC = Path(__file__).parents[1] / "data" / "music"
+from tests.conftest import clip_of, music_renders  # noqa: E402
+
 SR = 16_000
-
-
-def _renders() -> pd.DataFrame:
-    m = pd.read_csv(MUSIC / "manifest.csv")
-    m = m[m["channels"] == 1].reset_index(drop=True)
-    m["abspath"] = [str(MUSIC / p) for p in m["path"]]
-    return m
-
-
-def _clip(path: str):
-    return load_clip(Path(path).stem, decode(read_bytes(path)))
 
 
 def _mix(render: str, speech: list[str], out: Path) -> str:
@@ -45,7 +35,7 @@ def _mix(render: str, speech: list[str], out: Path) -> str:
     y, sr = sf.read(render, dtype="float32")
     parts = []
     for p in speech:
-        x = _clip(p).y
+        x = clip_of(p).y
         parts += [x, np.zeros(int(0.15 * SR), np.float32)]
     sp = np.concatenate(parts)[: len(y) - SR // 4]
     mix = 0.5 * y
@@ -58,7 +48,7 @@ def _mix(render: str, speech: list[str], out: Path) -> str:
 def mixed_set(tmp_path_factory, fsdd_meta):
     """A mixed manifest: 24 FSDD digits and 8 speech-over-music clips (members), 16 renders (non-members)."""
     d = tmp_path_factory.mktemp("content")
-    renders = _renders()
+    renders = music_renders()
     speech = fsdd_meta["abspath"].to_numpy()[::20][:24]
     music = renders["abspath"].to_numpy()[::4][:16]
     mixes = [_mix(renders["abspath"][2 * k + 1], list(fsdd_meta["abspath"][k * 7: k * 7 + 7]), d / f"mix{k}.wav")
@@ -107,7 +97,7 @@ def test_probabilities_equal_silero_streaming_model(fsdd_meta):
 
     sess = ort.InferenceSession(str(C.vad_model_path().parent / "silero_vad.onnx"),
                                 providers=["CPUExecutionProvider"])
-    y = np.concatenate([_clip(p).y for p in fsdd_meta["abspath"][:6]]).astype(np.float32)
+    y = np.concatenate([clip_of(p).y for p in fsdd_meta["abspath"][:6]]).astype(np.float32)
     ours = C.speech_probabilities(y)
     frames = np.zeros((len(ours), C.FRAME), np.float32)
     frames.reshape(-1)[: len(y)] = y
@@ -123,8 +113,9 @@ def test_probabilities_equal_silero_streaming_model(fsdd_meta):
 
 def test_segments_equal_silero_get_speech_timestamps_from_probs(fsdd_meta, tmp_path):
     """The segment rule, against silero's own function (run in a subprocess: it imports torch)."""
-    pytest.importorskip("torch")
-    y = np.concatenate([np.r_[_clip(p).y, np.zeros(int(0.3 * SR), np.float32)] for p in fsdd_meta["abspath"][:8]])
+    if importlib.util.find_spec("torch") is None:  # not importorskip: that would import torch in this process
+        pytest.skip("torch is not installed (silero_vad imports it)")
+    y = np.concatenate([np.r_[clip_of(p).y, np.zeros(int(0.3 * SR), np.float32)] for p in fsdd_meta["abspath"][:8]])
     probs = C.speech_probabilities(y)
     np.save(tmp_path / "p.npy", probs)
     code = ("import sys, json, numpy as np; from silero_vad import get_speech_timestamps_from_probs as g; "
@@ -137,12 +128,12 @@ def test_segments_equal_silero_get_speech_timestamps_from_probs(fsdd_meta, tmp_p
 
 def test_prosodic_rate_is_nan_on_music_and_kept_on_speech(fsdd_meta):
     ext = ProsodicExtractor()
-    render = _clip(_renders()["abspath"][0])
+    render = clip_of(music_renders()["abspath"][0])
     f = ext.extract(render)
     assert all(math.isnan(f[k]) for k in SPEECH_ONLY)
     assert not math.isnan(f["intensity_std_db"])  # the rest stays
     assert any("no speech detected" in n for n in render.notes)
-    speech = _clip(fsdd_meta["abspath"][3])
+    speech = clip_of(fsdd_meta["abspath"][3])
     g = ext.extract(speech)
     assert g["speaking_rate"] > 0 and not any("no speech" in n for n in speech.notes)
 
@@ -150,10 +141,10 @@ def test_prosodic_rate_is_nan_on_music_and_kept_on_speech(fsdd_meta):
 def test_music_features_are_nan_without_music_in_an_extraction(fsdd_meta):
     pytest.importorskip("librosa")
     ext = get_extractor("music")  # the extraction's instance applies the rule
-    speech = _clip(fsdd_meta["abspath"][10])
+    speech = clip_of(fsdd_meta["abspath"][10])
     assert all(math.isnan(v) for v in ext.extract(speech).values())
     assert any("no music detected" in n for n in speech.notes)
-    assert not math.isnan(ext.extract(_clip(_renders()["abspath"][5]))["key_clarity"])
+    assert not math.isnan(ext.extract(clip_of(music_renders()["abspath"][5]))["key_clarity"])
 
 
 def test_content_type_rule():
@@ -172,7 +163,7 @@ def test_cost_per_audio_second_is_small():
 
     ext = ContentExtractor()
     ext.warm()
-    clips = [_clip(p) for p in _renders()["abspath"][:8]]
+    clips = [clip_of(p) for p in music_renders()["abspath"][:8]]
     t = time.process_time()
     for c in clips:
         ext.extract(c)
@@ -186,7 +177,7 @@ def test_no_asr_and_no_voice_on_music_clips(tmp_path, fsdd_meta):
     from blindcheck.features.text import TextOptions, text_unavailable
     from blindcheck.features.voice import voice_unavailable
 
-    renders = _renders()
+    renders = music_renders()
     df = pd.DataFrame({"id": [f"s{i}" for i in range(4)] + [f"m{i}" for i in range(4)],
                        "path": [*fsdd_meta["abspath"][[0, 50, 100, 150]], *renders["abspath"][[0, 20, 40, 60]]],
                        "label": [1, 0, 1, 0, 1, 0, 1, 0]})

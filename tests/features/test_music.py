@@ -21,22 +21,11 @@ from blindcheck.extraction.modalities import choose_modalities  # noqa: E402
 from blindcheck.extraction.pipeline import extract_features  # noqa: E402
 from blindcheck.features import get_extractor  # noqa: E402
 from blindcheck.features.music import MusicExtractor, loudness_range, short_term_loudness  # noqa: E402
-from blindcheck.inputs.audio import DecodedAudio, decode, load_clip, read_bytes  # noqa: E402
+from blindcheck.inputs.audio import DecodedAudio, load_clip  # noqa: E402
 from blindcheck.inputs.manifest import load_manifest  # noqa: E402
+from tests.conftest import MUSIC, clip_of, music_renders  # noqa: E402
 
-MUSIC = Path(__file__).parents[1] / "data" / "music"
 SR = 16_000
-
-
-def _manifest() -> pd.DataFrame:
-    m = pd.read_csv(MUSIC / "manifest.csv")
-    m = m[m["channels"] == 1].reset_index(drop=True)
-    m["abspath"] = [str(MUSIC / p) for p in m["path"]]
-    return m
-
-
-def _clip(path: str):
-    return load_clip(Path(path).stem, decode(read_bytes(path)))
 
 
 def _mono_clip(y: np.ndarray, name: str = "x"):
@@ -50,7 +39,7 @@ def _mono_clip(y: np.ndarray, name: str = "x"):
 def music_pool(tmp_path_factory):
     """The 64 mono renders' music and spectral features, extracted once into a cache the checks below reuse."""
     d = tmp_path_factory.mktemp("music")
-    m = _manifest()
+    m = music_renders()
     m.assign(path=m["abspath"], label=(m["repertoire"] == "bach").astype(int))[["id", "path", "label"]].to_csv(
         d / "all.csv", index=False)
     res = extract_features(load_manifest(d / "all.csv"), d / "cache", workers=2, modalities=["music", "spectral"])
@@ -75,7 +64,7 @@ def test_values_are_librosa_on_the_same_clip():
     signal (each computing its own STFT), so a wrong definition or parameter fails."""
     ext = MusicExtractor()
     for piece in ("bach_00_fluidr3", "ryans_01_timgm6mb"):
-        clip = _clip(str(MUSIC / "mono" / f"{piece}.flac"))
+        clip = clip_of(str(MUSIC / "mono" / f"{piece}.flac"))
         y = clip.y
         f = ext.extract(clip)
         assert clip.notes == []
@@ -100,7 +89,7 @@ def test_values_are_librosa_on_the_same_clip():
 
 def test_features_are_level_free():
     ext = MusicExtractor()
-    clip = _clip(str(MUSIC / "mono" / "ryans_02_fluidr3.flac"))
+    clip = clip_of(str(MUSIC / "mono" / "ryans_02_fluidr3.flac"))
     a = ext.extract(clip)
     b = ext.extract(_mono_clip(clip.y * 10 ** (-10 / 20)))
     for k in a:
@@ -117,7 +106,7 @@ def test_key_clarity_is_higher_on_chorales_than_on_speech(music_pool, fsdd_meta)
     chorales = feats["music.key_clarity"].to_numpy()[(m["repertoire"] == "bach").to_numpy()]
     ext, speech = MusicExtractor(), []
     for _, group in fsdd_meta.groupby("speaker"):
-        y = np.concatenate([_clip(p).y for p in group.sort_values("id")["abspath"].iloc[:8]])
+        y = np.concatenate([clip_of(p).y for p in group.sort_values("id")["abspath"].iloc[:8]])
         speech.append(ext.extract(_mono_clip(y))["key_clarity"])
     assert len(chorales) == 32 and len(speech) == 6 and np.isfinite(speech).all()
     assert mannwhitneyu(chorales, speech, alternative="greater").pvalue < 1e-3
@@ -146,7 +135,7 @@ def test_loudness_range_of_a_level_step(step_db):
     """A real chorale excerpt followed by itself ``step_db`` quieter: the hand computation's LRA to 1e-9 LU; a
     12 dB step reads about 12 LU (the excerpt's own short-term spread on top); at 30 dB the quiet half sits
     under the relative gate and only the windows that straddle the step count."""
-    y = _clip(str(MUSIC / "mono" / "bach_02_fluidr3.flac")).y.astype(np.float64)
+    y = clip_of(str(MUSIC / "mono" / "bach_02_fluidr3.flac")).y.astype(np.float64)
     x = np.concatenate([y, y * 10 ** (-step_db / 20)])
     lra = loudness_range(short_term_loudness(x, SR))
     assert lra == pytest.approx(_reference_lra(x, SR), abs=1e-9)
@@ -163,12 +152,12 @@ def test_loudness_range_of_a_level_step(step_db):
 def test_short_silent_and_speech_clips_give_nan_with_notes(fsdd_meta):
     ext = MusicExtractor()
     dur = fsdd_meta.set_index("abspath")["duration"]
-    short = _clip(dur[dur < 0.45].index[0])
+    short = clip_of(dur[dur < 0.45].index[0])
     f = ext.extract(short)
     assert all(math.isnan(v) for v in f.values()) and "shorter than 0.5 s" in short.notes[0]
     silent = _mono_clip(np.zeros(3 * SR))
     assert all(math.isnan(v) for v in ext.extract(silent).values()) and "silence" in silent.notes[0]
-    digit = _clip(dur[(dur > 0.8) & (dur < 1.8)].index[0])
+    digit = clip_of(dur[(dur > 0.8) & (dur < 1.8)].index[0])
     f = ext.extract(digit)
     assert math.isfinite(f["chroma_entropy"]) and math.isfinite(f["onset_rate_hz"])
     assert math.isnan(f["tempo_bpm"]) and math.isnan(f["lra_lu"])
