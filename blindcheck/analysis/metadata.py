@@ -208,10 +208,12 @@ def _categorical(name: str, x: pd.Series, y: np.ndarray, Y: np.ndarray, rng: np.
     c1 = np.bincount(codes[y == 1], minlength=L).astype(float)
     c0 = np.bincount(codes[y == 0], minlength=L).astype(float)
     chi = float(_chi2(c1, c0))
-    onehot = np.zeros((len(y), L))
-    onehot[np.arange(len(y)), codes] = 1.0
-    null1 = Y.astype(float) @ onehot  # member counts per level under each relabelling
-    null_chi = _chi2(null1, onehot.sum(axis=0) - null1)
+    # member counts per level under each relabelling, one row at a time: memory O(levels), not clips x levels
+    sizes = c1 + c0
+    null_chi = np.empty(len(Y))
+    for r, yr in enumerate(Y):
+        m1 = np.bincount(codes[yr], minlength=L).astype(float)
+        null_chi[r] = _chi2(m1, sizes - m1)
     p = float((1 + np.sum(null_chi >= chi - 1e-9)) / (len(Y) + 1))
     n = n1 + n0
     v = math.sqrt(chi / n) if n else math.nan  # Cramér's V of a 2 x L table (min(r, c) - 1 = 1)

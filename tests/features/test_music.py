@@ -176,13 +176,18 @@ def test_music_is_chosen_only_when_named_and_refused_without_librosa(monkeypatch
         get_extractor("music")
 
 
+def _check_split(m: pd.DataFrame, members: pd.Series, d, name: str):
+    """``check`` of the renders ``m`` with ``members`` (a boolean per row) as members, on the pool's cache."""
+    m.assign(path=m["abspath"], label=members.astype(int))[["id", "path", "label"]].to_csv(d / f"{name}.csv",
+                                                                                        index=False)
+    return check(d / f"{name}.csv", d / f"out_{name}", cache_dir=d / "cache", workers=2, repeats=1,
+                 modalities=["music", "spectral"])
+
+
 def test_soundfont_split_is_confounded(music_pool):
     """Members rendered with FluidR3, non-members with TimGM6mb, both sides the same half-and-half repertoire mix."""
     m, _, d = music_pool
-    m.assign(path=m["abspath"], label=(m["soundfont"] == "fluidr3").astype(int))[["id", "path", "label"]].to_csv(
-        d / "font.csv", index=False)
-    res = check(d / "font.csv", d / "out_font", cache_dir=d / "cache", workers=2, repeats=1,
-                modalities=["music", "spectral"])
+    res = _check_split(m, m["soundfont"] == "fluidr3", d, "font")
     v = res.verdict
     assert v.status == "confounded", v.reasons
     assert v.best_auc > 0.9 and v.top_modality in {"music", "spectral"}
@@ -193,10 +198,7 @@ def test_repertoire_split_on_one_soundfont_is_confounded_by_music_features(music
     """16 chorales against 16 fiddle tunes, all rendered with FluidR3 on one piano program."""
     m, _, d = music_pool
     one = m[m["soundfont"] == "fluidr3"]
-    one.assign(path=one["abspath"], label=(one["repertoire"] == "bach").astype(int))[["id", "path", "label"]].to_csv(
-        d / "rep.csv", index=False)
-    res = check(d / "rep.csv", d / "out_rep", cache_dir=d / "cache", workers=2, repeats=1,
-                modalities=["music", "spectral"])
+    res = _check_split(one, one["repertoire"] == "bach", d, "rep")
     v = res.verdict
     assert v.status == "confounded", v.reasons
     top = list(res.separability.top_features.iloc[:5, 0])
