@@ -65,7 +65,9 @@ def _add_manifest_args(p: argparse.ArgumentParser, out_required: bool = True) ->
                    help="a manifest column of text that is not a transcript (caption, prompt, tags, lyrics), its "
                         "own text source with features text.<col>.*; repeatable (default: columns named caption, "
                         "captions, prompt, description, tags, lyrics, aspect_list, keywords, ... are recognised)")
-    t.add_argument("--asr-backend", choices=["faster-whisper", "openai-whisper"], default="faster-whisper")
+    t.add_argument("--asr-backend", choices=["faster-whisper", "openai-whisper"], default="faster-whisper",
+                   help="faster-whisper (default; CTranslate2, bundled tiny.en) or openai-whisper (needs its "
+                        "checkpoint file as --asr-model)")
     t.add_argument("--asr-model", default=None, help="local model folder (faster-whisper), cached model name, or "
                                                      "checkpoint .pt (openai-whisper); default: bundled tiny.en")
     t.add_argument("--asr-device", default="cpu", help="cpu or cuda")
@@ -116,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["json", "github"], default="json", dest="gate_format",
                    help="json: one JSON line; github: GitHub annotations too (the Markdown summary goes to "
                         "$GITHUB_STEP_SUMMARY whenever that variable is set)")
+    p.add_argument("--no-report", action="store_true",
+                   help="with --out: write report.md only (no report.html, report.tex or figures/)")
     p = sub.add_parser("match", help="propose a distribution-matched member/non-member subset that a fresh blind "
                                      "check calls clean, and export it as a manifest")
     _add_manifest_args(p)
@@ -138,6 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_manifest_args(p)
     _add_check_args(p)
     _add_attack_args(p)
+    g = p.add_argument_group("dataset inference (defaults: [tool.blindcheck] di-* keys, then built-in)")
+    g.add_argument("--di-power", type=float, default=None,
+                   help="share of resamples that must reject for a size n to count as enough (default 0.95)")
+    g.add_argument("--di-resamples", type=_positive_int, default=None,
+                   help="resamples per size n on the rejection curve (default 400)")
+    g.add_argument("--di-grid", type=_positive_int, default=None,
+                   help="sizes n tried on the rejection curve, log-spaced (default 40)")
     return parser
 
 
@@ -246,7 +257,9 @@ def _add_check_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tolerated-auc", type=float, default=None, help="blind AUC you accept (default 0.60)")
     g.add_argument("--tolerated-share", type=float, default=None,
                    help="share of one side a blind model may isolate at 1%% FPR (default 0.10)")
-    g.add_argument("--power", type=float, default=None, help="power needed before a clean verdict (default 0.80)")
+    g.add_argument("--power", type=float, default=None,
+                   help="power of the sample-size advice: the clips an inconclusive split would need (default "
+                        "0.80; a clean verdict rests on the confidence bounds, not on it)")
     g.add_argument("--permutations", type=int, default=None, help="label permutations for the p-value (default 2000)")
     g.add_argument("--refit-permutations", type=int, default=None,
                    help="the family-wise p-value from N full cross-validations of every model on relabelled clips "
@@ -272,21 +285,25 @@ def _settings(args):
     if getattr(args, "ignore_column", None):
         overrides["metadata_ignore"] = tuple(args.ignore_column)
     for flag, key in (("caliper", "match_caliper"), ("ratio", "match_ratio"), ("target_auc", "match_target_auc"),
-                      ("min_retained", "match_min_retained")):
+                      ("min_retained", "match_min_retained"), ("di_power", "di_power"),
+                      ("di_resamples", "di_resamples"), ("di_grid", "di_grid")):
         overrides[key] = getattr(args, flag, None)
     return load_settings(overrides, Path(args.config) if args.config else None, use_pyproject=not args.no_config)
 
 
-def _run_check(args, quiet: bool):
+def _run_check(args, notes_to_stderr: bool):
     settings = _settings(args)  # settings first: a refused setting costs no manifest reading
-    return _run_check_on(args, _load(args), quiet, settings)
+    return _run_check_on(args, _load(args), notes_to_stderr, settings)
 
 
-def _run_check_on(args, manifest, quiet: bool, settings):
+def _run_check_on(args, manifest, notes_to_stderr: bool, settings):
+    """check() with the CLI's progress; the run's notes go to stderr with ``notes_to_stderr`` (verbs whose stdout
+    does not print the check's summary, which carries them)."""
     from blindcheck.verbs import check
 
-    progress, close = (None, lambda: None) if quiet else _progress(args)
-    cls_progress, cls_close = (None, lambda: None) if quiet else _classifier_progress(args)
+    # progress goes to stderr (bars on a terminal, plain lines in a log), so even gate's stdout stays one JSON line
+    progress, close = _progress(args)
+    cls_progress, cls_close = _classifier_progress(args)
     try:
         result = check(manifest, args.out, cache_dir=args.cache_dir, settings=settings, progress=progress,
                        extraction=_extraction(args), modalities=args.modalities, classifier_progress=cls_progress,
@@ -295,15 +312,41 @@ def _run_check_on(args, manifest, quiet: bool, settings):
     finally:
         close()
         cls_close()
-    for note in result.notes:
-        print(f"blindcheck {args.verb}: note: {note}", file=sys.stderr)
+    if notes_to_stderr:  # else the summary on stdout carries the notes: said once
+        for note in result.notes:
+            print(f"blindcheck {args.verb}: note: {note}", file=sys.stderr)
     return result
 
 
+class _PlainProgress:
+    """Progress as plain lines on stderr, for logs (CI) where a bar cannot redraw: the first update, then at most
+    one line every ``every_s`` seconds, and the last."""
+
+    def __init__(self, unit: str, every_s: float = 10.0):
+        import time
+
+        self.unit, self.every_s, self.clock = unit, every_s, time.monotonic
+        self.last: dict[str, float] = {}
+
+    def line(self, phase: str, done: int, total: int, seconds_left: float | None = None) -> None:
+        now = self.clock()
+        if done < total and phase in self.last and now - self.last[phase] < self.every_s:
+            return
+        if done >= total and self.last.get(phase) == -1.0:
+            return
+        self.last[phase] = -1.0 if done >= total else now
+        left = f", ~{seconds_left:.0f} s left" if seconds_left is not None and done < total else ""
+        print(f"blindcheck: {phase} {done}/{total} {self.unit}s ({100 * done / max(total, 1):.0f}%){left}",
+              file=sys.stderr, flush=True)
+
+
 def _classifier_progress(args):
-    """A bar per classifier phase (cross-validation fits, refit permutations) with the time left."""
-    if args.no_progress or not sys.stderr.isatty():
+    """A bar per classifier phase (cross-validation fits, refit permutations) with the time left; plain lines
+    when stderr is not a terminal."""
+    if args.no_progress:
         return None, lambda: None
+    if not sys.stderr.isatty():
+        return _PlainProgress("fit").line, lambda: None
     from tqdm import tqdm
 
     bars: dict[str, tqdm] = {}
@@ -329,7 +372,7 @@ def _classifier_progress(args):
 def cmd_check(args) -> int:
     from blindcheck.reporting.terminal import format_summary
 
-    result = _run_check(args, quiet=False)
+    result = _run_check(args, notes_to_stderr=False)
     summary = _with_notes(format_summary(result), result.notes)
     from blindcheck.verbs import write_summary
     write_summary(args.out, summary)
@@ -353,7 +396,8 @@ def _render_report(args) -> None:
         return
     from blindcheck.reporting import report
 
-    paths = report(args.out)
+    say = None if args.no_progress else (lambda line: print(f"blindcheck: {line}", file=sys.stderr, flush=True))
+    paths = report(args.out, progress=say)
     print(f"  report {paths.html} (+ report.md, report.tex, {len(paths.figures)} figure files) "
           f"in {paths.seconds:.1f} s")
 
@@ -390,7 +434,7 @@ def cmd_match(args) -> int:
     settings = _settings(args)
     manifest = _load(args)
     check_match_options(manifest.table, options)  # refused before the extraction
-    result = _run_check_on(args, manifest, False, settings)
+    result = _run_check_on(args, manifest, True, settings)
     res, paths = match_after_check(result, options, args.out, _manifest_options(args))
     print(format_match_summary(res))
     print(f"\n  wrote {', '.join(str(p) for p in paths.values())}, result.json (match)")
@@ -401,7 +445,7 @@ def cmd_match(args) -> int:
 def cmd_gate(args) -> int:
     from blindcheck.reporting.terminal import format_summary, gate_line
 
-    result = _run_check(args, quiet=True)
+    result = _run_check(args, notes_to_stderr=True)
     from blindcheck.verbs import write_summary
     write_summary(args.out, _with_notes(format_summary(result), result.notes))
     print(gate_line(result))
@@ -411,6 +455,12 @@ def cmd_gate(args) -> int:
     if args.gate_format == "github":
         print("\n".join(annotations(saved)))
     write_step_summary(saved, args.out)
+    if args.out:  # the folder a workflow uploads: report.md always, the rest unless --no-report
+        from blindcheck.reporting import report
+
+        say = None if args.no_progress else (lambda line: print(f"blindcheck: {line}", file=sys.stderr, flush=True))
+        report(args.out, formats=("md",) if args.no_report else ("html", "md", "tex"), figures=not args.no_report,
+               progress=say)
     if result.attacks is not None and result.attacks.confounded:
         return EXIT_CONFOUNDED
     return {"clean": EXIT_OK, "confounded": EXIT_CONFOUNDED, "inconclusive": EXIT_INCONCLUSIVE}[result.status]
@@ -470,8 +520,11 @@ def _modalities(args, manifest) -> list[str]:
 
 
 def _progress(args):
-    if args.no_progress or not sys.stderr.isatty():
+    if args.no_progress:
         return None, lambda: None
+    if not sys.stderr.isatty():
+        plain = _PlainProgress("clip")
+        return (lambda done, total: plain.line("extracting", done, total)), lambda: None
     from tqdm import tqdm
 
     bar = tqdm(total=0, unit="clip", desc="extracting", file=sys.stderr, leave=False)

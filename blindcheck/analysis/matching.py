@@ -537,15 +537,16 @@ def _trim_attempt(d: _Data, exact: tuple[str, ...], mask: np.ndarray) -> Attempt
     n = len(d.y)
     q = TRIM_QUANTILE
     a, b = lg[mask & (d.y == 1)], lg[mask & (d.y == 0)]
-    lo = max(np.quantile(a, q), np.quantile(b, q))
-    hi = min(np.quantile(a, 1 - q), np.quantile(b, 1 - q))
+    lo, hi = shared_region(a, b, q)
     dropped = np.where(mask, "", "outside the design").astype(object)
     keep = mask & (lg >= lo) & (lg <= hi)
     dropped[mask & ~keep] = "blind score outside the region both sides share"
     problems = []
     if lo > hi:
-        problems.append(f"the blind scores of the two sides do not overlap: members' scores run "
-                        f"{_prob(a.min())}–{_prob(a.max())}, non-members' {_prob(b.min())}–{_prob(b.max())}")
+        problems.append(f"the blind scores of the two sides share no region: members' scores run "
+                        f"{_prob(np.quantile(a, q)):.3g}–{_prob(np.quantile(a, 1 - q)):.3g}, non-members' "
+                        f"{_prob(np.quantile(b, q)):.3g}–{_prob(np.quantile(b, 1 - q)):.3g} "
+                        f"({100 * q:g}%–{100 * (1 - q):g}% quantiles, the region trimming keeps)")
     if exact:
         strata = _strata(d.meta, exact, n)
         for g in np.unique(strata[keep]):
@@ -557,6 +558,12 @@ def _trim_attempt(d: _Data, exact: tuple[str, ...], mask: np.ndarray) -> Attempt
     att = Attempt(method="trim", keep=keep, match_id=np.full(n, -1), dropped=dropped, problems=problems)
     att.retained = _retained(d, keep, mask, {"score_region": [_prob(lo), _prob(hi)]})
     return att
+
+
+def shared_region(a: np.ndarray, b: np.ndarray, q: float = TRIM_QUANTILE) -> tuple[float, float]:
+    """The region of (logit) blind score both sides share: from the higher of the two sides' ``q`` quantiles to
+    the lower of their ``1 - q`` quantiles (empty when ``lo > hi``). What trimming keeps."""
+    return (float(max(np.quantile(a, q), np.quantile(b, q))), float(min(np.quantile(a, 1 - q), np.quantile(b, 1 - q))))
 
 
 def _prob(lg: float) -> float:

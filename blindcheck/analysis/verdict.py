@@ -219,11 +219,11 @@ def bounds(sep: SeparabilityResult, settings: Settings, failures: Failures | Non
     y = sep.labels
     n1, n0 = int(y.sum()), int((1 - y).sum())
     # bounds: the best model's lower bound pays for choosing it among m; each upper bound is its own test
-    lower = best.auc - stats.quantile(1 - alpha / m, best.ci_df) * best.se
+    # (an AUC bound lies in [0, 1]: clipping changes no decision, since 0 < tau < 1)
+    lower = max(0.0, best.auc - stats.quantile(1 - alpha / m, best.ci_df) * best.se)
     uppers = [(mr.auc + stats.quantile(1 - alpha, mr.ci_df) * mr.se, mr) for mr in sep.models]
     upper, upper_model = max(uppers, key=lambda u: (u[0] if math.isfinite(u[0]) else math.inf))
-    if not math.isfinite(upper):
-        upper = math.inf
+    upper = min(upper, 1.0) if math.isfinite(upper) else math.inf
     # isolated subset: the strongest (model, side), and the highest upper bound over every (model, side)
     sf = sep.subset
     share_lo = sf.share_bounds(1 - alpha / (2 * m))[0]

@@ -18,6 +18,10 @@ class Raw(str):
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
         "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}",
         ">": r"\textgreater{}", "|": r"\textbar{}"}
+# Characters the report's own words use that pdflatex's default (utf8, T1) input does not typeset in text mode.
+_TEX.update({"≤": r"$\le$", "≥": r"$\ge$", "−": r"$-$", "·": r"$\cdot$", "×": r"$\times$", "ρ": r"$\rho$",
+             "α": r"$\alpha$", "τ": r"$\tau$", "–": "--", "—": "---", "…": r"\dots{}", "→": r"$\rightarrow$",
+             "’": "'", "⁻": r"\textsuperscript{-}"})
 _TEX_RE = re.compile("|".join(re.escape(k) for k in _TEX))
 
 
@@ -34,6 +38,11 @@ _MD_PUNCT = re.compile(r"([\\`*_{}\[\]|~])")
 # Markers that would turn a value placed at a line start into a heading, list or quote; numbers ("1.00", "-1.7")
 # are left alone (no template puts a value where a number would start an ordered list).
 _MD_LINE_START = re.compile(r"^(\s*)([#+=>]|-(?![\d.]))")
+
+
+def tex_path(value: object) -> Raw:
+    """A path or file name in LaTeX: typewriter, never hyphenated, breakable after each '/'."""
+    return Raw(r"\texttt{" + tex(value).replace("/", r"/\allowbreak{}") + "}")
 
 
 def md(value: object) -> str:

@@ -60,6 +60,17 @@ class CheckResult:
     def status(self) -> str:
         return self.verdict.status
 
+    def advice(self) -> list[dict]:
+        """What to do next (:func:`blindcheck.analysis.advice.advise`): never a ``match`` that cannot succeed."""
+        from blindcheck.analysis.advice import advise, score_support
+        from blindcheck.analysis.matching import matching_model
+
+        sep = self.separability
+        support = score_support(matching_model(sep, self.verdict).scores, sep.labels, self.settings.match_min_retained)
+        return advise(self.verdict, self.settings, self.speakers, support,
+                      self.metadata.to_dict() if self.metadata is not None else None,
+                      has_speaker_column="speaker" in self.manifest.table.columns, group_by=sep.group_by)
+
     def to_dict(self) -> dict[str, Any]:
         sep = self.separability
         ext = self.extraction
@@ -88,6 +99,7 @@ class CheckResult:
                 "notes": self.notes,
             },
             "verdict": self.verdict.to_dict(),
+            "advice": self.advice(),
             "cv": {"folds": sep.folds, "repeats": sep.repeats, "group_by": sep.group_by,
                    "fpr_resolution": sep.fpr_resolution, "clips": int(len(sep.labels)),
                    "members": int(sep.labels.sum()), "nonmembers": int((1 - sep.labels).sum()),

@@ -68,15 +68,32 @@ def test_html_loads_in_chromium_with_every_section_and_image(checked):
                      rw: i.getBoundingClientRect().width, rh: i.getBoundingClientRect().height,
                      fig: i.closest('figure').id})),
             text: document.body.innerText,
-            codes: [...document.querySelectorAll('td code')].map(c => c.textContent)})""")
+            codes: [...document.querySelectorAll('td code')].map(c => c.textContent),
+            criteria: Object.fromEntries([...document.querySelectorAll('#table-criteria tr[data-key]')].map(
+                r => [r.dataset.key, [...r.cells].map(c => c.innerText)])),
+            models: [...document.querySelectorAll('#table-models tr[data-key]')].map(
+                r => [...r.cells].map(c => c.innerText))})""")
         page.screenshot(out / "report_screenshot.png")
         problems = page.problems()
     finally:
         page.close()
     assert problems == []
     assert info["scripts"] == 0
-    sections = [s for s in info["sections"] if s not in ("attacks", "di")]
-    assert sections == ["verdict", "evidence", "data", "next", "reproduce"]
+    assert info["sections"] == ["verdict", "criteria", "evidence", "features", "speakers", "clips",
+                                "data", "next", "reproduce"]
+    # every criterion the verdict names, and every condition of a clean verdict, has its value and bound
+    verdict = json.loads((out / "result.json").read_text())["verdict"]
+    assert verdict["criteria"] and set(verdict["criteria"]) | {"clean-auc", "clean-subset"} <= set(info["criteria"])
+    for key in [*verdict["criteria"], "clean-auc", "clean-subset", "failures"]:
+        _name, value, bound, threshold, result = info["criteria"][key]
+        assert re.search(r"\d", value) and re.search(r"\d", bound) and re.search(r"\d", threshold), (key, value)
+        assert result.startswith("met") == (key in verdict["criteria"]), (key, result)
+    assert info["criteria"]["auc"][2].startswith(f"lower {min(verdict['lower_bound'], 1):.2f}")
+    assert_numbers_readable(info["text"])
+    for row in info["models"]:  # AUC, its interval and the shares: inside [0, 1]
+        aucs = [float(x) for x in re.findall(r"\d+\.\d+", " ".join(row[3:5]))]
+        shares = [float(x) for x in re.findall(r"(\d+(?:\.\d+)?)%", " ".join(row[5:8]))]
+        assert all(0 <= a <= 1 for a in aucs) and len(aucs) == 3 and all(0 <= x <= 100 for x in shares), row
     figs = {i["fig"] for i in info["images"]}
     assert figs == {"fig-roc", "fig-auc", "fig-top_features", "fig-attribution", "fig-overview"}
     assert all(i["done"] and i["w"] > 100 and i["h"] > 100 and i["rw"] > 100 and i["rh"] > 50
@@ -86,6 +103,13 @@ def test_html_loads_in_chromium_with_every_section_and_image(checked):
     assert "mia_split_50%&.csv" in info["text"]
     assert res.status.upper() in info["text"]
     assert (out / "report_screenshot.png").stat().st_size > 20_000
+
+
+def assert_numbers_readable(text: str) -> None:
+    """No decimal number prints more than four significant digits (versions and dates aside)."""
+    for m in re.finditer(r"(?<![\w.:-])-?(\d+\.\d+)(?:e[-+]?\d+)?(?![\w.])", text):
+        digits = m.group(1).replace(".", "").lstrip("0")
+        assert len(digits) <= 4, (m.group(0), text[max(m.start() - 80, 0):m.end() + 20])
 
 
 def test_markdown_escapes_user_strings(checked):
@@ -99,30 +123,51 @@ def test_markdown_escapes_user_strings(checked):
     assert "<script" not in rendered.lower()
     # one table row per model, with its AUC as check computed it
     for mr in res.separability.models:
-        assert re.search(rf"\| {re.escape(md(mr.name))} \| {mr.auc:.2f} \|", text), mr.name
-    assert "seed 0" in text and "blindcheck check" in text
+        assert re.search(rf"\| {re.escape(md(mr.name))} \| {mr.modality} \| \d+ \| {mr.auc:.2f} \|", text), mr.name
+    assert "Seed 0" in text and "blindcheck check" in text
+    # the same sections as the HTML, in the same order; one style of text, no runs of blank lines
+    html = paths.html.read_text()
+    titles = re.findall(r"<h[23]>([^<]+)</h[23]>", html)
+    assert re.findall(r"^### (.+)$", text, re.M) == [md(t).replace("&amp;", "&") for t in titles]
+    assert "&#64;" not in text and "\n\n\n" not in text and not re.search(r"; $", text, re.M)
+    rows = {"auc": "AUC: best model", "subset": "isolated subset", "failures": "clips that failed",
+            "speakers": "speakers: who speaks", "metadata": "manifest attributes"}
+    for key in res.verdict.criteria:  # each criterion met has its row, value and bound included
+        cells = r"[^|]* \| [^|]*\d[^|]* \| [^|]*\d[^|]* \| .* \| met: confounded \|$"
+        assert re.search(rf"^\| {re.escape(rows[key])}{cells}", text, re.M), key
+    assert_numbers_readable(text)
 
 
 def test_latex_table_escapes_and_compiles(checked):
     res, out, paths, manifest, d = checked
     body = paths.tex.read_text()
     assert "mia\\_split\\_50\\%\\&.csv" in body
-    rows = [r for r in body.split("\\midrule")[1].split("\\bottomrule")[0].strip().split("\\\\") if r.strip()]
+    tables = {t.split("\\label{")[1].split("}")[0]: t for t in body.split("\\begin{table}")[1:]}
+    assert set(tables) == {"tab:blindcheck", "tab:blindcheck-criteria"}
+    rows = [r for r in tables["tab:blindcheck"].split("\\midrule")[1].split("\\bottomrule")[0].strip().split("\\\\")
+            if r.strip()]
     assert len(rows) == len(res.separability.models)
     for r in rows:  # every row has the 7 columns of the tabular spec: 6 unescaped '&'
         assert len(re.findall(r"(?<!\\)&", r)) == 6, r
+    crit = tables["tab:blindcheck-criteria"]
+    assert all(f" & {'met' if k in res.verdict.criteria else 'not met'} \\\\" in crit
+               for k in ("auc", "subset") if k in res.verdict.criteria)
+    assert "5-fold cross-validation $\\times$ 1" in tables["tab:blindcheck"]  # folds x repeats, as run
     assert body.count("{") - body.count("\\{") == body.count("}") - body.count("\\}")
-    assert not re.search(r"(?<!\\)[%_#$](?![^$]*\$)", body.split("\n", 1)[1].replace("$p$", ""))
+    text = "\n".join(ln.removesuffix("}%") for ln in body.splitlines() if not ln.startswith("%"))
+    assert not re.search(r"(?<!\\)[%_#&]", re.sub(r"\$[^$]*\$", "", text).replace("&", "").replace("\\&", ""))
     engine = shutil.which("pdflatex")
     if engine is None or subprocess.run(["kpsewhich", "booktabs.sty"], capture_output=True).returncode != 0:
         pytest.skip("no pdflatex with booktabs here: the table was checked by parsing only")
     doc = d / "doc.tex"
-    doc.write_text("\\documentclass{article}\\usepackage[T1]{fontenc}\\usepackage{booktabs}\\begin{document}"
-                   f"\\input{{{paths.tex.as_posix()}}}\\end{{document}}\n")
+    doc.write_text("\\documentclass{article}\\usepackage[T1]{fontenc}\\usepackage{booktabs}\\usepackage{graphicx}"
+                   f"\\begin{{document}}\\input{{{paths.tex.as_posix()}}}\\end{{document}}\n")
     r = subprocess.run([engine, "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=d,
-                       capture_output=True, text=True, timeout=60)
+                       capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout[-2000:]
     assert (d / "doc.pdf").stat().st_size > 1000
+    log = (d / "doc.log").read_text(errors="replace")
+    assert "Overfull" not in log and "Missing character" not in log, log[-3000:]
 
 
 def test_figures_saved_as_png_and_pdf(checked):
@@ -206,14 +251,20 @@ def test_cli_report_and_gate_for_github(checked, tmp_path):
     assert r.returncode == 2 and "no result.json" in r.stderr and "Traceback" not in r.stderr
     summary = tmp_path / "summary.md"
     env = {**os.environ, "GITHUB_STEP_SUMMARY": str(summary)}
-    r = run("gate", manifest.name, "--cache-dir", d / "cache", "--workers", "1", "--repeats", "1", "--permutations",
-            "199", "--modalities", "recording,spectral", "--no-config", "--format", "github", env=env)
+    gate_out = tmp_path / "gate"
+    r = run("gate", manifest.name, "--out", gate_out, "--cache-dir", d / "cache", "--workers", "1", "--repeats", "1",
+            "--permutations", "199", "--modalities", "recording,spectral", "--no-config", "--format", "github",
+            env=env)
     assert r.returncode == {"clean": 0, "confounded": 1, "inconclusive": 3}[res.status], r.stderr
     lines = r.stdout.strip().splitlines()
     assert json.loads(lines[0])["verdict"] == res.status
     level = {"clean": "notice", "confounded": "error", "inconclusive": "warning"}[res.status]
     assert lines[1].startswith(f"::{level} file=mia_split_50%25&.csv,title=blindcheck%3A {res.status}::")
     assert summary.read_text().startswith(f"## blindcheck: **{res.status.upper()}**")
+    # the folder a workflow uploads holds the reports; progress went to stderr as plain lines, stdout stays parseable
+    assert (gate_out / "report.md").read_text().startswith(f"## blindcheck: **{res.status.upper()}**")
+    assert (gate_out / "report.html").is_file() and (gate_out / "figures" / "auc.png").is_file()
+    assert "blindcheck: report: writing report.html" in r.stderr and "blindcheck: extracting" in r.stderr
 
 
 def test_escaping_functions():
