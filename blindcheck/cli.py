@@ -373,7 +373,7 @@ def cmd_check(args) -> int:
     from blindcheck.reporting.terminal import format_summary
 
     result = _run_check(args, notes_to_stderr=False)
-    summary = _with_notes(format_summary(result), result.notes)
+    summary = _with_notes(format_summary(result, args.out), result.notes)
     from blindcheck.verbs import write_summary
     write_summary(args.out, summary)
     if result.attacks is not None:
@@ -447,7 +447,7 @@ def cmd_gate(args) -> int:
 
     result = _run_check(args, notes_to_stderr=True)
     from blindcheck.verbs import write_summary
-    write_summary(args.out, _with_notes(format_summary(result), result.notes))
+    write_summary(args.out, _with_notes(format_summary(result, args.out), result.notes))
     print(gate_line(result))
     from blindcheck.reporting.ci import annotations, write_step_summary
 

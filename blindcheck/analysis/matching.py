@@ -487,12 +487,13 @@ def refine_balance(d: _Data, match_id: np.ndarray, dropped: np.ndarray, mask: np
     before = np.array([smd(d.X[pool1, j], d.X[pool0, j]) for j in range(d.X.shape[1])])
     F = np.nonzero(np.abs(np.nan_to_num(before, nan=0.0, posinf=1e9, neginf=-1e9)) >= cut)[0]
     removed = 0
+    scaled = {j: _refine_scale(d.X[mask, j], d.X[:, j]) for j in F}
     for _ in range(5):
         kept = match_id >= 0
         out = np.zeros(len(y), bool)
         why = np.full(len(y), "", dtype=object)
         for j in F:
-            v = d.X[:, j]
+            v = scaled[j]
             for side in (0, 1):
                 other = v[kept & (y != side) & np.isfinite(v)]
                 if len(other) < 5:
@@ -514,6 +515,20 @@ def refine_balance(d: _Data, match_id: np.ndarray, dropped: np.ndarray, mask: np
             dropped[rows] = reason
         removed += len(gone_sets)
     return {"features": int(len(F)), "sets_dropped": removed, "from_abs_smd": cut, "z": REFINE_Z}
+
+
+def _refine_scale(pool: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """The scale the refinement measures a feature on: its logarithm where the feature is positive and spans more
+    than two decades over the pool (spectral flatness, energies: on the linear scale the MAD of such a skewed
+    feature is tiny against its natural tail, and robust z would flag untouched clips by the dozen), else itself."""
+    fin = pool[np.isfinite(pool)]
+    if len(fin) < 5 or fin.min() <= 0:
+        return v
+    lo, hi = np.quantile(fin, [0.01, 0.99])
+    if lo <= 0 or hi / lo <= 100:
+        return v
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(v > 0, np.log10(np.where(v > 0, v, 1.0)), np.nan)
 
 
 def _greedy_forbid(t: np.ndarray, c: np.ndarray, cal: float, ratio: int, forbid: np.ndarray,

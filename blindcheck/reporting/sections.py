@@ -11,6 +11,7 @@ import logging
 import math
 import shlex
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from blindcheck.reporting.data import ReportData
@@ -309,8 +310,12 @@ def speakers(d: ReportData) -> Section | None:
     if isinstance(sep, dict):
         rows.append(["who speaks, alone: AUC", f"{auc(sep.get('auc'))}, lower bound {auc(sep.get('lower_bound'))}, "
                                                f"{pval(sep.get('p'))} ({sep.get('permutations')} permutations)"])
-    if sp.get("ari") is not None:
-        rows.append(["agreement of inferred with given speakers (ARI)", num(sp.get("ari"))])
+    inf = sp.get("inferred")
+    if isinstance(inf, dict):
+        rows.append(["voice clusters (inferred speakers)", f"{inf.get('clusters')} at cosine distance "
+                                                            f"{num(inf.get('threshold'))}"])
+        if _finite(inf.get("ari_vs_given")):
+            rows.append(["agreement with the speaker column (ARI)", num(inf["ari_vs_given"])])
     s = Section("speakers", "Who speaks on each side")
     s.add(Table(["", ""], rows, "ll", id="speakers"))
     if o.get("disjoint"):
@@ -513,6 +518,12 @@ def data(d: ReportData) -> Section:
 
 
 # ------------------------------------------------------------------------------------------------ what to do
+
+
+def advice_command(result: dict, out, cmd: dict) -> str:
+    """The full command line of an advice item (``result.json``'s ``advice[i]["command"]``) for the result
+    ``result`` (a dict with at least ``command``, ``settings`` and ``manifest``) written to ``out``."""
+    return _command_for(ReportData(result=result, out=None if out is None else Path(out)), cmd)
 
 
 def _command_for(d: ReportData, cmd: dict) -> str:

@@ -45,8 +45,8 @@ def _num(x: float | None) -> str:
 
 
 
-def format_summary(result: CheckResult) -> str:
-    """The terminal summary of ``blindcheck check``."""
+def format_summary(result: CheckResult, out: str | None = None) -> str:
+    """The terminal summary of ``blindcheck check`` (``out``: its result directory, where advised commands write)."""
     v, sep = result.verdict, result.separability
     lines = [f"blindcheck check — {result.manifest.source}",
              f"  clips: {len(sep.labels)} analysed ({int(sep.labels.sum())} members, "
@@ -98,7 +98,23 @@ def format_summary(result: CheckResult) -> str:
         lines += ["", *format_speakers(result.speakers)]
     lines += ["", f"  verdict: {v.status.upper()}"]
     lines += [f"  - {r}" for r in v.reasons]
+    lines += ["", *format_advice(result, out)]
     return "\n".join(lines)
+
+
+def format_advice(result: CheckResult, out: str | None = None) -> list[str]:
+    """What to do next (the report's last section), with the full command of each item that has one."""
+    from blindcheck.reporting.sections import advice_command
+
+    lines = ["  next:"]
+    res = {"command": result.command, "settings": result.settings.to_dict(),
+           "manifest": {"source": result.manifest.source},
+           "extraction": {"modalities": list(result.extraction.modalities)}}
+    for item in result.advice():
+        lines.append(f"  - {item['text']}")
+        if isinstance(item.get("command"), dict):
+            lines.append(f"      {advice_command(res, out, item['command'])}")
+    return lines
 
 
 def gate_line(result: CheckResult) -> str:
