@@ -386,11 +386,14 @@ def _undecided_reasons(sep: SeparabilityResult, b: Bounds, settings: Settings,
     return undecided, need
 
 
+_CLEAN_LEAD = "the data rule out separability beyond the tolerance:"
+
+
 def _clean_reasons(sep: SeparabilityResult, b: Bounds, head: str, mod_line: str | None) -> list[str]:
     """Why the data rule separability out, and a weak separation below the tolerance if there is one."""
     fam = sep.family
     reasons = [
-        f"the data rule out separability beyond the tolerance: every blind classifier's upper confidence "
+        f"{_CLEAN_LEAD} every blind classifier's upper confidence "
         f"bound is below the tolerated AUC {b.tau:.2f} (highest {b.upper:.2f}, {b.upper_model.name}), and no "
         f"model isolates more than {_pct(max(b.share_high_any, 0.0))} of either side at 1% FPR (upper bound; "
         f"tolerated {_pct(b.tau_s)}) — {head}"]
@@ -508,6 +511,10 @@ def _speaker_reasons(speakers: dict, g: str | None, status: str, reasons: list[s
                      "sides, which never makes a speaker-disjoint split clean")
         if status == CLEAN:
             status = INCONCLUSIVE
+            # the clean reason no longer holds as worded: the features rule separability out, the speakers do not
+            reasons[:] = [("the blind classifiers find no separability beyond the tolerance in the features, but "
+                           "that cannot make this split clean:" + r[len(_CLEAN_LEAD):])
+                          if r.startswith(_CLEAN_LEAD) else r for r in reasons]
         reasons.insert(1 if status == CONFOUNDED and reasons else 0, line)
     elif o["clips"] and o["share_clips_one_side"] > tau_s:
         reasons.append(f"{o['members_only'] + o['nonmembers_only']} of {o['total']} speakers ({src}) appear on one "

@@ -186,3 +186,21 @@ def test_too_few_groups_cannot_be_decided():
     assert v.status == "inconclusive"
     assert any("too few groups" in r and "6 possible relabellings" in r for r in v.reasons)
     assert any("every 'speaker' group lies on one side" in r for r in v.reasons)
+
+
+def test_a_speaker_disjoint_split_keeps_no_clean_wording():
+    """Scores that rule separability out, on a split whose speakers are disjoint: inconclusive, and no reason says
+    the data rule separability out."""
+    from blindcheck.analysis.speakers import speaker_overlap
+
+    rng = np.random.default_rng(12)
+    y = rng.permutation(_labels(1200))
+    sep = evaluate_scores(_scores(y, 0.5, rng), y, Settings())
+    clean = decide(sep, Settings())
+    assert clean.status == "clean" and clean.reasons[0].startswith("the data rule out separability")
+    speakers = np.where(y == 1, "a", "b")
+    report = {"source": "given", "overlap": speaker_overlap(speakers, y), "separability": None}
+    v = decide(sep, Settings(), speakers=report)
+    assert v.status == "inconclusive" and v.reasons[0].startswith("the split is speaker-disjoint")
+    assert not any("rule out" in r for r in v.reasons)
+    assert any(r.startswith("the blind classifiers find no separability beyond the tolerance") for r in v.reasons)
