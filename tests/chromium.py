@@ -98,9 +98,15 @@ class Page:
                 out.append(f"dialog: {p.get('type')} {p.get('message')}")
         return out
 
-    def screenshot(self, path: Path) -> Path:
+    def screenshot(self, path: Path, selector: str | None = None, max_height: float = 12000) -> Path:
+        """The page (or the element ``selector`` matches) as PNG, at most ``max_height`` CSS pixels tall."""
         size = self.call("Page.getLayoutMetrics")["cssContentSize"]
-        clip = {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 12000), "scale": 1}
+        clip = {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], max_height), "scale": 1}
+        if selector is not None:
+            box = self.evaluate(f"(() => {{ const r = document.querySelector({json.dumps(selector)})"
+                                ".getBoundingClientRect(); return {x: r.left + window.scrollX, "
+                                "y: r.top + window.scrollY, width: r.width, height: r.height}; })()")
+            clip = {**box, "height": min(box["height"], max_height), "scale": 1}
         r = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True, clip=clip)
         path.write_bytes(base64.b64decode(r["data"]))
         return path
@@ -121,3 +127,30 @@ class Page:
                     continue
             time.sleep(0.2)
             self.tmp.cleanup()
+
+
+def main() -> None:
+    """``python -m tests.chromium REPORT.html OUT.png [--selector CSS] [--max-height PX]``: a screenshot of a report
+    (what the README's pictures of reports/ are made with)."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("html", type=Path)
+    p.add_argument("png", type=Path)
+    p.add_argument("--selector", default=None)
+    p.add_argument("--max-height", type=float, default=12000)
+    p.add_argument("--width", type=int, default=1100)
+    a = p.parse_args()
+    binary = find_chromium()
+    if binary is None:
+        raise SystemExit("no chromium installed")
+    page = Page(binary, width=a.width)
+    try:
+        page.load(a.html.resolve().as_uri())
+        page.screenshot(a.png, a.selector, a.max_height)
+    finally:
+        page.close()
+
+
+if __name__ == "__main__":
+    main()

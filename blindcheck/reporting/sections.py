@@ -172,14 +172,12 @@ def criteria(d: ReportData) -> Section:
             f"smallest p {floor:.3g} ({det.get('relabellings', fam.get('relabellings'))} relabellings)", "—",
             f"≤ {alpha}", "holds" if floor <= alpha else "does not hold")
     s = Section("criteria", "What decided the verdict")
-    s.add(Para(f"A split is confounded when any criterion marked met holds; clean only when none is met and every "
-               f"'clean:' condition holds (and the split is not speaker-disjoint); inconclusive otherwise. m = {m} "
-               f"blind models were compared; alpha = {alpha}; tolerated AUC {tau:.2f}, tolerated share "
-               f"{pct(tau_s)}."),
-          Table(["criterion", "value", "bound", "threshold", "result"], rows, "lllll", keys=keys, tex=True,
+    s.add(Table(["criterion", "value", "bound", "threshold", "result"], rows, "lllll", keys=keys, tex=True,
                 label="tab:blindcheck-criteria", id="criteria",
-                caption=f"The criteria of the verdict ({v.get('status')}): any 'met' makes the split confounded; "
-                        f"clean needs every 'clean' row to hold. m = {m} models, alpha = {alpha}.",
+                caption=f"The criteria of the verdict ({v.get('status')}). A split is confounded when any criterion "
+                        f"is met; clean only when none is, every 'clean:' condition holds and the split is not "
+                        f"speaker-disjoint; inconclusive otherwise. m = {m} blind models, alpha = {alpha}, tolerated "
+                        f"AUC {tau:.2f}, tolerated share {pct(tau_s)}.",
                 tex_columns=["Criterion", "Value", "Bound", "Threshold", "Result"], tex_rows=short))
     return s
 
