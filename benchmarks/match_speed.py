@@ -20,7 +20,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from blindcheck.analysis.matching import MatchOptions, _Data, _pairs_attempt, _trim_attempt, balance_table, match_table
+from blindcheck.analysis.matching import MatchOptions, balance_table, match_table
+from blindcheck.analysis.matching.search import _Data, _pairs_attempt, _trim_attempt
 from blindcheck.analysis.separability import feature_columns, run_separability  # noqa: E402
 from blindcheck.analysis.verdict import decide  # noqa: E402
 from blindcheck.settings import Settings  # noqa: E402

@@ -278,7 +278,7 @@ def test_balance_table_smd_and_variance_ratio():
 
 
 def test_no_overlap_is_said_in_plain_words():
-    from blindcheck.analysis.matching import _Data, no_overlap_reasons
+    from blindcheck.analysis.matching.search import _Data, no_overlap_reasons
     from blindcheck.settings import Settings
 
     y = np.r_[np.ones(20), np.zeros(20)].astype(int)

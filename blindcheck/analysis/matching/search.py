@@ -1,32 +1,6 @@
-"""The ``match`` verb: distribution-matched member/non-member subsets, verified afresh.
-
-Input: the feature table and the out-of-fold blind scores of a ``check`` (nothing here knows about audio).
-Methods, tried in this order when none is named:
-
-- ``optimal``: the assignment that minimises the total distance on standardised features (scipy's
-  ``linear_sum_assignment``), using the features that differ between the sides before matching (|SMD| >= 0.1),
-  pairs restricted to the propensity caliper below; only where the sides are small enough
-  (``OPTIMAL_MAX_CELLS`` pairs per stratum). Pairs close in the shifted features balance them better than
-  pairs close in the score alone, so this comes first where it fits.
-- ``propensity``: nearest-neighbour matching on the logit of the blind model's out-of-fold score, 1:k
-  without replacement, within a caliper (default 0.2 pooled SD of the logit; Austin 2011), optionally exactly
-  within metadata columns. The smaller side is matched; each of its clips takes its nearest free partner in a
-  seeded random order. Scales to any size (O(n log n)).
-- ``trim``: overlap trimming, no pairs: clips whose blind score lies outside the region both sides share
-  (between the higher of the two sides' 1st percentiles and the lower of their 99th) are dropped.
-
-Every candidate subset is verified by a *fresh* cross-validated blind check (new folds and seed, every model
-of ``check``) and accepted only when that check's verdict is ``clean`` and its best AUC is at most the target
-(``match_target_auc``), while at least ``match_min_retained`` of the smaller side is kept. The selection's own
-estimate (the original out-of-fold scores on the kept clips, which the selection has seen and therefore flatters)
-is reported next to the fresh one. When no method succeeds the best attempt is reported with the reasons, and
-no matched manifest is written.
-
-The ``disentangle`` design (manifests with ``speaker`` and ``text``) builds two subsets that separate the voice
-from the words: members against non-members saying the *same text* in *another speaker's* voice, and members
-against non-members of the *same speaker* saying *other texts*; each is matched on the blind score and verified
-as above.
-"""
+"""The search for a matched subset: each method's attempt (pairs, support refinement, trimming), its fresh
+verification by a new blind check, the choice among attempts, the disentanglement design and the result types.
+See :mod:`blindcheck.analysis.matching` for the methods and the acceptance rule."""
 
 from __future__ import annotations
 
@@ -37,8 +11,21 @@ import numpy as np
 import pandas as pd
 
 from blindcheck.analysis import stats
+from blindcheck.analysis.matching.balance import SMD_BALANCED, balance_summary, balance_table, records, smd
+from blindcheck.analysis.matching.pairing import (
+    OPTIMAL_MAX_CELLS,
+    TRIM_QUANTILE,
+    caliper_width,
+    from_logit,
+    greedy_pairs,
+    greedy_pairs_forbidding,
+    logit,
+    optimal_pairs,
+    shared_region,
+    standardised,
+)
 from blindcheck.analysis.metadata import manifest_evidence
-from blindcheck.analysis.separability import SeparabilityResult, feature_columns, modality_of, run_separability
+from blindcheck.analysis.separability import SeparabilityResult, feature_columns, run_separability
 from blindcheck.analysis.speakers import speaker_report
 from blindcheck.analysis.verdict import CLEAN, Verdict, decide, fmt_value, percent
 from blindcheck.errors import BlindcheckError
@@ -46,13 +33,9 @@ from blindcheck.settings import Settings
 
 METHODS = ("optimal", "propensity", "trim")  # the order tried when none is named
 DESIGNS = ("subset", "disentangle")
-OPTIMAL_MAX_CELLS = 25_000_000  # pairs in one assignment problem (a float64 cost matrix of 200 MB)
-TRIM_QUANTILE = 0.01
 FRESH_SEED_OFFSET = 1_000_003  # the fresh check's seed is the run's seed plus this: new folds, new models
-SMD_BALANCED = 0.1
 REFINE_FROM = 0.25  # support refinement acts on features with |SMD| at least this before matching
 REFINE_Z = 5.0  # and drops sets holding a clip this many robust SDs from the other side's median
-_BIG = 1e9
 
 
 @dataclass(frozen=True)
@@ -69,9 +52,6 @@ class MatchOptions:
             raise BlindcheckError(f"unknown match method '{self.method}' (known: {', '.join(METHODS)})")
         if self.design not in DESIGNS:
             raise BlindcheckError(f"unknown match design '{self.design}' (known: {', '.join(DESIGNS)})")
-
-
-# ------------------------------------------------------------------------------------------------ results
 
 
 @dataclass
@@ -130,7 +110,7 @@ class DesignPart:
                 "method": best.method if best else None, "reasons": self.reasons,
                 "result": best.summary() if best else None,
                 "attempts": [a.summary() for a in self.attempts if a is not best],
-                "balance": _records(best.balance) if best is not None and best.balance is not None else []}
+                "balance": records(best.balance) if best is not None and best.balance is not None else []}
 
 
 @dataclass
@@ -172,189 +152,6 @@ class MatchResult:
             "not_analysed": int(len(self.extra_dropped)),
             "parts": [p.to_dict() for p in self.parts],
         })
-
-
-def _records(df: pd.DataFrame) -> list[dict]:
-    return df.to_dict("records")
-
-
-# -------------------------------------------------------------------------------------------- balance
-
-
-def pooled_sd(a: np.ndarray, b: np.ndarray) -> float:
-    """The root mean of the two sides' variances (finite values; nan with fewer than 2 on a side)."""
-    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-    if len(a) < 2 or len(b) < 2:
-        return math.nan
-    return math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
-
-
-def smd(a: np.ndarray, b: np.ndarray, sd: float | None = None) -> float:
-    """Standardised mean difference: members minus non-members over ``sd``, by default the root mean of the two
-    variances. After matching, pass the *pre-matching* pooled SD (:func:`balance_table` does), as MatchIt and
-    Austin (2009) do: a subset that shrinks the spread would otherwise look balanced by its own smaller SD."""
-    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-    if len(a) < 2 or len(b) < 2:
-        return math.nan
-    pooled = pooled_sd(a, b) if sd is None else sd
-    diff = a.mean() - b.mean()
-    if pooled > 0:
-        return float(diff / pooled)
-    return 0.0 if diff == 0 else math.copysign(math.inf, diff)
-
-
-def variance_ratio(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-    if len(a) < 2 or len(b) < 2:
-        return math.nan
-    va, vb = a.var(ddof=1), b.var(ddof=1)
-    if vb > 0:
-        return float(va / vb)
-    return 1.0 if va == 0 else math.inf
-
-
-def balance_table(X: np.ndarray, cols: list[str], y: np.ndarray, keep: np.ndarray) -> pd.DataFrame:
-    """Per feature: SMD and variance ratio (members / non-members) before (all clips) and after (kept); both SMDs
-    divide by the pooled SD before matching, so that they differ only in the means."""
-    rows = []
-    for j, c in enumerate(cols):
-        v = X[:, j]
-        sd = pooled_sd(v[y == 1], v[y == 0])
-        rows.append({"feature": c, "modality": modality_of(c), "smd_before": smd(v[y == 1], v[y == 0], sd),
-                     "smd_after": smd(v[keep & (y == 1)], v[keep & (y == 0)], sd),
-                     "variance_ratio_before": variance_ratio(v[y == 1], v[y == 0]),
-                     "variance_ratio_after": variance_ratio(v[keep & (y == 1)], v[keep & (y == 0)])})
-    df = pd.DataFrame(rows, columns=["feature", "modality", "smd_before", "smd_after", "variance_ratio_before",
-                                     "variance_ratio_after"])
-    order = np.argsort(-np.nan_to_num(np.abs(df["smd_before"].to_numpy(float)), nan=-1.0), kind="mergesort")
-    return df.iloc[order].reset_index(drop=True)
-
-
-def balance_summary(bal: pd.DataFrame) -> dict:
-    """Per modality (and ``all``): features, share with |SMD| < 0.1 and the largest |SMD|, before and after."""
-    out = {}
-    for mod, g in [("all", bal), *bal.groupby("modality", sort=True)]:
-        entry = {"features": int(len(g))}
-        for when in ("before", "after"):
-            s = np.abs(g[f"smd_{when}"].to_numpy(float))
-            ok = ~np.isnan(s)
-            entry[f"balanced_share_{when}"] = float(np.mean(s[ok] < SMD_BALANCED)) if ok.any() else None
-            entry[f"max_abs_smd_{when}"] = float(np.max(s[ok])) if ok.any() else None
-            entry[f"mean_abs_smd_{when}"] = float(np.mean(s[ok & np.isfinite(s)])) if (ok & np.isfinite(s)).any() \
-                else None
-        out[str(mod)] = entry
-    return out
-
-
-# ----------------------------------------------------------------------------------------- the matchers
-
-
-def logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
-
-
-def caliper_width(lg: np.ndarray, y: np.ndarray, sd_units: float) -> float:
-    """``sd_units`` times the pooled SD of the logit score (root mean of the two sides' variances)."""
-    a, b = lg[y == 1], lg[y == 0]
-    pooled = math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2) if len(a) > 1 and len(b) > 1 else 0.0
-    return sd_units * pooled if pooled > 0 else 1e-9
-
-
-class _Free:
-    """Sorted positions that are still free, with nearest-free lookups left and right (path-compressed
-    union-find over "next free at or after i" and "at or before i")."""
-
-    def __init__(self, n: int):
-        self.right = list(range(n + 1))  # n: sentinel (none to the right)
-        self.left = list(range(n + 1))  # index i+1 holds position i; 0: sentinel (none to the left)
-
-    def _find(self, parent: list[int], i: int) -> int:
-        root = i
-        while parent[root] != root:
-            root = parent[root]
-        while parent[i] != root:
-            parent[i], i = root, parent[i]
-        return root
-
-    def next_right(self, i: int) -> int:
-        return self._find(self.right, i)
-
-    def next_left(self, i: int) -> int:
-        return self._find(self.left, i + 1) - 1
-
-    def take(self, i: int) -> None:
-        self.right[i] = i + 1
-        self.left[i + 1] = i
-
-
-def greedy_pairs(t_score: np.ndarray, c_score: np.ndarray, caliper: float, ratio: int,
-                 rng: np.random.Generator) -> list[tuple[int, int]]:
-    """Nearest-neighbour 1:``ratio`` matching without replacement on a 1-d score within ``caliper``:
-    in each of ``ratio`` rounds every treated unit (seeded random order) takes its nearest free control.
-    Returns (treated index, control index) pairs. O((n_t ratio + n_c) log n_c)."""
-    order = np.argsort(c_score, kind="mergesort")
-    cs = c_score[order]
-    free = _Free(len(cs))
-    pairs: list[tuple[int, int]] = []
-    active = np.ones(len(t_score), bool)
-    for _ in range(ratio):
-        for t in rng.permutation(len(t_score)):
-            if not active[t]:
-                continue
-            x = t_score[t]
-            p = int(np.searchsorted(cs, x))
-            r = free.next_right(p) if p <= len(cs) else len(cs)
-            lft = free.next_left(p - 1) if p > 0 else -1
-            cands = [(abs(cs[j] - x), j) for j in (lft, r) if 0 <= j < len(cs)]
-            if not cands:
-                active[t] = False
-                continue
-            d, j = min(cands)
-            if d > caliper:
-                active[t] = False  # a later round cannot find a closer free partner
-                continue
-            free.take(j)
-            pairs.append((int(t), int(order[j])))
-    return pairs
-
-
-def optimal_pairs(t_feat: np.ndarray, c_feat: np.ndarray, t_score: np.ndarray, c_score: np.ndarray,
-                  caliper: float, ratio: int, forbid: np.ndarray | None = None) -> list[tuple[int, int]]:
-    """Minimum total feature distance assignment (``scipy.optimize.linear_sum_assignment``), each treated
-    unit taking up to ``ratio`` controls, pairs outside the score caliper (or ``forbid``den) excluded."""
-    from scipy.optimize import linear_sum_assignment
-
-    cost = _distances(t_feat, c_feat)
-    bad = np.abs(t_score[:, None] - c_score[None, :]) > caliper
-    if forbid is not None:
-        bad |= forbid
-    cost[bad] = _BIG
-    reps = min(ratio, max(1, len(c_score) // max(len(t_score), 1)))
-    big = np.repeat(cost, reps, axis=0)
-    rows, cols = linear_sum_assignment(big)
-    return [(int(r // reps), int(c)) for r, c in zip(rows, cols, strict=True) if big[r, c] < _BIG]
-
-
-def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    if a.shape[1] == 0:
-        return np.zeros((len(a), len(b)))
-    sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
-    return np.sqrt(np.maximum(sq, 0) / a.shape[1])
-
-
-def standardised(X: np.ndarray) -> np.ndarray:
-    """Median-imputed, z-scored features; constant columns dropped."""
-    with np.errstate(all="ignore"):
-        med = np.nanmedian(X, axis=0)
-    med = np.where(np.isfinite(med), med, 0.0)
-    Z = np.where(np.isfinite(X), X, med)
-    sd = Z.std(axis=0)
-    ok = sd > 0
-    return (Z[:, ok] - Z[:, ok].mean(axis=0)) / sd[ok]
-
-
-# ---------------------------------------------------------------------------------------- the search
 
 
 @dataclass
@@ -442,7 +239,7 @@ def _pairs_attempt(d: _Data, method: str, exact: tuple[str, ...], mask: np.ndarr
                                                 f"{len(c_idx)} pairs in one stratum; at most {OPTIMAL_MAX_CELLS})")
             pairs = optimal_pairs(d.Z[t_idx], d.Z[c_idx], lg[t_idx], lg[c_idx], cal, s.match_ratio, forbid)
         elif forbid is not None:  # greedy on the score, skipping forbidden partners (small strata only)
-            pairs = _greedy_forbid(lg[t_idx], lg[c_idx], cal, s.match_ratio, forbid, rng)
+            pairs = greedy_pairs_forbidding(lg[t_idx], lg[c_idx], cal, s.match_ratio, forbid, rng)
         else:
             pairs = greedy_pairs(lg[t_idx], lg[c_idx], cal, s.match_ratio, rng)
         ids_of_t: dict[int, int] = {}
@@ -531,22 +328,6 @@ def _refine_scale(pool: np.ndarray, v: np.ndarray) -> np.ndarray:
         return np.where(v > 0, np.log10(np.where(v > 0, v, 1.0)), np.nan)
 
 
-def _greedy_forbid(t: np.ndarray, c: np.ndarray, cal: float, ratio: int, forbid: np.ndarray,
-                   rng: np.random.Generator) -> list[tuple[int, int]]:
-    dist = np.abs(t[:, None] - c[None, :])
-    dist[forbid] = np.inf
-    used = np.zeros(len(c), bool)
-    pairs = []
-    for _ in range(ratio):
-        for ti in rng.permutation(len(t)):
-            row = np.where(used, np.inf, dist[ti])
-            j = int(np.argmin(row))
-            if row[j] <= cal:
-                used[j] = True
-                pairs.append((int(ti), j))
-    return pairs
-
-
 def _trim_attempt(d: _Data, exact: tuple[str, ...], mask: np.ndarray) -> Attempt:
     lg = logit(d.score)
     n = len(d.y)
@@ -559,8 +340,8 @@ def _trim_attempt(d: _Data, exact: tuple[str, ...], mask: np.ndarray) -> Attempt
     problems = []
     if lo > hi:
         problems.append(f"the blind scores of the two sides share no region: members' scores run "
-                        f"{_prob(np.quantile(a, q)):.3g}–{_prob(np.quantile(a, 1 - q)):.3g}, non-members' "
-                        f"{_prob(np.quantile(b, q)):.3g}–{_prob(np.quantile(b, 1 - q)):.3g} "
+                        f"{from_logit(np.quantile(a, q)):.3g}–{from_logit(np.quantile(a, 1 - q)):.3g}, non-members' "
+                        f"{from_logit(np.quantile(b, q)):.3g}–{from_logit(np.quantile(b, 1 - q)):.3g} "
                         f"({100 * q:g}%–{100 * (1 - q):g}% quantiles, the region trimming keeps)")
     if exact:
         strata = _strata(d.meta, exact, n)
@@ -571,18 +352,8 @@ def _trim_attempt(d: _Data, exact: tuple[str, ...], mask: np.ndarray) -> Attempt
                 keep &= ~in_g
                 dropped[in_g] = f"no {lacking} with the same {', '.join(exact)}"
     att = Attempt(method="trim", keep=keep, match_id=np.full(n, -1), dropped=dropped, problems=problems)
-    att.retained = _retained(d, keep, mask, {"score_region": [_prob(lo), _prob(hi)]})
+    att.retained = _retained(d, keep, mask, {"score_region": [from_logit(lo), from_logit(hi)]})
     return att
-
-
-def shared_region(a: np.ndarray, b: np.ndarray, q: float = TRIM_QUANTILE) -> tuple[float, float]:
-    """The region of (logit) blind score both sides share: from the higher of the two sides' ``q`` quantiles to
-    the lower of their ``1 - q`` quantiles (empty when ``lo > hi``). What trimming keeps."""
-    return (float(max(np.quantile(a, q), np.quantile(b, q))), float(min(np.quantile(a, 1 - q), np.quantile(b, 1 - q))))
-
-
-def _prob(lg: float) -> float:
-    return float(1 / (1 + math.exp(-lg))) if math.isfinite(lg) else (1.0 if lg > 0 else 0.0)
 
 
 def _failed(d: _Data, method: str, mask: np.ndarray, problem: str) -> Attempt:
@@ -674,7 +445,6 @@ def balance_table_masked(d: _Data, keep: np.ndarray, mask: np.ndarray) -> pd.Dat
     return balance_table(d.X[sub], d.cols, d.y[sub], keep[sub])
 
 
-
 def _score_key(att: Attempt) -> tuple:
     """Order for "the best attempt found" when none succeeds: verified ones first, then the lowest fresh upper
     bound, then the most clips kept."""
@@ -751,9 +521,6 @@ def _finish(part: DesignPart, d: _Data, mask: np.ndarray, options: MatchOptions)
     for a in part.attempts:
         part.reasons += [f"{a.method}: {p}" for p in a.problems]
     return part
-
-
-# ---------------------------------------------------------------------------------------- public API
 
 
 def match_table(features: pd.DataFrame, meta: pd.DataFrame, scores: np.ndarray, settings: Settings,
@@ -836,20 +603,4 @@ def matching_model(sep: SeparabilityResult, verdict: Verdict):
     if "subset" in verdict.criteria and "auc" not in verdict.criteria and sep.subset is not None:
         return sep.model(sep.subset.model)
     return sep.best
-
-
-
-
-
-
-# ------------------------------------------------------------------------------------------- outputs
-
-
-
-
-
-
-
-
-
 
