@@ -239,15 +239,15 @@ class HistogramPlan:
 
 
 def _robust_range(t: np.ndarray, tail: float = 0.25) -> tuple[float, float]:
-    """[lo, hi] on (transformed) values ``t``: the whole range where each tail beyond the 1st/99th percentile is
-    short (at most ``tail`` of the percentiles' span), else that percentile."""
+    """[lo, hi] on (transformed) values ``t``: from the smallest to the largest value within ``tail`` times the
+    1st-99th percentile span beyond those percentiles (every value, when no tail is longer; the far values
+    alone left out otherwise)."""
     p1, p99 = np.percentile(t, [1, 99])
-    mn, mx = float(t.min()), float(t.max())
     w = p99 - p1
     if w <= 0:
-        w = mx - mn
-    lo = mn if p1 - mn <= tail * w else float(p1)
-    hi = mx if mx - p99 <= tail * w else float(p99)
+        w = float(t.max() - t.min())
+    near = t[(t >= p1 - tail * w) & (t <= p99 + tail * w)]
+    lo, hi = float(near.min()), float(near.max())
     if hi <= lo:
         pad = 0.05 * abs(lo) if lo else 0.5
         lo, hi = lo - pad, hi + pad
