@@ -37,7 +37,14 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.markers import MarkerStyle  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
-from matplotlib.ticker import MaxNLocator, NullLocator, ScalarFormatter  # noqa: E402
+from matplotlib.ticker import (  # noqa: E402
+    FuncFormatter,
+    LogLocator,
+    MaxNLocator,
+    NullFormatter,
+    NullLocator,
+    ScalarFormatter,
+)
 
 from blindcheck.features.units import unit_of  # noqa: E402
 from blindcheck.reporting.data import ReportData  # noqa: E402
@@ -58,8 +65,9 @@ _KINDS: dict[str, tuple[float, str | tuple, str]] = {
     "xgboost": (0.0, "-", "o"), "logreg": (0.45, "--", "s"), "single": (0.62, "-.", "D"),
     "tfidf": (-0.4, (0, (5, 1.5, 1, 1.5, 1, 1.5)), "^")}
 _OTHER_KIND = (-0.25, (0, (8, 2)), "v")
-# Attacks: colours of their own (Tol's dark tones, none a modality's), dotted, in the order of their names.
-_ATTACKS = ["#882255", "#332288", "#117733", "#999933", "#44aa99", "#aa4499"]
+# Attacks: dark colours of their own, far from every model's (the pinks and greens are the models'), dotted, in
+# the order of their names.
+_ATTACKS = ["#332288", "#8c510a", "#01665e", "#a50026", "#666600", "#5e3c99"]
 MEMBER, NONMEMBER = "#d55e00", "#0072b2"
 _STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8, "figure.dpi": 110,
           "axes.spines.top": False, "axes.spines.right": False, "savefig.bbox": "tight",
@@ -126,6 +134,21 @@ def model_colours(result: dict, attacks: Iterable[str] = ()) -> dict[str, str]:
     return {k: s.colour for k, s in model_styles(result, attacks).items()}
 
 
+def _styles(d: ReportData) -> dict[str, SeriesStyle]:
+    """:func:`model_styles` of ``d`` with every attack it names anywhere (its attacks section, the attack columns of
+    attacks.parquet, the dataset-inference curves), so that an attack has one colour in every figure."""
+    names = {str(x.get("name")) for x in _attacks(d)}
+    a = d.attack_scores
+    if a is not None:
+        names |= {n for _, n in _attack_columns(a)}
+    di = d.section("di")
+    curves = (di.get("curves") or di.get("rejection")) if isinstance(di, dict) else None
+    models = {str(m.get("name")) for m in d.result.get("models") or []}
+    if isinstance(curves, dict):
+        names |= {str(k) for k in curves if str(k) != "blind" and str(k) not in models}
+    return model_styles(d.result, names)
+
+
 def _blind_style(d: ReportData, styles: dict[str, SeriesStyle]) -> tuple[str, SeriesStyle]:
     """The blind score's model (the verdict's best model) and its style."""
     best = str((d.result.get("verdict") or {}).get("best_model") or "")
@@ -154,7 +177,7 @@ def fig_roc(d: ReportData) -> Figure | None:
     aucs = {m.get("name"): m.get("auc") for m in d.result.get("models") or []}
     a = d.attack_scores
     attack_cols = _attack_columns(a) if a is not None and "label" in a.columns else []
-    styles = model_styles(d.result, [n for _, n in attack_cols])
+    styles = _styles(d)
     for c in d.scores.columns:
         if c.startswith("score."):
             name = c[len("score."):]
@@ -463,8 +486,7 @@ def fig_di(d: ReportData) -> Figure | None:
     curves = di.get("curves") or di.get("rejection")
     if not isinstance(curves, dict):
         return None
-    styles = model_styles(d.result, [str(k) for k in curves if str(k) != "blind" and str(k) not in
-                                     {str(m.get("name")) for m in d.result.get("models") or []}])
+    styles = _styles(d)
     best, blind_style = _blind_style(d, styles)
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     drawn = 0
@@ -490,6 +512,9 @@ def fig_di(d: ReportData) -> Figure | None:
     if isinstance(alpha, int | float):
         ax.axhline(alpha, color="0.5", ls=":", lw=1, label=f"alpha = {alpha}")
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("clips per side (n, log scale)")
     ax.set_ylabel("rejection rate")
     ax.set_ylim(0, 1.02)

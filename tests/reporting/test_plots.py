@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -117,6 +118,29 @@ def test_a_models_colour_depends_on_its_name_alone_and_drawing_nothing(bundled):
     attacks = {k: s for k, s in styles.items() if k.startswith("attack:")}
     assert len(attacks) == 3 and {s.linestyle for s in attacks.values()} == {":"}
     assert len({s.colour for s in styles.values()}) == len(styles)
+
+
+def test_an_attack_keeps_its_colour_and_the_blind_scorer_its_models(with_clips):
+    """Two attacks (hand-made scores of the documented shape on the re-run's clips) in the ROC and the
+    dataset-inference figure: each attack one colour of its own in both; the blind scorer drawn in the colour of
+    the verdict's best model."""
+    rng = np.random.default_rng(3)
+    s = with_clips.scores
+    lab = s["label"].to_numpy().astype(int)
+    att = pd.DataFrame({"id": s["id"], "label": lab, "blind_score": s["blind_score"],
+                        "attack.loss": lab + rng.normal(0, 1, lab.size), "attack.zlib": rng.normal(size=lab.size)})
+    curve = [{"n": n, "rate": min(1.0, n / 100)} for n in (10, 20, 40, 80)]
+    d = replace(with_clips, attack_scores=att, extra={
+        "attacks": {"attacks": [{"name": "loss", "spearman": 0.3}, {"name": "zlib", "spearman": 0.0}]},
+        "di": {"curves": {"loss": curve, "blind": curve}, "alpha": 0.05}})
+    figs = _figures(d)
+    assert {"roc", "attacks", "di"} <= set(figs)
+    roc, di = figs["roc"]["colours"], figs["di"]["colours"]
+    models = model_colours(d.result)
+    assert roc["attack:loss"] == di["attack:loss"] != roc["attack:zlib"]
+    assert not {roc["attack:loss"], roc["attack:zlib"]} & set(models.values())
+    best = d.result["verdict"]["best_model"]
+    assert di[best] == models[best]
 
 
 def test_png_at_print_resolution_with_sane_sizes(with_clips):
