@@ -98,23 +98,22 @@ class Verdict:
 
 
 def fmt_value(feature: str, v: float) -> str:
-    """A feature value with the unit its name implies."""
+    """A feature value with its unit (:func:`blindcheck.features.units.unit_of`: the extractors' definitions,
+    else the name's conventions)."""
+    from blindcheck.features.units import unit_of
+
     if v is None or not math.isfinite(v):
         return "n/a"
-    name = feature.rsplit(".", 1)[-1]
-    if name.endswith("_hz") or name == "sample_rate":
+    symbol = unit_of(feature).symbol
+    if symbol == "Hz":
         return f"{v / 1000:.2f} kHz" if abs(v) >= 1000 else f"{v:.0f} Hz"
-    if name.endswith("_dbfs"):
-        return f"{v:.1f} dBFS"
-    if name.endswith("_lufs"):
-        return f"{v:.1f} LUFS"
-    if name.endswith("_db"):
-        return f"{v:.1f} dB"
-    if name.endswith("_s"):
+    if symbol in ("dBFS", "LUFS", "LU", "dB"):
+        return f"{v:.1f} {symbol}"
+    if symbol == "s":
         return f"{v * 1000:.0f} ms" if abs(v) < 1 else f"{v:.2f} s"
-    if name.endswith(("_ratio", "_fraction")):
+    if symbol == "%":
         return f"{100 * v:.1f}%"
-    return f"{v:.3g}"
+    return f"{v:.3g}{'' if symbol.startswith('/') else ' '}{symbol}" if symbol else f"{v:.3g}"
 
 
 def fmt_p(p: float) -> str:
