@@ -95,7 +95,9 @@ def render(d: ReportData, out: str | os.PathLike | None = None, formats: tuple[s
         say("report: writing report.html")
         for f in figs:
             f["data_uri"] = Markup("data:image/png;base64," + base64.b64encode(f["png"]).decode("ascii"))
-            f["width"], f["height"] = _png_size(f["png"])
+            # shown at the size of a 100-dpi figure (CSS pixels), sharp on high-density screens and in print
+            px = _png_size(f["png"])
+            f["width"], f["height"] = (round(v * 100 / f.get("dpi", 100)) for v in px)
         paths.html = outp / "report.html"
         _write(paths.html, _env("html").get_template("report.html.j2").render(
             report=model, figures={f["name"]: f for f in figs}))

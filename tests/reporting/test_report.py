@@ -72,7 +72,9 @@ def test_html_loads_in_chromium_with_every_section_and_image(checked):
             criteria: Object.fromEntries([...document.querySelectorAll('#table-criteria tr[data-key]')].map(
                 r => [r.dataset.key, [...r.cells].map(c => c.innerText)])),
             models: [...document.querySelectorAll('#table-models tr[data-key]')].map(
-                r => [...r.cells].map(c => c.innerText))})""")
+                r => [...r.cells].map(c => c.innerText)),
+            swatches: Object.fromEntries([...document.querySelectorAll('#table-models tr[data-key]')].map(
+                r => [r.dataset.key, getComputedStyle(r.querySelector('.sw')).backgroundColor]))})""")
         page.screenshot(out / "report_screenshot.png")
         problems = page.problems()
     finally:
@@ -90,6 +92,12 @@ def test_html_loads_in_chromium_with_every_section_and_image(checked):
         assert result.startswith("met") == (key in verdict["criteria"]), (key, result)
     assert info["criteria"]["auc"][2].startswith(f"lower {min(verdict['lower_bound'], 1):.2f}")
     assert_numbers_readable(info["text"])
+    # the models table's key: each model's swatch is the colour its curves and points have in every figure
+    from blindcheck.reporting.plots import model_colours
+
+    colours = model_colours(json.loads((out / "result.json").read_text()))
+    rgb = {k: "rgb({}, {}, {})".format(*(int(c[i:i + 2], 16) for i in (1, 3, 5))) for k, c in colours.items()}
+    assert info["swatches"] == {m.name: rgb[m.name] for m in res.separability.models}
     for row in info["models"]:  # AUC, its interval and the shares: inside [0, 1]
         aucs = [float(x) for x in re.findall(r"\d+\.\d+", " ".join(row[3:5]))]
         shares = [float(x) for x in re.findall(r"(\d+(?:\.\d+)?)%", " ".join(row[5:8]))]
