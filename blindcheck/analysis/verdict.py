@@ -420,8 +420,9 @@ def _context_reasons(sep: SeparabilityResult, b: Bounds, status: str) -> list[st
             f"the blind classifiers score below chance (best AUC {best.auc:.2f}, {worst.name} {worst.auc:.2f}): "
             "members and non-members are "
             "balanced within clusters of near-identical clips (e.g. the same speaker and words on both sides), "
-            "which cross-validation anti-learns; this makes the check conservative — group the folds by the "
-            "cluster column (group-by = speaker, sentence) for a sharper test")
+            "which cross-validation anti-learns; scores below chance also lower the upper bounds a clean verdict "
+            "rests on, so they make it optimistic rather than conservative — group the folds by the cluster "
+            "column (group-by = speaker, sentence) for a sharper test")
     if sep.group_table is not None and g:
         mixed = sep.group_table.dropna(subset=["auc"])
         reasons.append(f"folds and permutations grouped by '{g}': {groups['total']} groups, "
