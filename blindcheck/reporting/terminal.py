@@ -69,6 +69,13 @@ def format_summary(result: CheckResult, out: str | None = None) -> str:
     if sep.fpr_resolution > 0.001:
         lines.append(f"  (with {int((1 - sep.labels).sum())} non-members the finest FPR is "
                      f"{100 * sep.fpr_resolution:.2f}%: TPR@0.1% is TPR at zero false positives)")
+    names = {mr.name for mr in sep.models}
+    if "single:all" in names:
+        lines.append("  (single:all: the one feature that best separates the training folds, chosen afresh in each "
+                     "fold)")
+    if any(n.startswith("tfidf:text") for n in names) and "text" not in result.extraction.modalities:
+        lines.append("  (tfidf:text reads the words of the manifest's texts; it runs even where the text modality's "
+                     "sentence embeddings and lexical features were not extracted)")
     below = [mr.name for mr in sep.models if mr.ci_high < 0.5]
     if below:
         lines.append(f"  ({', '.join(below)}: AUC below 0.5 is no signal but cross-validation's anti-learning on "
