@@ -68,7 +68,7 @@ def real_speech(args) -> None:
     texts, speakers = info["text"].to_numpy(), info["speaker"].to_numpy()
     settings = Settings(repeats=args.repeats)
     rng = np.random.default_rng(args.seed)
-    counts, aucs, uppers = Counter(), [], []
+    counts, aucs, uppers, power = Counter(), [], [], []
     t = time.perf_counter()
     for _ in range(args.splits):
         y = np.zeros(len(feats), int)
@@ -78,12 +78,14 @@ def real_speech(args) -> None:
         counts[v.status] += 1
         aucs.append(v.best_auc)
         uppers.append(v.upper_bound)
+        power.append(v.power)
     per = (time.perf_counter() - t) / args.splits
     _header(f"1. random splits of {len(feats)} real clips (null), default settings, {per:.1f} s per check")
     q = np.quantile(aucs, [0.05, 0.5, 0.95])
     print(_row(f"{args.splits} splits", counts, args.splits,
                f"best AUC median {q[1]:.3f} [5-95%: {q[0]:.3f}, {q[2]:.3f}]; highest upper bound median "
-               f"{np.median(uppers):.3f}"))
+               f"{np.median(uppers):.3f}; printed power mean {np.mean(power):.2f} (the share clean: "
+               f"{_rate(counts['clean'], args.splits)})"))
 
     grouped = Settings(repeats=args.repeats, group_by="speaker")
     counts = Counter()
@@ -120,15 +122,16 @@ def simulation(args) -> None:
     for n in sizes:
         for a in aucs:
             counts, t = Counter(), time.perf_counter()
-            est = []
+            est, power = [], []
             for _ in range(args.sim_reps):
                 table, y = synthetic_table(n, a, rng)
                 v = decide(run_separability(table, y, settings), settings)
                 counts[v.status] += 1
                 est.append(v.best_auc)
+                power.append(v.power)
             print(_row(f"n = {n:>5}, true AUC {a:.2f}", counts, args.sim_reps,
-                       f"best AUC median {np.median(est):.3f}; {(time.perf_counter() - t) / args.sim_reps:.1f} s "
-                       "per check"), flush=True)
+                       f"best AUC median {np.median(est):.3f}; printed power mean {np.mean(power):.2f}; "
+                       f"{(time.perf_counter() - t) / args.sim_reps:.1f} s per check"), flush=True)
 
 
 def _rate(k: int, n: int) -> str:

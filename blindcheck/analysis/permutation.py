@@ -24,7 +24,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.stats import rankdata
@@ -181,17 +181,22 @@ class FamilyTest:
     p_floor: float  # the smallest p-value this test can give
     method: str
     model_p: list[float]  # each model's own (unadjusted) p-value of AUC > 0.5 from the same relabellings
+    # per relabelling: the best AUC over the models, and each side's best isolation over the models (r, 2); what
+    # the power of a clean verdict is read from (not in result.json)
+    null_auc_max: np.ndarray | None = field(default=None, repr=False)
+    null_isolation_sides: np.ndarray | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("null_")}
 
 
-def max_statistics(fs: FamilyStatistics, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per label row: the best AUC over models, the best isolation over models and ends, and every model's
-    AUC (k, m)."""
+def max_statistics(fs: FamilyStatistics, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per label row: the best AUC over models, the best isolation over models and ends, every model's AUC
+    (k, m), and the best isolation of each side over the models (k, 2: members, non-members)."""
     hi, lo = fs.isolation(Y)
     aucs = fs.aucs(Y)
-    return np.nanmax(aucs, axis=1), np.nanmax(np.maximum(hi, lo), axis=1), aucs
+    sides = np.stack([np.nanmax(hi, axis=1), np.nanmax(lo, axis=1)], axis=1)
+    return np.nanmax(aucs, axis=1), np.nanmax(np.maximum(hi, lo), axis=1), aucs, sides
 
 
 def combine(obs: tuple[float, float], null: tuple[np.ndarray, np.ndarray], exhaustive: bool) -> dict:
@@ -225,39 +230,42 @@ def score_permutation_test(scores: np.ndarray, y: np.ndarray, groups: np.ndarray
     y = np.asarray(y).astype(bool)
     n, m = scores.shape
     fs = FamilyStatistics(scores, fpr)
-    a0, i0, model_obs = max_statistics(fs, y[None, :])
+    a0, i0, model_obs, _ = max_statistics(fs, y[None, :])
     obs = (float(a0[0]), float(i0[0]))
     layout = group_layout(y, groups) if groups is not None else None
     count = math.exp(layout.log_count(y)) if layout is not None else math.inf
     if layout is not None and layout.all_pure and count <= permutations + 1:
         Y = all_relabellings(y, layout)
-        a, i, per = max_statistics(fs, Y)
-        return _result(obs, (a, i), model_obs[0], per, True, f"all {len(Y)} relabellings of whole groups, exact")
+        a, i, per, sides = max_statistics(fs, Y)
+        return _result(obs, (a, i), model_obs[0], per, True, f"all {len(Y)} relabellings of whole groups, exact",
+                       sides)
     r = int(min(permutations, max(min_permutations, budget // max(n * m, 1))))
     chunk = max(1, int(2_000_000 // max(n, 1)))
-    auc_null, iso_null, per_null = [], [], []
+    auc_null, iso_null, per_null, side_null = [], [], [], []
     done = 0
     while done < r:
         k = min(chunk, r - done)
-        a, i, per = max_statistics(fs, relabel(y, layout, k, rng))
+        a, i, per, sides = max_statistics(fs, relabel(y, layout, k, rng))
         auc_null.append(a)
         iso_null.append(i)
         per_null.append(per)
+        side_null.append(sides)
         done += k
     level = "of whole groups and within mixed groups" if layout is not None else "of clips"
     return _result(obs, (np.concatenate(auc_null), np.concatenate(iso_null)), model_obs[0], np.vstack(per_null),
-                   False, f"max-statistic score permutation ({r} relabellings {level})")
+                   False, f"max-statistic score permutation ({r} relabellings {level})", np.vstack(side_null))
 
 
 def _result(obs: tuple[float, float], null: tuple[np.ndarray, np.ndarray], model_obs: np.ndarray,
-            model_null: np.ndarray, exhaustive: bool, method: str) -> FamilyTest:
+            model_null: np.ndarray, exhaustive: bool, method: str, side_null: np.ndarray | None = None
+            ) -> FamilyTest:
     res = combine(obs, null, exhaustive)
     r = len(null[0])
     extra = 0 if exhaustive else 1
     model_p = ((extra + (model_null >= model_obs[None, :] - _EPS).sum(axis=0)) / (r + extra)).tolist()
     return FamilyTest(*obs, res["p_auc"], res["p_isolation"], res["p_auc_raw"], res["p_isolation_raw"],
                       relabellings=r, exhaustive=exhaustive, p_floor=1 / (r + extra), method=method,
-                      model_p=model_p)
+                      model_p=model_p, null_auc_max=np.asarray(null[0]), null_isolation_sides=side_null)
 
 
 def refit_permutation_test(scores: np.ndarray, y: np.ndarray, groups: np.ndarray | None, permutations: int,
@@ -269,7 +277,7 @@ def refit_permutation_test(scores: np.ndarray, y: np.ndarray, groups: np.ndarray
     isolation over all models are kept. Exact for any data structure the relabelling respects."""
     y = np.asarray(y).astype(bool)
     fs = FamilyStatistics(scores, fpr)
-    a0, i0, model_obs = max_statistics(fs, y[None, :])
+    a0, i0, model_obs, _ = max_statistics(fs, y[None, :])
     obs = (float(a0[0]), float(i0[0]))
     layout = group_layout(y, groups) if groups is not None else None
     count = math.exp(layout.log_count(y)) if layout is not None else math.inf
@@ -279,16 +287,18 @@ def refit_permutation_test(scores: np.ndarray, y: np.ndarray, groups: np.ndarray
     total = int(round(count)) if exhaustive else permutations
     auc_null, iso_null = np.empty(total), np.empty(total)
     per_null = np.empty((total, scores.shape[1]))
+    side_null = np.empty((total, 2))
     for b, yp in enumerate(rows):
         if exhaustive and np.array_equal(yp, y):
             auc_null[b], iso_null[b], per_null[b] = obs[0], obs[1], model_obs[0]
+            side_null[b] = max_statistics(fs, y[None, :])[3][0]
         else:
-            a, i, per = max_statistics(FamilyStatistics(refit(yp.astype(int)), fpr), yp[None, :])
-            auc_null[b], iso_null[b], per_null[b] = a[0], i[0], per[0]
+            a, i, per, sides = max_statistics(FamilyStatistics(refit(yp.astype(int)), fpr), yp[None, :])
+            auc_null[b], iso_null[b], per_null[b], side_null[b] = a[0], i[0], per[0], sides[0]
         if progress:
             progress(b + 1, total)
     how = (f"max-statistic refit permutation ({total} full cross-validations of every model on relabelled clips"
            + (", every relabelling of whole groups" if exhaustive else "") + ")")
-    return _result(obs, (auc_null, iso_null), model_obs[0], per_null, exhaustive, how)
+    return _result(obs, (auc_null, iso_null), model_obs[0], per_null, exhaustive, how, side_null)
 
 

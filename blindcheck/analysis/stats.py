@@ -181,6 +181,30 @@ def _hm_se(a: float, n1: int, n0: int) -> float:
     return math.sqrt(max(var, 1e-18))
 
 
+def clean_power_from_relabellings(auc_max: np.ndarray, isolation_sides: np.ndarray | None, tolerated: float,
+                                  tolerated_share: float, n1: int, n0: int, alpha: float, fpr: float,
+                                  deff: float = 1.0) -> float:
+    """The power of a clean verdict read from the permutation test's relabellings: the share of relabelled splits
+    (no association between scores and labels, the models and their correlation as observed) whose every model
+    has an upper AUC bound (one-sided 1 - ``alpha``, Hanley-McNeil SE times the design effect) below
+    ``tolerated`` and whose every model isolates, on either side, a share whose Wilson upper bound lies below
+    ``tolerated_share``. Where :func:`equivalence_power` pictures one model, this counts the maximum over all of
+    them and the isolated-share condition, as the verdict does."""
+    a = np.asarray(auc_max, dtype=float)
+    if not len(a) or n1 < 2 or n0 < 2:
+        return 0.0
+    z = float(norm.ppf(1 - alpha))
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    se = np.sqrt(np.maximum((a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n0 - 1) * (q2 - a * a)) / (n1 * n0), 1e-18))
+    ok = a + z * se * math.sqrt(deff) < tolerated
+    if isolation_sides is not None:
+        for col, n in ((0, n1), (1, n0)):
+            p = np.clip(np.asarray(isolation_sides, dtype=float)[:, col], 0.0, 1.0)
+            upper = ((p + z * z / (2 * n)) + z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))) / (1 + z * z / n)
+            ok &= (np.minimum(upper, 1.0) - fpr) / (1 - fpr) < tolerated_share
+    return float(ok.mean())
+
+
 def power_auc(a1: float, n1: int, n0: int, alpha: float) -> float:
     """Power of the one-sided level-``alpha`` test of AUC = 0.5 when the true AUC is ``a1``."""
     if n1 < 2 or n0 < 2:

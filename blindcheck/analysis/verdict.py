@@ -238,10 +238,22 @@ def bounds(sep: SeparabilityResult, settings: Settings, failures: Failures | Non
     groups = sep.n_groups
     return Bounds(alpha=alpha, tau=tau, tau_s=settings.tolerated_share, m=m, n1=n1, n0=n0, lower=lower, upper=upper,
                   upper_model=upper_model, share_low=share_lo, share_high_any=share_hi_all, design_effect=deff,
-                  power=stats.equivalence_power(tau, n1, n0, alpha, deff),
+                  power=_clean_power(sep, settings, n1, n0, deff),
                   fail_p=failures.p if failures else 1.0,
                   fail_gap=abs(failures.shares()[0] - failures.shares()[1]) if failures else 0.0,
                   all_pure=bool(groups and groups["mixed"] == 0), too_few=sep.family.p_floor > alpha)
+
+
+def _clean_power(sep: SeparabilityResult, settings: Settings, n1: int, n0: int, deff: float) -> float:
+    """Probability that a split like this one with no association between audio and membership is called clean:
+    from the permutation test's relabellings where it kept them (every model at once, both conditions), else the
+    one-model normal approximation."""
+    fam = sep.family
+    if fam is not None and fam.null_auc_max is not None and len(fam.null_auc_max):
+        return stats.clean_power_from_relabellings(fam.null_auc_max, fam.null_isolation_sides,
+                                                   settings.tolerated_auc, settings.tolerated_share, n1, n0,
+                                                   settings.alpha, sep.subset.fpr if sep.subset else 0.01, deff)
+    return stats.equivalence_power(settings.tolerated_auc, n1, n0, settings.alpha, deff)
 
 
 def criteria_met(sep: SeparabilityResult, b: Bounds, failures: Failures | None = None) -> list[str]:
