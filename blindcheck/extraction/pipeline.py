@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from blindcheck.errors import BlindcheckError, option
 from blindcheck.extraction.cache import INDEX_KEY, Store, policy_tag, read_plan
+from blindcheck.extraction.stages import run_stage
 from blindcheck.features import DEFAULT_ACOUSTIC, Modality, cache_tag, get_extractor
 from blindcheck.inputs.audio import (
     ANALYSIS_SR,
@@ -44,7 +45,7 @@ from blindcheck.inputs.audio import (
     split_ref,
 )
 from blindcheck.inputs.manifest import Manifest
-from blindcheck.runtime.executors import EXECUTORS, LOST, DaskExecutor, Executor, LocalExecutor, usable_cores
+from blindcheck.runtime.executors import EXECUTORS, DaskExecutor, Executor, LocalExecutor, usable_cores
 
 ERROR_COLUMNS = ["id", "path", "stage", "message"]
 NOTE_COLUMNS = ["id", "path", "modality", "note"]
@@ -498,15 +499,21 @@ def extract_features(manifest: Manifest, cache_dir: str | os.PathLike, config: E
             chunks = Chunker(len(todo), config.chunk_size)
             jobs = ({**base, "lo": lo, "hi": hi} for lo, hi in chunks)
             alone = lambda job: ({**job, "lo": k, "hi": k + 1} for k in range(job["lo"], job["hi"]))  # noqa: E731
-            for job, result in ex.run_retrying(_extract_chunk, jobs, alone):
-                if result is LOST:
-                    result = {"clips": [{"row": int(todo[job["lo"]]), "hash": None, "computed": [],
-                                         "errors": [("worker", "the worker process died while analysing this clip")]}]}
-                else:
+
+            def lost(job: dict) -> dict:  # a clip that killed its worker on its own: an error, the rest goes on
+                return {"clips": [{"row": int(todo[job["lo"]]), "hash": None, "computed": [],
+                                   "errors": [("worker", "the worker process died while analysing this clip")]}],
+                        "lost": True}
+
+            def finished(job: dict, result: dict) -> None:
+                nonlocal done
+                if not result.get("lost"):
                     chunks.observe(len(result["clips"]), result["seconds"])
                 done += sum(accept(summary) for summary in result["clips"])
                 if progress:
                     progress(done, n)
+
+            run_stage(ex, _extract_chunk, jobs, alone, on_result=finished, on_lost=lost)
         store.compact(list(tags.values()))
         computed = {m: len(pd.unique(hashes[rows])) for m, rows in computed_rows.items()}
         keys = need = todo = None
@@ -536,13 +543,13 @@ def extract_features(manifest: Manifest, cache_dir: str | os.PathLike, config: E
             speech = _has_speech(features, config.min_speech_share)
             rows = _clip_rows(table, features)
             voice = extract_voice(rows[speech].reset_index(drop=True), store, workers=n_workers, executor=stage_ex)
-            errors += voice["errors"]
-            failed_ids = {e["id"] for e in voice["errors"]}
-            features = features[~features["id"].isin(failed_ids)].merge(voice["features"], on="id", how="left")
-            notes = pd.concat([notes, pd.DataFrame(voice["notes"], columns=NOTE_COLUMNS),
+            errors += voice.errors
+            failed_ids = {e["id"] for e in voice.errors}
+            features = features[~features["id"].isin(failed_ids)].merge(voice.features, on="id", how="left")
+            notes = pd.concat([notes, pd.DataFrame(voice.notes, columns=NOTE_COLUMNS),
                                _skip_notes(features, rows, ~speech, "voice", config.min_speech_share)],
                               ignore_index=True)
-            voice_stats = voice["stats"]
+            voice_stats = voice.stats
             if content_stats is not None:
                 content_stats["voice_skipped"] = int((~speech).sum())
             modalities = [*modalities, Modality.VOICE]
@@ -555,9 +562,9 @@ def extract_features(manifest: Manifest, cache_dir: str | os.PathLike, config: E
             rows = _text_rows(table, features, text_options.text_columns)
             rows["has_speech"] = _has_speech(features, config.min_speech_share)
             text = extract_text(rows, store, text_options, workers=n_workers, executor=stage_ex)
-            errors += text["errors"]
-            features = features.merge(text["features"], on="id", how="inner")
-            transcripts, text_stats = text["transcripts"], text["stats"]
+            errors += text.errors
+            features = features.merge(text.features, on="id", how="inner")
+            transcripts, text_stats = text.transcripts, text.stats
             skipped = (transcripts["source"] == "skipped").to_numpy() if transcripts is not None else \
                 np.zeros(len(rows), dtype=bool)  # no transcript source (transcripts none): no ASR to skip
             notes = pd.concat([notes, _skip_notes(features, rows, skipped, "text", config.min_speech_share)],

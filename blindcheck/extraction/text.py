@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from blindcheck.errors import BlindcheckError, option, worker_errors
+from blindcheck.errors import BlindcheckError, option
+from blindcheck.extraction.stages import StageResult, run_stage
 from blindcheck.features.asr import transcribe
 from blindcheck.features.text import (
     LEXICAL,
@@ -95,10 +96,11 @@ def _check_decoding_paths(modes: np.ndarray, labels: np.ndarray, ok: np.ndarray)
             f"({option('ASRConfig(pack=False)', '--asr-no-pack')})")
 
 
-def extract_text(rows: pd.DataFrame, store, options: TextOptions, workers: int = 1, executor=None) -> dict:
+def extract_text(rows: pd.DataFrame, store, options: TextOptions, workers: int = 1, executor=None) -> StageResult:
     """Transcripts, the other text sources and ``text.*`` features for ``rows`` (columns: id, path, content_hash,
     start, end, given_text, label, duration_s, and ``source:<name>`` per text source that is not a transcript).
-    Returns a dict with ``features`` (id, transcript, ``text.*`` of the transcript; per source ``text:<name>``, its
+    Returns a :class:`~blindcheck.extraction.stages.StageResult` with ``features`` (id, transcript, ``text.*`` of
+    the transcript; per source ``text:<name>``, its
     text, and ``text.<name>.*``), ``transcripts`` (None without a transcript source), ``errors`` (list of dicts)
     and ``stats``.
 
@@ -179,8 +181,8 @@ def extract_text(rows: pd.DataFrame, store, options: TextOptions, workers: int =
         feats.insert(0, "transcript" if name == "" else f"text:{name}", t)
         parts.append(feats)
     out = pd.concat(parts, axis=1)
-    return {"features": out[keep].reset_index(drop=True), "transcripts": transcripts, "errors": errors,
-            "stats": stats}
+    return StageResult(features=out[keep].reset_index(drop=True), transcripts=transcripts, errors=errors,
+                       stats=stats)
 
 
 def _transcripts(rows: pd.DataFrame, store, options: TextOptions, workers: int = 1, executor=None):
@@ -282,7 +284,7 @@ def _embed_missing(missing: list[str], first: dict[str, str], model_path: str, d
     in one spawned local process (torch never enters this one); each batch is written to the cache by its
     worker. A batch whose worker died is tried once more on its own."""
     from blindcheck.features.asr import cpu_threads
-    from blindcheck.runtime.executors import LOST, LocalExecutor
+    from blindcheck.runtime.executors import LocalExecutor
 
     if executor is None:
         executor, threads = LocalExecutor(1, start_method="spawn"), None
@@ -298,10 +300,14 @@ def _embed_missing(missing: list[str], first: dict[str, str], model_path: str, d
 
     batches = [missing[i:i + EMBED_JOB] for i in range(0, len(missing), EMBED_JOB)]
     done = 0
-    with worker_errors():
-        for job, result in executor.run_retrying(_embed_job, jobs(batches), lambda job: [job]):  # once more, alone
-            if result is LOST:
-                raise BlindcheckError(f"the embedding worker process died twice on a batch of {len(job['keys'])} "
-                                      "transcripts")
-            done += result
+
+    def lost(job: dict) -> int:
+        raise BlindcheckError(f"the embedding worker process died twice on a batch of {len(job['keys'])} transcripts")
+
+    def finished(job: dict, result: int) -> None:
+        nonlocal done
+        done += result
+
+    # a batch whose worker died is tried once more on its own; the caller compacts the cache after
+    run_stage(executor, _embed_job, jobs(batches), lambda job: [job], on_result=finished, on_lost=lost)
     return done

@@ -10,7 +10,7 @@ import threading
 import numpy as np
 import pandas as pd
 
-from blindcheck.errors import worker_errors
+from blindcheck.extraction.stages import StageResult, run_stage
 from blindcheck.features.voice import SpeakerEncoder, VoiceExtractor
 
 _WORKER: VoiceExtractor | None = None  # this worker process's encoder (loaded once)
@@ -74,16 +74,17 @@ def _voice_job(job: dict) -> list[dict]:
 
 
 def extract_voice(rows: pd.DataFrame, store, workers: int = 1, batch_size: int = 32, progress=None,
-                  executor=None) -> dict:
+                  executor=None) -> StageResult:
     """``voice.*`` for ``rows`` (columns: id, content_hash, path, start, end), from the cache where it has them
     and else in batches on ``executor`` (e.g. a :class:`blindcheck.runtime.executors.DaskExecutor`, whose workers load
     the encoder once and must see the cache directory) or, by default, in ``workers`` spawned local processes.
     Each batch's embeddings are written to the cache by its worker. A batch whose worker died is tried again
-    one clip at a time; a clip that kills its worker alone becomes an error. Returns ``features`` (id,
-    voice.*), ``notes`` (id, note), ``errors`` and ``stats``. Cached like every extractor: keyed by the audio's
+    one clip at a time; a clip that kills its worker alone becomes an error. Returns a
+    :class:`~blindcheck.extraction.stages.StageResult`: ``features`` (id, voice.*), ``notes``, ``errors``,
+    ``stats``. Cached like every extractor: keyed by the audio's
     content hash and :func:`cache_tag`."""
     from blindcheck.features import cache_tag
-    from blindcheck.runtime.executors import LOST, LocalExecutor
+    from blindcheck.runtime.executors import LocalExecutor
 
     ext = VoiceExtractor()
     tag = cache_tag(ext)
@@ -110,20 +111,22 @@ def extract_voice(rows: pd.DataFrame, store, workers: int = 1, batch_size: int =
                 for i in range(0, len(tasks), batch_size))
         alone = lambda job: ({**job, "tasks": [t]} for t in job["tasks"])  # noqa: E731
         done = 0
-        with worker_errors():
-            for job, result in executor.run_retrying(_voice_job, jobs, alone):
-                if result is LOST:
-                    t = job["tasks"][0]
-                    result = [{"row": t["row"], "hash": t["hash"],
-                               "error": "the worker process died while embedding this clip"}]
-                for r in result:
-                    if r["error"]:
-                        failed.add(r["hash"])
-                        errors.append({"id": r["row"], "stage": "voice", "message": r["error"]})
-                done += len(result)
-                if progress:
-                    progress(done, len(tasks))
-        store.compact([tag])
+
+        def lost(job: dict) -> list[dict]:  # a clip that killed its worker on its own
+            t = job["tasks"][0]
+            return [{"row": t["row"], "hash": t["hash"], "error": "the worker process died while embedding this clip"}]
+
+        def finished(job: dict, result: list[dict]) -> None:
+            nonlocal done
+            for r in result:
+                if r["error"]:
+                    failed.add(r["hash"])
+                    errors.append({"id": r["row"], "stage": "voice", "message": r["error"]})
+            done += len(result)
+            if progress:
+                progress(done, len(tasks))
+
+        run_stage(executor, _voice_job, jobs, alone, on_result=finished, on_lost=lost, store=store, tags=[tag])
     cached = store.read_features(tag, hashes)
     ok = np.array([h not in failed for h in hashes])
     block = cached.reindex(hashes)[names].astype(float) if not cached.empty else \
@@ -138,6 +141,6 @@ def extract_voice(rows: pd.DataFrame, store, workers: int = 1, batch_size: int =
                 notes.append({"id": cid, "path": path, "modality": "voice", "note": line})
     for e in errors:
         e["id"], e["path"] = rows["id"].iloc[e["id"]], rows["path"].iloc[e["id"]]
-    return {"features": feats[ok].reset_index(drop=True), "notes": notes, "errors": errors,
-            "stats": {"embedded": len(tasks) - len(failed), "reused": int(len(set(hashes)) - len(tasks)),
-                      "failed": len(failed), "workers": n_workers if tasks else 0}}
+    stats = {"embedded": len(tasks) - len(failed), "reused": int(len(set(hashes)) - len(tasks)),
+             "failed": len(failed), "workers": n_workers if tasks else 0}
+    return StageResult(features=feats[ok].reset_index(drop=True), notes=notes, errors=errors, stats=stats)
