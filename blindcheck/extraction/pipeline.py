@@ -403,6 +403,39 @@ def _plan_table(todo: np.ndarray, ids: np.ndarray, keys: pd.DataFrame, starts: n
                      "need": pa.array(need[todo], pa.uint8())})
 
 
+def _plan_clips(store: Store, paths: np.ndarray, starts: np.ndarray, ends: np.ndarray, modalities: list,
+                tags: dict) -> tuple:
+    """Phase of :func:`extract_features`: what is left to compute. Returns the index keys of every row, the cached
+    content hashes (NaN where unknown), a bit mask per row of the modalities still to compute, the rows to
+    dispatch (one per distinct clip, the clips of one file together), the rows that repeat a dispatched clip, and
+    how many rows were dispatched before merging the repeats."""
+    n = len(paths)
+    # Plan against the cache, in arrays (no Python object per clip: the driver's memory at 100k+ clips): only this
+    # manifest's rows are read from the cache, whatever else it holds.
+    keys = _index_keys(paths, starts, ends)
+    hashes = store.lookup_index(keys)
+    keyed = keys["size"].to_numpy() >= 0
+    need = np.zeros(n, dtype=np.uint8)  # bit b: modality b still to compute
+    for b, m in enumerate(modalities):
+        need |= (~store.present_mask(tags[m], hashes)).astype(np.uint8) << b
+    # An unknown file is at least read and hashed (and decoded, to validate it), even with no modality to compute.
+    todo = np.nonzero((need != 0) | pd.isna(hashes))[0]
+    # A clip listed again (same file and segment) is analysed once, for all its rows.
+    group = keys.iloc[todo].groupby(INDEX_KEY, sort=False, dropna=False).ngroup().to_numpy().copy()
+    group[~keyed[todo]] = -1 - np.arange(int((~keyed[todo]).sum()))  # unreadable files: each row its own
+    first = pd.Series(todo).groupby(group, sort=False).transform("first").to_numpy()
+    copies: dict[int, list[int]] = {}
+    for i, f in zip(todo[first != todo], first[first != todo], strict=True):
+        copies.setdefault(int(f), []).append(int(i))
+    dispatched = len(todo)
+    todo = todo[first == todo]
+    # The clips of one source file (a recording's Kaldi segments, a shard's rows) one after another, so that a
+    # worker reads and hashes the recording (or a shard's row group) once for all of them.
+    todo = todo[np.lexsort((todo, keys["file"].to_numpy()[todo]))]
+    del group, first
+    return keys, hashes, need, todo, copies, dispatched
+
+
 def extract_features(manifest: Manifest, cache_dir: str | os.PathLike, config: ExtractionConfig | None = None, *,
                      progress: ProgressFn | None = None, executor: Executor | str | None = None,
                      **settings: Any) -> ExtractionResult:
@@ -438,29 +471,7 @@ def extract_features(manifest: Manifest, cache_dir: str | os.PathLike, config: E
     ends = table["end"].to_numpy(dtype=float) if "end" in table.columns else np.full(n, np.nan)
     ids = table["id"].to_numpy(dtype=object)
 
-    # Plan against the cache, in arrays (no Python object per clip: the driver's memory at 100k+ clips): only this
-    # manifest's rows are read from the cache, whatever else it holds.
-    keys = _index_keys(paths, starts, ends)
-    hashes = store.lookup_index(keys)
-    keyed = keys["size"].to_numpy() >= 0
-    need = np.zeros(n, dtype=np.uint8)  # bit b: modality b still to compute
-    for b, m in enumerate(modalities):
-        need |= (~store.present_mask(tags[m], hashes)).astype(np.uint8) << b
-    # An unknown file is at least read and hashed (and decoded, to validate it), even with no modality to compute.
-    todo = np.nonzero((need != 0) | pd.isna(hashes))[0]
-    # A clip listed again (same file and segment) is analysed once, for all its rows.
-    group = keys.iloc[todo].groupby(INDEX_KEY, sort=False, dropna=False).ngroup().to_numpy().copy()
-    group[~keyed[todo]] = -1 - np.arange(int((~keyed[todo]).sum()))  # unreadable files: each row its own
-    first = pd.Series(todo).groupby(group, sort=False).transform("first").to_numpy()
-    copies: dict[int, list[int]] = {}
-    for i, f in zip(todo[first != todo], first[first != todo], strict=True):
-        copies.setdefault(int(f), []).append(int(i))
-    dispatched = len(todo)
-    todo = todo[first == todo]
-    # The clips of one source file (a recording's Kaldi segments, a shard's rows) one after another, so that a
-    # worker reads and hashes the recording (or a shard's row group) once for all of them.
-    todo = todo[np.lexsort((todo, keys["file"].to_numpy()[todo]))]
-    del group, first
+    keys, hashes, need, todo, copies, dispatched = _plan_clips(store, paths, starts, ends, modalities, tags)
 
     errors: list[dict] = [r for r in manifest.missing.to_dict("records")]
     failed = np.zeros(n, dtype=bool)
@@ -521,15 +532,7 @@ def extract_features(manifest: Manifest, cache_dir: str | os.PathLike, config: E
         keep = ~failed & pd.notna(hashes)
         features, notes = _assemble(store, table, hashes, keep, modalities, extractors, tags)
         if not config.allow_truncated and len(notes):
-            # A clip analysed earlier under allow-truncated sits in the cache with its features: reject it here too.
-            cut = notes[notes["note"].str.startswith("truncated")].drop_duplicates("id")
-            for cid, path, note in zip(cut["id"], cut["path"], cut["note"], strict=True):
-                errors.append({"id": cid, "path": path, "stage": "decode",
-                               "message": note.replace(TRUNCATED_ALLOWED, "")})
-            if len(cut):
-                gone = set(cut["id"])
-                features = features[~features["id"].isin(gone)].reset_index(drop=True)
-                notes = notes[~notes["id"].isin(gone)].reset_index(drop=True)
+            features, notes = _reject_truncated(features, notes, errors)
         spoken = len(features) and (Modality.VOICE in requested or Modality.TEXT in requested)
         if spoken and ex is None and own and config.executor == "dask":  # every acoustic feature was cached
             ex = open_executor(config, warm=[])
@@ -538,39 +541,13 @@ def extract_features(manifest: Manifest, cache_dir: str | os.PathLike, config: E
         voice_stats = None
         content_stats = _content_stats(features, config.min_speech_share)
         if Modality.VOICE in requested and len(features):
-            from blindcheck.extraction.voice import extract_voice
-
-            speech = _has_speech(features, config.min_speech_share)
-            rows = _clip_rows(table, features)
-            voice = extract_voice(rows[speech].reset_index(drop=True), store, workers=n_workers, executor=stage_ex)
-            errors += voice.errors
-            failed_ids = {e["id"] for e in voice.errors}
-            features = features[~features["id"].isin(failed_ids)].merge(voice.features, on="id", how="left")
-            notes = pd.concat([notes, pd.DataFrame(voice.notes, columns=NOTE_COLUMNS),
-                               _skip_notes(features, rows, ~speech, "voice", config.min_speech_share)],
-                              ignore_index=True)
-            voice_stats = voice.stats
-            if content_stats is not None:
-                content_stats["voice_skipped"] = int((~speech).sum())
+            features, notes, voice_stats = _voice_stage(table, features, notes, errors, store, config, content_stats,
+                                                        n_workers, stage_ex)
             modalities = [*modalities, Modality.VOICE]
         transcripts, text_stats = None, None
         if Modality.TEXT in requested and len(features):
-            from blindcheck.extraction.text import extract_text
-            from blindcheck.features.text import TextOptions
-
-            text_options = config.text or TextOptions()
-            rows = _text_rows(table, features, text_options.text_columns)
-            rows["has_speech"] = _has_speech(features, config.min_speech_share)
-            text = extract_text(rows, store, text_options, workers=n_workers, executor=stage_ex)
-            errors += text.errors
-            features = features.merge(text.features, on="id", how="inner")
-            transcripts, text_stats = text.transcripts, text.stats
-            skipped = (transcripts["source"] == "skipped").to_numpy() if transcripts is not None else \
-                np.zeros(len(rows), dtype=bool)  # no transcript source (transcripts none): no ASR to skip
-            notes = pd.concat([notes, _skip_notes(features, rows, skipped, "text", config.min_speech_share)],
-                              ignore_index=True)
-            if content_stats is not None:
-                content_stats["asr_skipped"] = int(skipped.sum())
+            features, notes, transcripts, text_stats = _text_stage(table, features, notes, errors, store, config,
+                                                                   content_stats, n_workers, stage_ex)
             modalities = [*modalities, Modality.TEXT]
     except BaseException:
         if own and ex is not None:
@@ -624,6 +601,61 @@ def open_executor(config: ExtractionConfig, warm: list[str] | None = None) -> Ex
 
 
 SPEECH_SHARE = f"{Modality.CONTENT}.speech_share"
+
+
+def _reject_truncated(features: pd.DataFrame, notes: pd.DataFrame, errors: list[dict]) -> tuple:
+    """A clip analysed earlier under allow-truncated sits in the cache with its features: without that setting it
+    is rejected here too (a decode error appended to ``errors``). Returns (features, notes) without those clips."""
+    cut = notes[notes["note"].str.startswith("truncated")].drop_duplicates("id")
+    for cid, path, note in zip(cut["id"], cut["path"], cut["note"], strict=True):
+        errors.append({"id": cid, "path": path, "stage": "decode", "message": note.replace(TRUNCATED_ALLOWED, "")})
+    if len(cut):
+        gone = set(cut["id"])
+        features = features[~features["id"].isin(gone)].reset_index(drop=True)
+        notes = notes[~notes["id"].isin(gone)].reset_index(drop=True)
+    return features, notes
+
+
+def _voice_stage(table: pd.DataFrame, features: pd.DataFrame, notes: pd.DataFrame, errors: list[dict], store: Store,
+                 config: ExtractionConfig, content_stats: dict | None, workers: int, executor) -> tuple:
+    """Phase of :func:`extract_features`: ``voice.*`` for the clips with speech (the content gate), their errors
+    appended to ``errors``; returns (features, notes, stats)."""
+    from blindcheck.extraction.voice import extract_voice
+
+    speech = _has_speech(features, config.min_speech_share)
+    rows = _clip_rows(table, features)
+    voice = extract_voice(rows[speech].reset_index(drop=True), store, workers=workers, executor=executor)
+    errors += voice.errors
+    failed_ids = {e["id"] for e in voice.errors}
+    features = features[~features["id"].isin(failed_ids)].merge(voice.features, on="id", how="left")
+    notes = pd.concat([notes, pd.DataFrame(voice.notes, columns=NOTE_COLUMNS),
+                       _skip_notes(features, rows, ~speech, "voice", config.min_speech_share)], ignore_index=True)
+    if content_stats is not None:
+        content_stats["voice_skipped"] = int((~speech).sum())
+    return features, notes, voice.stats
+
+
+def _text_stage(table: pd.DataFrame, features: pd.DataFrame, notes: pd.DataFrame, errors: list[dict], store: Store,
+                config: ExtractionConfig, content_stats: dict | None, workers: int, executor) -> tuple:
+    """Phase of :func:`extract_features`: transcripts (given or ASR, which the content gate skips on clips without
+    speech), the other text sources and ``text.*``, errors appended to ``errors``; returns (features, notes,
+    transcripts, stats)."""
+    from blindcheck.extraction.text import extract_text
+    from blindcheck.features.text import TextOptions
+
+    text_options = config.text or TextOptions()
+    rows = _text_rows(table, features, text_options.text_columns)
+    rows["has_speech"] = _has_speech(features, config.min_speech_share)
+    text = extract_text(rows, store, text_options, workers=workers, executor=executor)
+    errors += text.errors
+    features = features.merge(text.features, on="id", how="inner")
+    skipped = (text.transcripts["source"] == "skipped").to_numpy() if text.transcripts is not None else \
+        np.zeros(len(rows), dtype=bool)  # no transcript source (transcripts none): no ASR to skip
+    notes = pd.concat([notes, _skip_notes(features, rows, skipped, "text", config.min_speech_share)],
+                      ignore_index=True)
+    if content_stats is not None:
+        content_stats["asr_skipped"] = int(skipped.sum())
+    return features, notes, text.transcripts, text.stats
 
 
 def _has_speech(features: pd.DataFrame, min_share: float) -> np.ndarray:
