@@ -127,9 +127,9 @@ def short_term_loudness(y: np.ndarray, sr: int, window_s: float = LRA_WINDOW_S,
     K-weighted with the filters of ``recording.loudness_lufs``. Empty when the signal is shorter than a window."""
     from scipy.signal import sosfilt
 
-    from blindcheck.features.recording import _k_weighting
+    from blindcheck.features.recording import k_weighting
 
-    sos, gain = _k_weighting(sr)
+    sos, gain = k_weighting(sr)
     x = sosfilt(sos, np.asarray(y, dtype=np.float64)) * gain
     win, step = int(round(window_s * sr)), int(round(step_s * sr))
     if len(x) < win:

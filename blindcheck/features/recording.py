@@ -62,7 +62,7 @@ N_NOISE_BANDS = 8
 
 
 @lru_cache(maxsize=8)
-def _k_weighting(sr: int) -> tuple[np.ndarray, float]:
+def k_weighting(sr: int) -> tuple[np.ndarray, float]:
     """pyloudnorm's K-weighting stages at ``sr`` as second-order sections (b0 b1 b2 a0 a1 a2 per stage) and the
     product of their passband gains, computed once."""
     import pyloudnorm
@@ -78,7 +78,7 @@ def integrated_loudness(y: np.ndarray, sr: int, block_size: float) -> float:
     .integrated_loudness(y)`` (gates at -70 LUFS and -10 LU; -inf when every block is gated out)."""
     from scipy.signal import sosfilt
 
-    sos, gain = _k_weighting(sr)
+    sos, gain = k_weighting(sr)
     # Both stages in one pass (pyloudnorm runs lfilter twice): 3x cheaper, the same filter up to rounding (the
     # filtered signal within 4e-14 relative, the loudness within 1e-12).
     x = sosfilt(sos, y)  # in float64 (the sections' type), on sosfilt's own copy of y
