@@ -119,3 +119,15 @@ def test_no_module_shares_a_verb_name():
 @pytest.mark.parametrize("sub", LAYERS[1:-1])
 def test_each_layer_is_a_package(sub):
     assert (ROOT / sub / "__init__.py").is_file()
+
+
+def test_no_private_name_crosses_a_module():
+    """A name that starts with an underscore stays in its module: another module that needs it imports a public
+    helper (tests and benchmarks aside, which may reach into internals to time or check them)."""
+    found = []
+    for path in sorted(ROOT.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("blindcheck"):
+                found += [f"{module_name(path)}: from {node.module} import {a.name}" for a in node.names
+                          if a.name.startswith("_") and not a.name.startswith("__")]
+    assert found == [], found
