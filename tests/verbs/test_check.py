@@ -106,8 +106,11 @@ def test_injected_confounds_are_flagged(tmp_path, fsdd_meta, shared_cache, kind)
                               tmp_path / "audio")
     pd.DataFrame({"id": base["id"], "path": paths, "label": labels, "text": base["text"]}).to_csv(
         tmp_path / "m.csv", index=False)
-    result = check(tmp_path / "m.csv", tmp_path / "out", cache_dir=shared_cache, workers=2, repeats=2,
-                   modalities=["recording", "spectral", "prosodic"])  # acoustic confounds (same words both sides)
+    # acoustic confounds (same words both sides). One CV repeat: measured on all ten designs of this test and the
+    # next, one and two repeats gave the same verdicts, criteria and top modality, best AUCs within 0.03 and
+    # isolated shares within 0.08
+    result = check(tmp_path / "m.csv", tmp_path / "out", cache_dir=shared_cache, workers=2, repeats=1,
+                   modalities=["recording", "spectral", "prosodic"])
     v = result.verdict
     assert v.status == "confounded", v.reasons
     # White noise 30 dB below the speech mostly sits under FSDD's own noise floor: a subtle change.
@@ -138,8 +141,8 @@ def test_partial_confounds_are_flagged_by_the_isolated_subset(tmp_path, fsdd_met
     touched[rng.choice(non, int(round(fraction * len(non))), replace=False)] = True
     paths = altered_paths(base, touched, lambda x, sr: _inject(kind, x, sr, rng, tmp_path), tmp_path / "audio")
     pd.DataFrame({"id": base["id"], "path": paths, "label": labels}).to_csv(tmp_path / "m.csv", index=False)
-    v = check(tmp_path / "m.csv", tmp_path / "out", cache_dir=shared_cache, workers=2, repeats=2,
-              modalities=["recording", "spectral", "prosodic"]).verdict
+    v = check(tmp_path / "m.csv", tmp_path / "out", cache_dir=shared_cache, workers=2, repeats=1,
+              modalities=["recording", "spectral", "prosodic"]).verdict  # one repeat: see the test above
     assert v.status == "confounded" and "subset" in v.criteria, v.reasons
     sub = v.subset
     assert sub["side"] == "nonmembers"
