@@ -240,8 +240,8 @@ def test_few_permutations_still_reach_confounded(pool, refit):
     y = meta["speaker"].isin(["george", "jackson", "lucas"]).astype(int).to_numpy()
     keep = meta["take"].to_numpy() < 2  # 120 clips keep 20 refits of every model fast
     cols = ["id"] + [c for c in feats.columns if c.startswith(("recording.", "prosodic."))]
-    settings = Settings(repeats=1, permutations=99, refit_permutations=refit, xgb_trees=40)  # the p-value's floor
-    # is the claim, whatever the models' strength
+    # 3 folds and 40 trees: the p-value's floor is the claim, whatever the models' strength and the CV's shape
+    settings = Settings(repeats=1, folds=3, permutations=99, refit_permutations=refit, xgb_trees=40)
     sep = run_separability(feats.loc[keep, cols].reset_index(drop=True), y[keep], settings)
     r = refit or 99
     assert len(sep.models) == 5
