@@ -19,8 +19,14 @@ Four experiments; the first three print the share of `clean`, `inconclusive` and
    categorical column of known member / non-member shares (70/30, 60/40, 55/45) and a numeric one shifted by a
    known AUC, at 480 clips. Every rate with its Monte-Carlo standard error.
 
+With ``--test-settings`` sections 1 and 2 run with the settings of the test suite's versions of them
+(tests/verbs/test_check.py: ``test_false_alarms_on_random_splits`` runs 10 random splits with one CV repeat and 999
+permutations, ``test_grouped_null_splits_by_whole_speakers`` the 10 distinct speaker assignments of 120 clips with one
+repeat and 40 trees) at this script's full sizes: ``--splits`` random splits of all 480 clips with ``repeats=1,
+permutations=999``, and all 20 speaker assignments of all 480 clips with ``repeats=1`` (default trees).
+
     python benchmarks/calibration.py [--splits 40] [--sim-reps 20] [--metadata-splits 400] [--skip-real]
-                                     [--skip-sim] [--skip-metadata]
+                                     [--skip-sim] [--skip-metadata] [--test-settings]
 """
 
 from __future__ import annotations
@@ -66,7 +72,7 @@ def real_speech(args) -> None:
         feats = extract_features(Manifest(table=table, source="pool"), cache).features
     info = meta.set_index("id").loc[feats["id"]]
     texts, speakers = info["text"].to_numpy(), info["speaker"].to_numpy()
-    settings = Settings(repeats=args.repeats)
+    settings = Settings(repeats=1, permutations=999) if args.test_settings else Settings(repeats=args.repeats)
     rng = np.random.default_rng(args.seed)
     counts, aucs, uppers, power = Counter(), [], [], []
     t = time.perf_counter()
@@ -80,14 +86,15 @@ def real_speech(args) -> None:
         uppers.append(v.upper_bound)
         power.append(v.power)
     per = (time.perf_counter() - t) / args.splits
-    _header(f"1. random splits of {len(feats)} real clips (null), default settings, {per:.1f} s per check")
+    which = "the test suite's settings (repeats=1, permutations=999)" if args.test_settings else "default settings"
+    _header(f"1. random splits of {len(feats)} real clips (null), {which}, {per:.1f} s per check")
     q = np.quantile(aucs, [0.05, 0.5, 0.95])
     print(_row(f"{args.splits} splits", counts, args.splits,
                f"best AUC median {q[1]:.3f} [5-95%: {q[0]:.3f}, {q[2]:.3f}]; highest upper bound median "
                f"{np.median(uppers):.3f}; printed power mean {np.mean(power):.2f} (the share clean: "
                f"{_rate(counts['clean'], args.splits)})"))
 
-    grouped = Settings(repeats=args.repeats, group_by="speaker")
+    grouped = Settings(repeats=1 if args.test_settings else args.repeats, group_by="speaker")
     counts = Counter()
     names = sorted(set(speakers))
     splits = list(itertools.combinations(names, len(names) // 2))
@@ -96,7 +103,7 @@ def real_speech(args) -> None:
         v = decide(run_separability(feats, y, grouped, groups=speakers), grouped)
         counts[v.status] += 1
     _header(f"2. whole speakers to sides (grouped null): all {len(splits)} ways of {len(names) // 2} of "
-            f"{len(names)} speakers, group_by=speaker")
+            f"{len(names)} speakers, group_by=speaker{', repeats=1' if args.test_settings else ''}")
     print(_row(f"{len(splits)} splits", counts, len(splits)))
 
 
@@ -192,7 +199,12 @@ def main() -> None:
     ap.add_argument("--skip-sim", action="store_true")
     ap.add_argument("--metadata-splits", type=int, default=400, help="random splits for the metadata section")
     ap.add_argument("--skip-metadata", action="store_true")
+    ap.add_argument("--test-settings", action="store_true",
+                    help="sections 1-2 with the settings of the test suite's versions (repeats=1; section 1 also "
+                         "permutations=999), at this script's sizes")
     args = ap.parse_args()
+    if args.test_settings and args.repeats is not None:
+        ap.error("--test-settings fixes repeats=1; leave --repeats out")
     if not args.skip_real:
         real_speech(args)
     if not args.skip_sim:

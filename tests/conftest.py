@@ -1,4 +1,10 @@
-"""Shared fixtures: the bundled FSDD subset and generators of signals whose true values are known."""
+"""Shared fixtures: the bundled FSDD subset, one feature cache for the whole session, and generators of signals
+whose true values are known.
+
+The feature cache is keyed by each clip's content hash and each extractor's name, version and configuration, so
+one cache directory serves every test that reads the same bundled clips (a user shares ``--cache-dir`` across runs
+the same way): whichever test first needs a clip's features computes them and every later one reads them. Tests
+of extraction itself (what is computed, resumed, reused) keep caches of their own."""
 
 from __future__ import annotations
 
@@ -34,6 +40,31 @@ def fsdd_meta() -> pd.DataFrame:
     meta = pd.read_csv(DATA / "metadata.csv")
     meta["abspath"] = [str(DATA / p) for p in meta["path"]]
     return meta
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory) -> Path:
+    """The session's one feature cache (see the module docstring); created by the first extraction into it."""
+    return tmp_path_factory.mktemp("shared") / "cache"
+
+
+@pytest.fixture(scope="session")
+def fsdd_pool(tmp_path_factory, fsdd_meta, shared_cache):
+    """Features (the default acoustic modalities) of all 480 bundled clips, with their metadata (``id``, ``path``,
+    ``label`` alternating, ``text``, ``speaker``, ``digit``, ``take``, in the features' order), and the shared cache
+    they are in."""
+    from blindcheck.extraction.pipeline import extract_features
+    from blindcheck.inputs.manifest import load_manifest
+
+    d = tmp_path_factory.mktemp("pool")
+    df = pd.DataFrame({"id": fsdd_meta["id"], "path": fsdd_meta["abspath"], "label": [0, 1] * 240,
+                       "text": fsdd_meta["text"], "speaker": fsdd_meta["speaker"], "digit": fsdd_meta["digit"],
+                       "take": fsdd_meta["take"]})
+    df.to_csv(d / "m.csv", index=False)
+    res = extract_features(load_manifest(d / "m.csv"), shared_cache, workers=2)
+    assert len(res.features) == 480
+    meta = df.set_index("id").loc[res.features["id"]].reset_index()
+    return res.features, meta, shared_cache
 
 
 def altered_paths(base: pd.DataFrame, touched: np.ndarray, transform, folder: Path) -> list[str]:

@@ -284,15 +284,18 @@ def test_empty_vocabulary_skips_tfidf_with_a_note(fsdd_meta):
 
 
 @pytest.mark.skipif(not HAS_TEXT, reason="needs the text extra")
-def test_api_and_cli_choose_the_same_modalities_and_verdict(tmp_path, fsdd_meta):
+def test_api_and_cli_choose_the_same_modalities_and_verdict(tmp_path, fsdd_meta, shared_cache, capsys):
+    """The CLI's ``main`` (in this process, on the session's feature cache) and the Python API choose the same
+    default modalities and reach the same verdict from the same features."""
     import blindcheck
 
     m = _manifest(tmp_path / "m.csv", fsdd_meta, 24, text=True, seed=5)
-    cache = tmp_path / "cache"
+    cache = shared_cache
     api = blindcheck.check(m, tmp_path / "api", cache_dir=cache, workers=1, repeats=1, permutations=199)
-    r = _cli("check", m, "--out", tmp_path / "cli", "--cache-dir", cache, "--workers", "1", "--repeats", "1",
-             "--permutations", "199", "--no-progress")
-    assert r.returncode == 0, r.stderr
+    rc = main(["check", str(m), "--out", str(tmp_path / "cli"), "--cache-dir", str(cache), "--workers", "1",
+               "--repeats", "1", "--permutations", "199", "--no-progress"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
     cli = json.loads((tmp_path / "cli" / "result.json").read_text())
     from blindcheck.features.voice import voice_unavailable
 
@@ -302,6 +305,8 @@ def test_api_and_cli_choose_the_same_modalities_and_verdict(tmp_path, fsdd_meta)
     assert api.status == cli["verdict"]["status"] and api.verdict.best_model == cli["verdict"]["best_model"]
     assert {mr.name: round(mr.auc, 6) for mr in api.separability.models} == \
         {x["name"]: round(x["auc"], 6) for x in cli["models"]}
-    assert "nan s" not in r.stdout
-    r = _cli("extract", m, "--out", tmp_path / "t", "--cache-dir", cache, "--modalities", "text", "--no-progress")
-    assert r.returncode == 0 and "nan" not in r.stdout and "time " in r.stdout, r.stdout
+    assert "nan s" not in out
+    rc = main(["extract", str(m), "--out", str(tmp_path / "t"), "--cache-dir", str(cache), "--modalities", "text",
+               "--no-progress"])
+    out, _ = capsys.readouterr()
+    assert rc == 0 and "nan" not in out and "time " in out, out

@@ -72,7 +72,8 @@ def test_caption_like_columns_are_recognised_and_numbered_ones_join_one_source()
 
 
 @NEEDS_TEXT
-def test_two_caption_styles_over_one_audio_pool_are_confounded_by_the_caption_model(tmp_path, fsdd_meta):
+def test_two_caption_styles_over_one_audio_pool_are_confounded_by_the_caption_model(tmp_path, fsdd_meta,
+                                                                                   shared_cache):
     """One pool of clips split at random; members' captions are tag lists, non-members' full sentences: only the
     text separates the sides, and the verdict must be led by, and name, the caption's models."""
     from blindcheck import check
@@ -83,8 +84,8 @@ def test_two_caption_styles_over_one_audio_pool_are_confounded_by_the_caption_mo
     cap = [terse(r) if m else sentence(r) for r, m in zip(sel.itertuples(), y, strict=True)]
     pd.DataFrame({"id": sel["id"], "path": sel["abspath"], "label": y, "caption": cap}).to_csv(
         tmp_path / "m.csv", index=False)
-    r = check(tmp_path / "m.csv", tmp_path / "out", modalities=["recording", "text"], workers=2, repeats=1,
-              text=TextOptions(transcripts="none"))
+    r = check(tmp_path / "m.csv", tmp_path / "out", cache_dir=shared_cache, modalities=["recording", "text"],
+              workers=2, repeats=1, text=TextOptions(transcripts="none"))
     sep = r.separability
     assert r.status == "confounded"
     assert r.verdict.top_modality == "text.caption"
@@ -106,7 +107,7 @@ def test_two_caption_styles_over_one_audio_pool_are_confounded_by_the_caption_mo
 
 
 @NEEDS_TEXT
-def test_one_caption_style_on_random_splits_is_not_confounded(tmp_path, fsdd_meta):
+def test_one_caption_style_on_random_splits_is_not_confounded(tmp_path, fsdd_meta, shared_cache):
     """Captions in one style, random splits of one pool. The claim: no split is called confounded more often than
     alpha allows. One full check (seed 0), then the same features under 9 more random splits through the same
     separability and verdict; the allowance is the binomial bound on 10 splits at alpha."""
@@ -122,7 +123,7 @@ def test_one_caption_style_on_random_splits_is_not_confounded(tmp_path, fsdd_met
     y0 = random_split(len(sel), 0)
     pd.DataFrame({"id": sel["id"], "path": sel["abspath"], "label": y0, "caption": cap}).to_csv(
         tmp_path / "m.csv", index=False)
-    r = check(tmp_path / "m.csv", None, modalities=["text"], workers=2, repeats=1,
+    r = check(tmp_path / "m.csv", None, cache_dir=shared_cache, modalities=["text"], workers=2, repeats=1,
               text=TextOptions(transcripts="none"))
     names = {m.name for m in r.separability.models}
     assert {"xgboost:text.caption", "tfidf:text.caption"} <= names
@@ -139,7 +140,7 @@ def test_one_caption_style_on_random_splits_is_not_confounded(tmp_path, fsdd_met
 
 
 @NEEDS_TEXT
-def test_a_given_transcript_and_a_caption_are_kept_apart(tmp_path, fsdd_meta):
+def test_a_given_transcript_and_a_caption_are_kept_apart(tmp_path, fsdd_meta, shared_cache):
     """Both texts on one manifest: each has its own features from its own text alone; missing captions give NaN
     and a note; a source empty for every clip is skipped with a note."""
     from blindcheck.extraction.pipeline import extract_features
@@ -152,7 +153,7 @@ def test_a_given_transcript_and_a_caption_are_kept_apart(tmp_path, fsdd_meta):
     y = np.array([1, 0] * 6)
     pd.DataFrame({"id": sel["id"], "path": sel["abspath"], "label": y, "text": sel["text"], "caption": cap,
                   "lyrics": ""}).to_csv(tmp_path / "m.csv", index=False)
-    res = extract_features(load_manifest(tmp_path / "m.csv"), tmp_path / "c", modalities=["text"],
+    res = extract_features(load_manifest(tmp_path / "m.csv"), shared_cache, modalities=["text"],
                            text=TextOptions(transcripts="given"))
     f = res.features.set_index("id").loc[sel["id"]]
     vocab = model_vocabulary(default_embedding_model())
@@ -186,7 +187,7 @@ def test_a_given_transcript_and_a_caption_are_kept_apart(tmp_path, fsdd_meta):
 
 
 @NEEDS_TEXT
-def test_text_column_flag_does_what_the_python_keyword_does(tmp_path, fsdd_meta):
+def test_text_column_flag_does_what_the_python_keyword_does(tmp_path, fsdd_meta, shared_cache):
     """--text-column COL names a column that is not recognised by its name; the CLI and the Python API's
     TextOptions(text_columns=...) give the same features and the same verdict."""
     from blindcheck import check
@@ -198,7 +199,7 @@ def test_text_column_flag_does_what_the_python_keyword_does(tmp_path, fsdd_meta)
     note = [terse(r) if m else sentence(r) for r, m in zip(sel.itertuples(), y, strict=True)]
     pd.DataFrame({"id": sel["id"], "path": sel["abspath"], "label": y, "annotation": note}).to_csv(
         tmp_path / "m.csv", index=False)
-    cache = tmp_path / "cache"
+    cache = shared_cache
     rc = main(["check", str(tmp_path / "m.csv"), "--out", str(tmp_path / "cli"), "--cache-dir", str(cache),
                "--modalities", "text", "--transcripts", "none", "--text-column", "annotation", "--workers", "2",
                "--repeats", "1", "--no-report"])

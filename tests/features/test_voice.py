@@ -28,20 +28,21 @@ from tests.conftest import SR, tone, write  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def voiced(tmp_path_factory, fsdd_meta):
-    """spectral.* and voice.* of all 480 bundled clips (6 speakers), extracted once, with the manifest used."""
+def voiced(tmp_path_factory, fsdd_meta, shared_cache):
+    """spectral.* and voice.* of all 480 bundled clips (6 speakers), extracted once into the session's cache, with
+    the manifest used."""
     d = tmp_path_factory.mktemp("voice")
     df = pd.DataFrame({"id": fsdd_meta["id"], "path": fsdd_meta["abspath"], "label": [0, 1] * 240,
                        "speaker": fsdd_meta["speaker"]})
     df.to_csv(d / "m.csv", index=False)
-    res = extract_features(load_manifest(d / "m.csv"), d / "cache", modalities=["spectral", "voice"], workers=2)
+    res = extract_features(load_manifest(d / "m.csv"), shared_cache, modalities=["spectral", "voice"], workers=2)
     assert len(res.features) == 480 and res.errors.empty
     meta = df.set_index("id").loc[res.features["id"]].reset_index()
-    return res, meta, d
+    return res, meta, d, shared_cache
 
 
 def test_embeddings_are_unit_vectors_and_cached(voiced):
-    res, meta, d = voiced
+    res, meta, d, cache = voiced
     emb = res.features[[c for c in res.features.columns if c.startswith("voice.")]].to_numpy()
     assert emb.shape[1] == 256
     ok = np.isfinite(emb).all(axis=1)
@@ -49,7 +50,7 @@ def test_embeddings_are_unit_vectors_and_cached(voiced):
     assert np.allclose(np.linalg.norm(emb[ok], axis=1), 1.0, atol=1e-4)
     nan_ids = set(res.features["id"][~ok])
     assert nan_ids == set(res.notes.loc[res.notes["modality"] == "voice", "id"])
-    again = extract_features(load_manifest(d / "m.csv"), d / "cache", modalities=["voice"], workers=1)
+    again = extract_features(load_manifest(d / "m.csv"), cache, modalities=["voice"], workers=1)
     skipped = again.stats["content"]["voice_skipped"]  # clips the content detector finds no speech in
     assert skipped <= 2 and again.stats["voice"]["embedded"] == 0 and again.stats["voice"]["reused"] == 480 - skipped
     np.testing.assert_array_equal(again.features.filter(like="voice.").to_numpy(), emb)
@@ -79,7 +80,7 @@ def test_same_embedding_as_resemblyzer(fsdd_meta):
 
 
 def test_inferred_speakers_recover_the_six_speakers(voiced):
-    res, meta, _ = voiced
+    res, meta, _, _ = voiced
     emb = res.features.filter(like="voice.").to_numpy()
     labels = infer_speakers(emb)
     assert len(set(labels) - {""}) == 6
@@ -105,7 +106,7 @@ def _separate(res, meta, y, settings, group_by=None):
 
 
 def test_speaker_disjoint_split_is_flagged_and_named(voiced):
-    res, meta, _ = voiced
+    res, meta, _, _ = voiced
     y = meta["speaker"].isin(["george", "jackson", "lucas"]).to_numpy().astype(int)
     settings = Settings(repeats=1)
     sep, v, sp = _separate(res, meta, y, settings)
@@ -128,7 +129,7 @@ def test_speaker_disjoint_split_is_flagged_and_named(voiced):
 def test_same_speakers_in_different_proportions_are_flagged(voiced):
     """Every speaker on both sides, 70:30 for three and 30:70 for the others: the Bayes AUC of knowing the
     speaker is 0.70."""
-    res, meta, _ = voiced
+    res, meta, _, _ = voiced
     rng = np.random.default_rng(7)
     y = np.zeros(len(meta), int)
     for k, spk in enumerate(sorted(meta["speaker"].unique())):
@@ -156,7 +157,7 @@ def test_same_speakers_in_different_proportions_are_flagged(voiced):
 
 def test_random_splits_stay_clean_with_voice(voiced):
     """Random splits of the same 480 clips with the voice modality added: false alarms at most at alpha's rate."""
-    res, meta, _ = voiced
+    res, meta, _, _ = voiced
     rng = np.random.default_rng(11)
     settings = Settings(repeats=1, permutations=999)
     statuses = []
@@ -191,14 +192,14 @@ def test_bad_clips_get_nan_voice_features_with_a_reason(tmp_path, fsdd_meta):
     assert np.isfinite(emb.drop(index=["short", "silent", "noise"]).to_numpy()).all()
 
 
-def test_check_writes_speakers_and_groups_by_voice(tmp_path, fsdd_meta):
+def test_check_writes_speakers_and_groups_by_voice(tmp_path, fsdd_meta, shared_cache, monkeypatch, capsys):
     """The check verb end to end, with no speaker column: inferred speakers, `group_by="voice"`, result.json."""
     keep = fsdd_meta["speaker"].isin(["george", "theo", "jackson", "yweweler"]) & (fsdd_meta["take"] < 3)
     sub = fsdd_meta[keep].reset_index(drop=True)
     pd.DataFrame({"path": sub["abspath"], "label": sub["speaker"].isin(["george", "theo"]).astype(int)}).to_csv(
         tmp_path / "m.csv", index=False)
-    result = check(tmp_path / "m.csv", tmp_path / "out", modalities=["voice"], workers=1, group_by="voice",
-                   repeats=1, permutations=999)
+    result = check(tmp_path / "m.csv", tmp_path / "out", cache_dir=shared_cache, modalities=["voice"], workers=1,
+                   group_by="voice", repeats=1, permutations=999)
     data = json.loads((tmp_path / "out" / "result.json").read_text())
     sp = data["speakers"]
     assert sp["source"] == "inferred" and sp["overlap"]["disjoint"] and sp["inferred"]["clusters"] >= 3
@@ -208,10 +209,12 @@ def test_check_writes_speakers_and_groups_by_voice(tmp_path, fsdd_meta):
     feats = pd.read_parquet(tmp_path / "out" / "features.parquet")
     assert {"v01", "v02", "v03"} <= set(feats["voice_cluster"])
     assert not math.isnan(data["models"][0]["auc"])
-    # the CLI on the same manifest and cache: the embeddings are reused, and the gate never says clean
-    r = subprocess.run([sys.executable, "-m", "blindcheck", "gate", str(tmp_path / "m.csv"), "--cache-dir",
-                        str(tmp_path / "out" / "cache"), "--modalities", "voice", "--group-by", "voice", "--workers",
-                        "1", "--repeats", "1", "--permutations", "999", "--no-config"],
-                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert r.returncode in (1, 3), r.stderr[-2000:]
-    assert json.loads(r.stdout.strip().splitlines()[-1])["verdict"] == result.status
+    # the CLI (its main, in this process) on the same manifest and cache: the gate never says clean
+    from blindcheck.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    rc = main(["gate", str(tmp_path / "m.csv"), "--cache-dir", str(shared_cache), "--modalities", "voice",
+               "--group-by", "voice", "--workers", "1", "--repeats", "1", "--permutations", "999", "--no-config"])
+    got = capsys.readouterr()
+    assert rc in (1, 3), got.err[-2000:]
+    assert json.loads(got.out.strip().splitlines()[-1])["verdict"] == result.status

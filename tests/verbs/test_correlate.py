@@ -4,8 +4,6 @@ score is known, the statuses, the CLI verbs (correlate, di, check, gate) and bad
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -14,6 +12,7 @@ import pytest
 from blindcheck.analysis import stats
 from blindcheck.analysis.attacks import attack_status, correlate_attacks, correlations
 from blindcheck.analysis.separability import feature_columns
+from blindcheck.cli import main
 from blindcheck.errors import BlindcheckError
 from blindcheck.settings import Settings
 from blindcheck.verbs import check, correlate_check
@@ -22,7 +21,7 @@ MODS = ["recording", "spectral"]
 
 
 @pytest.fixture(scope="module")
-def split(tmp_path_factory, fsdd_meta):
+def split(tmp_path_factory, fsdd_meta, shared_cache):
     """120 clips (20 per speaker), members drawn with probability 0.75 for three speakers and 0.25 for the
     other three: a partly confounded split. Features extracted once; one blind check."""
     d = tmp_path_factory.mktemp("corr")
@@ -32,13 +31,13 @@ def split(tmp_path_factory, fsdd_meta):
     label = (rng.random(len(sel)) < np.where(first, 0.75, 0.25)).astype(int)
     m = pd.DataFrame({"id": sel["id"], "path": sel["abspath"], "label": label, "speaker": sel["speaker"]})
     m.to_csv(d / "m.csv", index=False)
-    res = check(d / "m.csv", None, cache_dir=d / "cache", modalities=MODS, workers=2, settings=Settings(repeats=1))
+    res = check(d / "m.csv", None, cache_dir=shared_cache, modalities=MODS, workers=2, settings=Settings(repeats=1))
     sep = res.separability
     assert sep.best.ci_low > 0.55  # the blind classifier sees the speaker share: a confound to attack
     feats = res.extraction.features.set_index("id").loc[sep.ids]
     X = feats[feature_columns(res.extraction.features)].to_numpy(float)
     return {"dir": d, "manifest": m, "result": res, "X": X, "y": sep.labels, "blind": sep.best.scores,
-            "ids": sep.ids}
+            "ids": sep.ids, "cache": shared_cache}
 
 
 def _z(x):
@@ -174,24 +173,27 @@ def test_missing_and_nonfinite_scores_are_counted_per_attack(split):
         correlate_check(res, scores, lower_is_member=["mia_z"])
 
 
-def _cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "blindcheck", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd)
+def _cli(capsys, *args) -> tuple[int, str, str]:
+    """``blindcheck`` (the CLI's ``main``) in this process: exit code, stdout, stderr."""
+    rc = main([str(a) for a in args])
+    got = capsys.readouterr()
+    return rc, got.out, got.err
 
 
-def test_cli_correlate_gate_and_di(split):
+def test_cli_correlate_gate_and_di(split, monkeypatch, capsys):
     d, m = split["dir"], split["manifest"]
+    monkeypatch.chdir(d)
     rng = np.random.default_rng(5)
     y = m["label"].to_numpy()
     loss = -(2.0 * y + rng.standard_normal(len(y)))  # lower = member
     pd.DataFrame({"id": m["id"], "mia_loss": loss}).to_csv(d / "scores.csv", index=False)
-    common = ["--cache-dir", d / "cache", "--workers", "1", "--repeats", "1", "--no-config",
+    common = ["--cache-dir", split["cache"], "--workers", "1", "--repeats", "1", "--no-config",
               "--modalities", ",".join(MODS), "--no-progress"]
     out = d / "out"
-    r = _cli("correlate", d / "m.csv", "--scores", d / "scores.csv", "--lower-is-member", "mia_loss", "--out", out,
-             *common, cwd=d)
-    assert r.returncode == 0, r.stderr
-    assert "mia_loss" in r.stdout and "beyond-blind" in r.stdout
+    rc, stdout, err = _cli(capsys, "correlate", d / "m.csv", "--scores", d / "scores.csv", "--lower-is-member",
+                           "mia_loss", "--out", out, *common)
+    assert rc == 0, err
+    assert "mia_loss" in stdout and "beyond-blind" in stdout
     res = json.loads((out / "result.json").read_text())
     assert res["schema"] == "blindcheck.result/1" and res["seed"] == 0
     (att,) = res["attacks"]
@@ -206,9 +208,9 @@ def test_cli_correlate_gate_and_di(split):
     gm = m.assign(mia_confound=_z(blind.loc[m["id"]].to_numpy()) + 0.3 * rng.standard_normal(len(m)))
     gm.to_csv(d / "gm.csv", index=False)
     # a tolerated AUC of 0.95 keeps the split itself from "confounded": exit 1 comes from the attack alone
-    r = _cli("gate", d / "gm.csv", *common[:-1], "--tolerated-auc", "0.95", cwd=d)
-    assert r.returncode == 1, r.stdout + r.stderr
-    line = json.loads(r.stdout)
+    rc, stdout, err = _cli(capsys, "gate", d / "gm.csv", *common[:-1], "--tolerated-auc", "0.95")
+    assert rc == 1, stdout + err
+    line = json.loads(stdout)
     assert line["confounded_attacks"] == ["mia_confound"] and line["verdict"] != "confounded"
 
 
@@ -221,7 +223,7 @@ def test_python_api_dataset_inference(split):
     y = m["label"].to_numpy()
     scores = pd.DataFrame({"id": m["id"], "mia_loss": -(2.0 * y + rng.standard_normal(len(y)))})
     di = blindcheck.dataset_inference(d / "m.csv", scores, d / "di", lower_is_member=["mia_loss"],
-                                      cache_dir=d / "cache", modalities=MODS, workers=1, repeats=1,
+                                      cache_dir=split["cache"], modalities=MODS, workers=1, repeats=1,
                                       settings=Settings(di_resamples=100, di_grid=15))
     res = json.loads((d / "di" / "result.json").read_text())
     assert res["schema"] == "blindcheck.result/1" and res["di"]["seed"] == 0
@@ -230,7 +232,7 @@ def test_python_api_dataset_inference(split):
     assert b["name"] == "blind" and b["rejects"]  # the blind score separates this partly confounded split too
     assert res["di"]["explainable_without_model"] == (b["n_min"] is not None and (a["n_min"] is None
                                                                                     or b["n_min"] <= a["n_min"]))
-    corr = blindcheck.correlate(d / "m.csv", scores, lower_is_member=["mia_loss"], cache_dir=d / "cache",
+    corr = blindcheck.correlate(d / "m.csv", scores, lower_is_member=["mia_loss"], cache_dir=split["cache"],
                                 modalities=MODS, workers=1, settings=Settings(repeats=1))
     assert corr.attacks[0].status == "beyond-blind", corr.attacks[0].reasons
     assert corr.check.verdict.status == split["result"].verdict.status
@@ -246,15 +248,16 @@ BAD = [
 
 
 @pytest.mark.parametrize("verb, case", [("correlate", 0), ("di", 1), ("check", 2)])
-def test_bad_scores_files_exit_2_before_any_work(split, tmp_path, verb, case):
+def test_bad_scores_files_exit_2_before_any_work(split, tmp_path, monkeypatch, capsys, verb, case):
     ids = split["manifest"]["id"]
     fmt = {"i0": ids[0], "i1": ids[1], "i2": ids[2]}
     content, message = BAD[case]
     f = tmp_path / "s.csv"
     f.write_text(content.format(**fmt))
-    r = _cli(verb, split["dir"] / "m.csv", "--scores", f, "--out", tmp_path / "o", "--cache-dir",
-             tmp_path / "empty_cache", "--modalities", "recording", "--no-config", cwd=tmp_path)
-    assert r.returncode == 2 and message.format(**fmt) in r.stderr and "Traceback" not in r.stderr, r.stderr
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = _cli(capsys, verb, split["dir"] / "m.csv", "--scores", f, "--out", tmp_path / "o", "--cache-dir",
+                      tmp_path / "empty_cache", "--modalities", "recording", "--no-config")
+    assert rc == 2 and message.format(**fmt) in err and "Traceback" not in err, err
     assert not (tmp_path / "empty_cache").exists()  # refused before extracting anything
 
 
