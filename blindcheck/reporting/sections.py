@@ -99,6 +99,13 @@ def criteria(d: ReportData) -> Section:
     m = det.get("models_compared") or len(d.result.get("models") or []) or 1
     fam = d.result.get("family_test") or det.get("family") or {}
     met = set(v.get("criteria") or [])
+    lv = det.get("levels") or {}  # the levels the decision used (alpha split between the criteria)
+    ac = det.get("alpha_criteria") or {}
+
+    def at(key: str, default: float, formula: str) -> str:
+        return f"level {level(lv.get(key, default))}" + (f", {formula}" if formula else "")
+
+    a_auc, a_sub = level(ac.get("auc", alpha)), level(ac.get("subset", alpha))
     rows, keys, short = [], [], []
 
     def row(key: str, name: str, value: str, bound: str, threshold: str, result: str) -> None:
@@ -107,7 +114,8 @@ def criteria(d: ReportData) -> Section:
         short.append([SHORT_NAMES.get(key, key), _head(value), _head(bound), _head(threshold), result.split(":")[0]])
 
     row("auc", "AUC: best model above the tolerance", f"{auc(v.get('best_auc'))} ({v.get('best_model')})",
-        f"lower {auc(v.get('lower_bound'))} (one-sided, level 1 − {alpha}/{m} = {level(1 - alpha / m)}); "
+        f"lower {auc(v.get('lower_bound'))} (one-sided, "
+        f"{at('auc_lower', 1 - alpha / m, f'1 − {a_auc}/{m}')}); "
         f"family-wise {pval(v.get('family_p'))}",
         f"lower bound > {tau:.2f} and family-wise p ≤ {alpha}",
         "met: confounded" if "auc" in met else "not met")
@@ -117,8 +125,9 @@ def criteria(d: ReportData) -> Section:
         row("subset", f"isolated subset: share of one side separable at {pct(sub.get('fpr', 0.01))} FPR",
             f"{pct(sub.get('share'))} of the {side} ({sub.get('model')}: {sub.get('n_isolated')} of "
             f"{sub.get('n_side')})",
-            f"[{pct(sub.get('share_low'))}, {pct(sub.get('share_high'))}] (level 1 − {alpha}/(2·{m}) = "
-            f"{level(1 - alpha / (2 * m))}); family-wise {pval(fam.get('p_isolation'))}",
+            f"[{pct(sub.get('share_low'))}, {pct(sub.get('share_high'))}] (lower at "
+            f"{at('subset_lower', 1 - alpha / (2 * m), f'1 − {a_sub}/(2·{m})')}); "
+            f"family-wise {pval(fam.get('p_isolation'))}",
             f"lower bound > {pct(tau_s)} and family-wise p ≤ {alpha}",
             "met: confounded" if "subset" in met else "not met")
     f = v.get("failures") or (d.result.get("extraction") or {}).get("failed_by_side") or {}
@@ -126,7 +135,10 @@ def criteria(d: ReportData) -> Section:
         gap = abs((f.get("members_share") or 0) - (f.get("nonmembers_share") or 0))
         row("failures", "clips that failed fall on one side",
             f"members {f.get('members_failed')} of {f.get('members_total')}, non-members {f.get('nonmembers_failed')} "
-            f"of {f.get('nonmembers_total')} (gap {pct(gap, 1)})", f"Fisher {pval(f.get('p'))}",
+            f"of {f.get('nonmembers_total')} (gap {pct(gap, 1)})",
+            f"Fisher {pval(f.get('p'))}" + (f"; gap lower {pct(f['gap_lower'], 1)} (level "
+                                            f"{level(f.get('gap_lower_level', 1 - alpha))})"
+                                            if _finite(f.get("gap_lower")) else ""),
             f"Fisher p ≤ {alpha} and gap > {pct(tau_s)}", "met: confounded" if "failures" in met else "not met")
     sp = d.result.get("speakers") or {}
     if sp:
@@ -177,7 +189,9 @@ def criteria(d: ReportData) -> Section:
                 caption=f"The criteria of the verdict ({v.get('status')}). A split is confounded when any criterion "
                         f"is met; clean only when none is, every 'clean:' condition holds and the split is not "
                         f"speaker-disjoint; inconclusive otherwise. m = {m} blind models, alpha = {alpha}, tolerated "
-                        f"AUC {tau:.2f}, tolerated share {pct(tau_s)}.",
+                        f"AUC {tau:.2f}, tolerated share {pct(tau_s)}."
+                        + (" Alpha is split between the criteria that can apply: "
+                           + ", ".join(f"{k} {level(x)}" for k, x in ac.items()) + "." if ac else ""),
                 tex_columns=["Criterion", "Value", "Bound", "Threshold", "Result"], tex_rows=short))
     return s
 
