@@ -22,7 +22,8 @@ Modalities: content (evidence, not a classifier input), recording, spectral and 
 named, as ``blindcheck check --modalities content,recording,spectral,music`` runs (music runs only when named; the
 prosodic modality is speech-oriented and left out).
 
-    python benchmarks/calibration_music.py [--pieces 100] [--splits 40] [--seed 2026] [--workers 2]
+    python benchmarks/calibration_music.py [--pieces 100] [--splits 8] [--seed 2026] [--repeats R] [--workers 2]
+                                          [--workdir DIR] [--skip-random] [--skip-codec]
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import math
+import shutil
 import tempfile
 import time
 from collections import Counter
@@ -79,16 +81,23 @@ def _counts(counts: Counter, n: int) -> str:
 
 def prepare(folder: Path, pieces: int, workers: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Render the set, make the MP3 copies, extract both. Returns (rows: one per piece with its clip's and its
-    copy's feature rows' ids, features: the table of every clip and copy)."""
+    copy's feature rows' ids, features: the table of every clip and copy). A folder that already holds a set of
+    this size (``--workdir``) is reused: nothing is rendered again, and the features come from its cache."""
     t = time.perf_counter()
-    rows = pd.DataFrame(_builder().build(folder / "set", pieces, 6.0, 0, 3.0, 12))
+    done = folder / "set" / "manifest.csv"
+    if done.exists() and len(pd.read_csv(done)) == 2 * pieces:
+        rows = pd.read_csv(done)
+    else:
+        shutil.rmtree(folder / "mp3", ignore_errors=True)
+        rows = pd.DataFrame(_builder().build(folder / "set", pieces, 6.0, 0, 3.0, 12))
     t_render = time.perf_counter() - t
-    (folder / "mp3").mkdir()
+    (folder / "mp3").mkdir(exist_ok=True)
     paths, codec_paths = [], []
     for r in rows.itertuples():
-        x, sr = sf.read(folder / "set" / r.path, dtype="float32")
         p = folder / "mp3" / f"{r.id}.wav"
-        sf.write(p, mp3(x, sr, folder / "scratch.mp3"), sr, subtype="PCM_16")
+        if not p.exists():  # rewritten, even to the same bytes, a file is hashed and analysed again
+            x, sr = sf.read(folder / "set" / r.path, dtype="float32")
+            sf.write(p, mp3(x, sr, folder / "scratch.mp3"), sr, subtype="PCM_16")
         paths.append(str(folder / "set" / r.path))
         codec_paths.append(str(p))
     rows["codec_id"] = rows["id"] + "_mp3"
@@ -102,7 +111,8 @@ def prepare(folder: Path, pieces: int, workers: int) -> tuple[pd.DataFrame, pd.D
         raise RuntimeError(f"extraction failed on {len(ext.errors)} clips:\n{ext.errors.head()}")
     print(f"rendered {len(rows)} pieces ({rows.groupby(['repertoire', 'soundfont']).size().to_dict()}) in "
           f"{t_render:.0f} s; extracted {len(table)} clips (originals and MP3 copies; {', '.join(MODALITIES)}) in "
-          f"{t_extract:.0f} s with {workers} workers", flush=True)
+          f"{t_extract:.0f} s with {workers} workers (computed {ext.stats['computed']}, from the cache "
+          f"{ext.stats['reused']})", flush=True)
     return rows, ext.features.set_index("id")
 
 
@@ -123,7 +133,7 @@ def half(n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def random_splits(rows: pd.DataFrame, feats: pd.DataFrame, args, rng: np.random.Generator) -> None:
-    settings = Settings(seed=args.seed)
+    settings = Settings(repeats=args.repeats)
     pool = feats.loc[rows["id"]]
     n = len(pool)
     counts, aucs, t = Counter(), [], time.perf_counter()
@@ -144,7 +154,7 @@ def random_splits(rows: pd.DataFrame, feats: pd.DataFrame, args, rng: np.random.
 
 
 def codec_splits(rows: pd.DataFrame, feats: pd.DataFrame, args, rng: np.random.Generator) -> None:
-    settings = Settings(seed=args.seed)
+    settings = Settings(repeats=args.repeats)
     n = len(rows)
     flagged = by_subset = by_auc = right_side = 0
     shares, precision, aucs, t = [], [], [], time.perf_counter()
@@ -187,15 +197,23 @@ def codec_splits(rows: pd.DataFrame, feats: pd.DataFrame, args, rng: np.random.G
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pieces", type=int, default=100, help="pieces per repertoire (the pool: twice this)")
-    ap.add_argument("--splits", type=int, default=40, help="splits per experiment")
+    ap.add_argument("--splits", type=int, default=8, help="splits per experiment (each ~14 s at 200 clips here)")
     ap.add_argument("--seed", type=int, default=2026)
+    ap.add_argument("--repeats", type=int, default=None,
+                    help="cross-validation repeats (default: the built-in rule, ceil(2000 / n) between 1 and 5)")
     ap.add_argument("--workers", type=int, default=2, help="extraction worker processes")
+    ap.add_argument("--workdir", type=Path, default=None,
+                    help="keep the rendered set and feature cache here, reused on the next run (default: a temporary one)")
     ap.add_argument("--skip-random", action="store_true")
     ap.add_argument("--skip-codec", action="store_true")
     args = ap.parse_args(argv)
     rng = np.random.default_rng(args.seed)
-    with tempfile.TemporaryDirectory() as tmp:
-        rows, feats = prepare(Path(tmp), args.pieces, args.workers)
+    if args.workdir:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        rows, feats = prepare(args.workdir, args.pieces, args.workers)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            rows, feats = prepare(Path(tmp), args.pieces, args.workers)
     if not args.skip_random:
         random_splits(rows, feats, args, rng)
     if not args.skip_codec:
