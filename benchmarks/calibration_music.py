@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="cross-validation repeats (default: the built-in rule, ceil(2000 / n) between 1 and 5)")
     ap.add_argument("--workers", type=int, default=2, help="extraction worker processes")
     ap.add_argument("--workdir", type=Path, default=None,
-                    help="keep the rendered set and feature cache here, reused on the next run (default: a temporary one)")
+                    help="keep the set and its feature cache here, reused next time (default: a temporary one)")
     ap.add_argument("--skip-random", action="store_true")
     ap.add_argument("--skip-codec", action="store_true")
     args = ap.parse_args(argv)
