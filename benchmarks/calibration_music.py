@@ -79,10 +79,11 @@ def _counts(counts: Counter, n: int) -> str:
     return "  ".join(f"{s} {counts[s]} ({100 * counts[s] / n:.0f}%)" for s in STATUSES)
 
 
-def prepare(folder: Path, pieces: int, workers: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Render the set, make the MP3 copies, extract both. Returns (rows: one per piece with its clip's and its
-    copy's feature rows' ids, features: the table of every clip and copy). A folder that already holds a set of
-    this size (``--workdir``) is reused: nothing is rendered again, and the features come from its cache."""
+def prepare(folder: Path, pieces: int, workers: int, codec: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Render the set, make the MP3 copies (unless ``codec`` is False), extract both. Returns (rows: one per piece,
+    with the ids of its clip and of its copy; features: the table of every clip and copy, by id). A folder that
+    already holds a set of this size (``--workdir``) is reused: nothing is rendered again, and the features come
+    from its cache."""
     t = time.perf_counter()
     done = folder / "set" / "manifest.csv"
     if done.exists() and len(pd.read_csv(done)) == 2 * pieces:
@@ -95,14 +96,15 @@ def prepare(folder: Path, pieces: int, workers: int) -> tuple[pd.DataFrame, pd.D
     paths, codec_paths = [], []
     for r in rows.itertuples():
         p = folder / "mp3" / f"{r.id}.wav"
-        if not p.exists():  # rewritten, even to the same bytes, a file is hashed and analysed again
+        if codec and not p.exists():  # rewritten, even to the same bytes, a file is hashed and analysed again
             x, sr = sf.read(folder / "set" / r.path, dtype="float32")
             sf.write(p, mp3(x, sr, folder / "scratch.mp3"), sr, subtype="PCM_16")
         paths.append(str(folder / "set" / r.path))
         codec_paths.append(str(p))
     rows["codec_id"] = rows["id"] + "_mp3"
-    table = pd.DataFrame({"id": [*rows["id"], *rows["codec_id"]], "path": paths + codec_paths,
-                          "label": np.arange(2 * len(rows)) % 2})
+    table = pd.DataFrame({"id": [*rows["id"], *rows["codec_id"]], "path": paths + codec_paths})
+    table = table.iloc[: len(table) if codec else len(rows)]
+    table = table.assign(label=np.arange(len(table)) % 2)
     t = time.perf_counter()
     ext = extract_features(Manifest(table=table, source="pool"), folder / "cache", workers=workers,
                            modalities=MODALITIES)
@@ -110,7 +112,8 @@ def prepare(folder: Path, pieces: int, workers: int) -> tuple[pd.DataFrame, pd.D
     if not ext.errors.empty:
         raise RuntimeError(f"extraction failed on {len(ext.errors)} clips:\n{ext.errors.head()}")
     print(f"rendered {len(rows)} pieces ({rows.groupby(['repertoire', 'soundfont']).size().to_dict()}) in "
-          f"{t_render:.0f} s; extracted {len(table)} clips (originals and MP3 copies; {', '.join(MODALITIES)}) in "
+          f"{t_render:.0f} s; extracted {len(table)} clips ({'originals and MP3 copies' if codec else 'originals'}; "
+          f"{', '.join(MODALITIES)}) in "
           f"{t_extract:.0f} s with {workers} workers (computed {ext.stats['computed']}, from the cache "
           f"{ext.stats['reused']})", flush=True)
     return rows, ext.features.set_index("id")
@@ -136,11 +139,12 @@ def random_splits(rows: pd.DataFrame, feats: pd.DataFrame, args, rng: np.random.
     settings = Settings(repeats=args.repeats)
     pool = feats.loc[rows["id"]]
     n = len(pool)
-    counts, aucs, p_auc, p_iso, t = Counter(), [], 0, 0, time.perf_counter()
+    counts, aucs, power, p_auc, p_iso, t = Counter(), [], [], 0, 0, time.perf_counter()
     for _ in range(args.splits):
         v, _ = verdict(pool, half(n, rng), settings)
         counts[v.status] += 1
         aucs.append(v.best_auc)
+        power.append(v.power)
         p_auc += v.family_p <= settings.alpha
         p_iso += v.subset["family_p"] <= settings.alpha
     per = (time.perf_counter() - t) / args.splits
@@ -152,7 +156,8 @@ def random_splits(rows: pd.DataFrame, feats: pd.DataFrame, args, rng: np.random.
     print(f"  confounded {_rate(counts['confounded'], args.splits)} vs alpha {settings.alpha}: at most {allowed} "
           f"expected (99.9% quantile of Binomial({args.splits}, {settings.alpha})) -> "
           f"{'consistent' if counts['confounded'] <= allowed else 'EXCEEDED'}")
-    print(f"  clean {_rate(counts['clean'], args.splits)}; best AUC median {q[1]:.3f} [5-95%: {q[0]:.3f}, {q[2]:.3f}]")
+    print(f"  clean {_rate(counts['clean'], args.splits)} (the verdicts' printed power, mean: {np.mean(power):.2f}); "
+          f"best AUC median {q[1]:.3f} [5-95%: {q[0]:.3f}, {q[2]:.3f}]")
     print(f"  the permutation tests alone, before the bounds: family-wise AUC p <= alpha {_rate(p_auc, args.splits)}; "
           f"isolation p <= alpha {_rate(p_iso, args.splits)}")
 
@@ -214,10 +219,10 @@ def main(argv: list[str] | None = None) -> None:
     rng = np.random.default_rng(args.seed)
     if args.workdir:
         args.workdir.mkdir(parents=True, exist_ok=True)
-        rows, feats = prepare(args.workdir, args.pieces, args.workers)
+        rows, feats = prepare(args.workdir, args.pieces, args.workers, codec=not args.skip_codec)
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            rows, feats = prepare(Path(tmp), args.pieces, args.workers)
+            rows, feats = prepare(Path(tmp), args.pieces, args.workers, codec=not args.skip_codec)
     if not args.skip_random:
         random_splits(rows, feats, args, rng)
     if not args.skip_codec:
