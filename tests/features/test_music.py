@@ -227,3 +227,28 @@ def test_a_warmed_worker_pays_librosa_before_the_first_clip():
     tw, t1, t2 = map(float, out.stdout.split())
     # cold, the first clip costs about 20x the second; warmed, the same (ratios: other load scales both)
     assert t1 < 0.25 * tw and t1 < 3 * t2 + 0.1, (tw, t1, t2)
+
+
+def test_random_splits_of_the_renders_are_not_confounded_beyond_alpha(music_pool):
+    """Issue 29: random member/non-member halves of the 64 renders (nothing to find, but four tight clusters: two
+    repertoires on two soundfonts, which a random half never splits evenly) are confounded in at most the binomial
+    allowance of alpha (the 99.9% quantile of Binomial(splits, alpha)). 64 clips are too few for the equivalence
+    claim, so clean is not asked for here; benchmarks/calibration_music.py measures clean and the codec subset on a
+    set of 200. Measured on 80 splits (repeats=1): 3 confounded, 77 inconclusive, none clean."""
+    from scipy.stats import binom
+
+    from blindcheck.analysis.separability import run_separability
+    from blindcheck.analysis.verdict import decide
+    from blindcheck.settings import Settings
+
+    m, res, _ = music_pool
+    table = res.features.set_index("id").loc[m["id"]].reset_index()
+    settings = Settings(repeats=1)
+    rng = np.random.default_rng(29)
+    splits, statuses = 8, []
+    for _ in range(splits):
+        y = np.zeros(len(table), int)
+        y[rng.permutation(len(table))[: len(table) // 2]] = 1
+        v = decide(run_separability(table, y, settings), settings)
+        statuses.append(v.status)
+    assert statuses.count("confounded") <= binom.ppf(0.999, splits, settings.alpha), statuses
