@@ -396,10 +396,14 @@ def _render_report(args) -> None:
         return
     from blindcheck.reporting import report
 
-    say = None if args.no_progress else (lambda line: print(f"blindcheck: {line}", file=sys.stderr, flush=True))
-    paths = report(args.out, progress=say)
+    paths = report(args.out, progress=_report_progress(args))
     print(f"  report {paths.html} (+ report.md, report.tex, {len(paths.figures)} figure files) "
           f"in {paths.seconds:.1f} s")
+
+
+def _report_progress(args):
+    """The report's phases as plain lines on stderr (None with --no-progress)."""
+    return None if args.no_progress else (lambda line: print(f"blindcheck: {line}", file=sys.stderr, flush=True))
 
 
 def cmd_report(args) -> int:
@@ -458,9 +462,8 @@ def cmd_gate(args) -> int:
     if args.out:  # the folder a workflow uploads: report.md always, the rest unless --no-report
         from blindcheck.reporting import report
 
-        say = None if args.no_progress else (lambda line: print(f"blindcheck: {line}", file=sys.stderr, flush=True))
         report(args.out, formats=("md",) if args.no_report else ("html", "md", "tex"), figures=not args.no_report,
-               progress=say)
+               progress=_report_progress(args))
     if result.attacks is not None and result.attacks.confounded:
         return EXIT_CONFOUNDED
     return {"clean": EXIT_OK, "confounded": EXIT_CONFOUNDED, "inconclusive": EXIT_INCONCLUSIVE}[result.status]

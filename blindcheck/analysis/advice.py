@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from blindcheck.analysis.verdict import CLEAN, CONFOUNDED, INCONCLUSIVE, Verdict, fmt_value, percent
+from blindcheck.analysis.verdict import CONFOUNDED, INCONCLUSIVE, Verdict, fmt_value, percent
 
 
 def score_support(scores: np.ndarray, labels: np.ndarray, min_retained: float) -> dict:
@@ -175,4 +175,4 @@ def strongest_cue(top_features: list[dict]) -> str | None:
             "any MIA evaluation.")
 
 
-__all__ = ["CLEAN", "advise", "score_support", "strongest_cue"]
+__all__ = ["advise", "score_support", "strongest_cue"]

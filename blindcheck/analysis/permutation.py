@@ -277,7 +277,7 @@ def refit_permutation_test(scores: np.ndarray, y: np.ndarray, groups: np.ndarray
     isolation over all models are kept. Exact for any data structure the relabelling respects."""
     y = np.asarray(y).astype(bool)
     fs = FamilyStatistics(scores, fpr)
-    a0, i0, model_obs, _ = max_statistics(fs, y[None, :])
+    a0, i0, model_obs, side_obs = max_statistics(fs, y[None, :])
     obs = (float(a0[0]), float(i0[0]))
     layout = group_layout(y, groups) if groups is not None else None
     count = math.exp(layout.log_count(y)) if layout is not None else math.inf
@@ -290,8 +290,7 @@ def refit_permutation_test(scores: np.ndarray, y: np.ndarray, groups: np.ndarray
     side_null = np.empty((total, 2))
     for b, yp in enumerate(rows):
         if exhaustive and np.array_equal(yp, y):
-            auc_null[b], iso_null[b], per_null[b] = obs[0], obs[1], model_obs[0]
-            side_null[b] = max_statistics(fs, y[None, :])[3][0]
+            auc_null[b], iso_null[b], per_null[b], side_null[b] = obs[0], obs[1], model_obs[0], side_obs[0]
         else:
             a, i, per, sides = max_statistics(FamilyStatistics(refit(yp.astype(int)), fpr), yp[None, :])
             auc_null[b], iso_null[b], per_null[b], side_null[b] = a[0], i[0], per[0], sides[0]

@@ -115,15 +115,17 @@ def lower_bound(a: float, se: float, level: float) -> float:
     return max(0.0, a - norm.ppf(level) * se) if math.isfinite(se) else math.nan
 
 
-def wilson(k: float, n: int, level: float) -> tuple[float, float]:
-    """One-sided ``level`` Wilson bounds (lower, upper) of a binomial proportion k / n."""
+def wilson(k, n: int, level: float) -> tuple:
+    """One-sided ``level`` Wilson bounds (lower, upper) of a binomial proportion k / n; ``k`` a count or an array
+    of counts (then arrays of bounds)."""
     if n <= 0:
         return math.nan, math.nan
     z = norm.ppf(level)
-    p = k / n
+    p = np.asarray(k, dtype=float) / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    lo, hi = np.maximum(0.0, centre - half), np.minimum(1.0, centre + half)
+    return (float(lo), float(hi)) if lo.ndim == 0 else (lo, hi)
 
 
 def tpr_at_fpr(y: np.ndarray, s: np.ndarray, fpr: float) -> float:
@@ -174,11 +176,13 @@ def permutation_pvalue(y: np.ndarray, s: np.ndarray, permutations: int, rng: np.
     return float(norm.sf(z)), "permutation distribution, normal limit"
 
 
-def _hm_se(a: float, n1: int, n0: int) -> float:
-    """Hanley & McNeil (1982) standard error of an AUC estimate."""
+def _hm_se(a, n1: int, n0: int):
+    """Hanley & McNeil (1982) standard error of an AUC estimate ``a`` (a number, or an array of them)."""
+    a = np.asarray(a, dtype=float)
     q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
     var = (a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n0 - 1) * (q2 - a * a)) / (n1 * n0)
-    return math.sqrt(max(var, 1e-18))
+    se = np.sqrt(np.maximum(var, 1e-18))
+    return float(se) if se.ndim == 0 else se
 
 
 def clean_power_from_relabellings(auc_max: np.ndarray, isolation_sides: np.ndarray | None, tolerated: float,
@@ -194,14 +198,11 @@ def clean_power_from_relabellings(auc_max: np.ndarray, isolation_sides: np.ndarr
     if not len(a) or n1 < 2 or n0 < 2:
         return 0.0
     z = float(norm.ppf(1 - alpha))
-    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
-    se = np.sqrt(np.maximum((a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n0 - 1) * (q2 - a * a)) / (n1 * n0), 1e-18))
-    ok = a + z * se * math.sqrt(deff) < tolerated
+    ok = a + z * _hm_se(a, n1, n0) * math.sqrt(deff) < tolerated
     if isolation_sides is not None:
         for col, n in ((0, n1), (1, n0)):
             p = np.clip(np.asarray(isolation_sides, dtype=float)[:, col], 0.0, 1.0)
-            upper = ((p + z * z / (2 * n)) + z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))) / (1 + z * z / n)
-            ok &= (np.minimum(upper, 1.0) - fpr) / (1 - fpr) < tolerated_share
+            ok &= (wilson(p * n, n, 1 - alpha)[1] - fpr) / (1 - fpr) < tolerated_share
     return float(ok.mean())
 
 

@@ -432,7 +432,6 @@ def _plan_clips(store: Store, paths: np.ndarray, starts: np.ndarray, ends: np.nd
     # The clips of one source file (a recording's Kaldi segments, a shard's rows) one after another, so that a
     # worker reads and hashes the recording (or a shard's row group) once for all of them.
     todo = todo[np.lexsort((todo, keys["file"].to_numpy()[todo]))]
-    del group, first
     return keys, hashes, need, todo, copies, dispatched
 
 
