@@ -167,7 +167,9 @@ def test_duration_only_confound_is_not_blamed_on_the_words(tmp_path, fsdd_meta, 
                           tmp_path / "audio")
     pd.DataFrame({"id": base["id"], "path": paths, "label": labels, "text": base["text"]}).to_csv(
         tmp_path / "m.csv", index=False)
-    res = check(tmp_path / "m.csv", tmp_path / "out", cache_dir=shared_cache, workers=2, repeats=2,
+    # one CV repeat: measured against two, the same verdict and top modality (spectral, best AUC 0.955 / 0.959) and
+    # text AUCs 0.27 / 0.17 (the same words on both sides: the text models anti-learn), far under 0.6 either way
+    res = check(tmp_path / "m.csv", tmp_path / "out", cache_dir=shared_cache, workers=2, repeats=1,
                 modalities=["recording", "spectral", "prosodic", "text"])
     v = res.verdict
     assert v.status == "confounded", v.reasons
