@@ -107,7 +107,8 @@ def test_changed_file_is_recomputed(tmp_path, fsdd_meta):
 
 def test_sigkill_resume_keeps_finished_clips(tmp_path, fsdd_meta):
     """A real extraction process is SIGKILLed part-way; the re-run reuses every clip it had written."""
-    df = pd.DataFrame({"path": fsdd_meta["abspath"].iloc[:240], "label": [0, 1] * 120})
+    n = 120  # the kill comes after 3 parts of 2 clips: the run is caught part-way, and the rerun has work to do
+    df = pd.DataFrame({"path": fsdd_meta["abspath"].iloc[:n], "label": [0, 1] * (n // 2)})
     df.to_csv(tmp_path / "m.csv", index=False)
     cache = tmp_path / "cache"
     script = textwrap.dedent(f"""
@@ -128,14 +129,14 @@ def test_sigkill_resume_keeps_finished_clips(tmp_path, fsdd_meta):
     for mod in ("recording", "prosodic"):
         rows = [pq.read_table(p).num_rows for p in part_dir.glob(f"{mod}-*/part-*.parquet")]
         written[mod] = sum(rows)
-    assert 0 < written["prosodic"] < 240
+    assert 0 < written["prosodic"] < n
 
     m = load_manifest(tmp_path / "m.csv")
     resumed = extract_features(m, cache, workers=1, modalities=["recording", "prosodic"])
     for mod in ("recording", "prosodic"):
-        assert resumed.stats["computed"][mod] == 240 - written[mod]
-    assert resumed.stats["dispatched"] == 240 - min(written.values())
-    assert len(resumed.features) == 240
+        assert resumed.stats["computed"][mod] == n - written[mod]
+    assert resumed.stats["dispatched"] == n - min(written.values())
+    assert len(resumed.features) == n
     fresh = extract_features(m, tmp_path / "fresh", workers=1, modalities=["recording", "prosodic"])
     pd.testing.assert_frame_equal(resumed.features, fresh.features)
 

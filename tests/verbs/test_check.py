@@ -167,7 +167,9 @@ def test_duration_only_confound_is_not_blamed_on_the_words(tmp_path, fsdd_meta, 
                           tmp_path / "audio")
     pd.DataFrame({"id": base["id"], "path": paths, "label": labels, "text": base["text"]}).to_csv(
         tmp_path / "m.csv", index=False)
-    res = check(tmp_path / "m.csv", tmp_path / "out", cache_dir=shared_cache, workers=2, repeats=2,
+    # one CV repeat: measured against two, the same verdict and top modality (spectral, best AUC 0.955 / 0.959) and
+    # text AUCs 0.27 / 0.17 (the same words on both sides: the text models anti-learn), far under 0.6 either way
+    res = check(tmp_path / "m.csv", tmp_path / "out", cache_dir=shared_cache, workers=2, repeats=1,
                 modalities=["recording", "spectral", "prosodic", "text"])
     v = res.verdict
     assert v.status == "confounded", v.reasons
@@ -214,7 +216,8 @@ def test_text_only_confound_shows_in_text(pool):
 def test_grouped_folds_and_group_table(pool):
     feats, meta, _ = pool
     y = meta["speaker"].isin(["george", "jackson", "lucas"]).astype(int).to_numpy()
-    settings = Settings(repeats=1, group_by="speaker")
+    # 40 trees: the group table, the counts and the verdict's rule on one-sided groups hold for any model
+    settings = Settings(repeats=1, group_by="speaker", xgb_trees=40)
     sep = run_separability(feats, y, settings, groups=meta["speaker"].to_numpy())
     assert sep.group_table is not None and len(sep.group_table) == 6
     assert set(sep.group_table["n"]) == {80}
@@ -227,7 +230,8 @@ def test_grouped_folds_and_group_table(pool):
     # Within-speaker random splits, grouped by take: nothing to find.
     rng = np.random.default_rng(3)
     y2 = rng.integers(0, 2, len(meta))
-    sep2 = run_separability(feats, y2, Settings(repeats=1, group_by="take"), groups=meta["take"].astype(str).to_numpy())
+    sep2 = run_separability(feats, y2, Settings(repeats=1, group_by="take", xgb_trees=40),
+                            groups=meta["take"].astype(str).to_numpy())
     assert decide(sep2, Settings(repeats=1)).status != "confounded"
 
 
