@@ -3,8 +3,10 @@ whose true values are known.
 
 The feature cache is keyed by each clip's content hash and each extractor's name, version and configuration, so
 one cache directory serves every test that reads the same bundled clips (a user shares ``--cache-dir`` across runs
-the same way): whichever test first needs a clip's features computes them and every later one reads them. Tests
-of extraction itself (what is computed, resumed, reused) keep caches of their own."""
+the same way): whichever test first needs a clip's features computes them and every later one reads them. Under
+pytest-xdist (the README's ``-n 2 --dist loadfile``) each worker process is a session of its own, with its own cache,
+and a file's tests all run on one worker. Tests of extraction itself (what is computed, resumed, reused) keep caches
+of their own."""
 
 from __future__ import annotations
 
