@@ -194,17 +194,24 @@ class Store:
     def lookup_index(self, keys: pd.DataFrame) -> np.ndarray:
         """The content hash of each row of ``keys`` (columns :data:`INDEX_KEY`), ``None`` where the index has no
         entry: one vectorised join on the index rows of these paths only (the newest entry of a key wins)."""
+        return self.index_state(keys)[0]
+
+    def index_state(self, keys: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`lookup_index`'s hashes, and for each row whether the index holds its path at all (under another
+        size, modification time or segment: a file touched or rewritten since, whose content may be unchanged)."""
         found = np.full(len(keys), None, dtype=object)
+        seen = np.zeros(len(keys), dtype=bool)
         df = self._read(self.index_dir, INDEX_KEY, "path", pd.unique(keys["path"].to_numpy(dtype=object)))
         if df.empty or not len(keys):
-            return found
+            return found, seen
+        seen = keys["path"].isin(df["path"]).to_numpy()
         df = df.astype({"size": "int64", "mtime_ns": "int64", "start": "float64", "end": "float64"})
         joined = keys[INDEX_KEY].reset_index(drop=True).merge(df[[*INDEX_KEY, "content_hash"]], how="left",
                                                               on=INDEX_KEY, sort=False)
         hashes = joined["content_hash"].to_numpy(dtype=object)
         known = pd.notna(hashes)
         found[known] = hashes[known]
-        return found
+        return found, seen
 
     def append_index(self, rows: list[dict]) -> None:
         self._append(self.index_dir, pd.DataFrame(rows, columns=[*INDEX_KEY, "content_hash"]))

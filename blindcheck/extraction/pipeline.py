@@ -213,6 +213,9 @@ def _process_clip(task: dict, sr: int, allow_truncated: bool) -> dict:
     """Read, hash, decode and analyse one clip (on the windows of ``task["policy"]`` when it is long). Never raises:
     failures come back as error entries."""
     res: dict = {"row": task["row"], "hash": None, "feats": {}, "notes": {}, "errors": []}
+    if task.get("hash") and not task["modalities"]:  # content already analysed (see _drop_cached)
+        res["hash"] = task["hash"]
+        return res
     try:
         source = open_source(task["path"])  # the segments of one recording: read and hashed once
         res["hash"] = source.key(task["start"], task["end"])
@@ -282,6 +285,7 @@ def _plan_tasks(job: dict) -> list[dict]:
         start, end = _nan(r["start"]), _nan(r["end"])
         tasks.append({"row": r["row"], "id": r["id"], "path": r["path"], "start": start, "end": end,
                       "modalities": [m for b, m in enumerate(mods) if r["need"] >> b & 1], "policy": policy,
+                      "recheck": bool(r.get("recheck")),
                       "key": (r["path"], r["size"], r["mtime_ns"], _bound(start), _bound(end)) if r["size"] >= 0
                       else None})
     return tasks
@@ -293,9 +297,10 @@ def _extract_chunk(job: dict) -> dict:
     what the driver needs per clip: row, content hash, errors and the modalities computed (``clips``), and the
     job's ``seconds``."""
     tasks = _plan_tasks(job)
-    _ensure_worker(sorted({m for t in tasks for m in t["modalities"]}))
     t0 = time.perf_counter()
     store = Store(job["cache"])
+    _drop_cached(tasks, store, job["tags"])
+    _ensure_worker(sorted({m for t in tasks for m in t["modalities"]}))
     results = [_process_clip(t, job["sr"], job["allow_truncated"]) for t in tasks]
     # The index first: then every clip whose features reached the disk is also indexed, and a resumed run neither
     # reopens it nor recomputes a modality it has.
@@ -314,6 +319,27 @@ def _extract_chunk(job: dict) -> dict:
     return {"seconds": time.perf_counter() - t0,
             "clips": [{"row": r["row"], "hash": r["hash"], "errors": r["errors"], "computed": list(r["feats"])}
                       for r in results]}
+
+
+def _drop_cached(tasks: list[dict], store: Store, tags: dict[str, str]) -> None:
+    """The tasks whose file the index knows only under another size or modification time (``recheck``): hash each
+    (its worker reads it once; :func:`_process_clip` then finds it read) and drop the modalities the cache already
+    holds for that content, in one lookup per modality for the whole job. A file touched or rewritten with the
+    same bytes is then only read and hashed."""
+    todo = [t for t in tasks if t.get("recheck") and t["modalities"]]
+    hashes = []
+    for t in todo:
+        try:
+            hashes.append(open_source(t["path"]).key(t["start"], t["end"]))
+        except Exception:  # unreadable: _process_clip records the error
+            hashes.append(None)
+    if not todo:
+        return
+    keys = np.array(hashes, dtype=object)
+    present = {m: store.present_mask(tags[m], keys) for m in {m for t in todo for m in t["modalities"]}}
+    for i, t in enumerate(todo):
+        t["modalities"] = [m for m in t["modalities"] if not present[m][i]]
+        t["hash"] = hashes[i]
 
 
 def _ensure_worker(modalities: list[str]) -> None:
@@ -400,7 +426,9 @@ def _plan_table(todo: np.ndarray, ids: np.ndarray, keys: pd.DataFrame, starts: n
                      "start": pa.array(starts[todo], pa.float64()), "end": pa.array(ends[todo], pa.float64()),
                      "size": pa.array(sel["size"].to_numpy(), pa.int64()),
                      "mtime_ns": pa.array(sel["mtime_ns"].to_numpy(), pa.int64()),
-                     "need": pa.array(need[todo], pa.uint8())})
+                     "need": pa.array(need[todo], pa.uint8()),
+                     "recheck": pa.array(sel["recheck"].to_numpy() if "recheck" in sel else np.zeros(len(todo), bool),
+                                         pa.bool_())})
 
 
 def _plan_clips(store: Store, paths: np.ndarray, starts: np.ndarray, ends: np.ndarray, modalities: list,
@@ -413,7 +441,10 @@ def _plan_clips(store: Store, paths: np.ndarray, starts: np.ndarray, ends: np.nd
     # Plan against the cache, in arrays (no Python object per clip: the driver's memory at 100k+ clips): only this
     # manifest's rows are read from the cache, whatever else it holds.
     keys = _index_keys(paths, starts, ends)
-    hashes = store.lookup_index(keys)
+    hashes, seen = store.index_state(keys)
+    # a path the index knows under another size or time (touched, copied over): its worker hashes it and computes
+    # only the modalities that the cache lacks for that content
+    keys["recheck"] = seen & pd.isna(hashes)
     keyed = keys["size"].to_numpy() >= 0
     need = np.zeros(n, dtype=np.uint8)  # bit b: modality b still to compute
     for b, m in enumerate(modalities):

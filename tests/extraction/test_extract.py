@@ -105,6 +105,35 @@ def test_changed_file_is_recomputed(tmp_path, fsdd_meta):
     assert after.features["content_hash"].iloc[0] != before.features["content_hash"].iloc[0]
 
 
+def test_touched_or_rewritten_files_with_the_same_bytes_are_only_rehashed(tmp_path, fsdd_meta):
+    """The cache is keyed by content: a file whose time changed (touch) or that was rewritten byte for byte is read
+    and hashed again (its index entry is stale) but none of its modalities is recomputed; a file whose bytes changed
+    is, and only that one."""
+    src = fsdd_meta["abspath"].iloc[:4].tolist()
+    paths = []
+    for i, s in enumerate(src):
+        p = tmp_path / f"c{i}.wav"
+        p.write_bytes(Path(s).read_bytes())
+        paths.append(p)
+    pd.DataFrame({"path": [str(p) for p in paths], "label": [0, 1, 0, 1]}).to_csv(tmp_path / "m.csv", index=False)
+    m = load_manifest(tmp_path / "m.csv")
+    mods = ["recording", "spectral"]
+    before = extract_features(m, tmp_path / "c", workers=1, modalities=mods)
+    st = paths[0].stat()
+    os.utime(paths[0], ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))  # touched
+    paths[1].write_bytes(paths[1].read_bytes())  # rewritten, same bytes
+    paths[2].write_bytes(Path(fsdd_meta["abspath"].iloc[10]).read_bytes())  # other bytes
+    after = extract_features(m, tmp_path / "c", workers=1, modalities=mods)
+    assert after.stats["dispatched"] == 3  # the three whose index entry no longer matches, read and hashed
+    assert after.stats["computed"] == {"recording": 1, "spectral": 1}, after.stats["computed"]
+    assert list(after.features["content_hash"].iloc[[0, 1, 3]]) == list(before.features["content_hash"].iloc[[0, 1, 3]])
+    assert after.features["content_hash"].iloc[2] != before.features["content_hash"].iloc[2]
+    cols = [c for c in before.features.columns if c.startswith(("recording.", "spectral."))]
+    pd.testing.assert_frame_equal(after.features[cols].iloc[[0, 1, 3]], before.features[cols].iloc[[0, 1, 3]])
+    again = extract_features(m, tmp_path / "c", workers=1, modalities=mods)  # the index now has the new times
+    assert again.stats["dispatched"] == 0
+
+
 def test_sigkill_resume_keeps_finished_clips(tmp_path, fsdd_meta):
     """A real extraction process is SIGKILLed part-way; the re-run reuses every clip it had written."""
     n = 120  # the kill comes after 3 parts of 2 clips: the run is caught part-way, and the rerun has work to do
