@@ -8,7 +8,9 @@ A clean verdict is an equivalence claim, so the three verdicts are one decision 
   tolerated AUC (default 0.60); *isolated subset* — the family-wise p-value of the isolation statistic is at
   most alpha and the lower bound of the share of one side that a model isolates at 1% FPR exceeds the
   tolerated share (default 10%); or *failures* — clips that cannot be analysed fall on one side
-  significantly (Fisher's exact test) and the difference in their shares exceeds the tolerated share;
+  significantly (Fisher's exact test) and the one-sided 1 - alpha lower bound of the difference in their shares
+  (Newcombe's hybrid score interval) exceeds the tolerated share (on the observed difference, a gap exactly at the
+  tolerance was called confounded in about half of the splits);
 - **clean** only when the data rule separability out: every model's one-sided upper confidence bound at level
   1 - alpha is below the tolerated AUC (the intersection-union test needs no correction for m), no model
   isolates a share of either side whose upper bound reaches the tolerated share, failures do not depend on
@@ -65,6 +67,17 @@ class Failures:
     def shares(self) -> tuple[float, float]:
         return (self.members_failed / max(self.members_total, 1),
                 self.nonmembers_failed / max(self.nonmembers_total, 1))
+
+    def gap_lower(self, level: float) -> float:
+        """One-sided ``level`` lower bound of the absolute difference of the two sides' failure shares: the larger of
+        the two directions' Newcombe (1998, method 10) bounds, built from Wilson bounds of each share (0 when
+        neither direction's bound is positive)."""
+        if self.members_total <= 0 or self.nonmembers_total <= 0:
+            return 0.0
+        m, n = self.shares()
+        lm, um = stats.wilson(self.members_failed, self.members_total, level)
+        ln, un = stats.wilson(self.nonmembers_failed, self.nonmembers_total, level)
+        return max(0.0, (m - n) - math.hypot(m - lm, un - n), (n - m) - math.hypot(n - ln, um - m))
 
     def to_dict(self) -> dict:
         m, n = self.shares()
@@ -185,7 +198,8 @@ class Bounds:
     one-sided upper bound at level 1 - alpha over the m models; share_low: the lower bound of the isolated share at
     level 1 - alpha/(2m); share_high_any: the highest upper bound of the isolated share over every (model, side);
     design_effect: the clustering of the best model's interval (1 without groups); power: of the equivalence claim
-    at the tolerated AUC; fail_p / fail_gap: Fisher's p and the difference of the two sides' failure shares."""
+    at the tolerated AUC; fail_p / fail_gap / fail_low: Fisher's p, the difference of the two sides' failure shares
+    and its lower bound at 1 - alpha."""
 
     alpha: float
     tau: float
@@ -202,6 +216,7 @@ class Bounds:
     power: float
     fail_p: float
     fail_gap: float
+    fail_low: float
     all_pure: bool
     too_few: bool
 
@@ -241,6 +256,7 @@ def bounds(sep: SeparabilityResult, settings: Settings, failures: Failures | Non
                   power=_clean_power(sep, settings, n1, n0, deff),
                   fail_p=failures.p if failures else 1.0,
                   fail_gap=abs(failures.shares()[0] - failures.shares()[1]) if failures else 0.0,
+                  fail_low=failures.gap_lower(1 - alpha) if failures else 0.0,
                   all_pure=bool(groups and groups["mixed"] == 0), too_few=sep.family.p_floor > alpha)
 
 
@@ -265,7 +281,7 @@ def criteria_met(sep: SeparabilityResult, b: Bounds, failures: Failures | None =
         criteria.append("auc")
     if fam.p_isolation <= b.alpha and b.share_low > b.tau_s:
         criteria.append("subset")
-    if failures and b.fail_p <= b.alpha and b.fail_gap > b.tau_s:
+    if failures and b.fail_p <= b.alpha and b.fail_low > b.tau_s:
         criteria.append("failures")
     return criteria
 
@@ -309,7 +325,9 @@ def decide(sep: SeparabilityResult, settings: Settings, failures: Failures | Non
     return Verdict(status=status, reasons=reasons, best_model=best.name, best_auc=best.auc, family_p=fam.p_auc,
                    lower_bound=b.lower, power_at_tolerated=b.power, required_n=need, top_modality=top_modality,
                    upper_bound=b.upper, upper_bound_model=b.upper_model.name, power=b.power, p_method=fam.method,
-                   criteria=criteria, subset=subset, failures=failures.to_dict() if failures else None,
+                   criteria=criteria, subset=subset,
+                   failures={**failures.to_dict(), "gap_lower": b.fail_low, "gap_lower_level": 1 - b.alpha}
+                   if failures else None,
                    groups=sep.n_groups,
                    details={"models_compared": b.m, "alpha": b.alpha, "tolerated_auc": b.tau,
                             "tolerated_share": b.tau_s, "relabellings": fam.relabellings, "p_floor": fam.p_floor,
@@ -337,7 +355,7 @@ def _confounded_reasons(sep: SeparabilityResult, b: Bounds, criteria: list[str],
                                     auc=best.auc))
         reasons += _subset_feature_lines(sf)
     if "failures" in criteria:
-        reasons.append(_failure_line(failures, b.alpha, decisive=True))
+        reasons.append(_failure_line(failures, b.alpha, decisive=True, low=b.fail_low))
     if mod_line and "auc" not in criteria:
         reasons.append(mod_line)
     if top_modality == Modality.TEXT and sep.text_terms:
@@ -479,11 +497,12 @@ def _subset_feature_lines(sf, k: int = 3) -> list[str]:
     return lines
 
 
-def _failure_line(f: Failures, alpha: float, decisive: bool) -> str:
+def _failure_line(f: Failures, alpha: float, decisive: bool, low: float | None = None) -> str:
     sm, sn = f.shares()
     line = (f"clips that could not be analysed fall on one side: {f.members_failed} of {f.members_total} members "
             f"({_pct(sm)}) and {f.nonmembers_failed} of {f.nonmembers_total} non-members ({_pct(sn)}) failed, "
-            f"Fisher {fmt_p(f.p)}")
+            f"Fisher {fmt_p(f.p)}" + (f", the difference at least {_pct(low)} ({1 - alpha:.0%} lower bound)"
+                                       if low is not None else ""))
     if decisive:
         return line + ("; which files fail is itself a confound (a codec, container or source only one side "
                        "uses): see errors.csv")

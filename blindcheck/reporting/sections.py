@@ -139,7 +139,8 @@ def criteria(d: ReportData) -> Section:
             f"Fisher {pval(f.get('p'))}" + (f"; gap lower {pct(f['gap_lower'], 1)} (level "
                                             f"{level(f.get('gap_lower_level', 1 - alpha))})"
                                             if _finite(f.get("gap_lower")) else ""),
-            f"Fisher p ≤ {alpha} and gap > {pct(tau_s)}", "met: confounded" if "failures" in met else "not met")
+            f"Fisher p ≤ {alpha} and gap lower bound > {pct(tau_s)}",
+            "met: confounded" if "failures" in met else "not met")
     sp = d.result.get("speakers") or {}
     if sp:
         o = sp.get("overlap") or {}

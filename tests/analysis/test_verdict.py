@@ -160,6 +160,23 @@ def test_failures_on_one_side_are_a_confound():
     assert "failures" not in v.criteria and any("no dependence on the side" in r for r in v.reasons)
 
 
+def test_failures_at_the_tolerated_gap_are_confounded_at_most_alpha():
+    """Failure rates 15% and 5% (a gap exactly at the tolerated 10%), 400 clips a side: the criterion, on the lower
+    bound of the gap, fires in at most alpha of the draws (binomial allowance); on the observed gap it fired in
+    about half. The decision is the verdict's own (criteria on fixed null scores)."""
+    rng = np.random.default_rng(4)
+    y = rng.permutation(_labels(800))
+    sep = evaluate_scores(_scores(y, 0.5, rng), y, Settings(permutations=199))
+    reps, fired, observed = 400, 0, 0
+    for _ in range(reps):
+        f = Failures(int(rng.binomial(400, 0.15)), 400, int(rng.binomial(400, 0.05)), 400)
+        fired += "failures" in decide(sep, Settings(permutations=199), f).criteria
+        observed += f.p <= 0.05 and abs(f.shares()[0] - f.shares()[1]) > 0.10
+    assert fired <= binom.ppf(0.999, reps, 0.05), fired
+    assert observed > 0.3 * reps, observed  # the rule it replaces: the test can tell them apart
+    assert Failures(0, 200, 120, 200).gap_lower(0.95) > 0.5 and Failures(5, 200, 5, 200).gap_lower(0.95) == 0
+
+
 def test_clustered_interval_matches_a_cluster_bootstrap():
     rng = np.random.default_rng(7)
     groups = np.repeat(np.arange(40), 12)
