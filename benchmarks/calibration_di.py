@@ -26,8 +26,10 @@ printed with its Monte-Carlo standard error sqrt(r (1 - r) / reps).
   groups). Rows: the null with 1, 10 and 30 noise attacks (with 10 and 30 also the grouped test on a calibration
   half drawn by clips: what keeping groups whole in the partition buys); ``--models`` blind noise models;
   ``n_min`` and ``n_min_p`` reached under the null (one attack, the default grid, ``--grid-reps`` tables); power at
-  a small real shift (``--shift`` and twice it in one attack; twice it in 1 of 10 attacks). A rejection rate above
-  alpha (before) is no power: compare power only where the null row holds alpha.
+  a small real shift (``--shift`` and twice it in one attack; twice it in 1 of 10 attacks); and groups of unequal
+  size (one of 100 clips among ``n / group-size - 1`` of 5 a side, or log-normal sizes of 1-60 clips), null and
+  twice ``--shift``, with the grouped test not chosen (CR1 on clip means) beside the chosen one (Welch on group
+  means). A rejection rate above alpha (before) is no power: compare power only where the null row holds alpha.
 
     python benchmarks/calibration_di.py [--reps 1000] [--seed 2027] [--n 200] [--only grouped]
 """
@@ -39,13 +41,14 @@ import math
 import time
 
 import numpy as np
+from scipy import stats as sst
 from sklearn.metrics import roc_auc_score
 
 from blindcheck.analysis.inference import (
     apply_combination,
-    cluster_welch_one_sided,
     dataset_inference,
     fit_combination,
+    group_welch_one_sided,
     logistic_fit,
     split_halves,
     welch_one_sided,
@@ -90,6 +93,20 @@ def split_blind_p(B: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> flo
     best = int(np.argmax([roc_auc_score(y[cal], B[cal, j]) for j in range(B.shape[1])]))
     s, t = B[test, best], y[test]
     return welch_one_sided(s[t == 1], s[t == 0])[2]
+
+
+def cr1_p(a: np.ndarray, b: np.ndarray, ga: np.ndarray, gb: np.ndarray) -> float:
+    """The grouped test not chosen: the difference of clip means, each side's variance from its K group totals of
+    residuals with the CR1 factor K / (K - 1), Welch-Satterthwaite df on K - 1 per side; one-sided p."""
+    def side(x, g):
+        _, inv = np.unique(g, return_inverse=True)
+        k, tot = inv.max() + 1, np.bincount(inv, weights=x - x.mean())
+        return x.mean(), k / (k - 1) * (tot ** 2).sum() / len(x) ** 2, k
+
+    (ma, va, ka), (mb, vb, kb) = side(a, ga), side(b, gb)
+    t = (ma - mb) / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 / (ka - 1) + vb ** 2 / (kb - 1))
+    return float(sst.t.sf(t, df))
 
 
 def attacks_table(rng: np.random.Generator, y: np.ndarray, k: int, shifts: np.ndarray | float = 0.0) -> np.ndarray:
@@ -264,7 +281,7 @@ def grouped(args: argparse.Namespace) -> None:
         """The grouped test on the held-out half of a calibration half drawn by clips, not groups."""
         cal, test = split_halves(yg, np.random.default_rng(r))
         s, t, gt = apply_combination(fit_combination(S[cal], yg[cal]), S[test]), yg[test], grp[test]
-        return cluster_welch_one_sided(s[t == 1], s[t == 0], gt[t == 1], gt[t == 0])[2]
+        return group_welch_one_sided(s[t == 1], s[t == 0], gt[t == 1], gt[t == 0])[2]
 
     for k in (1, 10, 30):
         run(f"grouped null, {k} noise attack{'s' * (k > 1)}", lambda k=k: table(k))
@@ -296,6 +313,28 @@ def grouped(args: argparse.Namespace) -> None:
                  rate(reach["n_min"][0]), rate(reach["n_min"][1])))
     rows.append((f"grouped null, 1 noise attack: n_min_p reached ({G} tables, {full.di_grid}-point grid)",
                  rate(reach["n_min_p"][0]), rate(reach["n_min_p"][1])))
+
+    # unequal group sizes: the chosen test (Welch on group means) against the alternative (CR1 on clip means)
+    def uneven(kind: str, shift: float):
+        sizes = (np.r_[100, np.full(K - 1, 5)] if kind == "one" else
+                 np.clip(np.round(rng.lognormal(1.8, 0.9, K)), 1, 60).astype(int))
+        sizes = np.r_[sizes, sizes if kind == "one" else np.clip(np.round(rng.lognormal(1.8, 0.9, K)), 1, 60)]
+        g = np.repeat(np.arange(2 * K), sizes.astype(int))
+        yu = (g < K).astype(int)
+        s = math.sqrt(args.icc) * rng.standard_normal(2 * K)[g] + math.sqrt(1 - args.icc) * rng.standard_normal(len(g))
+        return s + shift * yu, yu, g
+
+    for kind, what in (("one", f"1 group of 100 + {K - 1} of 5 a side"), ("lognormal", "log-normal sizes 1-60")):
+        for shift in (0.0, 2 * args.shift):
+            before, after, alt = [], [], []
+            for r in range(R):
+                s, yu, g = uneven(kind, shift)
+                before.append(dataset_inference({"a": s}, yu, FAST.replace(seed=r)).attack.p <= ALPHA)
+                after.append(dataset_inference({"a": s}, yu, FAST.replace(seed=r), groups=g).attack.p <= ALPHA)
+                alt.append(cr1_p(s[yu == 1], s[yu == 0], g[yu == 1], g[yu == 0]) <= ALPHA)
+            head = f"grouped {'null' if shift == 0 else f'power, shift {shift}'}, {what}"
+            rows.append((head, rate(before), rate(after)))
+            rows.append((head + ", alternative: CR1 on clip means", None, rate(alt)))
 
     d0 = args.shift
     run(f"grouped power, 1 attack shifted {d0}", lambda: table(1, d0))

@@ -41,16 +41,19 @@ clips of one group (a speaker) share its effect and are not independent draws. W
 far above alpha (with an intra-class correlation of 0.2, groups of 10 clips and whole groups to a side, about 15%
 of null tables at alpha = 0.05: ``benchmarks/calibration_di.py``). With groups every step takes whole groups:
 
-- **the test** is the cluster-robust (CR1) Welch test: the same difference of clip means, each side's variance from
-  its K_s group totals of residuals, ``K_s / (K_s - 1) * sum_g (sum_{i in g} (x_i - mean_s))^2 / n_s^2``, and
-  Student's t on the Welch-Satterthwaite degrees of freedom with ``K_s - 1`` per side (groups, not clips, count, as
-  in ``correlate``'s grouped statistics). Why this one: it keeps the estimand (the mean over clips, the papers'
-  statistic: ``mean_diff`` is the same number); with every clip its own group it *is* Welch's test (the CR1 sum is
-  then the sample variance over n_s, the df Welch's); with equal group sizes it is Welch's test on the group means,
-  exact under a normal random-effects model. Welch on unweighted group means, the alternative, changes the estimand
-  when group sizes differ. Limits: with a few very large groups among many small ones the CR1 variance is noisier
-  than K_s - 1 df say (mildly liberal); a group with clips on both sides is one cluster on each side and the
-  covariance of the two is not used (conservative for an effect the group shares on both sides).
+- **the test** is Welch's test on the group means: each group's mean score is one observation (a group with clips
+  on both sides gives one mean per side), Student's t on the Welch-Satterthwaite degrees of freedom with K_s - 1
+  per side (groups, not clips, count, as in ``correlate``'s grouped statistics); ``mean_diff`` is the difference of
+  the mean group means. Why this one: it holds its level whatever the group sizes (the groups, not the clips, are
+  the independent draws, and under H0 each group mean has the same expectation on both sides); with every clip its
+  own group it *is* Welch's test, to the bit; with equal group sizes it is also the cluster-robust difference of
+  clip means. The alternative, the difference of clip means with a cluster-robust (CR1) variance and K_s - 1 df,
+  weights groups by their clips and is liberal when sizes differ: with 20 groups a side, ICC 0.2 and one group of
+  100 clips among 19 of 5 per side it rejected 18-19% of null tables (Welch on group means 4.6-5.2%), with
+  log-normal sizes (1-60 clips) 7.4% (5.9%); ``benchmarks/calibration_di.py``. The price: when the group effect is
+  small and sizes differ, large groups count no more than small ones, so power is lower than a clip-weighted test
+  would have if it held its level. A group with clips on both sides gives two means that share its effect; their
+  covariance is not used, which is conservative for an effect the group shares on both sides.
 - **The calibration half** of combined attacks is drawn by whole groups (no group in both halves): groups with clips
   of one side only are permuted per side, groups with clips on both sides apart, and the first groups of each
   permutation whose clips come closest to half of its clips go to calibration (one clip per group: the halves above).
@@ -114,39 +117,24 @@ def side_cells(x: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return sums, np.bincount(codes, minlength=k)
 
 
-def _cr1_side(sums: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """Mean and CR1 variance of the mean of one side from its group sums (..., K, m) and counts (..., K)."""
-    k = counts.shape[-1]
-    n = counts.sum(axis=-1).astype(float)[..., None]
-    mean = sums.sum(axis=-2) / n
-    e = sums - counts[..., None] * mean[..., None, :]
-    return mean, k / (k - 1) * (e ** 2).sum(axis=-2) / n ** 2, k
+def _group_welch(sa: np.ndarray, ca: np.ndarray, sb: np.ndarray, cb: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Welch's test on the group means, from each side's group sums (..., K_s, m) and clip counts (..., K_s): t, df
+    and one-sided p of (..., m). Every count 1: Welch's test on the clips, to the bit."""
+    ma, mb = sa / ca[..., None], sb / cb[..., None]
+    return _welch(np.moveaxis(ma, -1, -2), np.moveaxis(mb, -1, -2))
 
 
-def _cluster_welch(sa: np.ndarray, ca: np.ndarray, sb: np.ndarray, cb: np.ndarray
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Cluster-robust Welch test from each side's group sums (..., K_s, m) and clip counts (..., K_s): t, df, one-sided
-    p of (..., m). Every count 1: Welch's test."""
-    ma, va, ka = _cr1_side(sa, ca)
-    mb, vb, kb = _cr1_side(sb, cb)
-    se2 = va + vb
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = (ma - mb) / np.sqrt(se2)
-        df = se2 ** 2 / (va ** 2 / (ka - 1) + vb ** 2 / (kb - 1))
-    t = np.where(se2 > 0, t, 0.0)
-    df = np.where(se2 > 0, df, 1.0)
-    return t, df, sst.t.sf(t, df)
-
-
-def cluster_welch_one_sided(a: np.ndarray, b: np.ndarray, groups_a: np.ndarray, groups_b: np.ndarray
-                            ) -> tuple[float, float, float]:
-    """The cluster-robust (CR1) Welch t statistic of mean(a) > mean(b) over clip means, its Welch-Satterthwaite
-    degrees of freedom on K - 1 per side and its one-sided p-value (``groups_*``: the group of each clip; every clip
-    its own group: Welch's test)."""
+def group_welch_one_sided(a: np.ndarray, b: np.ndarray, groups_a: np.ndarray, groups_b: np.ndarray
+                          ) -> tuple[float, float, float]:
+    """Welch's one-sided test of "suspect scores are higher" with groups: each group's mean score is one observation
+    (``groups_*``: the group of each clip of ``a`` and ``b``; a group on both sides gives one mean per side). The t
+    statistic, its degrees of freedom (Welch-Satterthwaite on K_s - 1 per side) and the p-value; every clip its own
+    group: :func:`welch_one_sided`."""
     (sa, ca), (sb, cb) = side_cells(a, groups_a), side_cells(b, groups_b)
     if len(ca) < 2 or len(cb) < 2:
         raise BlindcheckError(f"the grouped test needs at least 2 groups per side ({len(ca)} and {len(cb)})")
-    t, df, p = _cluster_welch(sa[None], ca[None], sb[None], cb[None])
+    t, df, p = _group_welch(sa[None], ca[None], sb[None], cb[None])
     return float(t[0, 0]), float(df[0, 0]), float(p[0, 0])
 
 
@@ -196,7 +184,7 @@ def grouped_rejection_curve(cells_a: tuple[np.ndarray, np.ndarray], cells_b: tup
                             alpha: float, resamples: int, grid: np.ndarray, rng: np.random.Generator
                             ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`rejection_curve` over whole groups: at each k of ``grid``, ``resamples`` subsamples of k groups per
-    side (without replacement), tested by the cluster-robust Welch test (Bonferroni over m scorers). ``cells_*``:
+    side (without replacement), tested by Welch's test on the group means (Bonferroni over m scorers). ``cells_*``:
     (group sums (K, m), clip counts (K,)) of each side (:func:`side_cells`). Returns the rejection rates and the
     clips per side the drawn groups hold, averaged over both sides and the subsamples. One clip per group: the draws
     and rates of :func:`rejection_curve`."""
@@ -204,7 +192,7 @@ def grouped_rejection_curve(cells_a: tuple[np.ndarray, np.ndarray], cells_b: tup
     rates, clips = np.empty(len(grid)), np.empty(len(grid))
     for j, k in enumerate(grid):
         ia, ib = _draw(rng, len(ca), k, resamples), _draw(rng, len(cb), k, resamples)
-        p = _cluster_welch(sa[ia], ca[ia], sb[ib], cb[ib])[2]  # (resamples, m)
+        p = _group_welch(sa[ia], ca[ia], sb[ib], cb[ib])[2]  # (resamples, m)
         rates[j] = float((family_p(p) <= alpha).mean())
         clips[j] = float((ca[ia].sum(axis=1) + cb[ib].sum(axis=1)).mean() / 2)
     return rates, clips
@@ -212,7 +200,7 @@ def grouped_rejection_curve(cells_a: tuple[np.ndarray, np.ndarray], cells_b: tup
 
 def grouped_prefix_p(cells_a: tuple[np.ndarray, np.ndarray], cells_b: tuple[np.ndarray, np.ndarray],
                      grid: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`prefix_p` over whole groups: in one random order of each side's groups, the (Bonferroni) cluster-robust
+    """:func:`prefix_p` over whole groups: in one random order of each side's groups, the (Bonferroni) group-mean
     Welch p of the first k groups per side for each k of ``grid``, and the clips per side those groups hold
     (averaged over the two sides)."""
     (sa, ca), (sb, cb) = cells_a, cells_b
@@ -220,7 +208,7 @@ def grouped_prefix_p(cells_a: tuple[np.ndarray, np.ndarray], cells_b: tuple[np.n
     p, clips = np.empty(len(grid)), np.empty(len(grid))
     for j, k in enumerate(grid):
         ia, ib = oa[:k], ob[:k]
-        p[j] = float(family_p(_cluster_welch(sa[ia][None], ca[ia][None], sb[ib][None], cb[ib][None])[2])[0])
+        p[j] = float(family_p(_group_welch(sa[ia][None], ca[ia][None], sb[ib][None], cb[ib][None])[2])[0])
         clips[j] = (ca[ia].sum() + cb[ib].sum()) / 2
     return p, clips
 
@@ -314,7 +302,7 @@ def logistic_fit(X: np.ndarray, y: np.ndarray, l2: float = 1.0, iterations: int 
 @dataclass
 class DIScorer:
     """One scorer's dataset inference. ``p`` / ``rejects``: Welch's one-sided test on every tested clip (with groups
-    the cluster-robust Welch test; for a family of m blind models, the Bonferroni p over them), the test;
+    Welch's test on the group means; for a family of m blind models, the Bonferroni p over them), the test;
     ``n_min``: smallest n per side at which at least di_power of the subsamples reject (None: not reached);
     ``n_min_p``: smallest n per side at which the p of the first n clips of one random order is <= alpha, the
     papers' figure, not a test (None: not reached); ``models``: the m scorers of the family (one: its name);
@@ -365,11 +353,11 @@ class DIScorer:
 
 WELCH_TEST = ("Welch one-sided t-test, suspect (label 1) > reference (label 0); several attacks: logistic combination "
               "fitted on a calibration half, tested on the held-out half; blind: Bonferroni over the blind models")
-GROUPED_TEST = ("cluster-robust (CR1) Welch one-sided t-test over groups, suspect (label 1) > reference (label 0): "
-                "difference of clip means, variance from group totals, Student's t on Welch-Satterthwaite df with "
-                "K - 1 per side; several attacks: logistic combination fitted on a calibration half of whole groups, "
-                "tested on the held-out groups; subsamples and prefixes of whole groups; blind: Bonferroni over the "
-                "blind models (out-of-fold scores from grouped folds)")
+GROUPED_TEST = ("Welch one-sided t-test on group means, suspect (label 1) > reference (label 0): one mean score per "
+                "group and side, Welch-Satterthwaite df with K - 1 per side; several attacks: logistic combination "
+                "fitted on a calibration half of whole groups, tested on the held-out groups; subsamples and "
+                "prefixes of whole groups; blind: Bonferroni over the blind models (out-of-fold scores from grouped "
+                "folds)")
 
 
 @dataclass
@@ -401,7 +389,7 @@ def score_di(name: str, score: np.ndarray, labels: np.ndarray, settings: Setting
     """Welch's test on every clip, the rejection curve over the size grid and the prefix p-values for one
     scalar score (n,), or for a family of m scores (n, m) tested together by Bonferroni (``models`` names
     the columns). The curves are drawn from ``rng`` in a fixed order, so two calls with generators in the same
-    state on the same labels use the same subsamples. With ``groups`` (n,): the cluster-robust Welch test, and
+    state on the same labels use the same subsamples. With ``groups`` (n,): Welch's test on the group means, and
     subsamples and prefixes of whole groups (a group with clips on both sides is a group of each side)."""
     y = np.asarray(labels).astype(bool)
     s = _columns(score)
@@ -427,7 +415,7 @@ def score_di(name: str, score: np.ndarray, labels: np.ndarray, settings: Setting
         if min(kg) < 2:
             raise BlindcheckError(f"grouped dataset inference needs at least 2 suspect and 2 reference groups with a "
                                   f"score ({name}: {kg[0]} and {kg[1]})")
-        t, df, p = (x[0] for x in _cluster_welch(ca[0][None], ca[1][None], cb[0][None], cb[1][None]))
+        t, df, p = (x[0] for x in _group_welch(ca[0][None], ca[1][None], cb[0][None], cb[1][None]))
         grid = size_grid(min(kg), settings.di_grid)
         rates, clips = grouped_rejection_curve(ca, cb, settings.alpha, settings.di_resamples, grid, rng)
         prefix, pclips = grouped_prefix_p(ca, cb, grid, rng)
@@ -436,7 +424,9 @@ def score_di(name: str, score: np.ndarray, labels: np.ndarray, settings: Setting
     j = int(np.argmin(p))
     pf = float(family_p(p))
     hit, hit_p = np.nonzero(rates >= settings.di_power)[0], np.nonzero(prefix <= settings.alpha)[0]
-    d = DIScorer(name, len(a), len(b), float(a[:, j].mean() - b[:, j].mean()), float(t[j]), float(df[j]), pf,
+    diff = a[:, j].mean() - b[:, j].mean() if groups is None else \
+        (ca[0][:, j] / ca[1]).mean() - (cb[0][:, j] / cb[1]).mean()
+    d = DIScorer(name, len(a), len(b), float(diff), float(t[j]), float(df[j]), pf,
                  bool(pf <= settings.alpha), n_grid.tolist(), rates.tolist(),
                  int(n_grid[hit[0]]) if len(hit) else None, prefix.tolist(),
                  int(grid[hit_p[0]]) if len(hit_p) else None, models, models[j], tested_on)
@@ -523,8 +513,8 @@ def dataset_inference(attacks: dict[str, np.ndarray], labels: np.ndarray, settin
         n_groups = {"suspect": len(s1), "reference": len(s0), "both_sides": len(s1 & s0)}
         both = f"; {n_groups['both_sides']} have clips on both sides" if n_groups["both_sides"] else ""
         reasons.append(f"clips are grouped by {group_by} ({n_groups['suspect']} suspect and {n_groups['reference']} "
-                       f"reference groups tested{both}): the test is cluster-robust (Student's t on groups, not "
-                       f"clips), subsamples and prefixes take whole groups")
+                       f"reference groups tested{both}): the test is Welch's on the group means (Student's t on "
+                       f"groups, not clips), subsamples and prefixes take whole groups")
     if calibration is not None:
         unit_c = "" if g is None else (f", {calibration['n_groups_suspect']} and "
                                        f"{calibration['n_groups_reference']} groups")
@@ -550,7 +540,7 @@ def di_reasons(att: DIScorer, blind: DIScorer | None, settings: Settings) -> tup
         return (f"; p <= {settings.alpha:g} first at {d.n_min_p} clips per side{groups} of one random order (the "
                 f"papers' figure, not a test)" if d.n_min_p is not None else "")
 
-    test = "cluster-robust Welch" if att.grouped else "Welch"
+    test = "group-mean Welch" if att.grouped else "Welch"
     reasons = [f"{att.name}: {test} one-sided p = {att.p:.2g} on {att.tested_on}; rejects H0 in {pw} of subsamples "
                f"with {need(att)}{first(att)}"]
     if blind is None:
