@@ -38,7 +38,7 @@ dataset-inference claim is explainable without the model.
 
 **Groups** (``groups``: the ``di`` verb's ``--group-by`` column, or the speakers the check infers for ``voice``):
 clips of one group (a speaker) share its effect and are not independent draws. Welch's test on clips then rejects
-far above alpha (with an intra-class correlation of 0.2, groups of 10 clips and whole groups to a side, about 15%
+far above alpha (with an intra-class correlation of 0.2, groups of 10 clips and whole groups to a side, 15-17%
 of null tables at alpha = 0.05: ``benchmarks/calibration_di.py``). With groups every step takes whole groups:
 
 - **the test** is Welch's test on the group means: each group's mean score is one observation (a group with clips
