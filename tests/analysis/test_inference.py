@@ -208,3 +208,120 @@ def test_n_min_p_is_the_first_prefix_p_below_alpha_and_is_not_a_test():
     reps = 300
     reached = sum(score_di("x", rng.standard_normal(300), y, settings, rng).n_min_p is not None for _ in range(reps))
     assert reached > sst.binom.ppf(0.999, reps, 0.05), reached
+
+
+# --- groups (issue 27 item 7) ---------------------------------------------------------------------------------------
+
+def _grouped_table(rng, k_side: int, size: int, icc: float, attacks: int = 1, shift: float = 0.0):
+    """``k_side`` groups of ``size`` clips a side, whole groups to a side; each attack has its own group effect."""
+    g = np.repeat(np.arange(2 * k_side), size)
+    y = (g < k_side).astype(int)
+    eff = rng.standard_normal((2 * k_side, attacks))[g]
+    S = np.sqrt(icc) * eff + np.sqrt(1 - icc) * rng.standard_normal((len(g), attacks)) + shift * y[:, None]
+    return {f"mia_{j}": S[:, j] for j in range(attacks)}, y, g
+
+
+def test_grouped_test_is_welch_on_group_means_and_on_clips_with_one_clip_per_group():
+    from blindcheck.analysis.inference import group_welch_one_sided
+
+    rng = np.random.default_rng(20)
+    a, b = rng.normal(0.3, 1.0, 40), rng.normal(0.0, 2.0, 70)
+    assert group_welch_one_sided(a, b, np.arange(40), np.arange(70)) == welch_one_sided(a, b)  # to the bit
+    # unequal sizes, groups named in any order: one mean per group, then scipy's Welch
+    ga = rng.permutation(np.r_[np.zeros(30), np.arange(1, 11)]).astype(int).astype(str)
+    gb = rng.integers(0, 9, 70)
+    ma = np.array([a[ga == k].mean() for k in np.unique(ga)])
+    mb = np.array([b[gb == k].mean() for k in np.unique(gb)])
+    ref = sst.ttest_ind(ma, mb, equal_var=False, alternative="greater")
+    t, df, p = group_welch_one_sided(a, b, ga, gb)
+    assert t == pytest.approx(ref.statistic, rel=1e-12) and p == pytest.approx(ref.pvalue, rel=1e-12)
+    assert df < len(ma) + len(mb) - 2
+
+
+@pytest.mark.parametrize("attacks", [1, 3])
+def test_one_clip_per_group_gives_the_ungrouped_result(attacks):
+    """groups = one per clip runs the grouped code (group-mean test, grouped split, whole-group draws) and gives
+    today's numbers to the bit: the same halves, the same subsamples, the same p, n_min and n_min_p."""
+    rng = np.random.default_rng(21)
+    y = np.r_[np.ones(61), np.zeros(60)].astype(int)
+    S = {f"mia_{j}": rng.standard_normal(121) + 0.4 * y for j in range(attacks)}
+    blind = {"b0": rng.standard_normal(121) + 0.5 * y, "b1": rng.standard_normal(121)}
+    settings = Settings(di_grid=12, di_resamples=60, seed=3)
+    plain = dataset_inference(S, y, settings, blind_scores=blind).to_dict()
+    grouped = dataset_inference(S, y, settings, blind_scores=blind, groups=[f"g{i}" for i in range(121)]).to_dict()
+    assert plain["group_by"] is None and plain["n_groups"] is None and grouped["group_by"] == "groups"
+    assert plain["test"].startswith("Welch one-sided t-test, ") and "on group means" in grouped["test"]
+    for scorer in ("attack", "blind"):
+        p, g = plain[scorer], grouped[scorer]
+        for key in ("name", "n_suspect", "n_reference", "rejects", "n_min", "n_min_p", "models", "model",
+                    "tested_on", "mean_diff", "t", "df", "p"):
+            assert p[key] == g[key], (scorer, key)
+        assert [{k: v for k, v in c.items() if k != "groups"} for c in g["curve"]] == p["curve"]
+        assert [{k: v for k, v in c.items() if k != "groups"} for c in g["prefix_curve"]] == p["prefix_curve"]
+        assert [c["n"] for c in g["curve"]] == [c["groups"] for c in g["curve"]]
+        assert p["n_groups_suspect"] is None and g["n_groups_suspect"] == g["n_suspect"]
+    assert (plain["calibration"] or {}).items() <= (grouped["calibration"] or {}).items()
+
+
+def test_grouped_halves_keep_groups_whole():
+    from blindcheck.analysis.inference import split_halves
+
+    rng = np.random.default_rng(22)
+    sizes = rng.integers(1, 12, 40)
+    g = np.repeat(np.arange(40), sizes)
+    y = (g < 18).astype(int)
+    y[np.isin(g, [30, 31, 32, 33])] = rng.integers(0, 2, int(np.isin(g, [30, 31, 32, 33]).sum()))  # some straddle
+    y[g == 30] = np.arange((g == 30).sum()) % 2  # one certainly does
+    cal, test = split_halves(y, np.random.default_rng(1), g.astype(str))
+    assert len(np.intersect1d(cal, test)) == 0 and len(cal) + len(test) == len(y)
+    assert not set(g[cal]) & set(g[test])
+    for side in (0, 1):
+        n_side = int((y == side).sum())
+        assert abs(int((y[cal] == side).sum()) - n_side / 2) <= 12, side  # halved up to about a group
+    # one clip per group: the ungrouped halves
+    y1 = rng.integers(0, 2, 75)
+    plain = split_halves(y1, np.random.default_rng(5))
+    single = split_halves(y1, np.random.default_rng(5), np.arange(75))
+    assert all(np.array_equal(a, b) for a, b in zip(plain, single, strict=True))
+
+
+def test_grouped_curves_draw_whole_groups():
+    """Equal groups of 6 clips: every subsample and prefix holds k * 6 clips per side; a large shift reaches n_min
+    (in groups and clips), which the blind scorer, drawing the same groups, is compared on."""
+    rng = np.random.default_rng(23)
+    attacks, y, g = _grouped_table(rng, 15, 6, 0.2, shift=1.5)
+    blind = {"b": rng.standard_normal(len(y))}
+    res = dataset_inference(attacks, y, Settings(di_grid=10, di_resamples=80), blind_scores=blind, groups=g,
+                            group_by="speaker")
+    a, d = res.attack, res.to_dict()
+    assert a.grid == [6 * k for k in a.group_grid] and a.prefix_n == a.grid and a.group_grid[0] == 2
+    assert a.group_grid[-1] == 15 and a.n_groups_suspect == a.n_groups_reference == 15
+    assert a.rejects and a.n_min_groups is not None and a.n_min == 6 * a.n_min_groups
+    assert a.n_min_p == 6 * a.n_min_p_groups and 14 <= a.df <= 28  # groups, not clips, count
+    assert res.blind.grid == a.grid and res.blind.n_min is None and res.explainable_without_model is False
+    assert d["group_by"] == "speaker" and d["n_groups"] == {"suspect": 15, "reference": 15, "both_sides": 0}
+    assert d["attack"]["curve"][0] == {"n": 12, "groups": 2, "rate": a.rates[0]}
+    assert d["attack"]["prefix_curve"][0] == {"n": 12, "groups": 2, "p": a.prefix[0]}
+    assert "grouped by speaker (15 suspect and 15 reference groups tested)" in " ".join(res.reasons)
+    with pytest.raises(BlindcheckError, match="at least 2 suspect and 2 reference groups"):
+        dataset_inference(attacks, y, Settings(), groups=(g >= 15).astype(int))
+    with pytest.raises(BlindcheckError, match="4 suspect and 4 reference groups"):
+        dataset_inference({**attacks, "mia_b": attacks["mia_0"] + 1}, y, Settings(), groups=g // 5)
+
+
+@pytest.mark.parametrize("attacks, size", [(1, 5), (10, 5)])
+def test_grouped_null_holds_alpha_where_clip_welch_does_not(attacks, size):
+    """Null tables with a group effect (ICC 0.2), 12 groups of 5 clips a side, whole groups to a side: with the
+    groups, DI rejects in alpha's share of 1000 tables (binomial bounds at 0.001 and 0.999: 30 to 73); without
+    them (clips as independent), far more (about 11% with one attack, more with ten: the calibration half shares
+    the held-out half's groups), so the test can fail."""
+    rng = np.random.default_rng(24 + attacks)
+    settings = Settings(di_grid=2, di_resamples=20)
+    reps, hits, hits_plain = 1000, 0, 0
+    for r in range(reps):
+        S, y, g = _grouped_table(rng, 12, size, 0.2, attacks)
+        hits += dataset_inference(S, y, settings.replace(seed=r), groups=g).attack.p <= 0.05
+        hits_plain += dataset_inference(S, y, settings.replace(seed=r)).attack.p <= 0.05
+    lo, hi = sst.binom.ppf(0.001, reps, 0.05), sst.binom.ppf(0.999, reps, 0.05)
+    assert lo <= hits <= hi, (hits, hits_plain)
+    assert hits_plain > hi, (hits, hits_plain)

@@ -238,6 +238,29 @@ def test_python_api_dataset_inference(split):
     assert corr.check.verdict.status == split["result"].verdict.status
 
 
+def test_di_verb_with_group_by_tests_whole_speakers(split, tmp_path):
+    """``di`` with the check's group_by: the blind check's folds and every step of DI take whole speakers, and
+    result.json says so (6 speakers, each with clips on both sides)."""
+    from blindcheck.verbs import dataset_inference_manifest
+
+    d, m = split["dir"], split["manifest"]
+    rng = np.random.default_rng(7)
+    y = m["label"].to_numpy()
+    scores = pd.DataFrame({"id": m["id"], "mia_loss": -(2.0 * y + rng.standard_normal(len(y)))})
+    run = dataset_inference_manifest(d / "m.csv", scores, tmp_path / "di", lower_is_member=["mia_loss"],
+                                     cache_dir=split["cache"], modalities=MODS, workers=1,
+                                     settings=Settings(repeats=1, group_by="speaker", di_resamples=50, di_grid=8))
+    res = json.loads((tmp_path / "di" / "result.json").read_text())
+    assert res["cv"]["group_by"] == "speaker" and run.check.separability.group_by == "speaker"
+    di = res["di"]
+    assert di["group_by"] == "speaker" and di["n_groups"] == {"suspect": 6, "reference": 6, "both_sides": 6}
+    assert "on group means" in di["test"]
+    a, b = di["attack"], di["blind"]
+    assert a["rejects"] and a["n_groups_suspect"] == a["n_groups_reference"] == 6 and a["df"] <= 10
+    assert [c["groups"] for c in a["curve"]] == [c["groups"] for c in b["curve"]] == list(range(2, 7))
+    assert "grouped by speaker" in " ".join(di["reasons"])
+
+
 BAD = [
     ("id,mia_a\n{i0},1\n{i0},2\n{i1},3\n", "duplicate id '{i0}'"),
     ("id,mia_a\n{i0},0.5\n{i1},high\n{i2},0.1\n", "id '{i1}': score column 'mia_a' holds 'high', not a number"),
