@@ -228,7 +228,8 @@ def cmd_di(args) -> int:
     di = dataset_inference_manifest(manifest, out=args.out, cache_dir=args.cache_dir,
                                     settings=settings, extraction=_extraction(args),
                                     modalities=args.modalities, **_attack_kwargs(args, manifest))
-    print(f"blindcheck di — {di.check.manifest.source}: Welch one-sided t-test at alpha = {di.alpha}, n per side "
+    test = "Welch one-sided t-test" + (f" on '{di.group_by}' group means" if di.group_by is not None else "")
+    print(f"blindcheck di — {di.check.manifest.source}: {test} at alpha = {di.alpha}, n per side "
           f"for {100 * di.power:.0f}% rejection over {di.resamples} subsamples")
     for d in (di.attack, di.blind):
         if d is not None:
