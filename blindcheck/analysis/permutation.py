@@ -274,7 +274,11 @@ def refit_permutation_test(scores: np.ndarray, y: np.ndarray, groups: np.ndarray
                            ) -> FamilyTest:
     """Ojala & Garriga's test 1, family-wise: for each relabelling ``refit(labels)`` re-runs the whole
     cross-validation of every model and returns their out-of-fold scores (n, m); the best AUC and the best
-    isolation over all models are kept. Exact for any data structure the relabelling respects."""
+    isolation over all models are kept. Exact for any data structure the relabelling respects.
+
+    A ``refit`` with a ``map`` method (``refit.map(label_rows) -> iterator of (n, m) scores``, in the rows' order)
+    gets every relabelling at once, to run them in parallel; the rows are drawn from ``rng`` here first, so the
+    relabellings (and, where ``refit`` computes each one alone, the p-values) do not depend on how it runs them."""
     y = np.asarray(y).astype(bool)
     fs = FamilyStatistics(scores, fpr)
     a0, i0, model_obs, side_obs = max_statistics(fs, y[None, :])
@@ -282,22 +286,26 @@ def refit_permutation_test(scores: np.ndarray, y: np.ndarray, groups: np.ndarray
     layout = group_layout(y, groups) if groups is not None else None
     count = math.exp(layout.log_count(y)) if layout is not None else math.inf
     exhaustive = layout is not None and layout.all_pure and count <= permutations + 1
-    rows: Iterator[np.ndarray] = iter(all_relabellings(y, layout)) if exhaustive else \
-        (relabel(y, layout, 1, rng)[0] for _ in range(permutations))
-    total = int(round(count)) if exhaustive else permutations
+    rows = list(all_relabellings(y, layout)) if exhaustive else \
+        [relabel(y, layout, 1, rng)[0] for _ in range(permutations)]
+    total = len(rows)
     auc_null, iso_null = np.empty(total), np.empty(total)
     per_null = np.empty((total, scores.shape[1]))
     side_null = np.empty((total, 2))
-    for b, yp in enumerate(rows):
-        if exhaustive and np.array_equal(yp, y):
-            auc_null[b], iso_null[b], per_null[b], side_null[b] = obs[0], obs[1], model_obs[0], side_obs[0]
-        else:
-            a, i, per, sides = max_statistics(FamilyStatistics(refit(yp.astype(int)), fpr), yp[None, :])
-            auc_null[b], iso_null[b], per_null[b], side_null[b] = a[0], i[0], per[0], sides[0]
+    observed = [b for b, yp in enumerate(rows) if exhaustive and np.array_equal(yp, y)]
+    for b in observed:  # the observed labelling among every relabelling: its statistics are known
+        auc_null[b], iso_null[b], per_null[b], side_null[b] = obs[0], obs[1], model_obs[0], side_obs[0]
+    todo = [b for b in range(total) if b not in observed]
+    fit_all: Callable[[list[np.ndarray]], Iterator[np.ndarray]] = getattr(refit, "map", None) or \
+        (lambda ys: map(refit, ys))
+    done = len(observed)
+    for b, refitted in zip(todo, fit_all([rows[b].astype(int) for b in todo]), strict=True):
+        yp = rows[b]
+        a, i, per, sides = max_statistics(FamilyStatistics(refitted, fpr), yp[None, :])
+        auc_null[b], iso_null[b], per_null[b], side_null[b] = a[0], i[0], per[0], sides[0]
+        done += 1
         if progress:
-            progress(b + 1, total)
+            progress(done, total)
     how = (f"max-statistic refit permutation ({total} full cross-validations of every model on relabelled clips"
            + (", every relabelling of whole groups" if exhaustive else "") + ")")
     return _result(obs, (auc_null, iso_null), model_obs[0], per_null, exhaustive, how, side_null)
-
-

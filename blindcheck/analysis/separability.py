@@ -35,7 +35,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -444,13 +444,7 @@ def run_separability(
         oof, (shap_sum, shap_rows) = cv.run(y, rng, shap_model=plan[0][0] if cols else None,
                                             progress=progress and (lambda d, t, left: progress("classifier", d, t,
                                                                                                left)))
-        refit = None
-        if settings.refit_permutations > 0:
-            refit_rng = np.random.default_rng(settings.seed + 13)
-
-            def refit(yp: np.ndarray) -> np.ndarray:
-                o, _ = cv.run(yp, refit_rng)
-                return np.column_stack([o[spec.name].mean(axis=0) for spec, _ in plan])
+        refit = _Refit(cv, threads) if settings.refit_permutations > 0 else None
 
         # single:all chooses among every feature but scores with one (a different one per fold, possibly)
         scored = [(spec, 1 if spec.kind == SINGLE else len(idx), oof[spec.name].mean(axis=0)) for spec, idx in plan]
@@ -544,12 +538,29 @@ def _eta(report: Callable[[int, int, float | None], None]) -> Callable[[int, int
 
 class _CV:
     """Out-of-fold scores of every model in ``plan`` under a given label vector (the observed one, or a
-    relabelling for the refit permutation test)."""
+    relabelling for the refit permutation test).
+
+    What does not depend on the labels is built once, here, for the observed run and every relabelling: each
+    model's columns as one contiguous float32 matrix (a fold takes its rows from it; the values are those of
+    ``X[np.ix_(train, idx)]``), and which texts hold a term (a fold's TF-IDF model is fitted when any of its
+    training texts does, as :func:`_has_vocabulary` of them would say). The folds themselves are stratified by
+    the labels, so they, and everything fitted on a fold, are drawn anew for each label vector."""
 
     def __init__(self, plan, X, y, text_arr, groups, settings: Settings, repeats: int, threads: int):
         self.plan, self.X, self.text_arr, self.groups = plan, X, text_arr, groups
         self.settings, self.repeats, self.threads = settings, repeats, threads
         self.folds_used = settings.folds
+        self.inputs = {spec.name: X if len(idx) == X.shape[1] else np.ascontiguousarray(X[:, idx])
+                       for spec, idx in plan if spec.kind != TFIDF}
+        analyse = _tfidf(0)[0].build_analyzer()
+        self.has_terms = {mod: np.array([bool(analyse(str(t))) for t in texts], dtype=bool)
+                          for mod, texts in text_arr.items()}
+
+    def with_threads(self, threads: int) -> _CV:
+        """The same cross-validation, its fits on ``threads`` threads (shares the arrays)."""
+        other = object.__new__(_CV)
+        other.__dict__.update(self.__dict__, threads=threads)
+        return other
 
     def run(self, y: np.ndarray, rng: np.random.Generator, shap_model: ModelSpec | None = None,
             progress: Callable[[int, int, float | None], None] | None = None):
@@ -567,30 +578,93 @@ class _CV:
             total = total or self.repeats * len(splits) * len(self.plan)
             for train, test in splits:
                 train = _subsample(train, y, settings.max_train_rows, rng)
-                for spec, idx in self.plan:
+                for spec, _ in self.plan:
                     if spec.kind == TFIDF:
                         texts = self.text_arr[spec.modality]
-                        if _has_vocabulary(texts[train]):
+                        if self.has_terms[spec.modality][train].any():
                             model = _tfidf(seed).fit(texts[train], y[train])
                             oof[spec.name][r, test] = model.predict_proba(texts[test])[:, 1]
                         else:  # no term in this training fold: the model knows nothing
                             oof[spec.name][r, test] = 0.5
-                    elif spec.kind == XGBOOST:
-                        model = _XGB(settings, seed, self.threads).fit(X[np.ix_(train, idx)], y[train])
-                        xt = X[np.ix_(test, idx)]
+                        done += 1
+                        if tick:
+                            tick(done, total)
+                        continue
+                    Xm = self.inputs[spec.name]
+                    xt = Xm[test]
+                    if spec.kind == XGBOOST:
+                        model = _XGB(settings, seed, self.threads).fit(Xm[train], y[train])
                         oof[spec.name][r, test] = model.predict_proba1(xt)
                         if spec == shap_model and r == 0:
                             shap_sum, shap_rows = _accumulate_shap(model, xt, shap_sum, shap_rows, rng)
                     elif spec.kind == SINGLE:
-                        model = _SingleFeature().fit(X[np.ix_(train, idx)], y[train])
-                        oof[spec.name][r, test] = model.predict_proba1(X[np.ix_(test, idx)])
+                        model = _SingleFeature().fit(Xm[train], y[train])
+                        oof[spec.name][r, test] = model.predict_proba1(xt)
                     else:
-                        model = _logreg(settings, seed).fit(X[np.ix_(train, idx)], y[train])
-                        oof[spec.name][r, test] = model.predict_proba(X[np.ix_(test, idx)])[:, 1]
+                        model = _logreg(settings, seed).fit(Xm[train], y[train])
+                        oof[spec.name][r, test] = model.predict_proba(xt)[:, 1]
                     done += 1
                     if tick:
                         tick(done, total)
         return oof, (shap_sum, shap_rows)
+
+    def relabelled(self, y: np.ndarray, index: int) -> np.ndarray:
+        """The refit test's statistic's input for relabelling number ``index``: every model's out-of-fold scores
+        (mean over the repeats), shape (n, models). Its random draws (the training subsample above
+        ``max_train_rows``) come from a generator of its own, seeded by ``index``: a relabelling's scores do not
+        depend on which process computes it, nor on what ran before it there."""
+        o, _ = self.run(np.asarray(y).astype(int), np.random.default_rng([self.settings.seed + 13, index]))
+        return np.column_stack([o[spec.name].mean(axis=0) for spec, _ in self.plan])
+
+
+_REFIT: dict = {}  # a refit worker's cross-validation (set by _refit_init)
+
+
+def _refit_init(cv: _CV) -> None:
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)  # one BLAS thread per process, for good (the fits run one thread each)
+    _REFIT["cv"] = cv
+
+
+def _refit_job(job: tuple[int, np.ndarray]) -> np.ndarray:
+    index, y = job
+    return _REFIT["cv"].relabelled(y, index)
+
+
+class _Refit:
+    """The refit permutation test's relabellings (``refit(labels)`` for
+    :func:`blindcheck.analysis.permutation.refit_permutation_test`): each re-runs the whole cross-validation of
+    every model, one thread per fit, as the observed run did (see :func:`run_separability`). :meth:`map` spreads
+    the relabellings over ``workers`` processes (spawned: xgboost's OpenMP runtime does not survive a fork once
+    started) that each hold the cross-validation's arrays, one relabelling per job; with one worker they run here,
+    in order. Each relabelling is computed alone (:meth:`_CV.relabelled`), so the scores, and the p-values, are
+    the same whatever the number of workers."""
+
+    def __init__(self, cv: _CV, workers: int):
+        self.cv, self.workers = cv.with_threads(1), max(1, workers)
+
+    def __call__(self, y: np.ndarray) -> np.ndarray:
+        return next(self.map([y]))
+
+    def map(self, rows) -> Iterator[np.ndarray]:
+        from blindcheck.runtime.executors import LOST, LocalExecutor
+
+        rows = list(rows)
+        workers = min(self.workers, len(rows))
+        ready: dict[int, np.ndarray] = {}
+        nxt = 0
+        try:
+            with LocalExecutor(workers, _refit_init, (self.cv,), start_method="spawn" if workers > 1 else None) as ex:
+                for (index, _), scores in ex.run(_refit_job, enumerate(rows)):
+                    if scores is LOST:
+                        raise BlindcheckError(f"a refit worker died during relabelling {index + 1}")
+                    ready[index] = scores
+                    while nxt in ready:
+                        yield ready.pop(nxt)
+                        nxt += 1
+        finally:
+            _REFIT.pop("cv", None)  # one worker ran here: the arrays are not kept
 
 
 def _group_counts(y: np.ndarray, groups: np.ndarray) -> dict:
