@@ -439,8 +439,11 @@ def run_separability(
     from threadpoolctl import threadpool_limits
 
     rng = np.random.default_rng(settings.seed)
-    with threadpool_limits(threads):
-        cv = _CV(plan, X, y, text_arr, groups, settings, repeats, threads)
+    # With the refit test, the observed scores are computed as every relabelling's are (one thread per fit, see
+    # _Refit), so the observed statistic and the relabelled ones come from one procedure, to the last bit.
+    fit_threads = 1 if settings.refit_permutations > 0 else threads
+    with threadpool_limits(fit_threads):
+        cv = _CV(plan, X, y, text_arr, groups, settings, repeats, fit_threads)
         oof, (shap_sum, shap_rows) = cv.run(y, rng, shap_model=plan[0][0] if cols else None,
                                             progress=progress and (lambda d, t, left: progress("classifier", d, t,
                                                                                                left)))
@@ -651,6 +654,8 @@ class _Refit:
         from blindcheck.runtime.executors import LOST, LocalExecutor
 
         rows = list(rows)
+        if not rows:
+            return
         workers = min(self.workers, len(rows))
         ready: dict[int, np.ndarray] = {}
         nxt = 0
