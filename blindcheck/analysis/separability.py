@@ -31,6 +31,7 @@ subset* of one side (see :mod:`blindcheck.analysis.permutation`). The best model
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -447,7 +448,10 @@ def run_separability(
         oof, (shap_sum, shap_rows) = cv.run(y, rng, shap_model=plan[0][0] if cols else None,
                                             progress=progress and (lambda d, t, left: progress("classifier", d, t,
                                                                                                left)))
-        refit = _Refit(cv, threads) if settings.refit_permutations > 0 else None
+        refit = None
+        if settings.refit_permutations > 0:
+            k = min(settings.refit_repeats or repeats, repeats)
+            refit = _Refit(cv, threads, k, np.column_stack([oof[spec.name][:k].mean(axis=0) for spec, _ in plan]))
 
         # single:all chooses among every feature but scores with one (a different one per fold, possibly)
         scored = [(spec, 1 if spec.kind == SINGLE else len(idx), oof[spec.name].mean(axis=0)) for spec, idx in plan]
@@ -559,10 +563,11 @@ class _CV:
         self.has_terms = {mod: np.array([bool(analyse(str(t))) for t in texts], dtype=bool)
                           for mod, texts in text_arr.items()}
 
-    def with_threads(self, threads: int) -> _CV:
-        """The same cross-validation, its fits on ``threads`` threads (shares the arrays)."""
-        other = object.__new__(_CV)
-        other.__dict__.update(self.__dict__, threads=threads)
+    def variant(self, threads: int, repeats: int) -> _CV:
+        """The same cross-validation (its first ``repeats`` repeats), its fits on ``threads`` threads (shares the
+        arrays)."""
+        other = copy.copy(self)
+        other.threads, other.repeats = threads, repeats
         return other
 
     def run(self, y: np.ndarray, rng: np.random.Generator, shap_model: ModelSpec | None = None,
@@ -638,14 +643,20 @@ def _refit_job(job: tuple[int, np.ndarray]) -> np.ndarray:
 class _Refit:
     """The refit permutation test's relabellings (``refit(labels)`` for
     :func:`blindcheck.analysis.permutation.refit_permutation_test`): each re-runs the whole cross-validation of
-    every model, one thread per fit, as the observed run did (see :func:`run_separability`). :meth:`map` spreads
-    the relabellings over ``workers`` processes (spawned: xgboost's OpenMP runtime does not survive a fork once
-    started) that each hold the cross-validation's arrays, one relabelling per job; with one worker they run here,
-    in order. Each relabelling is computed alone (:meth:`_CV.relabelled`), so the scores, and the p-values, are
-    the same whatever the number of workers."""
+    every model, one thread per fit, as the observed run did (see :func:`run_separability`), for the first
+    ``repeats`` of its repeats; ``observed`` holds the observed run's scores over those same repeats, the
+    observed statistic's input (the verdict's AUCs keep every repeat). :meth:`map` spreads the relabellings over
+    ``workers`` processes (spawned: xgboost's OpenMP runtime does not survive a fork once started) that each hold
+    the cross-validation's arrays, one relabelling per job; with one worker they run here, in order. Each
+    relabelling is computed alone (:meth:`_CV.relabelled`), so the scores, and the p-values, are the same whatever
+    the number of workers."""
 
-    def __init__(self, cv: _CV, workers: int):
-        self.cv, self.workers = cv.with_threads(1), max(1, workers)
+    def __init__(self, cv: _CV, workers: int, repeats: int, observed: np.ndarray):
+        self.cv, self.workers, self.observed = cv.variant(1, repeats), max(1, workers), observed
+        self.what = ""  # every repeat, as the verdict's scores: nothing to say
+        if repeats < cv.repeats:
+            self.what = (f"{repeats} CV repeat{'s' if repeats > 1 else ''} each, the observed statistic from the "
+                         f"check's first {repeats}")
 
     def __call__(self, y: np.ndarray) -> np.ndarray:
         return next(self.map([y]))

@@ -57,8 +57,11 @@ def _old_cv(plan, X, y, texts, groups, settings, repeats, rng):
     return np.column_stack([oof[spec.name].mean(axis=0) for spec, _ in plan])
 
 
-@pytest.mark.parametrize("grouped", [False, True])
-def test_parallel_refit_gives_the_sequential_p_values(grouped):
+@pytest.mark.parametrize("grouped,repeats,refit_repeats", [(False, 2, 0), (False, 2, 1), (True, 1, 0)])
+def test_parallel_refit_gives_the_sequential_p_values(grouped, repeats, refit_repeats):
+    """Two workers, one worker and the old loop (observed and relabelled alike at ``k`` repeats: every one with
+    ``refit_repeats=0``, the statistic unchanged; the first with 1) give the same relabelled statistics to the
+    last bit, hence the same p-values; the verdict's scores keep every repeat."""
     n = 84
     table, y, texts = _case(n, seed=5)
     groups = None
@@ -66,27 +69,31 @@ def test_parallel_refit_gives_the_sequential_p_values(grouped):
         g = np.repeat(np.arange(6), 14)
         y = (g < 3).astype(int)
         groups = np.array([f"s{k}" for k in g])
-    settings = Settings(folds=3, repeats=1 if grouped else 2, xgb_trees=20, permutations=99, refit_permutations=19)
+    settings = Settings(folds=3, repeats=repeats, xgb_trees=20, permutations=99, refit_permutations=19,
+                        refit_repeats=refit_repeats)
     runs = {w: sp.run_separability(table, y, settings, groups=groups, texts=texts, threads=w) for w in (2, 1)}
     two, one = runs[2], runs[1]
     # the oracle: the old loop, observed and relabelled, in this process at one thread
     cols = sp.feature_columns(table)
     X = table[cols].to_numpy(dtype=np.float32)
     plan = sp._plan(cols, True)
-    repeats = settings.repeats
+    k = refit_repeats or repeats
     with threadpool_limits(1):
-        observed = _old_cv(plan, X, y, texts, groups, settings, repeats, np.random.default_rng(settings.seed))
+        verdict_scores = _old_cv(plan, X, y, texts, groups, settings, repeats, np.random.default_rng(settings.seed))
+        observed = _old_cv(plan, X, y, texts, groups, settings, k, np.random.default_rng(settings.seed))
         refit_rng = np.random.default_rng(settings.seed + 13)
         old = permutation.refit_permutation_test(
             observed, y, groups, settings.refit_permutations, np.random.default_rng(settings.seed + 7),
-            lambda yp: _old_cv(plan, X, yp, texts, groups, settings, repeats, refit_rng))
+            lambda yp: _old_cv(plan, X, yp, texts, groups, settings, k, refit_rng))
     assert [m.name for m in two.models] == [spec.name for spec, _ in plan]
-    # the observed statistic: computed as the relabelled ones are (one thread per fit)
-    np.testing.assert_array_equal(np.column_stack([m.scores for m in two.models]), observed)
+    # the verdict's scores: every repeat, computed at one thread per fit as the relabellings are
+    np.testing.assert_array_equal(np.column_stack([m.scores for m in two.models]), verdict_scores)
     for sep in (two, one):
         f = sep.family
         assert "refit" in f.method and f.exhaustive == grouped
+        assert ("1 CV repeat each" in f.method) == (k < repeats)
         assert f.relabellings == (20 if grouped else 19)
+        assert (f.auc_max, f.isolation_max) == (old.auc_max, old.isolation_max)
         assert (f.p_auc, f.p_isolation, f.p_auc_raw, f.p_isolation_raw) == \
             (old.p_auc, old.p_isolation, old.p_auc_raw, old.p_isolation_raw)
         assert f.model_p == old.model_p
