@@ -6,15 +6,21 @@ features (recording 40, spectral 180, prosodic 52: the 272 acoustic features; vo
 text 393: 9 lexical features and a 384-d sentence embedding) and a transcript per clip for ``tfidf:text``; 5% of
 the prosodic values are NaN and a weak real difference sits in three recording features and a few words.
 
-"Before" is the code of ``--before`` (a git revision of this repository, default ``main``; exported to a temporary
-folder and run in a subprocess): its refit closure (one full cross-validation of every model per relabelling, in
-order, the fits multi-threaded) timed on ``--before-relabellings`` relabellings and extrapolated linearly to 99
-(each relabelling is the same work: same folds' sizes, same models). "After" is this tree's
-``run_separability`` with ``refit_permutations=99``, end to end (observed cross-validation, SHAP, the 99
-relabellings, the statistics).
+Three paths, in one run:
 
-    python benchmarks/refit_speed.py [--clips 600] [--relabellings 99] [--before main] [--before-relabellings 4]
-                                     [--profile]
+- **before**: the code of ``--before`` (a git revision of this repository, default ``main``; exported to a temporary
+  folder and run in a subprocess): its refit closure (one full cross-validation of every model per relabelling, in
+  order, the fits on every core) timed on ``--before-relabellings`` relabellings and extrapolated linearly to 99
+  (each relabelling is the same work: same folds' sizes, same models), plus its observed cross-validation;
+- **identical**: this tree with ``refit_repeats=0`` (the statistic unchanged: every CV repeat), the relabellings
+  spread over one process per core at one thread per fit; ``--identical-relabellings`` of them timed (as many
+  per worker), extrapolated to 99 the same way, plus the observed cross-validation;
+- **after**: this tree's defaults (``refit_repeats=1``: the statistic of one CV repeat, observed and relabelled
+  alike), ``run_separability`` with ``refit_permutations=99`` end to end (observed cross-validation, SHAP, the
+  99 relabellings, the statistics).
+
+    python benchmarks/refit_speed.py [--clips 600] [--relabellings 99] [--before main] [--before-relabellings 3]
+                                     [--identical-relabellings 6] [--profile]
 
 ``--profile`` first times one cross-validation of each model alone (per fit, one thread and every core).
 Target: 99 relabellings of 600 clips in at most 10 minutes on the 2-core development machine.
@@ -154,12 +160,43 @@ def _before(rev: str, table: pd.DataFrame, y: np.ndarray, texts: np.ndarray, k: 
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _identical(table: pd.DataFrame, y: np.ndarray, texts: np.ndarray, k: int) -> tuple[float, list[float]]:
+    """This tree's parallel path with every repeat (the unchanged statistic): seconds of the observed CV and of
+    ``k`` relabellings (wall time of the batch spread over the workers, per relabelling)."""
+    from threadpoolctl import threadpool_limits
+
+    from blindcheck.analysis import permutation
+    from blindcheck.analysis import separability as sp
+    from blindcheck.features.modalities import Modality
+    from blindcheck.settings import Settings
+
+    settings = Settings(refit_repeats=0)
+    cols = sp.feature_columns(table)
+    X = table[cols].to_numpy(dtype=np.float32)
+    plan = sp._plan(cols, True)
+    repeats = int(min(5, max(1, np.ceil(2000 / len(y)))))
+    with threadpool_limits(1):  # as run_separability runs the observed CV when the refit test is on
+        cv = sp._CV(plan, X, y, {Modality.TEXT: texts}, None, settings, repeats, 1)
+        t = time.perf_counter()
+        cv.run(y, np.random.default_rng(settings.seed))
+        observed = time.perf_counter() - t
+    rows = permutation.relabel(y.astype(bool), None, k, np.random.default_rng(settings.seed + 7)).astype(int)
+    refit = sp._Refit(cv, sp.available_threads(), repeats, observed=None)
+    t = time.perf_counter()
+    stamps = []
+    for _ in refit.map(rows):
+        stamps.append(time.perf_counter() - t)
+    return observed, stamps
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clips", type=int, default=600)
     ap.add_argument("--relabellings", type=int, default=99)
     ap.add_argument("--before", default="main", help="git revision of the old code (default: main)")
-    ap.add_argument("--before-relabellings", type=int, default=4, help="old-path relabellings timed (0: skip)")
+    ap.add_argument("--before-relabellings", type=int, default=3, help="old-path relabellings timed (0: skip)")
+    ap.add_argument("--identical-relabellings", type=int, default=6,
+                    help="relabellings timed on the new path with the unchanged statistic (0: skip)")
     ap.add_argument("--profile", action="store_true", help="first time each model's cross-validation alone")
     args = ap.parse_args()
     from blindcheck.analysis.separability import available_threads, run_separability
@@ -180,6 +217,14 @@ def main() -> None:
               f"{b['observed']:.1f} s; {len(b['relabellings'])} relabellings "
               f"{', '.join(f'{t:.1f}' for t in b['relabellings'])} s -> {r} relabellings ~ {before:.0f} s "
               f"({before / 60:.1f} min, extrapolated)", flush=True)
+    if args.identical_relabellings > 0:
+        observed, stamps = _identical(table, y, texts, args.identical_relabellings)
+        per = stamps[-1] / len(stamps)
+        same = observed + r * per
+        print(f"identical statistic (every repeat; {available_threads()} workers, 1 thread per fit): observed CV "
+              f"{observed:.1f} s; {len(stamps)} relabellings in {stamps[-1]:.1f} s -> {r} relabellings ~ {same:.0f} s "
+              f"({same / 60:.1f} min, extrapolated)" + (f", {before / same:.1f}x faster than before" if before else ""),
+              flush=True)
     settings = Settings(refit_permutations=r)
     last: dict[str, float] = {}
 
@@ -191,12 +236,13 @@ def main() -> None:
     after = time.perf_counter() - t
     refit_s = t + after - last.get("classifier", t)
     m = len(sep.models)
-    print(f"after: {r} relabellings, {m} models: {after:.0f} s end to end ({after / 60:.1f} min; the relabellings "
-          f"{refit_s:.0f} s), p_auc {sep.family.p_auc:.3f}, p_isolation {sep.family.p_isolation:.3f}", flush=True)
+    print(f"after (defaults: refit_repeats={settings.refit_repeats}): {r} relabellings, {m} models: {after:.0f} s end "
+          f"to end ({after / 60:.1f} min; the relabellings {refit_s:.0f} s), p_auc {sep.family.p_auc:.3f}, "
+          f"p_isolation {sep.family.p_isolation:.3f}; {sep.family.method}", flush=True)
     per_relab = refit_s / r
     print(f"cost: {per_relab:.2f} s per relabelling, {1000 * per_relab / m:.0f} ms per model per relabelling, "
           f"{1e6 * per_relab / (m * n):.0f} us per clip per model per relabelling ({sep.repeats} repeats x "
-          f"{sep.folds} folds)")
+          f"{sep.folds} folds in the check, {settings.refit_repeats} per relabelling)")
     if before is not None:
         print(f"ratio: {before / after:.1f}x faster ({before:.0f} s -> {after:.0f} s)")
 

@@ -35,7 +35,6 @@ import copy
 import math
 import os
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -259,14 +258,54 @@ class _XGB:
             return self.booster.predict(xgb.DMatrix(X, missing=np.nan), pred_contribs=True)
 
 
+def _column_medians(X: np.ndarray) -> np.ndarray:
+    """``np.nanmedian(X, axis=0)``, the same values to the last bit, from one sort of the columns (below 600 rows
+    numpy takes a masked-array path: 17 ms at 480 x 921, this 2 ms). All-NaN columns give NaN."""
+    n, p = X.shape
+    if n == 0:
+        return np.full(p, np.nan, dtype=X.dtype)
+    srt = np.sort(X, axis=0)  # NaN sorts last: each column's k values come first
+    k = n - np.isnan(X).sum(axis=0)
+    hi = np.minimum(k // 2, n - 1)
+    lo = np.maximum(np.where(k % 2 == 1, hi, hi - 1), 0)
+    cols = np.arange(p)
+    a, b = srt[lo, cols], srt[hi, cols]
+    with np.errstate(invalid="ignore", over="ignore"):
+        med = np.where(k % 2 == 1, a, (a + b) / 2)  # the mean of the middle two, in X's precision, as numpy's
+    return np.where(k > 0, med, np.nan).astype(X.dtype, copy=False)
+
+
+def _column_ranks(X: np.ndarray) -> np.ndarray:
+    """``scipy.stats.rankdata(X, axis=0)`` of a NaN-free matrix (average ranks of ties, float64), the same values,
+    from one sort of each column (480 x 921, 100 columns with ties: 37 ms with scipy, 20 ms here): ties share
+    their average rank, so their order in the sort does not matter."""
+    n, p = X.shape
+    XT = np.ascontiguousarray(X.T)
+    order = np.argsort(XT, axis=1)
+    srt = np.take_along_axis(XT, order, axis=1)
+    avg = np.tile(np.arange(1, n + 1, dtype=np.float64), (p, 1))
+    tied = np.flatnonzero((srt[:, 1:] == srt[:, :-1]).any(axis=1))
+    if tied.size:  # the columns with ties: each tie group's first and last position
+        s = srt[tied]
+        pos = np.arange(n)[None, :]
+        starts = np.ones(s.shape, dtype=bool)
+        starts[:, 1:] = s[:, 1:] != s[:, :-1]
+        ends = np.ones(s.shape, dtype=bool)
+        ends[:, :-1] = starts[:, 1:]
+        first = np.maximum.accumulate(np.where(starts, pos, 0), axis=1)
+        last = np.minimum.accumulate(np.where(ends, pos, n)[:, ::-1], axis=1)[:, ::-1]
+        avg[tied] = 0.5 * (first + last + 2)  # scipy's 0.5 * (count[d] + count[d - 1] + 1)
+    ranks = np.empty((p, n))
+    np.put_along_axis(ranks, order, avg, axis=1)
+    return ranks.T
+
+
 class _MedianImpute:
     """Column medians of the training rows fill NaN (sklearn's SimpleImputer takes a slow masked-array path
     for NaN: 1.1 s per fit at 20k x 500). All-NaN columns become 0."""
 
     def fit(self, X: np.ndarray, y: np.ndarray | None = None) -> _MedianImpute:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # "All-NaN slice": handled below
-            med = np.nanmedian(X, axis=0)
+        med = _column_medians(X)
         self.medians_ = np.where(np.isfinite(med), med, 0.0).astype(X.dtype)
         return self
 
@@ -290,13 +329,11 @@ class _SingleFeature:
     models that must first learn to ignore every other feature."""
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> _SingleFeature:
-        from scipy.stats import rankdata
-
         imp = _MedianImpute().fit(X)
         Xi = imp.transform(X)
         n1 = int(y.sum())
         n0 = len(y) - n1
-        r = rankdata(Xi, axis=0)
+        r = _column_ranks(Xi)
         auc = (r[y == 1].sum(axis=0) - n1 * (n1 + 1) / 2) / max(n1 * n0, 1)
         self.j = int(np.argmax(np.abs(auc - 0.5)))
         self.sign = 1.0 if auc[self.j] >= 0.5 else -1.0

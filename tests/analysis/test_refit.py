@@ -116,3 +116,30 @@ def test_a_relabelling_is_computed_alone():
     cv.relabelled(np.random.default_rng(1).permutation(y), 4)
     np.testing.assert_array_equal(cv.relabelled(yp, 3), first)
     assert not np.array_equal(cv.relabelled(yp, 4), first)  # another number, another subsample
+
+
+@pytest.mark.parametrize("rows", [1, 2, 7, 480, 700])
+def test_column_medians_and_ranks_are_numpys_and_scipys(rows):
+    """The CV's column medians and ranks (each fold's imputation and single-feature AUCs) give the values of
+    np.nanmedian and scipy's rankdata to the last bit: ties, NaN, all-NaN columns, infinities, signed zeros."""
+    import warnings
+
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(rows)
+    X = rng.standard_normal((rows, 40)).astype(np.float32)
+    X[:, :10] = np.round(X[:, :10])  # many ties
+    X[rng.random(X.shape) < 0.2] = np.nan
+    X[:, 10] = np.nan  # all NaN
+    X[: rows // 2, 11] = np.nan  # half NaN: an even count where rows is even
+    X[0, 12], X[-1, 13] = np.inf, -np.inf
+    X[:, 14] = rng.choice(np.array([-0.0, 0.0, 1.0], dtype=np.float32), rows)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        want = np.nanmedian(X, axis=0)
+    got = sp._column_medians(X)
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+    Xi = sp._MedianImpute().fit_transform(X)
+    assert not np.isnan(Xi).any()
+    np.testing.assert_array_equal(sp._column_ranks(Xi), rankdata(Xi, axis=0))
