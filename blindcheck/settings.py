@@ -31,6 +31,8 @@ class Settings:
     # statistics
     permutations: int = 2000  # label permutations of the out-of-fold scores
     refit_permutations: int = 0  # >0: the family-wise p-value from this many full CV re-runs on relabelled clips
+    refit_repeats: int = 1  # CV repeats behind the refit test's statistic, observed and relabelled alike (the
+    #                         first ones of the check's); 0: all of them, the verdict's own scores
     bootstrap: int = 0  # >0: stratified bootstrap CI with this many resamples instead of DeLong
     seed: int = 0
     # models
@@ -92,6 +94,8 @@ class Settings:
             raise BlindcheckError(f"match min-retained must be in [0, 1], not {self.match_min_retained}")
         if not 0 < self.voice_cluster_threshold < 2:
             raise BlindcheckError(f"voice-cluster-threshold must be in (0, 2), not {self.voice_cluster_threshold}")
+        if self.refit_repeats < 0:
+            raise BlindcheckError(f"refit-repeats must be 0 (every repeat) or positive, not {self.refit_repeats}")
         if self.refit_permutations < 0:
             raise BlindcheckError(f"refit-permutations must be 0 (off) or positive, not {self.refit_permutations}")
 

@@ -234,7 +234,7 @@ def score_permutation_test(scores: np.ndarray, y: np.ndarray, groups: np.ndarray
     obs = (float(a0[0]), float(i0[0]))
     layout = group_layout(y, groups) if groups is not None else None
     count = math.exp(layout.log_count(y)) if layout is not None else math.inf
-    if layout is not None and layout.all_pure and count <= permutations + 1:
+    if layout is not None and layout.all_pure and count <= permutations + 1 + 1e-6:
         Y = all_relabellings(y, layout)
         a, i, per, sides = max_statistics(fs, Y)
         return _result(obs, (a, i), model_obs[0], per, True, f"all {len(Y)} relabellings of whole groups, exact",
@@ -274,30 +274,45 @@ def refit_permutation_test(scores: np.ndarray, y: np.ndarray, groups: np.ndarray
                            ) -> FamilyTest:
     """Ojala & Garriga's test 1, family-wise: for each relabelling ``refit(labels)`` re-runs the whole
     cross-validation of every model and returns their out-of-fold scores (n, m); the best AUC and the best
-    isolation over all models are kept. Exact for any data structure the relabelling respects."""
+    isolation over all models are kept. Exact for any data structure the relabelling respects.
+
+    ``scores`` (n, m) are the observed out-of-fold scores, computed as ``refit`` computes each relabelling's. A
+    ``refit`` object may carry: ``map`` (``refit.map(label_rows) -> iterator of (n, m) scores``, in the rows'
+    order), which gets every relabelling at once, to run them in parallel (the rows are drawn from ``rng`` here
+    first, so the relabellings, and where ``refit`` computes each one alone the p-values, do not depend on how it
+    runs them); ``observed``, the observed scores of its own procedure where that is not the one that gave
+    ``scores`` (fewer cross-validation repeats, say), used instead of them; ``what``, words for the method."""
     y = np.asarray(y).astype(bool)
+    observed_scores = getattr(refit, "observed", None)
+    scores = np.asarray(scores if observed_scores is None else observed_scores)
     fs = FamilyStatistics(scores, fpr)
     a0, i0, model_obs, side_obs = max_statistics(fs, y[None, :])
     obs = (float(a0[0]), float(i0[0]))
     layout = group_layout(y, groups) if groups is not None else None
+    # exp(log C(6, 3)) is 20.000000000000007: the tolerance keeps 20 relabellings enumerable with R = 19
     count = math.exp(layout.log_count(y)) if layout is not None else math.inf
-    exhaustive = layout is not None and layout.all_pure and count <= permutations + 1
-    rows: Iterator[np.ndarray] = iter(all_relabellings(y, layout)) if exhaustive else \
-        (relabel(y, layout, 1, rng)[0] for _ in range(permutations))
-    total = int(round(count)) if exhaustive else permutations
+    exhaustive = layout is not None and layout.all_pure and count <= permutations + 1 + 1e-6
+    rows = list(all_relabellings(y, layout)) if exhaustive else \
+        [relabel(y, layout, 1, rng)[0] for _ in range(permutations)]
+    total = len(rows)
     auc_null, iso_null = np.empty(total), np.empty(total)
     per_null = np.empty((total, scores.shape[1]))
     side_null = np.empty((total, 2))
-    for b, yp in enumerate(rows):
-        if exhaustive and np.array_equal(yp, y):
-            auc_null[b], iso_null[b], per_null[b], side_null[b] = obs[0], obs[1], model_obs[0], side_obs[0]
-        else:
-            a, i, per, sides = max_statistics(FamilyStatistics(refit(yp.astype(int)), fpr), yp[None, :])
-            auc_null[b], iso_null[b], per_null[b], side_null[b] = a[0], i[0], per[0], sides[0]
+    observed = [b for b, yp in enumerate(rows) if exhaustive and np.array_equal(yp, y)]
+    for b in observed:  # the observed labelling among every relabelling: its statistics are known
+        auc_null[b], iso_null[b], per_null[b], side_null[b] = obs[0], obs[1], model_obs[0], side_obs[0]
+    todo = [b for b in range(total) if b not in observed]
+    fit_all: Callable[[list[np.ndarray]], Iterator[np.ndarray]] = getattr(refit, "map", None) or \
+        (lambda ys: map(refit, ys))
+    done = len(observed)
+    for b, refitted in zip(todo, fit_all([rows[b].astype(int) for b in todo]), strict=True):
+        yp = rows[b]
+        a, i, per, sides = max_statistics(FamilyStatistics(refitted, fpr), yp[None, :])
+        auc_null[b], iso_null[b], per_null[b], side_null[b] = a[0], i[0], per[0], sides[0]
+        done += 1
         if progress:
-            progress(b + 1, total)
+            progress(done, total)
+    what = getattr(refit, "what", "")
     how = (f"max-statistic refit permutation ({total} full cross-validations of every model on relabelled clips"
-           + (", every relabelling of whole groups" if exhaustive else "") + ")")
+           + (f", {what}" if what else "") + (", every relabelling of whole groups" if exhaustive else "") + ")")
     return _result(obs, (auc_null, iso_null), model_obs[0], per_null, exhaustive, how, side_null)
-
-
