@@ -238,13 +238,7 @@ def ungrouped(args: argparse.Namespace) -> None:
 
     print(f"dataset inference at alpha = {ALPHA}: {n} suspect and {n} reference clips, {R} tables per row "
           f"(seed {args.seed}; {time.perf_counter() - t0:.0f} s)")
-    print(f"{'':<80} {'before':>14} {'after':>14}")
-    for i, (label, b, a) in enumerate(rows):
-        if i == null_rows:
-            print("-" * 110)
-        print(f"{label:<80} {fmt(b):>14} {fmt(a):>14}")
-    lo, hi = ALPHA - 2 * math.sqrt(ALPHA * (1 - ALPHA) / R), ALPHA + 2 * math.sqrt(ALPHA * (1 - ALPHA) / R)
-    print(f"alpha ± 2 MC SE at {R} tables: [{100 * lo:.1f}%, {100 * hi:.1f}%]")
+    print_rows(rows, null_rows, R)
 
 
 
@@ -344,13 +338,18 @@ def grouped(args: argparse.Namespace) -> None:
     print(f"\ngrouped dataset inference at alpha = {ALPHA}: {n} suspect and {n} reference clips in {K} groups of "
           f"{size} a side (whole groups to a side), ICC {args.icc}, {R} tables per row (seed {args.seed}; "
           f"{time.perf_counter() - t0:.0f} s); before: DI without groups, after: DI with them")
+    print_rows(rows, null_rows, R)
+
+
+def print_rows(rows: list, null_rows: int, reps: int) -> None:
+    """The before/after table (a rule under the null rows) and the band of alpha +- 2 MC SE at ``reps`` tables."""
     print(f"{'':<80} {'before':>14} {'after':>14}")
     for i, (label, b, a) in enumerate(rows):
         if i == null_rows:
             print("-" * 110)
         print(f"{label:<80} {fmt(b):>14} {fmt(a):>14}")
-    lo, hi = ALPHA - 2 * math.sqrt(ALPHA * (1 - ALPHA) / R), ALPHA + 2 * math.sqrt(ALPHA * (1 - ALPHA) / R)
-    print(f"alpha ± 2 MC SE at {R} tables: [{100 * lo:.1f}%, {100 * hi:.1f}%]")
+    lo, hi = ALPHA - 2 * math.sqrt(ALPHA * (1 - ALPHA) / reps), ALPHA + 2 * math.sqrt(ALPHA * (1 - ALPHA) / reps)
+    print(f"alpha ± 2 MC SE at {reps} tables: [{100 * lo:.1f}%, {100 * hi:.1f}%]")
 
 
 if __name__ == "__main__":

@@ -221,6 +221,14 @@ def combine(obs: tuple[float, float], null: tuple[np.ndarray, np.ndarray], exhau
             "p_isolation": float(max(adj[1], raw[1]))}
 
 
+def _enumerable(y: np.ndarray, layout, permutations: int) -> bool:
+    """Whether every relabelling of whole groups can be run instead of ``permutations`` random ones: every group
+    on one side, and no more relabellings than ``permutations`` + 1."""
+    count = math.exp(layout.log_count(y)) if layout is not None else math.inf
+    # exp(log C(6, 3)) is 20.000000000000007: the tolerance keeps 20 relabellings enumerable with R = 19
+    return layout is not None and layout.all_pure and count <= permutations + 1 + 1e-6
+
+
 def score_permutation_test(scores: np.ndarray, y: np.ndarray, groups: np.ndarray | None, permutations: int,
                            rng: np.random.Generator, fpr: float = FPR_TARGET, budget: float = 3e8,
                            min_permutations: int = 199) -> FamilyTest:
@@ -233,8 +241,7 @@ def score_permutation_test(scores: np.ndarray, y: np.ndarray, groups: np.ndarray
     a0, i0, model_obs, _ = max_statistics(fs, y[None, :])
     obs = (float(a0[0]), float(i0[0]))
     layout = group_layout(y, groups) if groups is not None else None
-    count = math.exp(layout.log_count(y)) if layout is not None else math.inf
-    if layout is not None and layout.all_pure and count <= permutations + 1 + 1e-6:
+    if _enumerable(y, layout, permutations):
         Y = all_relabellings(y, layout)
         a, i, per, sides = max_statistics(fs, Y)
         return _result(obs, (a, i), model_obs[0], per, True, f"all {len(Y)} relabellings of whole groups, exact",
@@ -289,9 +296,7 @@ def refit_permutation_test(scores: np.ndarray, y: np.ndarray, groups: np.ndarray
     a0, i0, model_obs, side_obs = max_statistics(fs, y[None, :])
     obs = (float(a0[0]), float(i0[0]))
     layout = group_layout(y, groups) if groups is not None else None
-    # exp(log C(6, 3)) is 20.000000000000007: the tolerance keeps 20 relabellings enumerable with R = 19
-    count = math.exp(layout.log_count(y)) if layout is not None else math.inf
-    exhaustive = layout is not None and layout.all_pure and count <= permutations + 1 + 1e-6
+    exhaustive = _enumerable(y, layout, permutations)
     rows = list(all_relabellings(y, layout)) if exhaustive else \
         [relabel(y, layout, 1, rng)[0] for _ in range(permutations)]
     total = len(rows)

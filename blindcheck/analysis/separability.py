@@ -693,7 +693,7 @@ class _Refit:
         self.what = ""  # every repeat, as the verdict's scores: nothing to say
         if repeats < cv.repeats:
             self.what = (f"{repeats} CV repeat{'s' if repeats > 1 else ''} each, the observed statistic from the "
-                         f"check's first {repeats}")
+                         + ("check's first repeat" if repeats == 1 else f"check's first {repeats} repeats"))
 
     def __call__(self, y: np.ndarray) -> np.ndarray:
         return next(self.map([y]))

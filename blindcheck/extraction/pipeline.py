@@ -323,9 +323,9 @@ def _extract_chunk(job: dict) -> dict:
 
 def _drop_cached(tasks: list[dict], store: Store, tags: dict[str, str]) -> None:
     """The tasks whose file the index knows only under another size or modification time (``recheck``): hash each
-    (its worker reads it once; :func:`_process_clip` then finds it read) and drop the modalities the cache already
-    holds for that content, in one lookup per modality for the whole job. A file touched or rewritten with the
-    same bytes is then only read and hashed."""
+    and drop the modalities the cache already holds for that content, in one lookup per modality for the whole
+    job. A file touched or rewritten with the same bytes is then only read and hashed. One whose bytes changed is
+    read again by :func:`_process_clip` (only the last source read is kept; the page cache serves the rest)."""
     todo = [t for t in tasks if t.get("recheck") and t["modalities"]]
     hashes = []
     for t in todo:
@@ -427,8 +427,7 @@ def _plan_table(todo: np.ndarray, ids: np.ndarray, keys: pd.DataFrame, starts: n
                      "size": pa.array(sel["size"].to_numpy(), pa.int64()),
                      "mtime_ns": pa.array(sel["mtime_ns"].to_numpy(), pa.int64()),
                      "need": pa.array(need[todo], pa.uint8()),
-                     "recheck": pa.array(sel["recheck"].to_numpy() if "recheck" in sel else np.zeros(len(todo), bool),
-                                         pa.bool_())})
+                     "recheck": pa.array(sel["recheck"].to_numpy(), pa.bool_())})
 
 
 def _plan_clips(store: Store, paths: np.ndarray, starts: np.ndarray, ends: np.ndarray, modalities: list,
