@@ -30,6 +30,7 @@ than half the clips, at least 20 clips: an identifier, not an attribute).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
@@ -87,6 +88,23 @@ class MetadataReport:
     def significant(self) -> list[dict]:
         """Columns associated with membership (Holm p <= alpha), decisive or not."""
         return [c for c in self.columns if c["p_holm"] <= self.alpha]
+
+    def at_alpha(self, alpha: float) -> MetadataReport:
+        """The same evidence decided at another alpha (the metadata criterion's share of it, see
+        :func:`blindcheck.analysis.verdict.criterion_alphas`): Holm at ``alpha``, lower bounds at 1 - alpha/k."""
+        if alpha == self.alpha:
+            return self
+        k = max(len(self.columns), 1)
+        zq = stats.quantile(1 - alpha / k)
+        cols = []
+        for d in self.columns:
+            d = dict(d)
+            effect, se = d["effect_auc"], d["se"]
+            d["lower_bound"] = effect - zq * se if math.isfinite(se) and math.isfinite(effect) else math.nan
+            d["decisive"] = bool(d["p_holm"] <= alpha and math.isfinite(d["lower_bound"])
+                                 and d["lower_bound"] > self.tolerated_auc)
+            cols.append(d)
+        return dataclasses.replace(self, columns=cols, alpha=alpha)
 
     def to_dict(self) -> dict:
         return {"columns": self.columns, "skipped": self.skipped, "alpha": self.alpha,

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.stats import rankdata
 
+from blindcheck.analysis import isolation
+
 FPR_TARGET = 0.01
 _EPS = 1e-12
 
@@ -137,33 +139,47 @@ class FamilyStatistics:
         with np.errstate(invalid="ignore", divide="ignore"):
             return (rank_sums - (n1 * (n1 + 1) / 2)[:, None]) / (n1 * n0)[:, None]
 
-    def isolation(self, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def isolation(self, Y: np.ndarray, upper_beta: float | None = None):
         """Share of members isolated at the top (TPR at FPR <= f) and of non-members at the bottom (TNR at
-        FNR <= f) for every model under each label row: two arrays of shape (k, m)."""
+        FNR <= f) for every model under each label row: two arrays of shape (k, m). With ``upper_beta``, also the
+        same shares above the lower threshold of the upper bound (:func:`blindcheck.analysis.isolation.
+        upper_allowed` at ``upper_beta``): four arrays."""
         Y = np.asarray(Y, dtype=bool)
         k, n = Y.shape
         n1 = Y.sum(axis=1)
         n0 = n - n1
-        hi = np.empty((k, len(self.order)))
-        lo = np.empty((k, len(self.order)))
+        ends = [(np.floor(self.fpr * n0 + 1e-9), np.floor(self.fpr * n1 + 1e-9))]
+        if upper_beta is not None:
+            ends.append((_upper_allowed(n0, self.fpr, upper_beta), _upper_allowed(n1, self.fpr, upper_beta)))
+        out = [np.empty((k, len(self.order))) for _ in range(2 * len(ends))]
         rows = np.arange(k)
         for j, o in enumerate(self.order):
             ys = Y[:, o]
-            hi[:, j] = _end_rate(ys, n1, n0, self.tie_end[j], self.fpr, rows)
-            lo[:, j] = _end_rate(~ys[:, ::-1], n0, n1, self.tie_end_asc[j], self.fpr, rows)
-        return hi, lo
+            his = _end_rates(ys, n1, self.tie_end[j], [e[0] for e in ends], rows)
+            los = _end_rates(~ys[:, ::-1], n0, self.tie_end_asc[j], [e[1] for e in ends], rows)
+            for e in range(len(ends)):
+                out[2 * e][:, j], out[2 * e + 1][:, j] = his[e], los[e]
+        return tuple(out)
 
 
-def _end_rate(pos_sorted: np.ndarray, n_pos: np.ndarray, n_neg: np.ndarray, tie_end: np.ndarray, fpr: float,
-              rows: np.ndarray) -> np.ndarray:
-    """Highest share of positives above a threshold that lets at most ``fpr`` of the negatives through."""
+def _upper_allowed(n_other: np.ndarray, fpr: float, beta: float) -> np.ndarray:
+    cache = {int(v): isolation.upper_allowed(int(v), fpr, beta) for v in np.unique(n_other)}
+    return np.array([cache[int(v)] for v in n_other], dtype=float)
+
+
+def _end_rates(pos_sorted: np.ndarray, n_pos: np.ndarray, tie_end: np.ndarray, allowed: list[np.ndarray],
+               rows: np.ndarray) -> list[np.ndarray]:
+    """Highest share of positives above a threshold that lets at most ``allowed`` (per row) of the negatives
+    through, for each entry of ``allowed``."""
     tp = np.cumsum(pos_sorted, axis=1, dtype=np.int32)[:, tie_end]
     fp = np.cumsum(~pos_sorted, axis=1, dtype=np.int32)[:, tie_end]
-    allowed = np.floor(fpr * n_neg + 1e-9)
-    ok = (fp <= allowed[:, None]).sum(axis=1)  # fp grows along the sorted scores: the admissible ones are a prefix
-    got = np.where(ok > 0, tp[rows, np.maximum(ok - 1, 0)], 0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return got / n_pos
+    out = []
+    for a in allowed:
+        ok = (fp <= a[:, None]).sum(axis=1)  # fp grows along the sorted scores: the admissible ones are a prefix
+        got = np.where(ok > 0, tp[rows, np.maximum(ok - 1, 0)], 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out.append(got / n_pos)
+    return out
 
 
 @dataclass
@@ -185,18 +201,25 @@ class FamilyTest:
     # the power of a clean verdict is read from (not in result.json)
     null_auc_max: np.ndarray | None = field(default=None, repr=False)
     null_isolation_sides: np.ndarray | None = field(default=None, repr=False)
+    # the same, above the lower threshold of the isolated share's upper bound (with ``upper_beta``)
+    null_isolation_upper: np.ndarray | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if not k.startswith("null_")}
 
 
-def max_statistics(fs: FamilyStatistics, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def max_statistics(fs: FamilyStatistics, Y: np.ndarray, upper_beta: float | None = None) -> tuple:
     """Per label row: the best AUC over models, the best isolation over models and ends, every model's AUC
-    (k, m), and the best isolation of each side over the models (k, 2: members, non-members)."""
-    hi, lo = fs.isolation(Y)
+    (k, m), and the best isolation of each side over the models (k, 2: members, non-members); with
+    ``upper_beta``, a fifth item: each side's best share above the upper bound's threshold (k, 2)."""
+    iso = fs.isolation(Y, upper_beta)
+    hi, lo = iso[0], iso[1]
     aucs = fs.aucs(Y)
     sides = np.stack([np.nanmax(hi, axis=1), np.nanmax(lo, axis=1)], axis=1)
-    return np.nanmax(aucs, axis=1), np.nanmax(np.maximum(hi, lo), axis=1), aucs, sides
+    out = (np.nanmax(aucs, axis=1), np.nanmax(np.maximum(hi, lo), axis=1), aucs, sides)
+    if upper_beta is not None:
+        out += (np.stack([np.nanmax(iso[2], axis=1), np.nanmax(iso[3], axis=1)], axis=1),)
+    return out
 
 
 def combine(obs: tuple[float, float], null: tuple[np.ndarray, np.ndarray], exhaustive: bool) -> dict:
@@ -231,7 +254,7 @@ def _enumerable(y: np.ndarray, layout, permutations: int) -> bool:
 
 def score_permutation_test(scores: np.ndarray, y: np.ndarray, groups: np.ndarray | None, permutations: int,
                            rng: np.random.Generator, fpr: float = FPR_TARGET, budget: float = 3e8,
-                           min_permutations: int = 199) -> FamilyTest:
+                           min_permutations: int = 199, upper_beta: float | None = None) -> FamilyTest:
     """Relabel the clips against their fixed out-of-fold scores (cheap; see :func:`refit_permutation_test` for
     the test that re-runs the cross-validation). Above ``budget`` clip x model x relabelling operations the
     number of relabellings is reduced, never below ``min_permutations``; the method string says how many ran."""
@@ -243,16 +266,17 @@ def score_permutation_test(scores: np.ndarray, y: np.ndarray, groups: np.ndarray
     layout = group_layout(y, groups) if groups is not None else None
     if _enumerable(y, layout, permutations):
         Y = all_relabellings(y, layout)
-        a, i, per, sides = max_statistics(fs, Y)
+        a, i, per, sides, *up = max_statistics(fs, Y, upper_beta)
         return _result(obs, (a, i), model_obs[0], per, True, f"all {len(Y)} relabellings of whole groups, exact",
-                       sides)
+                       sides, up[0] if up else None)
     r = int(min(permutations, max(min_permutations, budget // max(n * m, 1))))
     chunk = max(1, int(2_000_000 // max(n, 1)))
-    auc_null, iso_null, per_null, side_null = [], [], [], []
+    auc_null, iso_null, per_null, side_null, up_null = [], [], [], [], []
     done = 0
     while done < r:
         k = min(chunk, r - done)
-        a, i, per, sides = max_statistics(fs, relabel(y, layout, k, rng))
+        a, i, per, sides, *up = max_statistics(fs, relabel(y, layout, k, rng), upper_beta)
+        up_null += up
         auc_null.append(a)
         iso_null.append(i)
         per_null.append(per)
@@ -260,25 +284,27 @@ def score_permutation_test(scores: np.ndarray, y: np.ndarray, groups: np.ndarray
         done += k
     level = "of whole groups and within mixed groups" if layout is not None else "of clips"
     return _result(obs, (np.concatenate(auc_null), np.concatenate(iso_null)), model_obs[0], np.vstack(per_null),
-                   False, f"max-statistic score permutation ({r} relabellings {level})", np.vstack(side_null))
+                   False, f"max-statistic score permutation ({r} relabellings {level})", np.vstack(side_null),
+                   np.vstack(up_null) if up_null else None)
 
 
 def _result(obs: tuple[float, float], null: tuple[np.ndarray, np.ndarray], model_obs: np.ndarray,
-            model_null: np.ndarray, exhaustive: bool, method: str, side_null: np.ndarray | None = None
-            ) -> FamilyTest:
+            model_null: np.ndarray, exhaustive: bool, method: str, side_null: np.ndarray | None = None,
+            up_null: np.ndarray | None = None) -> FamilyTest:
     res = combine(obs, null, exhaustive)
     r = len(null[0])
     extra = 0 if exhaustive else 1
     model_p = ((extra + (model_null >= model_obs[None, :] - _EPS).sum(axis=0)) / (r + extra)).tolist()
     return FamilyTest(*obs, res["p_auc"], res["p_isolation"], res["p_auc_raw"], res["p_isolation_raw"],
                       relabellings=r, exhaustive=exhaustive, p_floor=1 / (r + extra), method=method,
-                      model_p=model_p, null_auc_max=np.asarray(null[0]), null_isolation_sides=side_null)
+                      model_p=model_p, null_auc_max=np.asarray(null[0]), null_isolation_sides=side_null,
+                      null_isolation_upper=up_null)
 
 
 def refit_permutation_test(scores: np.ndarray, y: np.ndarray, groups: np.ndarray | None, permutations: int,
                            rng: np.random.Generator, refit: Callable[[np.ndarray], np.ndarray],
-                           fpr: float = FPR_TARGET, progress: Callable[[int, int], None] | None = None
-                           ) -> FamilyTest:
+                           fpr: float = FPR_TARGET, progress: Callable[[int, int], None] | None = None,
+                           upper_beta: float | None = None) -> FamilyTest:
     """Ojala & Garriga's test 1, family-wise: for each relabelling ``refit(labels)`` re-runs the whole
     cross-validation of every model and returns their out-of-fold scores (n, m); the best AUC and the best
     isolation over all models are kept. Exact for any data structure the relabelling respects.
@@ -293,7 +319,7 @@ def refit_permutation_test(scores: np.ndarray, y: np.ndarray, groups: np.ndarray
     observed_scores = getattr(refit, "observed", None)
     scores = np.asarray(scores if observed_scores is None else observed_scores)
     fs = FamilyStatistics(scores, fpr)
-    a0, i0, model_obs, side_obs = max_statistics(fs, y[None, :])
+    a0, i0, model_obs, side_obs, *up_obs = max_statistics(fs, y[None, :], upper_beta)
     obs = (float(a0[0]), float(i0[0]))
     layout = group_layout(y, groups) if groups is not None else None
     exhaustive = _enumerable(y, layout, permutations)
@@ -303,21 +329,26 @@ def refit_permutation_test(scores: np.ndarray, y: np.ndarray, groups: np.ndarray
     auc_null, iso_null = np.empty(total), np.empty(total)
     per_null = np.empty((total, scores.shape[1]))
     side_null = np.empty((total, 2))
+    up_null = np.empty((total, 2)) if upper_beta is not None else None
     observed = [b for b, yp in enumerate(rows) if exhaustive and np.array_equal(yp, y)]
     for b in observed:  # the observed labelling among every relabelling: its statistics are known
         auc_null[b], iso_null[b], per_null[b], side_null[b] = obs[0], obs[1], model_obs[0], side_obs[0]
+        if up_null is not None:
+            up_null[b] = up_obs[0][0]
     todo = [b for b in range(total) if b not in observed]
     fit_all: Callable[[list[np.ndarray]], Iterator[np.ndarray]] = getattr(refit, "map", None) or \
         (lambda ys: map(refit, ys))
     done = len(observed)
     for b, refitted in zip(todo, fit_all([rows[b].astype(int) for b in todo]), strict=True):
         yp = rows[b]
-        a, i, per, sides = max_statistics(FamilyStatistics(refitted, fpr), yp[None, :])
+        a, i, per, sides, *up = max_statistics(FamilyStatistics(refitted, fpr), yp[None, :], upper_beta)
         auc_null[b], iso_null[b], per_null[b], side_null[b] = a[0], i[0], per[0], sides[0]
+        if up_null is not None:
+            up_null[b] = up[0][0]
         done += 1
         if progress:
             progress(done, total)
     what = getattr(refit, "what", "")
     how = (f"max-statistic refit permutation ({total} full cross-validations of every model on relabelled clips"
            + (f", {what}" if what else "") + (", every relabelling of whole groups" if exhaustive else "") + ")")
-    return _result(obs, (auc_null, iso_null), model_obs[0], per_null, exhaustive, how, side_null)
+    return _result(obs, (auc_null, iso_null), model_obs[0], per_null, exhaustive, how, side_null, up_null)

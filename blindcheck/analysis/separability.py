@@ -47,7 +47,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from blindcheck.analysis import permutation, stats  # noqa: E402
+from blindcheck.analysis import isolation, permutation, stats  # noqa: E402
 from blindcheck.errors import BlindcheckError  # noqa: E402
 from blindcheck.features.modalities import EVIDENCE, Modality  # noqa: E402
 from blindcheck.runtime.executors import usable_cores  # noqa: E402
@@ -136,18 +136,24 @@ class SubsetFinding:
     n_side: int
     n_isolated: int
     fpr: float
+    n_other: int = 0  # clips on the other side, whose (allowed + 1)-th highest score is the threshold
+    allowed: int = 0
     ids: list = field(repr=False, default_factory=list)
     features: list[dict] = field(default_factory=list)  # what the isolated clips share
 
     @property
     def share(self) -> float:
-        """Estimated share of the side that is separable: the rate less what the other side's error rate lets
-        through by chance, f = (rate - fpr) / (1 - fpr)."""
-        return max(0.0, (self.rate - self.fpr) / (1 - self.fpr))
+        """Estimated share of the side that is separable: the rate less what lands above the threshold by chance,
+        (rate - f) / (1 - f), f = (allowed + 1) / (n_other + 1) (:mod:`blindcheck.analysis.isolation`)."""
+        return isolation.estimate(self.n_isolated, self.n_side, self.n_other, self.allowed)
 
-    def share_bounds(self, level: float) -> tuple[float, float]:
-        lo, hi = stats.wilson(self.rate * self.n_side, self.n_side, level)
-        return max(0.0, (lo - self.fpr) / (1 - self.fpr)), max(0.0, (hi - self.fpr) / (1 - self.fpr))
+    def share_lower(self, level: float, side_groups: np.ndarray | None = None,
+                    scores: tuple[np.ndarray, np.ndarray] | None = None) -> float:
+        """The exact one-sided ``level`` lower bound of the share (:func:`blindcheck.analysis.isolation.lower`);
+        with groups, from the (side, other) ``scores`` and the side's groups."""
+        if side_groups is not None and scores is not None:
+            return isolation.lower_grouped(scores[0], scores[1], self.fpr, level, side_groups)
+        return isolation.lower(self.n_isolated, self.n_side, self.n_other, self.allowed, level)
 
     def to_dict(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k != "ids"}
@@ -177,6 +183,22 @@ class SeparabilityResult:
 
     def model(self, name: str) -> ModelResult:
         return next(m for m in self.models if m.name == name)
+
+    def sides(self, model: ModelResult, side: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Scores of ``side``'s clips and of the other side's, oriented so that isolating ``side`` means scoring
+        high (members at the top, non-members at the bottom), and ``side``'s groups for the isolated share's design
+        effect (None without groups). A group with clips on both sides is split into single clips there: its clips
+        compete with its own clips on the other side for the threshold, so its clustering does not inflate the
+        count the way a group on one side does (on the take split of the bundled speech, 6 speakers all on both
+        sides, counting them whole turned an upper bound of 6% into 35%)."""
+        on = (self.labels == 1) if side == "members" else (self.labels == 0)
+        s = model.scores if side == "members" else -model.scores
+        if self.groups is None:
+            return s[on], s[~on], None
+        g = np.asarray(self.groups).astype(str)
+        mixed = np.isin(g[on], np.unique(g[~on]))
+        side_groups = np.where(mixed, np.char.add("clip:", np.nonzero(on)[0].astype(str)), g[on])
+        return s[on], s[~on], side_groups
 
     @property
     def best(self) -> ModelResult:
@@ -549,11 +571,12 @@ def evaluate_scores(
     if refit is not None and settings.refit_permutations > 0:
         family = permutation.refit_permutation_test(
             scores, y, groups, settings.refit_permutations, prng, refit,
-            progress=progress and _eta(lambda d, t, left: progress("refit permutations", d, t, left)))
+            progress=progress and _eta(lambda d, t, left: progress("refit permutations", d, t, left)),
+            upper_beta=settings.alpha / 2)
     else:
         family = permutation.score_permutation_test(
             scores, y, groups, settings.permutations, prng,
-            min_permutations=max(199, smallest_permutations(settings.alpha)))
+            min_permutations=max(199, smallest_permutations(settings.alpha)), upper_beta=settings.alpha / 2)
     for mr, p in zip(results, family.model_p, strict=True):
         mr.p_value, mr.p_method = p, family.method
     best = best_model(results)
@@ -760,7 +783,8 @@ def _subset_finding(results: list[ModelResult], table: pd.DataFrame, cols: list[
         rank = {f: i for i, f in enumerate(attributions["feature"])} if attributions is not None else {}
         feats.sort(key=lambda f: (-round(abs(f["auc"] - 0.5), 2), rank.get(f["feature"], len(rank))))
     return SubsetFinding(model=m.name, side=side, rate=float(rate), n_side=int(on_side.sum()),
-                         n_isolated=int(isolated.sum()), fpr=fpr, ids=list(ids[isolated]), features=feats[:k])
+                         n_isolated=int(isolated.sum()), fpr=fpr, n_other=len(other), allowed=allowed,
+                         ids=list(ids[isolated]), features=feats[:k])
 
 
 def _accumulate_shap(model: _XGB, xt: np.ndarray, total: np.ndarray, rows: int, rng: np.random.Generator):

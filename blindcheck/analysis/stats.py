@@ -10,6 +10,8 @@ import math
 import numpy as np
 from scipy.stats import norm, rankdata
 
+from blindcheck.analysis import isolation
+
 
 def auc(y: np.ndarray, s: np.ndarray) -> float:
     """ROC AUC (Mann-Whitney, ties counted half)."""
@@ -185,24 +187,26 @@ def _hm_se(a, n1: int, n0: int):
     return float(se) if se.ndim == 0 else se
 
 
-def clean_power_from_relabellings(auc_max: np.ndarray, isolation_sides: np.ndarray | None, tolerated: float,
+def clean_power_from_relabellings(auc_max: np.ndarray, isolation_upper: np.ndarray | None, tolerated: float,
                                   tolerated_share: float, n1: int, n0: int, alpha: float, fpr: float,
                                   deff: float = 1.0) -> float:
     """The power of a clean verdict read from the permutation test's relabellings: the share of relabelled splits
     (no association between scores and labels, the models and their correlation as observed) whose every model
     has an upper AUC bound (one-sided 1 - ``alpha``, Hanley-McNeil SE times the design effect) below
-    ``tolerated`` and whose every model isolates, on either side, a share whose Wilson upper bound lies below
-    ``tolerated_share``. Where :func:`equivalence_power` pictures one model, this counts the maximum over all of
-    them and the isolated-share condition, as the verdict does."""
+    ``tolerated`` and whose every model isolates, on either side, a share whose upper bound
+    (:func:`blindcheck.analysis.isolation.upper_from_counts` at 1 - ``alpha``, from ``isolation_upper``: each side's
+    best share above the upper bound's own threshold) lies below ``tolerated_share``. Where
+    :func:`equivalence_power` pictures one model, this counts the maximum over all of them and the isolated-share
+    condition, as the verdict does."""
     a = np.asarray(auc_max, dtype=float)
     if not len(a) or n1 < 2 or n0 < 2:
         return 0.0
     z = float(norm.ppf(1 - alpha))
     ok = a + z * _hm_se(a, n1, n0) * math.sqrt(deff) < tolerated
-    if isolation_sides is not None:
+    if isolation_upper is not None:
         for col, n in ((0, n1), (1, n0)):
-            p = np.clip(np.asarray(isolation_sides, dtype=float)[:, col], 0.0, 1.0)
-            ok &= (wilson(p * n, n, 1 - alpha)[1] - fpr) / (1 - fpr) < tolerated_share
+            p = np.clip(np.asarray(isolation_upper, dtype=float)[:, col], 0.0, 1.0)
+            ok &= isolation.upper_from_counts(np.round(p * n), n, fpr, 1 - alpha) < tolerated_share
     return float(ok.mean())
 
 

@@ -35,7 +35,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-from blindcheck.analysis import stats
+from blindcheck.analysis import isolation, stats
 from blindcheck.analysis.metadata import MetadataReport, metadata_line
 from blindcheck.analysis.separability import ModelResult, SeparabilityResult
 from blindcheck.features.modalities import Modality
@@ -194,14 +194,17 @@ def _side_word(side: str) -> str:
 class Bounds:
     """Phase 1 of the verdict: every number the decision rests on, computed once from the metrics and settings.
 
-    lower: the best model's one-sided lower AUC bound at level 1 - alpha/m; upper / upper_model: the highest
-    one-sided upper bound at level 1 - alpha over the m models; share_low: the lower bound of the isolated share at
-    level 1 - alpha/(2m); share_high_any: the highest upper bound of the isolated share over every (model, side);
-    design_effect: the clustering of the best model's interval (1 without groups); power: of the equivalence claim
-    at the tolerated AUC; fail_p / fail_gap / fail_low: Fisher's p, the difference of the two sides' failure shares
-    and its lower bound at 1 - alpha."""
+    alphas: each criterion's share of alpha (:func:`criterion_alphas`); lower: the best model's one-sided lower
+    AUC bound at level 1 - alphas['auc']/m; upper / upper_model: the highest one-sided upper bound at level
+    1 - alpha over the m models; share_low / share_high: the exact lower bound of the strongest (model, side)'s
+    isolated share at level 1 - alphas['subset']/(2m) and its upper bound at the same level; share_high_any: the
+    highest upper bound (level 1 - alpha) of the isolated share over every (model, side); design_effect: the
+    clustering of the best model's interval (1 without groups); power: of the equivalence claim at the tolerated
+    AUC; fail_p / fail_gap / fail_low: Fisher's p, the difference of the two sides' failure shares and its lower
+    bound at 1 - alphas['failures']."""
 
     alpha: float
+    alphas: dict
     tau: float
     tau_s: float
     m: int
@@ -211,6 +214,7 @@ class Bounds:
     upper: float
     upper_model: ModelResult
     share_low: float
+    share_high: float
     share_high_any: float
     design_effect: float
     power: float
@@ -225,39 +229,69 @@ class Bounds:
         return self.n1 / (self.n1 + self.n0)
 
 
-def bounds(sep: SeparabilityResult, settings: Settings, failures: Failures | None = None) -> Bounds:
+def criterion_alphas(alpha: float, failures: Failures | None = None, speakers: dict | None = None,
+                     metadata: MetadataReport | None = None, group_by: str | None = None) -> dict[str, float]:
+    """Alpha split equally between the criteria that can make this split confounded (Bonferroni over criteria:
+    ``confounded`` claims that at least one of them exceeds its tolerance, so at the tolerances the union of
+    their errors stays at alpha): ``auc`` and ``subset`` always; ``failures`` when a clip failed; ``speakers`` when
+    the speaker mix can be scored and the folds are not grouped by the speakers; ``metadata`` when a manifest
+    column is tested. The permutation p-values that the AUC and subset criteria also need stay at alpha: they are
+    a further condition, which can only lower the rate."""
+    names = ["auc", "subset"]
+    if failures is not None and failures.members_failed + failures.nonmembers_failed > 0:
+        names.append("failures")
+    if speakers and speakers.get("separability") and not speakers["overlap"]["disjoint"] \
+            and group_by not in ("speaker", "voice"):
+        names.append("speakers")
+    if metadata is not None and metadata.columns:
+        names.append("metadata")
+    return {c: alpha / len(names) for c in names}
+
+
+def bounds(sep: SeparabilityResult, settings: Settings, failures: Failures | None = None,
+           alphas: dict[str, float] | None = None) -> Bounds:
     """The confidence bounds, power and failure test of a verdict (phase 1 of :func:`decide`)."""
     alpha, tau = settings.alpha, settings.tolerated_auc
+    alphas = alphas or criterion_alphas(alpha, failures)
     m = len(sep.models)
     best = sep.best
     y = sep.labels
     n1, n0 = int(y.sum()), int((1 - y).sum())
     # bounds: the best model's lower bound pays for choosing it among m; each upper bound is its own test
     # (an AUC bound lies in [0, 1]: clipping changes no decision, since 0 < tau < 1)
-    lower = max(0.0, best.auc - stats.quantile(1 - alpha / m, best.ci_df) * best.se)
+    lower = max(0.0, best.auc - stats.quantile(1 - alphas["auc"] / m, best.ci_df) * best.se)
     uppers = [(mr.auc + stats.quantile(1 - alpha, mr.ci_df) * mr.se, mr) for mr in sep.models]
     upper, upper_model = max(uppers, key=lambda u: (u[0] if math.isfinite(u[0]) else math.inf))
     upper = min(upper, 1.0) if math.isfinite(upper) else math.inf
-    # isolated subset: the strongest (model, side), and the highest upper bound over every (model, side)
+    # isolated subset: the strongest (model, side) pays for choosing it among 2m; the clean side needs every
+    # (model, side)'s upper bound below the tolerance (intersection-union: no correction)
     sf = sep.subset
-    share_lo = sf.share_bounds(1 - alpha / (2 * m))[0]
-    share_hi_all = max(
-        max((stats.wilson(mr.isolation_members * n1, n1, 1 - alpha)[1] - sf.fpr) / (1 - sf.fpr),
-            (stats.wilson(mr.isolation_nonmembers * n0, n0, 1 - alpha)[1] - sf.fpr) / (1 - sf.fpr))
-        for mr in sep.models)
+    sub_level = 1 - alphas["subset"] / (2 * m)
+    side, other, side_groups = sep.sides(sep.model(sf.model), sf.side)
+    share_lo = sf.share_lower(sub_level, side_groups, (side, other))
+    share_hi = isolation.upper(side, other, sf.fpr, sub_level, side_groups)
+    share_hi_all = max(_share_upper(sep, mr, which, sf.fpr, 1 - alpha)
+                       for mr in sep.models for which in ("members", "nonmembers"))
     # clustering: design effect of the best model's interval, for the power and the sample size
     deff = 1.0
     if sep.groups is not None and math.isfinite(best.se):
         naive = stats.delong(y, best.scores)[1]
         deff = max(1.0, (best.se / naive) ** 2) if naive > 0 else 1.0
     groups = sep.n_groups
-    return Bounds(alpha=alpha, tau=tau, tau_s=settings.tolerated_share, m=m, n1=n1, n0=n0, lower=lower, upper=upper,
-                  upper_model=upper_model, share_low=share_lo, share_high_any=share_hi_all, design_effect=deff,
+    a_fail = alphas.get("failures", alpha)
+    return Bounds(alpha=alpha, alphas=alphas, tau=tau, tau_s=settings.tolerated_share, m=m, n1=n1, n0=n0,
+                  lower=lower, upper=upper, upper_model=upper_model, share_low=share_lo, share_high=share_hi,
+                  share_high_any=share_hi_all, design_effect=deff,
                   power=_clean_power(sep, settings, n1, n0, deff),
                   fail_p=failures.p if failures else 1.0,
                   fail_gap=abs(failures.shares()[0] - failures.shares()[1]) if failures else 0.0,
-                  fail_low=failures.gap_lower(1 - alpha) if failures else 0.0,
+                  fail_low=failures.gap_lower(1 - a_fail) if failures else 0.0,
                   all_pure=bool(groups and groups["mixed"] == 0), too_few=sep.family.p_floor > alpha)
+
+
+def _share_upper(sep: SeparabilityResult, model: ModelResult, side: str, fpr: float, level: float) -> float:
+    s, other, groups = sep.sides(model, side)
+    return isolation.upper(s, other, fpr, level, groups)
 
 
 def _clean_power(sep: SeparabilityResult, settings: Settings, n1: int, n0: int, deff: float) -> float:
@@ -266,7 +300,7 @@ def _clean_power(sep: SeparabilityResult, settings: Settings, n1: int, n0: int, 
     one-model normal approximation."""
     fam = sep.family
     if fam is not None and fam.null_auc_max is not None and len(fam.null_auc_max):
-        return stats.clean_power_from_relabellings(fam.null_auc_max, fam.null_isolation_sides,
+        return stats.clean_power_from_relabellings(fam.null_auc_max, fam.null_isolation_upper,
                                                    settings.tolerated_auc, settings.tolerated_share, n1, n0,
                                                    settings.alpha, sep.subset.fpr if sep.subset else 0.01, deff)
     return stats.equivalence_power(settings.tolerated_auc, n1, n0, settings.alpha, deff)
@@ -290,10 +324,11 @@ def decide(sep: SeparabilityResult, settings: Settings, failures: Failures | Non
            speakers: dict | None = None, metadata: MetadataReport | None = None) -> Verdict:
     """Turn separability metrics into a verdict with reasons. Pure: no I/O, no randomness. Three phases:
     :func:`bounds` (the numbers), :func:`criteria_met` and the undecided checks (the status), then the reasons."""
-    b = bounds(sep, settings, failures)
+    g = sep.group_by
+    alphas = criterion_alphas(settings.alpha, failures, speakers, metadata, g)
+    b = bounds(sep, settings, failures, alphas)
     fam, best, sf = sep.family, sep.best, sep.subset
     top_modality, mod_line = _modality_line(sep)
-    g = sep.group_by
     criteria = criteria_met(sep, b, failures)
     head = (f"best blind classifier {best.name}: AUC {best.auc:.2f} [{best.ci_low:.2f}, {best.ci_high:.2f}], "
             f"TPR {_pct(best.tpr_at_1pct_fpr)} at 1% FPR, {fmt_p(fam.p_auc)} (family-wise over {b.m} models: "
@@ -315,23 +350,37 @@ def decide(sep: SeparabilityResult, settings: Settings, failures: Failures | Non
                            f"({failures.members_failed} members, {failures.nonmembers_failed} non-members; no "
                            f"dependence on the side: Fisher {fmt_p(b.fail_p)})")
     reasons += _context_reasons(sep, b, status)
+    levels = {"auc_lower": 1 - alphas["auc"] / b.m, "subset_lower": 1 - alphas["subset"] / (2 * b.m),
+              "clean_upper": 1 - b.alpha}
+    if "failures" in alphas:
+        levels["failures_lower"] = 1 - alphas["failures"]
     if speakers:  # speaker overlap between the sides (blindcheck.analysis.speakers)
-        status = _speaker_reasons(speakers, g, status, reasons, criteria, b.tau, b.tau_s, b.alpha)
+        a_sp = alphas.get("speakers", b.alpha)
+        status, sp_low = _speaker_reasons(speakers, g, status, reasons, criteria, b.tau, b.tau_s, a_sp)
+        if sp_low is not None:
+            levels["speakers_lower"], levels["speakers_lower_bound"] = 1 - a_sp, sp_low
     if metadata is not None and metadata.columns:  # the manifest's attributes (blindcheck.analysis.metadata)
-        status = _metadata_reasons(metadata, status, reasons, criteria)
+        md = metadata.at_alpha(alphas["metadata"])
+        levels["metadata_lower"] = 1 - alphas["metadata"] / len(md.columns)
+        status = _metadata_reasons(md, status, reasons, criteria)
     subset = {**sf.to_dict(), "family_p": fam.p_isolation, "tolerated": b.tau_s,
-              "share_low": b.share_low, "share_high": sf.share_bounds(1 - b.alpha / (2 * b.m))[1],
-              "upper_bound_any": b.share_high_any, "statistic": "isolation at 1% FPR (TPR members / TNR non-members)"}
+              "share_low": b.share_low, "share_high": b.share_high, "share_level": levels["subset_lower"],
+              "upper_bound_any": b.share_high_any, "upper_bound_level": 1 - b.alpha,
+              "statistic": "isolation at 1% FPR (TPR members / TNR non-members)",
+              "bounds": "lower: exact mixture test with the estimated threshold; upper: order-statistic threshold "
+                        "and Clopper-Pearson, union bound (blindcheck.analysis.isolation)"}
     return Verdict(status=status, reasons=reasons, best_model=best.name, best_auc=best.auc, family_p=fam.p_auc,
                    lower_bound=b.lower, power_at_tolerated=b.power, required_n=need, top_modality=top_modality,
                    upper_bound=b.upper, upper_bound_model=b.upper_model.name, power=b.power, p_method=fam.method,
                    criteria=criteria, subset=subset,
-                   failures={**failures.to_dict(), "gap_lower": b.fail_low, "gap_lower_level": 1 - b.alpha}
+                   failures={**failures.to_dict(), "gap_lower": b.fail_low,
+                             "gap_lower_level": 1 - alphas.get("failures", b.alpha)}
                    if failures else None,
                    groups=sep.n_groups,
                    details={"models_compared": b.m, "alpha": b.alpha, "tolerated_auc": b.tau,
                             "tolerated_share": b.tau_s, "relabellings": fam.relabellings, "p_floor": fam.p_floor,
-                            "design_effect": b.design_effect, "family": fam.to_dict()})
+                            "design_effect": b.design_effect, "family": fam.to_dict(), "alpha_criteria": alphas,
+                            "levels": levels})
 
 
 def _confounded_reasons(sep: SeparabilityResult, b: Bounds, criteria: list[str], failures: Failures | None,
@@ -351,11 +400,10 @@ def _confounded_reasons(sep: SeparabilityResult, b: Bounds, criteria: list[str],
             f"the separation above was found with whole '{g}' groups held out, so it is more than each {g}'s "
             "identity (something the groups of one side share: a recording set-up, a voice type)")
     if "subset" in criteria and ("auc" not in criteria or sf.share < 0.5):  # else: the whole side, said above
-        reasons.append(_subset_line(sf, b.alpha, b.m, fam.p_isolation, b.tau_s, diluted="auc" not in criteria,
-                                    auc=best.auc))
+        reasons.append(_subset_line(sf, b, fam.p_isolation, diluted="auc" not in criteria, auc=best.auc))
         reasons += _subset_feature_lines(sf)
     if "failures" in criteria:
-        reasons.append(_failure_line(failures, b.alpha, decisive=True, low=b.fail_low))
+        reasons.append(_failure_line(failures, b.alphas.get("failures", b.alpha), decisive=True, low=b.fail_low))
     if mod_line and "auc" not in criteria:
         reasons.append(mod_line)
     if top_modality == Modality.TEXT and sep.text_terms:
@@ -471,13 +519,14 @@ def _context_reasons(sep: SeparabilityResult, b: Bounds, status: str) -> list[st
     return reasons
 
 
-def _subset_line(sf, alpha: float, m: int, p: float, tau_s: float, diluted: bool, auc: float) -> str:
-    lo, hi = sf.share_bounds(1 - alpha / (2 * m))
+def _subset_line(sf, b: Bounds, p: float, diluted: bool, auc: float) -> str:
     side = _side_word(sf.side)
     other = "non-members" if sf.side == "members" else "members"
+    level = 1 - b.alphas["subset"] / (2 * b.m)
     line = (f"a subset of the {side} separates: {sf.model} isolates {sf.n_isolated} of {sf.n_side} {side} at "
             f"{_pct(sf.fpr)} error on the {other} — an estimated {_pct(sf.share)} of the {side} "
-            f"[{_pct(lo)}, {_pct(hi)}] are separable, above the tolerated {_pct(tau_s)}, {fmt_p(p)} (family-wise)")
+            f"[{_pct(b.share_low)}, {_pct(b.share_high)}] are separable (exact bounds at {level:.4g}, the estimated "
+            f"threshold included), above the tolerated {_pct(b.tau_s)}, {fmt_p(p)} (family-wise)")
     if diluted:
         line += (f"; the AUC ({auc:.2f}) stays low because the rest of the {side} look like the {other}, "
                  "but an attack's TPR at low FPR will pick these clips up")
@@ -510,17 +559,21 @@ def _failure_line(f: Failures, alpha: float, decisive: bool, low: float | None =
 
 
 def _speaker_reasons(speakers: dict, g: str | None, status: str, reasons: list[str], criteria: list[str],
-                     tau: float, tau_s: float, alpha: float) -> str:
+                     tau: float, tau_s: float, alpha: float) -> tuple[str, float | None]:
     """A speaker-disjoint split is named (and never called clean): membership follows from who speaks; so is a
     speaker mix that alone separates the sides beyond the tolerated AUC (criterion ``speakers``, except in a run
-    grouped by the speakers, which asks what lies beyond them). Returns the status; reasons and criteria are
-    extended in place."""
+    grouped by the speakers, which asks what lies beyond them), its lower bound at 1 - ``alpha`` (the criterion's
+    share of alpha). Returns the status and that lower bound (None without a speaker score); reasons and criteria
+    are extended in place."""
     o = speakers["overlap"]
     src = "from the manifest" if speakers["source"] == "given" else "inferred from the voice"
     sp = speakers.get("separability")
-    if sp and not o["disjoint"] and sp["p"] <= alpha and sp["lower_bound"] > tau:
+    low = None
+    if sp:
+        low = sp["auc"] - stats.quantile(1 - alpha) * sp["se"] if math.isfinite(sp["se"]) else math.nan
+    if sp and not o["disjoint"] and sp["p"] <= alpha and low > tau:
         line = (f"the speakers ({src}) are split unevenly between the sides: who speaks alone tells members from "
-                f"non-members at AUC {sp['auc']:.2f} (lower confidence bound {sp['lower_bound']:.2f} above the "
+                f"non-members at AUC {sp['auc']:.2f} (lower confidence bound {low:.2f} at {1 - alpha:.4g} above the "
                 f"tolerated {tau:.2f}, {fmt_p(sp['p'])}; each clip scored by its speaker's member share in the other "
                 "folds) — an attack on a model that heard those voices can exploit it")
         if g in ("speaker", "voice"):
@@ -554,7 +607,7 @@ def _speaker_reasons(speakers: dict, g: str | None, status: str, reasons: list[s
         reasons.append(f"{o['members_only'] + o['nonmembers_only']} of {o['total']} speakers ({src}) appear on one "
                        f"side only, {_pct(o['share_clips_one_side'])} of the clips: for those clips membership "
                        "follows from who speaks")
-    return status
+    return status, low
 
 
 def _metadata_reasons(md: MetadataReport, status: str, reasons: list[str], criteria: list[str]) -> str:

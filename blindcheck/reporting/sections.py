@@ -137,7 +137,8 @@ def criteria(d: ReportData) -> Section:
             f"members {f.get('members_failed')} of {f.get('members_total')}, non-members {f.get('nonmembers_failed')} "
             f"of {f.get('nonmembers_total')} (gap {pct(gap, 1)})",
             f"Fisher {pval(f.get('p'))}" + (f"; gap lower {pct(f['gap_lower'], 1)} (level "
-                                            f"{level(f.get('gap_lower_level', 1 - alpha))})"
+                                            f"{level(f.get('gap_lower_level', 1 - alpha))}"
+                                            + (f", 1 − {level(ac['failures'])}" if "failures" in ac else "") + ")"
                                             if _finite(f.get("gap_lower")) else ""),
             f"Fisher p ≤ {alpha} and gap lower bound > {pct(tau_s)}",
             "met: confounded" if "failures" in met else "not met")
@@ -152,10 +153,13 @@ def criteria(d: ReportData) -> Section:
         sep = sp.get("separability")
         if isinstance(sep, dict):
             grouped = (d.result.get("cv") or {}).get("group_by") in ("speaker", "voice")
+            sp_low = lv.get("speakers_lower_bound", sep.get("lower_bound"))
+            a_sp = ac.get("speakers", alpha)
             row("speakers", "speakers: who speaks alone separates the sides", f"AUC {auc(sep.get('auc'))}",
-                f"lower {auc(sep.get('lower_bound'))}, {pval(sep.get('p'))}",
-                f"lower bound > {tau:.2f} and p ≤ {alpha}" + (" (not applied: folds grouped by speaker)"
-                                                              if grouped else ""),
+                f"lower {auc(sp_low)} ({at('speakers_lower', 1 - alpha, f'1 − {level(a_sp)}')}), "
+                f"{pval(sep.get('p'))}",
+                f"lower bound > {tau:.2f} and p ≤ {level(a_sp)}" + (" (not applied: folds grouped by speaker)"
+                                                                    if grouped else ""),
                 "met: confounded" if "speakers" in met else
                 "not applied: speaker-disjoint (row above)" if o.get("disjoint") else "not met")
     md = d.result.get("metadata") or {}
@@ -177,7 +181,8 @@ def criteria(d: ReportData) -> Section:
     if sub:
         ua = sub.get("upper_bound_any")
         row("clean-subset", "clean: no model isolates a share of either side",
-            f"highest upper bound {pct(ua)} over every model and side", f"level 1 − {alpha} = {1 - alpha:g}",
+            f"highest upper bound {pct(ua)} over every model and side",
+            f"level 1 − {alpha} = {1 - alpha:g} (threshold placed by the other side's order statistics)",
             f"< {pct(tau_s)}", "holds" if _finite(ua) and ua < tau_s else "does not hold")
     floor = det.get("p_floor", fam.get("p_floor"))
     if _finite(floor):

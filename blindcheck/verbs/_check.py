@@ -229,7 +229,10 @@ def check(
         (meta["text"].to_numpy() if "text" in meta.columns else None)
     sep = run_separability(feats, feats["label"].to_numpy(), settings, groups=groups, texts=texts,
                            threads=workers, progress=classifier_progress)
-    result = CheckResult(verdict=decide(sep, settings, failures_by_side(m, ext), speakers=speakers, metadata=metadata),
+    verdict = decide(sep, settings, failures_by_side(m, ext), speakers=speakers, metadata=metadata)
+    if metadata is not None and "metadata" in verdict.details["alpha_criteria"]:
+        metadata = metadata.at_alpha(verdict.details["alpha_criteria"]["metadata"])  # decided at its share of alpha
+    result = CheckResult(verdict=verdict,
                          separability=sep, extraction=ext, manifest=m, settings=settings, speakers=speakers,
                          metadata=metadata,
                          notes=[choice.note, *sep.notes] if choice.note else list(sep.notes), command=command,

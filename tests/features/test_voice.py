@@ -127,25 +127,26 @@ def test_speaker_disjoint_split_is_flagged_and_named(voiced):
 
 
 def test_same_speakers_in_different_proportions_are_flagged(voiced):
-    """Every speaker on both sides, 70:30 for three and 30:70 for the others: the Bayes AUC of knowing the
-    speaker is 0.70."""
+    """Every speaker on both sides, 75:25 for three and 25:75 for the others: the Bayes AUC of knowing the
+    speaker is 0.75. (70:30, AUC 0.70, is not shown beyond the tolerated 0.60 at 480 clips once the speakers
+    criterion tests at its share of alpha, 1 - alpha/3 here.)"""
     res, meta, _, _ = voiced
     rng = np.random.default_rng(7)
     y = np.zeros(len(meta), int)
     for k, spk in enumerate(sorted(meta["speaker"].unique())):
         idx = rng.permutation(np.nonzero(meta["speaker"].to_numpy() == spk)[0])
-        n1 = int(round((0.7 if k % 2 else 0.3) * len(idx)))
+        n1 = int(round((0.75 if k % 2 else 0.25) * len(idx)))
         y[idx[:n1]] = 1
     settings = Settings(repeats=1)
     sep, v, sp = _separate(res, meta, y, settings)
     assert v.status == "confounded", v.reasons
     assert sp["overlap"]["shared"] == 6 and not sp["overlap"]["disjoint"]
     assert sp["inferred"]["shared"] == 6
-    assert 0.64 < sp["separability"]["auc"] < 0.76  # the speakers alone, near the Bayes AUC
+    assert 0.69 < sp["separability"]["auc"] < 0.81  # the speakers alone, near the Bayes AUC
     assert "speakers" in v.criteria and any("split unevenly" in r for r in v.reasons)
     voice, spectral = sep.model("xgboost:voice").auc, sep.model("xgboost:spectral").auc
-    assert 0.55 < voice < 0.8, voice
-    print(f"70:30 speaker mix: speaker share AUC {sp['separability']['auc']:.3f}, xgboost:voice AUC {voice:.3f}, "
+    assert 0.55 < voice < 0.85, voice
+    print(f"75:25 speaker mix: speaker share AUC {sp['separability']['auc']:.3f}, xgboost:voice AUC {voice:.3f}, "
           f"xgboost:spectral AUC {spectral:.3f}, best {sep.best.name} {sep.best.auc:.3f}")
     # the same split with the speakers inferred from the voice (no speaker column)
     sp_inf = speaker_report(res.features.assign(label=y), meta.drop(columns=["speaker"]), settings)

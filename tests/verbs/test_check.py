@@ -125,7 +125,10 @@ def test_injected_confounds_are_flagged(tmp_path, fsdd_meta, shared_cache, kind)
 # within +-0.10 of the truth, modalities whose features must explain the isolated clips). MP3 on 8 kHz speech
 # and a 20 dB level drop are only partly separable from the untouched clips (the natural spread of levels and
 # of codec-like artefacts across speakers overlaps them), so for those only a lower estimate is promised.
-PARTIAL = [("resampled", 0.2, True, {"recording", "spectral"}), ("leading_silence", 0.3, True, {"recording"}),
+# At 120 clips a side the exact lower bound (level 1 - alpha/2/(2m), the estimated threshold included) shows a
+# fully separable subset beyond the tolerated 10% only from about 21% of the side up (README, isolated subset):
+# resampling touches 30% here (20% was shown only by the old bound, which treated the threshold as fixed).
+PARTIAL = [("resampled", 0.3, True, {"recording", "spectral"}), ("leading_silence", 0.3, True, {"recording"}),
            ("much_quieter", 0.5, False, {"recording", "prosodic"}), ("mp3", 0.5, False, {"recording", "spectral"})]
 
 
@@ -179,12 +182,14 @@ def test_duration_only_confound_is_not_blamed_on_the_words(tmp_path, fsdd_meta, 
 
 
 def test_failures_on_one_side_are_named(tmp_path, fsdd_meta):
-    """A fifth of the non-members are files nothing can decode: the verdict says the failures are a confound."""
+    """A quarter of the non-members are files nothing can decode: the verdict says the failures are a confound
+    (15 of 60: Newcombe's lower bound of the gap at 1 - alpha/3, the failures criterion's share of alpha, is 12.9%;
+    12 of 60 gave 8.8%)."""
     base = fsdd_meta[fsdd_meta["take"] < 2].reset_index(drop=True)  # 120 clips
     labels = np.array([0, 1] * 60)
     paths = list(base["abspath"])
     rng = np.random.default_rng(12)
-    for i in rng.choice(np.nonzero(labels == 0)[0], 12, replace=False):
+    for i in rng.choice(np.nonzero(labels == 0)[0], 15, replace=False):
         bad = tmp_path / f"broken_{i}.wav"
         bad.write_bytes(rng.bytes(4000))
         paths[i] = str(bad)
@@ -192,9 +197,9 @@ def test_failures_on_one_side_are_named(tmp_path, fsdd_meta):
     res = check(tmp_path / "m.csv", tmp_path / "out", workers=2, repeats=1, modalities=["recording"])
     v = res.verdict
     assert v.status == "confounded" and "failures" in v.criteria, v.reasons
-    assert "0 of 60 members (0%) and 12 of 60 non-members (20%) failed" in " ".join(v.reasons)
+    assert "0 of 60 members (0%) and 15 of 60 non-members (25%) failed" in " ".join(v.reasons)
     saved = json.loads((tmp_path / "out" / "result.json").read_text())
-    assert saved["extraction"]["failed_by_side"]["nonmembers_failed"] == 12
+    assert saved["extraction"]["failed_by_side"]["nonmembers_failed"] == 15
     assert saved["verdict"]["failures"]["members_failed"] == 0
 
 
@@ -358,12 +363,17 @@ def test_gate_exit_codes_and_check_outputs(tmp_path, pool, monkeypatch, capsys):
     fair = tmp_path / "take_split.csv"
     pd.DataFrame({"path": meta["path"], "label": (meta["take"] % 2 == 0).astype(int), "speaker": meta["speaker"]}
                  ).to_csv(fair, index=False)
-    rc, out, err = _cli(capsys, "gate", fair, *common)
-    assert rc == 0, out + err
     # Alternate takes of the same speaker and digit: CV anti-learns, and the verdict says what to do about it.
+    # Ungrouped, the isolated share's upper bound sits near the tolerance (one model lets 17 of 240 non-members
+    # past its 7th member, the threshold the bound must use at 240 clips), so clean or inconclusive, never
+    # confounded; grouped by speaker, below.
+    rc, out, err = _cli(capsys, "gate", fair, *common)
+    assert rc in (0, 3) and json.loads(out)["verdict"] != "confounded", out + err
     rc, out, _ = _cli(capsys, "check", fair, "--out", tmp_path / "fair", *common, "--no-progress")
-    assert "verdict: CLEAN" in out and "group the folds by the cluster column (group-by" in out
-    rc, out, _ = _cli(capsys, "gate", fair, *common, "--group-by", "speaker")
+    assert "verdict: CONFOUNDED" not in out and "group the folds by the cluster column (group-by" in out
+    # grouped by speaker, the same borderline upper bound (10% for one of the 12 model-sides); at a tolerated share
+    # of 15% the gate passes
+    rc, out, _ = _cli(capsys, "gate", fair, *common, "--group-by", "speaker", "--tolerated-share", "0.15")
     assert rc == 0 and 0.4 < json.loads(out)["auc"] < 0.65, out
 
     rc, _, err = _cli(capsys, "gate", tmp_path / "nope.csv")
