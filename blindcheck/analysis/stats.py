@@ -112,11 +112,6 @@ def auc_ci(y: np.ndarray, s: np.ndarray, level: float = 0.95, bootstrap: int = 0
     return a, float(lo), float(hi), float(stats.std(ddof=1))
 
 
-def lower_bound(a: float, se: float, level: float) -> float:
-    """One-sided lower confidence bound of the AUC at ``level`` (normal approximation)."""
-    return max(0.0, a - norm.ppf(level) * se) if math.isfinite(se) else math.nan
-
-
 def wilson(k, n: int, level: float) -> tuple:
     """One-sided ``level`` Wilson bounds (lower, upper) of a binomial proportion k / n; ``k`` a count or an array
     of counts (then arrays of bounds)."""
@@ -149,35 +144,6 @@ def tpr_at_fpr(y: np.ndarray, s: np.ndarray, fpr: float) -> float:
     return float(tp[ok].max() / n1) if ok.any() else 0.0
 
 
-def permutation_pvalue(y: np.ndarray, s: np.ndarray, permutations: int, rng: np.random.Generator,
-                       exact_limit: int = 20_000_000) -> tuple[float, str]:
-    """One-sided p-value of AUC > 0.5 under random relabelling of the clips, given their scores.
-
-    Monte Carlo over ``permutations`` relabellings (p = (1 + #{AUC_perm >= AUC}) / (1 + permutations)) while
-    n x permutations stays under ``exact_limit``; beyond that, the normal limit of the same permutation
-    distribution (Mann-Whitney with tie correction), which is accurate at such sizes.
-    Returns the p-value and the method used.
-    """
-    y = np.asarray(y).astype(bool)
-    n, n1 = len(y), int(y.sum())
-    r = rankdata(s)
-    observed = r[y].sum()
-    if n * permutations <= exact_limit:
-        count, done, chunk = 0, 0, max(1, min(permutations, 4_000_000 // max(n, 1)))
-        while done < permutations:
-            k = min(chunk, permutations - done)
-            picks = np.argpartition(rng.random((k, n)), n1, axis=1)[:, :n1]
-            count += int((r[picks].sum(axis=1) >= observed - 1e-9).sum())
-            done += k
-        return (1 + count) / (1 + permutations), f"monte-carlo permutation ({permutations})"
-    n0 = n - n1
-    _, counts = np.unique(r, return_counts=True)
-    tie = (counts**3 - counts).sum() / (n * (n - 1))
-    var = n1 * n0 / 12 * ((n + 1) - tie)
-    z = (observed - n1 * (n + 1) / 2 - 0.5) / math.sqrt(var)
-    return float(norm.sf(z)), "permutation distribution, normal limit"
-
-
 def _hm_se(a, n1: int, n0: int):
     """Hanley & McNeil (1982) standard error of an AUC estimate ``a`` (a number, or an array of them)."""
     a = np.asarray(a, dtype=float)
@@ -208,31 +174,6 @@ def clean_power_from_relabellings(auc_max: np.ndarray, isolation_upper: np.ndarr
             p = np.clip(np.asarray(isolation_upper, dtype=float)[:, col], 0.0, 1.0)
             ok &= isolation.upper_from_counts(np.round(p * n), n, fpr, 1 - alpha) < tolerated_share
     return float(ok.mean())
-
-
-def power_auc(a1: float, n1: int, n0: int, alpha: float) -> float:
-    """Power of the one-sided level-``alpha`` test of AUC = 0.5 when the true AUC is ``a1``."""
-    if n1 < 2 or n0 < 2:
-        return 0.0
-    se0, se1 = _hm_se(0.5, n1, n0), _hm_se(a1, n1, n0)
-    return float(norm.cdf((a1 - 0.5 - norm.ppf(1 - alpha) * se0) / se1))
-
-
-def required_n(a1: float, share_members: float, alpha: float, power: float, limit: int = 10_000_000) -> int:
-    """Smallest total number of clips, at the given member share, for ``power`` to detect AUC ``a1``."""
-    def pw(n: int) -> float:
-        n1 = max(2, round(n * share_members))
-        return power_auc(a1, n1, max(2, n - n1), alpha)
-
-    lo, hi = 4, 8
-    while pw(hi) < power:
-        lo, hi = hi, hi * 2
-        if hi > limit:
-            return limit
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if pw(mid) < power else (lo, mid)
-    return hi
 
 
 def n_to_decide(a: float, margin: float, share_members: float, q: float, power: float, deff: float = 1.0,

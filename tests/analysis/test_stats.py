@@ -50,38 +50,3 @@ def test_tpr_at_fpr_matches_roc_curve():
         assert stats.tpr_at_fpr(y, s, target) == pytest.approx(tpr[fpr <= target].max())
 
 
-def test_permutation_pvalue_is_uniform_under_the_null():
-    rng = np.random.default_rng(5)
-    ps = []
-    for _ in range(200):
-        y = rng.permutation(np.r_[np.ones(60, int), np.zeros(60, int)])
-        ps.append(stats.permutation_pvalue(y, rng.normal(size=120), 199, rng)[0])
-    ps = np.array(ps)
-    assert binomtest(int((ps < 0.05).sum()), 200, 0.05).pvalue > 0.001
-    assert binomtest(int((ps < 0.5).sum()), 200, 0.5).pvalue > 0.001
-
-
-def test_permutation_pvalue_normal_limit_agrees_with_monte_carlo():
-    rng = np.random.default_rng(6)
-    y = rng.permutation(np.r_[np.ones(400, int), np.zeros(400, int)])
-    s = rng.normal(y * 0.15, 1.0)
-    mc, _ = stats.permutation_pvalue(y, s, 5000, np.random.default_rng(7))
-    nl, method = stats.permutation_pvalue(y, s, 5000, np.random.default_rng(7), exact_limit=0)
-    assert "normal" in method
-    assert nl == pytest.approx(mc, abs=0.02)
-
-
-def test_power_formula_matches_simulation():
-    """At the sample size required_n says, the one-sided test detects AUC 0.6 about 80% of the time."""
-    from scipy.stats import norm
-
-    n = stats.required_n(0.6, 0.5, 0.05, 0.8)
-    assert 200 < n < 320
-    d = np.sqrt(2) * norm.ppf(0.6)
-    rng, hits = np.random.default_rng(8), 0
-    for _ in range(300):
-        y = np.r_[np.ones(n // 2, int), np.zeros(n - n // 2, int)]
-        a, _ = stats.delong(y, rng.normal(y * d, 1.0))
-        se0 = np.sqrt((n + 1) / (12 * (n // 2) * (n - n // 2)))
-        hits += (a - 0.5) / se0 > norm.ppf(0.95)
-    assert 0.72 < hits / 300 < 0.88, hits
