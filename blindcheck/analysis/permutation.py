@@ -285,18 +285,19 @@ def score_permutation_test(scores: np.ndarray, y: np.ndarray, groups: np.ndarray
     level = "of whole groups and within mixed groups" if layout is not None else "of clips"
     return _result(obs, (np.concatenate(auc_null), np.concatenate(iso_null)), model_obs[0], np.vstack(per_null),
                    False, f"max-statistic score permutation ({r} relabellings {level})", np.vstack(side_null),
-                   np.vstack(up_null) if up_null else None)
+                   np.vstack(up_null) if up_null else None, _distinct(y, layout))
 
 
 def _result(obs: tuple[float, float], null: tuple[np.ndarray, np.ndarray], model_obs: np.ndarray,
             model_null: np.ndarray, exhaustive: bool, method: str, side_null: np.ndarray | None = None,
-            up_null: np.ndarray | None = None) -> FamilyTest:
+            up_null: np.ndarray | None = None, distinct: float = math.inf) -> FamilyTest:
     res = combine(obs, null, exhaustive)
     r = len(null[0])
     extra = 0 if exhaustive else 1
     model_p = ((extra + (model_null >= model_obs[None, :] - _EPS).sum(axis=0)) / (r + extra)).tolist()
     return FamilyTest(*obs, res["p_auc"], res["p_isolation"], res["p_auc_raw"], res["p_isolation_raw"],
-                      relabellings=r, exhaustive=exhaustive, p_floor=1 / (r + extra), method=method,
+                      relabellings=r, exhaustive=exhaustive, p_floor=max(1 / (r + extra), 1 / distinct),
+                      method=method,
                       model_p=model_p, null_auc_max=np.asarray(null[0]), null_isolation_sides=side_null,
                       null_isolation_upper=up_null)
 
@@ -351,4 +352,12 @@ def refit_permutation_test(scores: np.ndarray, y: np.ndarray, groups: np.ndarray
     what = getattr(refit, "what", "")
     how = (f"max-statistic refit permutation ({total} full cross-validations of every model on relabelled clips"
            + (f", {what}" if what else "") + (", every relabelling of whole groups" if exhaustive else "") + ")")
-    return _result(obs, (auc_null, iso_null), model_obs[0], per_null, exhaustive, how, side_null, up_null)
+    return _result(obs, (auc_null, iso_null), model_obs[0], per_null, exhaustive, how, side_null, up_null,
+                   math.inf if exhaustive else _distinct(y, layout))
+
+
+def _distinct(y: np.ndarray, layout: GroupLayout | None) -> float:
+    """How many distinct relabellings the layout allows (inf without groups). Random relabellings drawn from
+    fewer than R + 1 distinct ones hit the observed labelling about once in that many draws, so a p-value cannot
+    go below about 1/count whatever R is: the floor the verdict must compare with alpha."""
+    return math.exp(min(layout.log_count(y), 700.0)) if layout is not None else math.inf

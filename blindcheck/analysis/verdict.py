@@ -429,7 +429,7 @@ def _undecided_reasons(sep: SeparabilityResult, b: Bounds, settings: Settings,
     need = None
     if b.too_few:
         undecided.append(
-            f"too few {'groups' if g else 'clips'} to decide: the {fam.relabellings} possible relabellings"
+            f"too few {'groups' if g else 'clips'} to decide: the {round(1 / fam.p_floor)} possible relabellings"
             + (f" of whole '{g}' groups" if g else "")
             + f" cannot give a p-value at or below alpha = {alpha} (smallest {fam.p_floor:.3f})"
             + (f"; with {groups['total']} groups ({groups['with_members']} holding members, "

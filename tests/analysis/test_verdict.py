@@ -239,3 +239,18 @@ def test_printed_power_matches_the_share_of_null_splits_called_clean():
     se = math.sqrt(max(share * (1 - share), 0.05) / runs)
     assert abs(np.mean(power) - share) < 3 * se, (np.mean(power), share)
     assert share < stats.equivalence_power(0.6, 100, 100, 0.05) - 3 * se
+
+
+def test_p_floor_counts_the_distinct_relabellings_of_a_small_layout():
+    """Three speakers, each with one member and one non-member clip: 2^3 = 8 distinct relabellings within the
+    groups. Random relabellings (199 of them) cannot take the p-value much below 1/8, so the floor is 1/8, not
+    1/200, and the verdict says the split is too small to decide rather than clean or confounded."""
+    rng = np.random.default_rng(3)
+    y = np.array([1, 0] * 3)
+    groups = np.repeat(["a", "b", "c"], 2)
+    settings = Settings(permutations=199)
+    sep = evaluate_scores([(spec, 1, y + 0.01 * rng.normal(size=6)) for spec in SPECS], y, settings, groups=groups)
+    assert sep.family.p_floor == pytest.approx(1 / 8)
+    assert sep.family.p_auc >= 1 / 8 - 0.08  # Monte Carlo around 1/8
+    v = decide(sep, settings)
+    assert v.status == "inconclusive" and any("too few" in r for r in v.reasons), v.reasons
