@@ -484,7 +484,7 @@ def match(d: ReportData) -> Section | None:
         return None
     before, after = m.get("before") or {}, m.get("after") or {}
     rows = [["blind AUC before", f"{auc(before.get('auc'))} {ci(before.get('ci_low'), before.get('ci_high'))}"],
-            ["blind AUC after (fresh check)",
+            ["blind AUC after (fresh check" + (f", alpha {level(after['alpha'])})" if after.get("alpha") else ")"),
              f"{auc(after.get('auc'))} {ci(after.get('ci_low'), after.get('ci_high'))}"]]
     rows += [[f"retained {k}", str(v)] for k, v in (m.get("retained") or {}).items()]
     if m.get("manifest") or m.get("output"):
