@@ -508,8 +508,8 @@ def recheck_line(recheck: dict) -> str:
     if k > 1:
         line = (f"each fresh re-check ran at alpha = {a:.4g} ({run:g} / {k}): the search may try {k} methods "
                 f"({', '.join(recheck['methods'])}) and keeps the first subset that re-checks clean, {k} chances of "
-                f"a wrong clean verdict, so each pays for all {k} and the accepted one is wrong at most {run:g} "
-                "of the time")
+                f"a wrong clean verdict, so each pays for all {k}: the chance that the accepted subset is wrongly "
+                f"called clean stays at most {run:g}")
     else:
         line = f"the fresh re-check ran at alpha = {a:g}: one method named, one chance of a wrong clean verdict"
     more = [f"{recheck[key]} {what}" for key, what in (("permutations", "permutations"),
