@@ -80,7 +80,8 @@ def main() -> None:
           f"{att.retained['nonmembers']} n; {int((att.keep & touched).sum())} of {int(touched.sum())} shifted kept; "
           f"max |SMD| after {np.nanmax(np.abs(bal['smd_after'].to_numpy(float))):.3f}")
     print(f"  match incl. fresh check(s):          {t_rest:7.1f} s  attempts: "
-          + ", ".join(f"{x.method} ({'accepted' if x.success else 'rejected'})" for x in part.attempts))
+          + ", ".join(f"{x.method} ({'accepted' if x.success else 'rejected'})" for x in part.attempts)
+          + f"; each re-check at alpha {part.recheck['alpha']:.4g} ({part.recheck['tries']} methods may be tried)")
     print(f"  end to end on cached features:       {t_check + t_rest:7.1f} s  -> {res.status}; fresh "
           f"{a.verdict.status if a and a.verdict else 'n/a'}, AUC "
           f"{a.fresh.best.auc if a and a.fresh else float('nan'):.3f}")

@@ -266,6 +266,10 @@ def _add_check_args(p: argparse.ArgumentParser) -> None:
                    help="the family-wise p-value from N full cross-validations of every model on relabelled clips "
                         "(exact, N times the cost; at least 1/alpha - 1; default 0: relabel against the out-of-fold "
                         "scores)")
+    g.add_argument("--refit-repeats", type=int, default=None,
+                   help="CV repeats behind the refit test's statistic, observed and relabelled alike: the check's "
+                        "first N (default 1: one repeat per relabelling; 0: every repeat, the verdict's own scores, "
+                        "at that many times the cost); used only with --refit-permutations")
     g.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples for the AUC CI (default: DeLong)")
     g.add_argument("--ignore-column", action="append", default=None, metavar="COL",
                    help="a manifest column not to test as metadata evidence (repeatable; e.g. the column the split "
@@ -282,7 +286,8 @@ def _settings(args):
 
     overrides = {k: getattr(args, k) for k in ("group_by", "folds", "repeats", "seed", "alpha", "tolerated_auc",
                                                "tolerated_share", "power", "permutations", "refit_permutations",
-                                               "bootstrap", "voice_cluster_threshold", "metadata_permutations")}
+                                               "refit_repeats", "bootstrap", "voice_cluster_threshold",
+                                               "metadata_permutations")}
     if getattr(args, "ignore_column", None):
         overrides["metadata_ignore"] = tuple(args.ignore_column)
     for flag, key in (("caliper", "match_caliper"), ("ratio", "match_ratio"), ("target_auc", "match_target_auc"),

@@ -310,3 +310,48 @@ def test_api_and_cli_choose_the_same_modalities_and_verdict(tmp_path, fsdd_meta,
                "--no-progress"])
     out, _ = capsys.readouterr()
     assert rc == 0 and "nan" not in out and "time " in out, out
+
+
+def test_refit_repeats_flows_from_the_cli_and_the_api_alike(tmp_path, fsdd_meta, shared_cache, capsys):
+    """``--refit-repeats`` (CLI) and ``refit_repeats=`` (API) give the same setting and the same refit p-values;
+    ``[tool.blindcheck]`` sets it below the flag; the report lists it only where the refit test ran; -1 is refused
+    with exit 2 before any work."""
+    import blindcheck
+    from blindcheck.reporting import ReportData
+    from blindcheck.reporting.sections import _applicable_settings
+
+    m = _manifest(tmp_path / "m.csv", fsdd_meta, 40, seed=2)
+    common = ["--cache-dir", str(shared_cache), "--modalities", "recording", "--no-progress", "--workers", "1",
+              "--repeats", "2", "--permutations", "199", "--no-config"]
+    rc = main(["check", str(m), "--out", str(tmp_path / "cli"), *common, "--refit-permutations", "19",
+               "--refit-repeats", "0"])
+    _, err = capsys.readouterr()
+    assert rc in (0, 1, 3), err
+    cli = json.loads((tmp_path / "cli" / "result.json").read_text())
+    api = blindcheck.check(m, tmp_path / "api", cache_dir=shared_cache, workers=1, repeats=2, permutations=199,
+                           modalities=["recording"], refit_permutations=19, refit_repeats=0)
+    assert cli["settings"]["refit_repeats"] == api.settings.refit_repeats == 0
+    assert cli["settings"]["refit_permutations"] == api.settings.refit_permutations == 19
+    fam = api.separability.family
+    assert "refit" in fam.method
+    got = cli["family_test"]
+    assert (got["p_auc"], got["p_isolation"]) == pytest.approx((fam.p_auc, fam.p_isolation))
+
+    listed = dict(_applicable_settings(ReportData.from_dir(tmp_path / "cli")))
+    assert listed["refit_permutations"] == "19" and listed["refit_repeats"] == "0"
+    rc = main(["check", str(m), "--out", str(tmp_path / "plain"), *common])
+    capsys.readouterr()
+    listed = dict(_applicable_settings(ReportData.from_dir(tmp_path / "plain")))
+    assert listed["refit_permutations"] == "0" and "refit_repeats" not in listed  # shapes no test that ran
+
+    (tmp_path / "pyproject.toml").write_text("[tool.blindcheck]\nrefit-permutations = 19\nrefit-repeats = 2\n")
+    from blindcheck.settings import load_settings
+
+    assert load_settings(pyproject=tmp_path / "pyproject.toml").refit_repeats == 2
+    assert load_settings({"refit_repeats": 0}, pyproject=tmp_path / "pyproject.toml").refit_repeats == 0
+
+    r = _cli("gate", tmp_path / "never_read.csv", "--refit-permutations", "19", "--refit-repeats", "-1",
+             "--no-config", cwd=tmp_path)
+    assert r.returncode == 2 and "refit-repeats must be 0 (every repeat) or positive, not -1" in r.stderr
+    assert "Traceback" not in r.stderr and "never_read" not in r.stderr  # refused before the manifest is read
+    assert "--refit-repeats" in _cli("match", "--help").stdout

@@ -489,7 +489,7 @@ def match(d: ReportData) -> Section | None:
         return None
     before, after = m.get("before") or {}, m.get("after") or {}
     rows = [["blind AUC before", f"{auc(before.get('auc'))} {ci(before.get('ci_low'), before.get('ci_high'))}"],
-            ["blind AUC after (fresh check)",
+            ["blind AUC after (fresh check" + (f", alpha {level(after['alpha'])})" if after.get("alpha") else ")"),
              f"{auc(after.get('auc'))} {ci(after.get('ci_low'), after.get('ci_high'))}"]]
     rows += [[f"retained {k}", str(v)] for k, v in (m.get("retained") or {}).items()]
     if m.get("manifest") or m.get("output"):
@@ -622,10 +622,14 @@ _APPLIES = {"match": "match_", "attacks": "attack_", "di": "di_", "correlation":
 def _applicable_settings(d: ReportData) -> list[tuple[str, str]]:
     present = {"match": d.section("match") is not None, "attacks": d.section("attacks") is not None,
                "di": d.section("di") is not None, "correlation": d.section("attacks") is not None}
+    settings = _settings(d)
+    refit_ran = bool(settings.get("refit_permutations"))  # refit_repeats shapes only the refit test's statistic
     out = []
-    for k, v in _settings(d).items():
+    for k, v in settings.items():
         owner = next((o for o, prefix in _APPLIES.items() if k.startswith(prefix)), None)
         if owner and not present[owner]:
+            continue
+        if k == "refit_repeats" and not refit_ran:
             continue
         if v is None or v == [] or v == "":
             continue
@@ -666,7 +670,7 @@ def reproduce(d: ReportData) -> Section:
 
 
 _CLI_SETTINGS = {"group_by", "folds", "repeats", "seed", "alpha", "tolerated_auc", "tolerated_share", "power",
-                 "permutations", "refit_permutations", "bootstrap"}
+                 "permutations", "refit_permutations", "refit_repeats", "bootstrap"}
 
 SECTIONS: dict[str, Callable[[ReportData], Section | None]] = {
     "verdict": verdict, "criteria": criteria, "evidence": models, "features": top_features, "speakers": speakers,

@@ -132,9 +132,9 @@ def add_to_result_json(res: MatchResult, out: str | os.PathLike) -> None:
         parts.append({"name": p.name, "success": p.success, "method": b.method if b else None,
                       "retained": {k: v for k, v in (s.get("retained") or {}).items() if k != "groups"},
                       "selection_auc": (s.get("selection_estimate") or {}).get("auc"),
-                      "fresh": {k: (s.get("fresh_check") or {}).get(k) for k in ("status", "best_model", "auc",
-                                                                                  "ci_low", "ci_high", "p")},
-                      "reasons": p.reasons})
+                      "fresh": {k: (s.get("fresh_check") or {}).get(k) for k in ("status", "alpha", "best_model",
+                                                                                  "auc", "ci_low", "ci_high", "p")},
+                      "recheck": p.recheck, "reasons": p.reasons})
     data["match"] = json_ready({"status": res.status, "design": res.design, "before": res.before, "parts": parts,
                             "file": "match.json"})
     write_json_atomic(path, data)

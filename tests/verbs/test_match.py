@@ -86,8 +86,11 @@ def test_partial_codec_shift_is_matched_away_and_rechecks_clean(codec):
     assert a.fresh.seed != res.settings.seed  # a fresh cross-validation, not the selection's own
     pos = pd.Index(meta["id"]).get_indexer(res.ids)
     t, y = touched[pos], labels[pos]
-    # the touched clips go, the untouched ones stay
-    assert (a.keep & t).sum() == 0, (a.keep & t).sum()
+    # the touched clips go, the untouched ones stay. Each re-check pays for the three methods the search may try
+    # (alpha/3): here the paired subsets (which keep no touched clip) then re-check inconclusive (upper bounds
+    # 0.67-0.68 against the tolerated 0.65) and trimming is accepted; it keeps clips by their score, so a touched
+    # clip the blind model ranked among the untouched stays (1 of 36 here)
+    assert (a.keep & t).sum() <= (2 if a.method == "trim" else 0), (a.method, (a.keep & t).sum())
     assert (a.keep & ~t & (y == 0)).sum() >= 0.7 * (~t & (y == 0)).sum()
     # the features the codec moved most (touched vs untouched non-members) were far off before; after, what is
     # left is the sampling noise of an SMD at ~80 clips a side (SE ~0.16; keeping exactly the untouched clips
@@ -176,6 +179,10 @@ def test_cli_and_python_api_write_the_same_result_directory(disjoint, capsys):
 
     a, c = plain(api_out / "result.json"), plain(cli_out / "result.json")
     assert a["match"] == c["match"] and a["match"]["status"] == res.status
+    # the level every fresh re-check ran at: alpha over the three methods the default search may try
+    recheck = a["match"]["parts"][0]["recheck"]
+    assert recheck["alpha"] == pytest.approx(0.05 / 3) and recheck["tries"] == 3 and recheck["run_alpha"] == 0.05
+    assert json.loads((api_out / "match.json").read_text())["parts"][0]["recheck"] == recheck
     assert a["verdict"] == c["verdict"] and a["models"] == c["models"]
     ja, jc = (json.loads((o / "match.json").read_text()) for o in (api_out, cli_out))
     assert ja["status"] == jc["status"] and [p["name"] for p in ja["parts"]] == [p["name"] for p in jc["parts"]]
@@ -235,6 +242,7 @@ def test_disentangle_design_pairs_same_text_other_speaker_and_same_speaker_other
         assert (d / "dis_out" / f"{part.name}.csv").exists() == part.success
     j = json.loads((d / "dis_out" / "match.json").read_text())
     assert j["design"] == "disentangle" and len(j["parts"]) == 2
+    assert [p["recheck"]["alpha"] for p in j["parts"]] == [0.05, 0.05]  # one method named: one chance each
 
 
 def test_matchers_on_known_scores():

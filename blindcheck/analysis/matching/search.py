@@ -29,7 +29,7 @@ from blindcheck.analysis.separability import SeparabilityResult, feature_columns
 from blindcheck.analysis.speakers import speaker_report
 from blindcheck.analysis.verdict import CLEAN, Verdict, decide, fmt_value, percent
 from blindcheck.errors import BlindcheckError
-from blindcheck.settings import Settings
+from blindcheck.settings import Settings, smallest_permutations
 
 METHODS = ("optimal", "propensity", "trim")  # the order tried when none is named
 DESIGNS = ("subset", "disentangle")
@@ -43,7 +43,7 @@ class MatchOptions:
     """What to match on. Numeric thresholds (caliper, ratio, target AUC, minimum retained share) live in
     :class:`~blindcheck.settings.Settings` (``match_*``)."""
 
-    method: str | None = None  # None: propensity, then optimal, then trim
+    method: str | None = None  # None: optimal, then propensity, then trim (METHODS)
     exact: tuple[str, ...] = ()  # metadata columns matched exactly
     design: str = "subset"  # "subset" or "disentangle"
 
@@ -75,8 +75,8 @@ class Attempt:
         fresh = None
         if v is not None and self.fresh is not None:
             best = self.fresh.best
-            fresh = {"status": v.status, "best_model": best.name, "auc": best.auc, "ci_low": best.ci_low,
-                     "ci_high": best.ci_high, "p": v.family_p, "upper_bound": v.upper_bound,
+            fresh = {"status": v.status, "alpha": v.details.get("alpha"), "best_model": best.name, "auc": best.auc,
+                     "ci_low": best.ci_low, "ci_high": best.ci_high, "p": v.family_p, "upper_bound": v.upper_bound,
                      "upper_bound_model": v.upper_bound_model, "seed": self.fresh.seed,
                      "folds": self.fresh.folds, "repeats": self.fresh.repeats,
                      "subset_share": (v.subset or {}).get("share"), "reasons": v.reasons,
@@ -99,6 +99,7 @@ class DesignPart:
     chosen: Attempt | None = None  # the accepted attempt; None when none succeeded
     best: Attempt | None = None  # the accepted attempt, else the best one found (never written as good)
     reasons: list[str] = field(default_factory=list)
+    recheck: dict = field(default_factory=dict)  # the level every fresh re-check of this search ran at (_search)
 
     @property
     def success(self) -> bool:
@@ -107,7 +108,7 @@ class DesignPart:
     def to_dict(self) -> dict:
         best = self.best
         return {"name": self.name, "description": self.description, "success": self.success,
-                "method": best.method if best else None, "reasons": self.reasons,
+                "method": best.method if best else None, "reasons": self.reasons, "recheck": self.recheck,
                 "result": best.summary() if best else None,
                 "attempts": [a.summary() for a in self.attempts if a is not best],
                 "balance": records(best.balance) if best is not None and best.balance is not None else []}
@@ -391,8 +392,21 @@ def _group_counts(d: _Data, keep: np.ndarray, mask: np.ndarray, columns: list[st
     return out
 
 
-def _verify(d: _Data, att: Attempt, mask: np.ndarray, group_columns: list[str]) -> Attempt:
-    """Selection estimate, fresh check, balance table and the decision."""
+def recheck_settings(settings: Settings, alpha: float) -> Settings:
+    """The settings of a fresh re-check at level ``alpha``: a new seed (new folds, new models), and as many
+    relabellings as that level needs to be reachable (``smallest_permutations``), where the run's are fewer."""
+    need = smallest_permutations(alpha)
+    changes: dict = {"seed": settings.seed + FRESH_SEED_OFFSET, "alpha": alpha}
+    if settings.permutations < need:
+        changes["permutations"] = need
+    if 0 < settings.refit_permutations < need:
+        changes["refit_permutations"] = need
+    return settings.replace(**changes)
+
+
+def _verify(d: _Data, att: Attempt, mask: np.ndarray, group_columns: list[str], alpha: float) -> Attempt:
+    """Selection estimate, fresh check (at level ``alpha``: see :func:`_search`), balance table and the
+    decision."""
     s = d.settings
     keep, y = att.keep, d.y
     att.retained["groups"] = _group_counts(d, keep, mask, group_columns)
@@ -414,7 +428,7 @@ def _verify(d: _Data, att: Attempt, mask: np.ndarray, group_columns: list[str]) 
     att.selection = {"auc": a, "ci_low": lo, "ci_high": hi,
                      "note": "the original out-of-fold scores on the kept clips; the selection used them, so this "
                              "estimate is optimistic — the fresh check is the one to trust"}
-    fresh_settings = s.replace(seed=s.seed + FRESH_SEED_OFFSET)
+    fresh_settings = recheck_settings(s, alpha)
     table = d.features.loc[keep].reset_index(drop=True)
     groups = d.meta[s.group_by].astype(str).to_numpy()[keep] if s.group_by else None
     texts = d.texts[keep] if d.texts is not None else None
@@ -452,24 +466,56 @@ def _score_key(att: Attempt) -> tuple:
     return (att.verdict is None, ub if math.isfinite(ub) else math.inf, -int(att.keep.sum()))
 
 
-def _search(d: _Data, options: MatchOptions, mask: np.ndarray, group_columns: list[str],
+def _search(part: DesignPart, d: _Data, options: MatchOptions, mask: np.ndarray, group_columns: list[str],
             forbid_same: str | None = None, exact: tuple[str, ...] | None = None) -> list[Attempt]:
+    """Try the methods in turn and keep the first whose fresh re-check is clean; fills ``part.attempts`` and
+    ``part.recheck``.
+
+    A clean re-check is an equivalence claim (every upper bound below the tolerance). Trying up to k subsets and
+    keeping the first that passes gives k chances of a wrong "clean", so each re-check runs at alpha / k, k being
+    the number of methods this search may try (fixed before any is tried: 1 when one is named): by Bonferroni the
+    chance that the accepted subset is wrongly clean stays at most alpha. The speaker and metadata criteria of the
+    re-check run at the same level; they only ever withhold a clean verdict, so the bound holds."""
     methods = [options.method] if options.method else list(METHODS)
     if forbid_same is not None:  # a design made of pairs: trimming forms none
         methods = [m for m in methods if m != "trim"]
     exact = options.exact if exact is None else exact
-    attempts = []
+    s = d.settings
+    alpha = s.alpha / len(methods)
+    fresh = recheck_settings(s, alpha)
+    part.recheck = {"alpha": alpha, "run_alpha": s.alpha, "tries": len(methods), "methods": methods,
+                    "seed": fresh.seed, "permutations": fresh.permutations,
+                    "permutations_raised": fresh.permutations != s.permutations,
+                    "refit_permutations": fresh.refit_permutations,
+                    "refit_permutations_raised": fresh.refit_permutations != s.refit_permutations}
+    attempts = part.attempts = []
     for method in methods:
         att = _trim_attempt(d, exact, mask) if method == "trim" else \
             _pairs_attempt(d, method, exact, mask, forbid_same)
         if att.keep.any():
-            att = _verify(d, att, mask, group_columns)
+            att = _verify(d, att, mask, group_columns, alpha)
         elif not att.problems:
             att.problems.append("no clip could be matched")
         attempts.append(att)
         if att.success:
             break
     return attempts
+
+
+def recheck_line(recheck: dict) -> str:
+    """Plain words for the level of a search's fresh re-checks (``DesignPart.recheck``)."""
+    k, a, run = recheck["tries"], recheck["alpha"], recheck["run_alpha"]
+    if k > 1:
+        line = (f"each fresh re-check ran at alpha = {a:.4g} ({run:g} / {k}): the search may try {k} methods "
+                f"({', '.join(recheck['methods'])}) and keeps the first subset that re-checks clean, {k} chances of "
+                f"a wrong clean verdict, so each pays for all {k}: the chance that the accepted subset is wrongly "
+                f"called clean stays at most {run:g}")
+    else:
+        line = f"the fresh re-check ran at alpha = {a:g}: one method named, one chance of a wrong clean verdict"
+    more = [f"{recheck[key]} {what}" for key, what in (("permutations", "permutations"),
+                                                         ("refit_permutations", "refit permutations"))
+            if recheck.get(f"{key}_raised")]
+    return line + (f" (with {' and '.join(more)}, the fewest that reach it)" if more else "")
 
 
 def no_overlap_reasons(d: _Data, mask: np.ndarray, k: int = 3) -> list[str]:
@@ -504,13 +550,16 @@ def _finish(part: DesignPart, d: _Data, mask: np.ndarray, options: MatchOptions)
         part.reasons.append(
             f"{a.method} matching kept {a.retained['members']} members and {a.retained['nonmembers']} non-members "
             f"({percent(a.retained['smaller_side_share'])} of the {a.retained['smaller_side']}); a fresh blind check "
-            f"on them is clean with best AUC {a.fresh.best.auc:.2f} ({a.fresh.best.name}), at most the target "
-            f"{d.settings.match_target_auc:.2f}")
+            f"on them is clean at alpha = {part.recheck['alpha']:.4g} with best AUC {a.fresh.best.auc:.2f} "
+            f"({a.fresh.best.name}), at most the target {d.settings.match_target_auc:.2f}")
+        part.reasons.append(recheck_line(part.recheck))
         return part
     part.best = min(part.attempts, key=_score_key) if part.attempts else None
     part.reasons.append("no method found a subset that a fresh blind check calls clean at the target "
                         f"AUC {d.settings.match_target_auc:.2f} while keeping at least "
                         f"{percent(d.settings.match_min_retained)} of the smaller side; no matched manifest written")
+    if any(a.verdict is not None for a in part.attempts):
+        part.reasons.append(recheck_line(part.recheck))
     part.reasons += no_overlap_reasons(d, mask)
     if options.exact:
         strata = _strata(d.meta, options.exact, len(d.y))
@@ -545,7 +594,7 @@ def match_table(features: pd.DataFrame, meta: pd.DataFrame, scores: np.ndarray, 
     all_rows = np.ones(len(y), bool)
     if options.design == "subset":
         part = DesignPart("matched", "members and non-members matched on the blind score")
-        part.attempts = _search(d, options, all_rows, group_columns)
+        _search(part, d, options, all_rows, group_columns)
         parts = [_finish(part, d, all_rows, options)]
     else:
         parts = _disentangle(d, options, group_columns)
@@ -584,8 +633,8 @@ def _disentangle(d: _Data, options: MatchOptions, group_columns: list[str]) -> l
             parts.append(part)
             continue
         d.meta = d.meta.assign(_bc_same=key, _bc_other=(txt if other == "text" else spk))
-        part.attempts = _search(d, MatchOptions(method=options.method, exact=("_bc_same",), design="subset"), mask,
-                                group_columns, forbid_same="_bc_other", exact=("_bc_same",))
+        _search(part, d, MatchOptions(method=options.method, exact=("_bc_same",), design="subset"), mask,
+                group_columns, forbid_same="_bc_other", exact=("_bc_same",))
         kept = part.attempts[-1].keep if part.attempts else np.zeros(len(y), bool)
         part.reasons.append(f"{len(shared)} {same}s occur on both sides ({int(mask.sum())} clips); pairs must "
                             f"differ in {other}")
