@@ -200,3 +200,41 @@ def test_without_a_policy_whisper_gets_the_long_file_whole(tmp_path, transcribed
     text = whole.transcripts.set_index("id").loc["long", "text"]
     windowed = t["res"].transcripts.set_index("id").loc["long", "text"]
     assert WINDOW_SEP not in text and len(_digits(text)) > len(_digits(windowed))
+
+
+def test_window_results_are_joined_in_order_with_their_words_weighted():
+    """How a long clip's transcript is made of its windows' (pure: no model)."""
+    from blindcheck.features.asr import WINDOW_SEP, join_windows, window_tasks
+
+    def part(text, n, logprob, mode="packed", nsp=0.1):
+        return {"text": text, "n_words": n, "word_logprob": logprob, "no_speech_prob": nsp,
+                "compression_ratio": math.nan, "language": "en", "mode": mode, "window_size": 3, "duration_s": 5.0,
+                "error": None}
+
+    got = join_windows([part("one two three", 3, -0.1), part("", 0, math.nan, nsp=0.9), part("four", 1, -0.5)])
+    assert got["text"] == f"one two three{WINDOW_SEP}four"  # an empty window adds no separator of its own
+    assert got["word_logprob"] == pytest.approx((3 * -0.1 + -0.5) / 4)
+    assert got["no_speech_prob"] == 0.9 and got["duration_s"] == 15.0 and got["mode"] == "packed"
+    assert join_windows([part("a", 1, -0.1), part("b", 1, -0.1, mode="single")])["mode"] == "single"
+    failed = join_windows([part("a", 1, -0.1), {"row": (0, 1), "error": "decode: bad"}])
+    assert failed["error"] == "window 2 of 2: decode: bad"
+    policy = {"long_s": 30.0, "count": 3, "window_s": 5.0}
+    subs = window_tasks([{"row": 7, "key": "h", "path": "x", "policy": policy}, {"row": 8, "key": "g", "path": "y"}])
+    assert [t["row"] for t in subs] == [(7, 0), (7, 1), (7, 2), 8]
+    assert [t.get("duration_s") for t in subs[:3]] == [5.0] * 3 and len({t["key"] for t in subs}) == 4
+
+
+def test_a_long_clips_embedding_is_the_normed_mean_of_its_voiced_windows():
+    from blindcheck.features.voice import from_windows
+
+    rng = np.random.default_rng(1)
+    names = [f"emb_{j:03d}" for j in range(4)]
+    vecs = [v / np.linalg.norm(v) for v in rng.standard_normal((2, 4))]
+    values = [dict(zip(names, v, strict=True)) for v in vecs] + [dict.fromkeys(names, math.nan)]
+    out, notes = from_windows(values, [[], [], ["voice: only 0.05 s of voiced speech; ..., voice features are NaN"]])
+    want = (vecs[0] + vecs[1]) / np.linalg.norm(vecs[0] + vecs[1])
+    np.testing.assert_allclose([out[k] for k in names], want)
+    assert notes == ["voice: 1 of 3 windows hold less than 0.10 s of voiced speech: the embedding is the mean of "
+                     "the other 2"]
+    none, notes = from_windows([dict.fromkeys(names, math.nan)] * 2, [[], []])
+    assert all(math.isnan(v) for v in none.values()) and "none of the 2 windows" in notes[0]
