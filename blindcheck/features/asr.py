@@ -156,14 +156,16 @@ def pack(clips: list[np.ndarray], gap_s: float) -> tuple[np.ndarray, list[tuple[
     return np.concatenate(parts), spans
 
 
-def split_words(segments: list[dict], spans: list[tuple[float, float]]):
+def split_words(segments: list[dict], spans: list[tuple[float, float]], joined: set[int] | frozenset = frozenset()):
     """Assign each word of ``segments`` (dicts with ``words``: start, end, word, probability) to a clip by the
     midpoint of its timestamps: the clip it falls in, or, in a gap, the nearer clip (Whisper's word timings
     fill the pauses, so a word often starts in the gap before its clip or ends in the gap after it).
 
     Returns (per-clip lists of (word, segment index), indices of doubtful clips, None), or (None, None,
     reason) when the whole window cannot be trusted: more than a fifth of its clips got no words. A word
-    whose midpoint lies in the middle fifth of a gap makes both clips beside it doubtful.
+    whose midpoint lies in the middle fifth of a gap makes both clips beside it doubtful, except in a gap of
+    ``joined`` (gap ``j`` lies between clips ``j`` and ``j + 1``): there the two are consecutive windows of one
+    long clip, whose transcript holds the word at the same place whichever side of the gap it goes to.
     """
     starts = np.array([a for a, _ in spans])
     ends = np.array([b for _, b in spans])
@@ -179,7 +181,7 @@ def split_words(segments: list[dict], spans: list[tuple[float, float]]):
                 best = min(max(after - 1, 0), len(spans) - 1)
             else:  # in the gap between clip after-1 and clip after
                 to_prev, to_next = mid - ends[after - 1], starts[after] - mid
-                if abs(to_prev - to_next) < 0.2 * (starts[after] - ends[after - 1]):
+                if abs(to_prev - to_next) < 0.2 * (starts[after] - ends[after - 1]) and after - 1 not in joined:
                     doubtful |= {after - 1, after}
                 best = after - 1 if to_prev < to_next else after
             out[best].append((w, k))
@@ -209,7 +211,8 @@ def plausible(words: list, duration_s: float) -> bool:
 
 def plan_windows(tasks: list[dict], config: ASRConfig, salt: int = 0) -> list[list[dict]]:
     """Group tasks (dicts with key and duration_s) into windows: short clips packed in an order set by a hash
-    of their key (and ``salt``, which gives each round new neighbours), every other clip alone."""
+    of their key (and ``salt``, which gives each round new neighbours), every other clip alone. The windows of a
+    long clip (:func:`window_tasks`) are short clips like the others, each placed by its own key."""
     if not config.pack:
         return [[t] for t in tasks]
     short = [t for t in tasks if np.isfinite(t.get("duration_s", math.nan)) and
@@ -389,9 +392,12 @@ def _window(tasks: list[dict]) -> tuple[list[dict], dict]:
     if not clips:
         return out, {}
     window, spans = pack([y for _, y, _ in clips], _ASR["config"].gap_s)
+    joined = {j for j in range(len(clips) - 1) if "group" in clips[j][0] and
+              clips[j + 1][0].get("group") == clips[j][0]["group"] and
+              clips[j + 1][0]["window"] == clips[j][0]["window"] + 1}  # consecutive windows of one long clip
     try:
         segments, language = _decode(window, sum(d for _, _, d in clips), len(clips))
-        words, doubtful, reason = split_words(segments, spans)
+        words, doubtful, reason = split_words(segments, spans, joined)
     except Exception as exc:  # the backend failed on the window: next round the clips get other neighbours
         words, doubtful, reason = None, None, f"{type(exc).__name__}: {exc}"
     if words is None:
@@ -438,7 +444,7 @@ def window_tasks(tasks: list[dict]) -> list[dict]:
             continue
         count, window_s = int(t["policy"]["count"]), float(t["policy"]["window_s"])
         key = t.get("key", t["path"])
-        out += [{**t, "row": (t["row"], k), "window": k, "key": f"{key}|w{k}", "duration_s": window_s}
+        out += [{**t, "row": (t["row"], k), "window": k, "key": f"{key}|w{k}", "group": key, "duration_s": window_s}
                 for k in range(count)]
     return out
 
