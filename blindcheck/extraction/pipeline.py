@@ -94,9 +94,14 @@ class ExtractionConfig:
         ``max_windows`` (default 3) windows of ``window_s`` seconds (default 5), evenly spaced from its first
         sample to its last; each feature is the mean over the windows, except those that describe the whole file
         (``recording``: duration and format facts; leading silence from the first window, trailing silence from
-        the last). Only the windows are decoded, so a long file costs what ``max_windows * window_s`` seconds
-        cost. ``long_file_s=None``: every file analysed whole. The policy is part of the cache key; a windowed
-        clip has a note that starts with ``windowed``.
+        the last). The voice and text stages read the same windows: the speaker embedding is the normed mean of
+        the windows' (:func:`blindcheck.features.voice.from_windows`) and ASR transcribes each window as a short
+        clip, the transcript joining them with " … " (:func:`blindcheck.features.asr.join_windows`). Only the
+        windows are decoded, so a long file costs what ``max_windows * window_s`` seconds cost, in every stage.
+        ``long_file_s=None``: every file analysed whole. The policy is part of the cache key (the acoustic
+        modalities' directories; the voice and ASR entries of windowed clips,
+        :func:`blindcheck.extraction.cache.windowed_key`); a windowed clip has a note that starts with
+        ``windowed``, and its content gate (below) reads its windows' speech share.
     min_speech_share: the content gate: ASR (text) and the speaker encoder (voice) run only on clips whose
         ``content.speech_share`` (the share of the clip's frames inside Silero VAD's speech segments,
         :mod:`blindcheck.features.content`) is at least this (default 0.1). The others get no voice embedding (NaN)

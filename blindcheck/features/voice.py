@@ -13,6 +13,9 @@ lag of 60-400 Hz), with 50 ms of context around each, normalised to -30 dBFS (so
 level-free; the level lives in ``recording.*``). A clip with less than :data:`MIN_VOICED_S` of voiced speech
 — a very short clip, silence, noise — gets NaN features and a note saying why. Like resemblyzer, the speech is
 cut into 1.6 s partials (1.3 per second, zero-padded when shorter) whose embeddings are averaged and L2-normed.
+A long file analysed on windows (:class:`blindcheck.inputs.audio.WindowPolicy`) is embedded window by window, each
+as a clip of its own, and gets the normed mean of the embeddings of its windows with enough voiced speech
+(:func:`from_windows`).
 
 torch never enters the process that runs xgboost (its OpenMP runtime made every boosting round ~100x slower):
 this module imports torch only inside :meth:`VoiceExtractor.extract_batch`, which :func:`extract_voice` runs
