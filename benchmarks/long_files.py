@@ -9,7 +9,8 @@ first), on the code a worker runs for one clip:
   prosodic);
 - ``voice``: read, hash, decode, speech detection and the GE2E speaker encoder (``extraction.voice._embed_batch``);
 - ``asr``: Whisper tiny.en int8 through the real scheduler (``features.asr.transcribe`` with packing, its windows
-  run in this process, CTranslate2 on one thread), a long file as its windows.
+  run in this process, CTranslate2 on one thread), a long file as its windows. Its ASR jobs are the packed
+  windows and lone clips of every round (a clip over 30 s transcribed whole is one job of several 30 s chunks).
 
 Figures: the wall time, best of ``--reps``; the peak of the Python heap (numpy's arrays included) during one run, by
 tracemalloc, with and without the file's encoded bytes, which the pipeline holds whole to hash them; and the
@@ -202,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
                       f"x{lg['seconds'] / s['seconds']:.2f}, heap x{lg['peak_mb'] / s['peak_mb']:.2f}, heap without "
                       f"the encoded bytes x{lg['peak_without_bytes_mb'] / s['peak_without_bytes_mb']:.2f}, peak RSS "
                       f"x{lg['rss_mb'] / s['rss_mb']:.2f} (target: within 2x)"
-                      + (f"; Whisper calls {s['whisper_calls']} and {lg['whisper_calls']}" if stage == "asr" else ""),
+                      + (f"; ASR jobs {s['whisper_calls']} and {lg['whisper_calls']}" if stage == "asr" else ""),
                       flush=True)
 
 
