@@ -596,11 +596,13 @@ def format_extract_summary(result, manifest, paths) -> str:
         if t.get("asr") and t["transcribed"]:
             a = t["asr"]
             lines.append(f"  asr         {a['packed_clips']}/{t['transcribed']} clips packed in {a['packed_windows']} "
-                         f"windows, {a['clips_redone']} redone, {a['windows_failed']} windows not trusted")
+                         f"windows, {a['clips_redone']} redone, {a['windows_failed']} windows not trusted"
+                         + (f", {a['windowed_clips']} long files on their windows" if a.get("windowed_clips") else ""))
         lines += [f"  note        {n}" for n in t.get("notes", [])]
     if s.get("voice"):
         v = s["voice"]
-        lines.append(f"  voice       {v['embedded']} embedded ({v['reused']} reused), {v['failed']} failed")
+        lines.append(f"  voice       {v['embedded']} embedded ({v['reused']} reused), {v['failed']} failed"
+                     + (f", {v['windowed']} long files on their windows" if v.get("windowed") else ""))
     audio = s["audio_seconds"]
     if audio == audio and audio > 0:  # known only when the recording modality ran
         lines.append(f"  time        {s['seconds']:.1f} s for {audio:.1f} s of audio; "

@@ -50,8 +50,19 @@ def policy_tag(tag: str, policy: dict) -> str:
     """The feature directory of extractor ``tag`` under the window policy ``policy``
     (:meth:`blindcheck.inputs.audio.WindowPolicy.key`): which samples of a long file were analysed is part of
     what the features are, so another policy is another directory (the whole-files policy too)."""
-    digest = hashlib.blake2b(json.dumps(policy, sort_keys=True).encode(), digest_size=4).hexdigest()
-    return f"{tag}-w{digest}"
+    return f"{tag}-w{_policy_digest(policy)}"
+
+
+def windowed_key(content_hash: str, policy: dict) -> str:
+    """The cache key of a clip analysed on the windows of ``policy`` in a stage whose directory does not depend on
+    the policy (voice, ASR): a clip analysed whole does not depend on the policy and keeps its content hash as
+    key (so a policy change, or a cache written before the policy existed, recomputes no short clip); a windowed
+    clip's key adds the policy, so another policy recomputes it and the same policy reuses it."""
+    return f"{content_hash}-w{_policy_digest(policy)}"
+
+
+def _policy_digest(policy: dict) -> str:
+    return hashlib.blake2b(json.dumps(policy, sort_keys=True).encode(), digest_size=4).hexdigest()
 
 
 

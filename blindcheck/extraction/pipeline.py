@@ -94,9 +94,14 @@ class ExtractionConfig:
         ``max_windows`` (default 3) windows of ``window_s`` seconds (default 5), evenly spaced from its first
         sample to its last; each feature is the mean over the windows, except those that describe the whole file
         (``recording``: duration and format facts; leading silence from the first window, trailing silence from
-        the last). Only the windows are decoded, so a long file costs what ``max_windows * window_s`` seconds
-        cost. ``long_file_s=None``: every file analysed whole. The policy is part of the cache key; a windowed
-        clip has a note that starts with ``windowed``.
+        the last). The voice and text stages read the same windows: the speaker embedding is the normed mean of
+        the windows' (:func:`blindcheck.features.voice.from_windows`) and ASR transcribes each window as a short
+        clip, the transcript joining them with " … " (:func:`blindcheck.features.asr.join_windows`). Only the
+        windows are decoded, so a long file costs what ``max_windows * window_s`` seconds cost, in every stage.
+        ``long_file_s=None``: every file analysed whole. The policy is part of the cache key (the acoustic
+        modalities' directories; the voice and ASR entries of windowed clips,
+        :func:`blindcheck.extraction.cache.windowed_key`); a windowed clip has a note that starts with
+        ``windowed``, and its content gate (below) reads its windows' speech share.
     min_speech_share: the content gate: ASR (text) and the speaker encoder (voice) run only on clips whose
         ``content.speech_share`` (the share of the clip's frames inside Silero VAD's speech segments,
         :mod:`blindcheck.features.content`) is at least this (default 0.1). The others get no voice embedding (NaN)
@@ -652,8 +657,9 @@ def _voice_stage(table: pd.DataFrame, features: pd.DataFrame, notes: pd.DataFram
     from blindcheck.extraction.voice import extract_voice
 
     speech = _has_speech(features, config.min_speech_share)
-    rows = _clip_rows(table, features)
-    voice = extract_voice(rows[speech].reset_index(drop=True), store, workers=workers, executor=executor)
+    rows = _clip_rows(table, features).assign(windowed=_windowed(features, notes))
+    voice = extract_voice(rows[speech].reset_index(drop=True), store, workers=workers, executor=executor,
+                          policy=config.window_policy)
     errors += voice.errors
     failed_ids = {e["id"] for e in voice.errors}
     features = features[~features["id"].isin(failed_ids)].merge(voice.features, on="id", how="left")
@@ -673,9 +679,11 @@ def _text_stage(table: pd.DataFrame, features: pd.DataFrame, notes: pd.DataFrame
     from blindcheck.features.text import TextOptions
 
     text_options = config.text or TextOptions()
-    rows = _text_rows(table, features, text_options.text_columns)
+    windowed = _windowed(features, notes)
+    rows = _text_rows(table, features, text_options.text_columns, windowed)
     rows["has_speech"] = _has_speech(features, config.min_speech_share)
-    text = extract_text(rows, store, text_options, workers=workers, executor=executor)
+    rows["windowed"] = windowed
+    text = extract_text(rows, store, text_options, workers=workers, executor=executor, policy=config.window_policy)
     errors += text.errors
     features = features.merge(text.features, on="id", how="inner")
     skipped = (text.transcripts["source"] == "skipped").to_numpy() if text.transcripts is not None else \
@@ -685,6 +693,16 @@ def _text_stage(table: pd.DataFrame, features: pd.DataFrame, notes: pd.DataFrame
     if content_stats is not None:
         content_stats["asr_skipped"] = int(skipped.sum())
     return features, notes, text.transcripts, text.stats
+
+
+def _windowed(features: pd.DataFrame, notes: pd.DataFrame) -> np.ndarray:
+    """Per clip of ``features``: whether the acoustic stage analysed it on windows (its note starting ``windowed``,
+    written by :func:`blindcheck.inputs.audio.decode_windows` under the run's policy), so that the voice and ASR
+    stages read the same windows and key their cache entries with the policy."""
+    if not len(notes):
+        return np.zeros(len(features), dtype=bool)
+    ids = set(notes.loc[notes["note"].astype(str).str.startswith("windowed"), "id"])
+    return features["id"].isin(ids).to_numpy()
 
 
 def _has_speech(features: pd.DataFrame, min_share: float) -> np.ndarray:
@@ -730,9 +748,11 @@ def _clip_rows(table: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-def _text_rows(table: pd.DataFrame, features: pd.DataFrame, text_columns=None) -> pd.DataFrame:
+def _text_rows(table: pd.DataFrame, features: pd.DataFrame, text_columns=None,
+               windowed: np.ndarray | None = None) -> pd.DataFrame:
     """What the text stage needs per analysed clip: :func:`_clip_rows`, given transcript, label, duration and the
-    text of each other text source (``source:<name>``; see :func:`blindcheck.inputs.manifest.text_sources`)."""
+    text of each other text source (``source:<name>``; see :func:`blindcheck.inputs.manifest.text_sources`). A
+    ``windowed`` clip's duration is not looked up when the features lack it (ASR reads its windows' lengths)."""
     from blindcheck.inputs.manifest import source_texts, text_sources
 
     rows = _clip_rows(table, features)
@@ -746,7 +766,11 @@ def _text_rows(table: pd.DataFrame, features: pd.DataFrame, text_columns=None) -
         import soundfile as sf
 
         duration = []
-        for path, s0, e0 in zip(rows["path"], rows["start"], rows["end"], strict=True):
+        skip = windowed if windowed is not None else np.zeros(len(rows), dtype=bool)
+        for path, s0, e0, w in zip(rows["path"], rows["start"], rows["end"], skip, strict=True):
+            if w:  # not needed, and a shard's clip would be decoded whole to learn it
+                duration.append(math.nan)
+                continue
             if not (math.isnan(s0) or math.isnan(e0)):
                 duration.append(e0 - s0)
                 continue

@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 
 from blindcheck.errors import BlindcheckError, option
+from blindcheck.extraction.cache import windowed_key
 from blindcheck.extraction.stages import StageResult, run_stage
-from blindcheck.features.asr import transcribe
+from blindcheck.features.asr import WINDOW_SEP, transcribe
 from blindcheck.features.text import (
     LEXICAL,
     TRANSCRIPT_COLUMNS,
@@ -27,6 +28,7 @@ from blindcheck.features.text import (
     model_tag,
     model_vocabulary,
 )
+from blindcheck.inputs.audio import WHOLE_FILES, WindowPolicy
 
 _EMBEDDERS: dict[tuple, Embedder] = {}
 
@@ -96,9 +98,12 @@ def _check_decoding_paths(modes: np.ndarray, labels: np.ndarray, ok: np.ndarray)
             f"({option('ASRConfig(pack=False)', '--asr-no-pack')})")
 
 
-def extract_text(rows: pd.DataFrame, store, options: TextOptions, workers: int = 1, executor=None) -> StageResult:
+def extract_text(rows: pd.DataFrame, store, options: TextOptions, workers: int = 1, executor=None,
+                 policy: WindowPolicy = WHOLE_FILES) -> StageResult:
     """Transcripts, the other text sources and ``text.*`` features for ``rows`` (columns: id, path, content_hash,
-    start, end, given_text, label, duration_s, and ``source:<name>`` per text source that is not a transcript).
+    start, end, given_text, label, duration_s, and ``source:<name>`` per text source that is not a transcript;
+    optionally ``has_speech``, the content gate, and ``windowed``: the clips the acoustic stage analysed on the
+    windows of ``policy``).
     Returns a :class:`~blindcheck.extraction.stages.StageResult` with ``features`` (id, transcript, ``text.*`` of
     the transcript; per source ``text:<name>``, its
     text, and ``text.<name>.*``), ``transcripts`` (None without a transcript source), ``errors`` (list of dicts)
@@ -107,6 +112,14 @@ def extract_text(rows: pd.DataFrame, store, options: TextOptions, workers: int =
     The transcript (given or ASR) and each other source are separate texts with separate features: a source's text
     is never replaced by or joined with ASR output. A clip without a source's text has NaN ``text.<name>.*``
     features (a note gives the coverage per side); a source empty for every clip is skipped with a note.
+
+    A windowed clip is transcribed on those windows only, its transcript theirs joined in order by
+    :data:`blindcheck.features.asr.WINDOW_SEP` (see :func:`blindcheck.features.asr.transcribe`), cached under a key
+    that holds the policy (:func:`blindcheck.extraction.cache.windowed_key`). Its ``text.*`` features describe
+    that transcript: counts (``n_chars``, ``n_words``) are over the windows' speech (``count x window_s`` seconds,
+    the same for every windowed clip of a run), not the whole file's, and the separators are left out of every
+    lexical statistic; the text features hold no rate (words per second) to mislead. A given transcript is the
+    manifest's, of the whole file.
 
     ASR windows and embedding batches run on ``executor`` (e.g. a :class:`blindcheck.runtime.executors.DaskExecutor`,
     whose workers load each model once and must see the cache directory) or, by default, in spawned local
@@ -125,7 +138,7 @@ def extract_text(rows: pd.DataFrame, store, options: TextOptions, workers: int =
             use_transcript = False
             notes.append(f"no transcript source ({why}); the text modality reads {', '.join(sources)} alone")
     if use_transcript:
-        transcripts, errors, stats = _transcripts(rows, store, options, workers, executor)
+        transcripts, errors, stats = _transcripts(rows, store, options, workers, executor, policy)
         notes = stats["notes"] = notes + stats["notes"]  # one list: the sources' notes below join it
     else:
         transcripts, errors = None, []
@@ -173,7 +186,10 @@ def extract_text(rows: pd.DataFrame, store, options: TextOptions, workers: int =
         parts.append(pd.DataFrame({"transcript": np.full(len(rows), "", dtype=object)}))
     for name, (t, ok) in texts.items():
         prefix = "text." if name == "" else f"text.{name}."
-        lex = pd.DataFrame([lexical(x, vocab) for x in t], columns=LEXICAL)
+        joined = (transcripts["windowed"].to_numpy(dtype=bool) if name == "" else np.zeros(len(t), dtype=bool))
+        lex = pd.DataFrame([lexical(x.replace(WINDOW_SEP, " ") if j else x, vocab) for x, j in zip(t, joined,
+                                                                                                  strict=True)],
+                           columns=LEXICAL)
         emb = ecache.reindex(keys[name])[emb_cols].reset_index(drop=True)
         feats = pd.concat([lex, emb], axis=1).astype(float)
         feats.loc[~ok] = math.nan  # no text here (for a source): nothing measured
@@ -185,8 +201,10 @@ def extract_text(rows: pd.DataFrame, store, options: TextOptions, workers: int =
                        stats=stats)
 
 
-def _transcripts(rows: pd.DataFrame, store, options: TextOptions, workers: int = 1, executor=None):
-    """The transcript source: given or ASR (see :func:`extract_text`). Returns (transcripts, errors, stats)."""
+def _transcripts(rows: pd.DataFrame, store, options: TextOptions, workers: int = 1, executor=None,
+                 policy: WindowPolicy = WHOLE_FILES):
+    """The transcript source: given or ASR (see :func:`extract_text`). Returns (transcripts, errors, stats), the
+    transcripts with a column ``windowed`` (ASR on windows)."""
 
     given = rows["given_text"].fillna("").astype(str)
     has = (given.str.strip() != "").to_numpy()
@@ -211,7 +229,11 @@ def _transcripts(rows: pd.DataFrame, store, options: TextOptions, workers: int =
     if no_speech.any():
         given = given.where(~no_speech, "")
         notes.append(f"ASR skipped on {int(no_speech.sum())} clips: no speech")
-    durations = rows["duration_s"].to_numpy(dtype=float)
+    windowed = (rows["windowed"].to_numpy(dtype=bool) if "windowed" in rows and policy.long_s is not None else
+                np.zeros(len(rows), dtype=bool)) & need_asr.to_numpy()
+    # what Whisper gets of each clip: a windowed clip's windows, each of window_s
+    durations = np.where(windowed, policy.window_s if policy.long_s is not None else math.nan,
+                         rows["duration_s"].to_numpy(dtype=float))
     if use_asr and options.asr.pack:
         long = ~(np.isfinite(durations) & (durations > 0) & (durations <= options.asr.max_packed_clip_s))
         long &= need_asr.to_numpy()
@@ -225,12 +247,15 @@ def _transcripts(rows: pd.DataFrame, store, options: TextOptions, workers: int =
                                 "text": given})
     for c in TRANSCRIPT_COLUMNS[1:]:
         transcripts[c] = "" if c in ("language", "mode") else math.nan
+    transcripts["windowed"] = windowed
     stats = {"given": int((~need_asr & ~no_speech).sum()), "asr_skipped": int(no_speech.sum()), "transcribed": 0,
              "transcripts_reused": 0, "embedded": 0, "embeddings_reused": 0, "failed": 0, "notes": notes}
     if need_asr.any():
         tag = options.asr.tag(store.root)
         asr_rows = np.nonzero(need_asr.to_numpy())[0]
-        hashes = rows["content_hash"].to_numpy()
+        pkey = policy.key()
+        hashes = np.array([windowed_key(h, pkey) if w else h for h, w in  # the cache keys
+                           zip(rows["content_hash"].to_numpy(), windowed, strict=True)], dtype=object)
         cached = store.read_features(tag, hashes[asr_rows])
         todo = [i for i in asr_rows if cached.empty or hashes[i] not in cached.index]
         same: dict[str, list[int]] = {}  # one transcription per distinct audio
@@ -239,7 +264,8 @@ def _transcripts(rows: pd.DataFrame, store, options: TextOptions, workers: int =
         stats["transcripts_reused"] = len(asr_rows) - len(todo)
         heads = [group[0] for group in same.values()]
         tasks = [{"row": int(i), "key": hashes[i], "path": rows["path"].iloc[i], "start": rows["start"].iloc[i],
-                  "end": rows["end"].iloc[i], "duration_s": durations[i]} for i in heads]
+                  "end": rows["end"].iloc[i], "duration_s": durations[i],
+                  "policy": dataclasses.asdict(policy) if windowed[i] else None} for i in heads]
         asr_stats: dict = {}
         new: list[dict] = []
 
@@ -265,7 +291,9 @@ def _transcripts(rows: pd.DataFrame, store, options: TextOptions, workers: int =
             cached = store.read_features(tag, hashes[asr_rows])
         stats["transcribed"] = len(new)
         stats["asr"] = {k: asr_stats.get(k, 0) for k in ("windows", "packed_windows", "windows_failed",
-                                                        "clips_redone", "rounds", "worker_crashes")}
+                                                        "clips_redone", "rounds", "worker_crashes",
+                                                        "windowed_clips", "audio_seconds")}
+        stats["asr"]["audio_seconds"] = round(float(stats["asr"]["audio_seconds"]), 3)
         stats["asr"]["packed_clips"] = sum(r["mode"] == "packed" for r in new)
         if not cached.empty:  # one aligned update: every cached value lands on each row of its audio
             found = cached.reindex(hashes[asr_rows])[[c for c in TRANSCRIPT_COLUMNS if c in cached]]

@@ -1,8 +1,10 @@
 """The voice stage: speaker-encoder embeddings of every clip in spawned workers (torch), cached; the per-clip
-computation lives in :mod:`blindcheck.features.voice`."""
+computation lives in :mod:`blindcheck.features.voice`. A long file (one the acoustic stage analysed on windows) is
+decoded and embedded on the same windows only."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import multiprocessing
 import threading
@@ -12,6 +14,7 @@ import pandas as pd
 
 from blindcheck.extraction.stages import StageResult, run_stage
 from blindcheck.features.voice import SpeakerEncoder, VoiceExtractor
+from blindcheck.inputs.audio import WHOLE_FILES, WindowPolicy
 
 _WORKER: VoiceExtractor | None = None  # this worker process's encoder (loaded once)
 _WORKER_LOCK = threading.Lock()
@@ -34,28 +37,43 @@ def _init_worker() -> None:
 
 
 def _embed_batch(tasks: list[dict]) -> list[dict]:
-    """Read, decode and embed clips in a worker. Never raises for one clip's problem."""
-    from blindcheck.inputs.audio import AudioError, content_hash, decode, load_clip, read_bytes
+    """Read, decode and embed clips in a worker; a task with a ``policy`` (a long clip) is decoded and embedded on
+    that policy's windows only (:func:`blindcheck.inputs.audio.decode_windows`) and its embedding is their mean
+    (:func:`blindcheck.features.voice.from_windows`). Never raises for one clip's problem. Each result says how
+    many ``seconds`` of audio went to the encoder's speech detection."""
+    from blindcheck.features.voice import from_windows
+    from blindcheck.inputs.audio import AudioError, content_hash, decode_windows, load_clip, read_bytes
 
     results, clips, where = [], [], []
     for t in tasks:
-        res = {"row": t["row"], "hash": t["hash"], "feats": None, "notes": [], "error": None}
+        res = {"row": t["row"], "hash": t["hash"], "key": t.get("key", t["hash"]), "feats": None, "notes": [],
+               "error": None, "seconds": 0.0}
         try:
             data = read_bytes(t["path"])
             h = content_hash(data, t["start"], t["end"])
             if t["hash"] is not None and h != t["hash"]:
                 raise AudioError("the file changed during the run (content hash differs)")
             res["hash"] = h
-            clip = load_clip(str(t["id"]), decode(data, t["start"], t["end"]))
-            clip.notes = []
-            clips.append(clip)
-            where.append(len(results))
+            if t.get("key") is None:
+                res["key"] = h
+            policy = WindowPolicy(**t["policy"]) if t.get("policy") else WHOLE_FILES
+            group = [load_clip(str(t["id"]), a) for a in decode_windows(data, t["start"], t["end"], policy=policy)]
+            for clip in group:
+                clip.notes = []  # what decoding said is the acoustic stage's note
+            res["seconds"] = sum(len(c.y) / c.sr for c in group)
+            where.append((len(results), len(clips), len(group)))
+            clips += group
         except Exception as exc:
             res["error"] = f"{type(exc).__name__}: {exc}" if not isinstance(exc, AudioError) else str(exc)
         results.append(res)
     ext = _WORKER or VoiceExtractor()
-    for clip, i, values in zip(clips, where, ext.extract_batch(clips), strict=True):
-        results[i]["feats"], results[i]["notes"] = values, list(clip.notes)
+    values = ext.extract_batch(clips)
+    for i, lo, n in where:
+        if n == 1:
+            results[i]["feats"], results[i]["notes"] = values[lo], list(clips[lo].notes)
+        else:
+            results[i]["feats"], results[i]["notes"] = from_windows(values[lo:lo + n],
+                                                                     [c.notes for c in clips[lo:lo + n]])
     return results
 
 
@@ -66,39 +84,50 @@ def _voice_job(job: dict) -> list[dict]:
 
     _init_worker()
     results = _embed_batch(job["tasks"])
-    new = [{"content_hash": r["hash"], "_notes": "\n".join(r["notes"]), **r["feats"]} for r in results
+    new = [{"content_hash": r["key"], "_notes": "\n".join(r["notes"]), **r["feats"]} for r in results
            if not r["error"]]
     if new:
         Store(job["cache"]).append_features(job["tag"], pd.DataFrame(new))
-    return [{"row": r["row"], "hash": r["hash"], "error": r["error"]} for r in results]
+    return [{"row": r["row"], "hash": r["key"], "error": r["error"], "seconds": r["seconds"]} for r in results]
 
 
 def extract_voice(rows: pd.DataFrame, store, workers: int = 1, batch_size: int = 32, progress=None,
-                  executor=None) -> StageResult:
-    """``voice.*`` for ``rows`` (columns: id, content_hash, path, start, end), from the cache where it has them
-    and else in batches on ``executor`` (e.g. a :class:`blindcheck.runtime.executors.DaskExecutor`, whose workers load
-    the encoder once and must see the cache directory) or, by default, in ``workers`` spawned local processes.
+                  executor=None, policy: WindowPolicy = WHOLE_FILES) -> StageResult:
+    """``voice.*`` for ``rows`` (columns: id, content_hash, path, start, end, and optionally ``windowed``: the clips
+    the acoustic stage analysed on the windows of ``policy``), from the cache where it has them and else in batches
+    on ``executor`` (e.g. a :class:`blindcheck.runtime.executors.DaskExecutor`, whose workers load the encoder once
+    and must see the cache directory) or, by default, in ``workers`` spawned local processes. A windowed clip is
+    decoded and embedded on those windows only, its embedding the mean of theirs
+    (:func:`blindcheck.features.voice.from_windows`), so a long file costs what its windows cost.
     Each batch's embeddings are written to the cache by its worker. A batch whose worker died is tried again
     one clip at a time; a clip that kills its worker alone becomes an error. Returns a
     :class:`~blindcheck.extraction.stages.StageResult`: ``features`` (id, voice.*), ``notes``, ``errors``,
-    ``stats``. Cached like every extractor: keyed by the audio's
-    content hash and :func:`cache_tag`."""
+    ``stats``. Cached like every extractor: keyed by the audio's content hash (and, for a windowed clip, the
+    policy: :func:`blindcheck.extraction.cache.windowed_key`) and :func:`cache_tag`."""
+    from blindcheck.extraction.cache import windowed_key
     from blindcheck.features import cache_tag
     from blindcheck.runtime.executors import LocalExecutor
 
     ext = VoiceExtractor()
     tag = cache_tag(ext)
     names = ext.feature_names()
-    hashes = rows["content_hash"].to_numpy()
+    windowed = (rows["windowed"].to_numpy(dtype=bool) if "windowed" in rows else np.zeros(len(rows), dtype=bool)) \
+        & (policy.long_s is not None)
+    content = rows["content_hash"].to_numpy()
+    pkey = policy.key()
+    hashes = np.array([windowed_key(h, pkey) if w else h for h, w in zip(content, windowed, strict=True)],
+                      dtype=object)  # the cache keys
     present = store.present(tag, hashes)  # this run's clips only, whatever else the cache holds
     todo: dict[str, int] = {}
     for i, h in enumerate(hashes):
         if h not in present and h not in todo:
             todo[h] = i
-    tasks = [{"row": i, "id": rows["id"].iloc[i], "hash": h, "path": rows["path"].iloc[i],
-              "start": float(rows["start"].iloc[i]), "end": float(rows["end"].iloc[i])} for h, i in todo.items()]
+    tasks = [{"row": i, "id": rows["id"].iloc[i], "hash": content[i], "key": h, "path": rows["path"].iloc[i],
+              "start": float(rows["start"].iloc[i]), "end": float(rows["end"].iloc[i]),
+              "policy": dataclasses.asdict(policy) if windowed[i] else None} for h, i in todo.items()]
     errors: list[dict] = []
     failed: set[str] = set()
+    seconds = 0.0
     n_workers = max(1, min(workers, math.ceil(len(tasks) / batch_size)))
     if tasks:
         if executor is None:
@@ -114,11 +143,13 @@ def extract_voice(rows: pd.DataFrame, store, workers: int = 1, batch_size: int =
 
         def lost(job: dict) -> list[dict]:  # a clip that killed its worker on its own
             t = job["tasks"][0]
-            return [{"row": t["row"], "hash": t["hash"], "error": "the worker process died while embedding this clip"}]
+            return [{"row": t["row"], "hash": t["key"], "seconds": 0.0,
+                     "error": "the worker process died while embedding this clip"}]
 
         def finished(job: dict, result: list[dict]) -> None:
-            nonlocal done
+            nonlocal done, seconds
             for r in result:
+                seconds += r.get("seconds", 0.0)
                 if r["error"]:
                     failed.add(r["hash"])
                     errors.append({"id": r["row"], "stage": "voice", "message": r["error"]})
@@ -128,7 +159,7 @@ def extract_voice(rows: pd.DataFrame, store, workers: int = 1, batch_size: int =
 
         run_stage(executor, _voice_job, jobs, alone, on_result=finished, on_lost=lost, store=store, tags=[tag])
     cached = store.read_features(tag, hashes)
-    ok = np.array([h not in failed for h in hashes])
+    ok = np.array([h not in failed for h in hashes], dtype=bool)
     block = cached.reindex(hashes)[names].astype(float) if not cached.empty else \
         pd.DataFrame(np.nan, index=range(len(rows)), columns=names)
     feats = block.reset_index(drop=True)
@@ -142,5 +173,6 @@ def extract_voice(rows: pd.DataFrame, store, workers: int = 1, batch_size: int =
     for e in errors:
         e["id"], e["path"] = rows["id"].iloc[e["id"]], rows["path"].iloc[e["id"]]
     stats = {"embedded": len(tasks) - len(failed), "reused": int(len(set(hashes)) - len(tasks)),
-             "failed": len(failed), "workers": n_workers if tasks else 0}
+             "failed": len(failed), "workers": n_workers if tasks else 0, "windowed": int(windowed.sum()),
+             "audio_seconds": round(seconds, 3)}
     return StageResult(features=feats[ok].reset_index(drop=True), notes=notes, errors=errors, stats=stats)

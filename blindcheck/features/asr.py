@@ -23,6 +23,12 @@ The same definitions hold in both modes, so packed and single clips are comparab
 join of the clip's words; ``word_logprob`` is the mean log-probability of its words; ``compression_ratio``
 is the zlib ratio of its transcript (Whisper's own definition); ``no_speech_prob`` is the largest no-speech
 probability of the segments its words came from (in a packed window, a segment can hold several clips).
+A long clip (one the acoustic stage analysed on the windows of a :class:`blindcheck.inputs.audio.WindowPolicy`)
+is transcribed on those windows only: each window is a short clip of its own, packed (or transcribed alone) by the
+same rules, and the clip's transcript joins the windows' in order with :data:`WINDOW_SEP` (" … "), which says
+that they are not contiguous (:func:`window_tasks`, :func:`join_windows`). A 5-minute file then costs Whisper
+what its windows cost (3 x 5 s by default), not ten 30 s chunks.
+
 Decoding is greedy or beam search at temperature 0 only, so transcripts are deterministic and cacheable, and
 it may emit at most :func:`max_tokens` tokens, which bounds the damage of a decoding loop.
 """
@@ -52,6 +58,7 @@ MAX_COMPRESSION_RATIO = 2.4  # Whisper's own threshold for a repetition loop
 MAX_EMPTY_SHARE = 0.2
 TARGET_DBFS = -20.0
 MAX_GAIN_DB = 40.0
+WINDOW_SEP = " … "  # between the transcripts of a long clip's windows: they are not contiguous
 COMPUTE_TYPES = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16", "float32")
 
 
@@ -149,14 +156,16 @@ def pack(clips: list[np.ndarray], gap_s: float) -> tuple[np.ndarray, list[tuple[
     return np.concatenate(parts), spans
 
 
-def split_words(segments: list[dict], spans: list[tuple[float, float]]):
+def split_words(segments: list[dict], spans: list[tuple[float, float]], joined: set[int] | frozenset = frozenset()):
     """Assign each word of ``segments`` (dicts with ``words``: start, end, word, probability) to a clip by the
     midpoint of its timestamps: the clip it falls in, or, in a gap, the nearer clip (Whisper's word timings
     fill the pauses, so a word often starts in the gap before its clip or ends in the gap after it).
 
     Returns (per-clip lists of (word, segment index), indices of doubtful clips, None), or (None, None,
     reason) when the whole window cannot be trusted: more than a fifth of its clips got no words. A word
-    whose midpoint lies in the middle fifth of a gap makes both clips beside it doubtful.
+    whose midpoint lies in the middle fifth of a gap makes both clips beside it doubtful, except in a gap of
+    ``joined`` (gap ``j`` lies between clips ``j`` and ``j + 1``): there the two are consecutive windows of one
+    long clip, whose transcript holds the word at the same place whichever side of the gap it goes to.
     """
     starts = np.array([a for a, _ in spans])
     ends = np.array([b for _, b in spans])
@@ -172,7 +181,7 @@ def split_words(segments: list[dict], spans: list[tuple[float, float]]):
                 best = min(max(after - 1, 0), len(spans) - 1)
             else:  # in the gap between clip after-1 and clip after
                 to_prev, to_next = mid - ends[after - 1], starts[after] - mid
-                if abs(to_prev - to_next) < 0.2 * (starts[after] - ends[after - 1]):
+                if abs(to_prev - to_next) < 0.2 * (starts[after] - ends[after - 1]) and after - 1 not in joined:
                     doubtful |= {after - 1, after}
                 best = after - 1 if to_prev < to_next else after
             out[best].append((w, k))
@@ -202,7 +211,8 @@ def plausible(words: list, duration_s: float) -> bool:
 
 def plan_windows(tasks: list[dict], config: ASRConfig, salt: int = 0) -> list[list[dict]]:
     """Group tasks (dicts with key and duration_s) into windows: short clips packed in an order set by a hash
-    of their key (and ``salt``, which gives each round new neighbours), every other clip alone."""
+    of their key (and ``salt``, which gives each round new neighbours), every other clip alone. The windows of a
+    long clip (:func:`window_tasks`) are short clips like the others, each placed by its own key."""
     if not config.pack:
         return [[t] for t in tasks]
     short = [t for t in tasks if np.isfinite(t.get("duration_s", math.nan)) and
@@ -352,14 +362,14 @@ def _decode(y: np.ndarray, speech_s: float, n_clips: int = 1) -> tuple[list[dict
 def _window(tasks: list[dict]) -> tuple[list[dict], dict]:
     """One job: the tasks of one window. Returns per task either a result, an error, or ``redo`` (with why);
     and the window's outcome (packed, failed reason)."""
-    from blindcheck.inputs.audio import AudioError, decode, read_bytes, resample
+    from blindcheck.inputs.audio import AudioError, resample
 
     if "init_error" in _ASR:
         raise _ASR["init_error"]
     out, clips = [], []
     for t in tasks:
         try:
-            audio = decode(read_bytes(t["path"]), t["start"], t["end"])
+            audio = _decode_task(t)
             clips.append((t, level(resample(audio.samples, audio.sr, SR)), audio.duration_s))
         except AudioError as exc:
             out.append({"row": t["row"], "error": f"decode: {exc}"})
@@ -369,7 +379,7 @@ def _window(tasks: list[dict]) -> tuple[list[dict], dict]:
         return out + [{"row": clips[0][0]["row"], "redo": "its window-mates failed to decode"}], {}
     def done(t: dict, words: list, segments: list[dict], language: str, mode: str, duration: float) -> dict:
         return {"row": t["row"], **summarise(words, segments, language, mode, len(clips)), "duration_s": duration,
-                "error": None}
+                "n_words": len(words), "error": None}
 
     if len(clips) == 1:
         t, y, duration = clips[0]
@@ -382,9 +392,12 @@ def _window(tasks: list[dict]) -> tuple[list[dict], dict]:
     if not clips:
         return out, {}
     window, spans = pack([y for _, y, _ in clips], _ASR["config"].gap_s)
+    joined = {j for j in range(len(clips) - 1) if "group" in clips[j][0] and
+              clips[j + 1][0].get("group") == clips[j][0]["group"] and
+              clips[j + 1][0]["window"] == clips[j][0]["window"] + 1}  # consecutive windows of one long clip
     try:
         segments, language = _decode(window, sum(d for _, _, d in clips), len(clips))
-        words, doubtful, reason = split_words(segments, spans)
+        words, doubtful, reason = split_words(segments, spans, joined)
     except Exception as exc:  # the backend failed on the window: next round the clips get other neighbours
         words, doubtful, reason = None, None, f"{type(exc).__name__}: {exc}"
     if words is None:
@@ -399,6 +412,66 @@ def _window(tasks: list[dict]) -> tuple[list[dict], dict]:
         else:
             out.append(done(t, w, segments, language, "packed", duration))
     return out, {}
+
+
+def _decode_task(t: dict):
+    """The audio of one task: its file or segment, or, for one window of a long clip (``policy`` and ``window``:
+    see :func:`window_tasks`), that window alone, read by :func:`blindcheck.inputs.audio.decode_windows` as the
+    acoustic stage reads it."""
+    from blindcheck.inputs.audio import AudioError, WindowPolicy, decode, decode_windows, read_bytes
+
+    data = read_bytes(t["path"])
+    if t.get("policy") is None:
+        return decode(data, t["start"], t["end"])
+    policy = WindowPolicy(**t["policy"])
+    pieces = decode_windows(data, t["start"], t["end"], policy=policy)
+    if pieces[0].window is None:
+        raise AudioError(f"not longer than {policy.long_s:g} s: it has no windows to transcribe")
+    if t["window"] >= len(pieces):
+        raise AudioError(f"window {t['window'] + 1} of {policy.count} holds no samples")
+    return pieces[t["window"]]
+
+
+def window_tasks(tasks: list[dict]) -> list[dict]:
+    """The tasks Whisper gets: each task as it is, except a long clip's (one with ``policy``, a
+    :class:`blindcheck.inputs.audio.WindowPolicy` as a dict), which becomes one task per window of the policy,
+    row ``(row, k)``, key ``key|wk`` and duration ``window_s``: a short clip like any other, packed with other
+    clips (or transcribed alone) under the same rules, so that a long file costs what its windows cost."""
+    out = []
+    for t in tasks:
+        if t.get("policy") is None:
+            out.append(t)
+            continue
+        count, window_s = int(t["policy"]["count"]), float(t["policy"]["window_s"])
+        key = t.get("key", t["path"])
+        out += [{**t, "row": (t["row"], k), "window": k, "key": f"{key}|w{k}", "group": key, "duration_s": window_s}
+                for k in range(count)]
+    return out
+
+
+def join_windows(parts: list[dict]) -> dict:
+    """One long clip's result from its windows' (in order): the windows' transcripts joined by
+    :data:`WINDOW_SEP` (an empty window adds nothing), ``word_logprob`` the mean over all their words,
+    ``no_speech_prob`` the largest, ``compression_ratio`` of the words joined by spaces (the separator is no
+    speech), ``mode`` single when any window was transcribed alone (the conservative side for the decoding-path
+    check), ``window_size`` the largest, ``duration_s`` the seconds transcribed (the windows'). The first error of
+    a window is the clip's."""
+    for k, p in enumerate(parts):
+        if p.get("error"):
+            return {"error": f"window {k + 1} of {len(parts)}: {p['error']}"}
+    texts = [p["text"] for p in parts if p["text"]]
+    counts = [p.get("n_words", 0) for p in parts]
+    logp = [(p["word_logprob"], n) for p, n in zip(parts, counts, strict=True)
+            if n and math.isfinite(p["word_logprob"])]
+    nsp = [p["no_speech_prob"] for p in parts if math.isfinite(p["no_speech_prob"])]
+    return {"text": WINDOW_SEP.join(texts),
+            "word_logprob": sum(lp * n for lp, n in logp) / sum(n for _, n in logp) if logp else math.nan,
+            "no_speech_prob": max(nsp) if nsp else math.nan, "compression_ratio": compression_ratio(" ".join(texts)),
+            "language": next((p["language"] for p in parts if p["language"]), parts[0]["language"]),
+            "mode": "single" if any(p["mode"] == "single" for p in parts) else "packed",
+            "window_size": max(p["window_size"] for p in parts),
+            "duration_s": float(sum(p["duration_s"] for p in parts)), "n_words": sum(counts), "windows": len(parts),
+            "error": None}
 
 
 def _asr_job(job: dict) -> tuple[list[dict], dict]:
@@ -426,19 +499,26 @@ def transcribe(tasks: list[dict], config: ASRConfig, workers: int = 1, stats: di
     native library) costs only its window: the window's clips are tried again one at a time, first and with
     nothing else in flight, and a clip that kills a worker on its own becomes an error; the run goes on.
 
+    A task with ``policy`` (a long clip: a :class:`blindcheck.inputs.audio.WindowPolicy` as a dict) is transcribed
+    on that policy's windows only, each window a clip of its own (:func:`window_tasks`), and its result joins
+    theirs in order (:func:`join_windows`), reaching ``on_results`` once every window is done.
+
     Returns one dict per task: row, text, word_logprob, no_speech_prob, compression_ratio, language, mode,
-    window_size, duration_s, error (None on success). ``stats``, when given, receives windows,
-    packed_windows, windows_failed (not trusted as a whole), clips_redone (clip transcriptions that a later
-    round redid), rounds, reasons (why windows failed) and worker_crashes.
+    window_size, duration_s (the seconds transcribed), error (None on success). ``stats``, when given, receives
+    windows, packed_windows, windows_failed (not trusted as a whole), clips_redone (clip transcriptions that a later
+    round redid), rounds, reasons (why windows failed), worker_crashes, windowed_clips and audio_seconds (the
+    seconds of audio decoded for Whisper, over the clips that succeeded).
     """
     from blindcheck.runtime.executors import LocalExecutor
 
     if not tasks:
         return []
+    count = {t["row"]: int(t["policy"]["count"]) for t in tasks if t.get("policy") is not None}
+    parts: dict = {}  # a long clip's window results, by window, until all are in
     by_row = {t["row"]: {"key": t.get("key", t["path"]), "duration_s": t.get("duration_s", math.nan), **t}
-              for t in tasks}
+              for t in window_tasks(tasks)}
     totals = {"windows": 0, "packed_windows": 0, "windows_failed": 0, "clips_redone": 0, "rounds": 0,
-              "reasons": [], "worker_crashes": 0}
+              "reasons": [], "worker_crashes": 0, "windowed_clips": len(count), "audio_seconds": 0.0}
     windows = plan_windows(list(by_row.values()), config)
     if executor is None:
         workers = max(1, min(workers, len(windows)))
@@ -457,6 +537,15 @@ def transcribe(tasks: list[dict], config: ASRConfig, workers: int = 1, stats: di
         done = []
         for r in results:
             if "redo" not in r:
+                if isinstance(r["row"], tuple):  # one window of a long clip
+                    row, k = r["row"]
+                    parts.setdefault(row, {})[k] = r
+                    if len(parts[row]) < count[row]:
+                        continue
+                    got = parts.pop(row)
+                    r = {**join_windows([got[j] for j in range(count[row])]), "row": row}
+                if r.get("error") is None:
+                    totals["audio_seconds"] += float(r.get("duration_s", 0.0))
                 done.append(r)
                 continue
             task = by_row[r["row"]]

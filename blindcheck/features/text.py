@@ -23,8 +23,12 @@ Features (``text.*``) depend on the transcript alone, so that the text modality 
 modality (duration, level, recording quality): characters, words, mean word length, type/token ratio, shares of
 digits, punctuation and out-of-vocabulary-looking words (not a whole word of the embedding model's
 vocabulary), the transcript's zlib compression ratio, an empty-transcript flag and the sentence embedding
-(``text.emb_000`` ...). Rates (words per second) are prosodic (``prosodic.speaking_rate``); the ASR's confidence
-(mean log-probability of the clip's words) depends on the recording and stays in ``transcripts.csv``.
+(``text.emb_000`` ...). Rates (words per second) are prosodic (``prosodic.speaking_rate``, per second of each
+analysed window for a long file); the ASR's confidence (mean log-probability of the clip's words) depends on the
+recording and stays in ``transcripts.csv``. A long file analysed on windows is transcribed on those windows only,
+its transcript theirs joined by " … " (:data:`blindcheck.features.asr.WINDOW_SEP`): its counts (``n_chars``,
+``n_words``) are over the windows' speech (the same ``count x window_s`` seconds for every windowed clip of a
+run), not the whole file's, and the separators are left out of every statistic.
 """
 
 from __future__ import annotations

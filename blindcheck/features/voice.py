@@ -13,6 +13,9 @@ lag of 60-400 Hz), with 50 ms of context around each, normalised to -30 dBFS (so
 level-free; the level lives in ``recording.*``). A clip with less than :data:`MIN_VOICED_S` of voiced speech
 — a very short clip, silence, noise — gets NaN features and a note saying why. Like resemblyzer, the speech is
 cut into 1.6 s partials (1.3 per second, zero-padded when shorter) whose embeddings are averaged and L2-normed.
+A long file analysed on windows (:class:`blindcheck.inputs.audio.WindowPolicy`) is embedded window by window, each
+as a clip of its own, and gets the normed mean of the embeddings of its windows with enough voiced speech
+(:func:`from_windows`).
 
 torch never enters the process that runs xgboost (its OpenMP runtime made every boosting round ~100x slower):
 this module imports torch only inside :meth:`VoiceExtractor.extract_batch`, which :func:`extract_voice` runs
@@ -228,13 +231,35 @@ class VoiceExtractor:
         return out
 
 
-# ------------------------------------------------------------------------------------------ worker side
+def from_windows(values: list[dict[str, float]], notes: list[list[str]]) -> tuple[dict[str, float], list[str]]:
+    """One long clip's embedding from those of its windows (:class:`blindcheck.inputs.audio.WindowPolicy`), each
+    embedded as a clip of its own (``values``, with each window's ``notes``): the mean of the embeddings of the
+    windows that hold enough voiced speech (:data:`MIN_VOICED_S`), L2-normed again; NaN where none does.
 
-
-
-
-
-
-
-
-
+    Why this mean: a window's embedding is already the normed mean of its 1.6 s partials, as for any clip, and
+    the normed mean of utterance embeddings is GE2E's own speaker centroid; giving each window one vote (rather
+    than pooling every partial, which weights the windows by their voiced seconds) keeps the estimate spread over
+    the file, which is what the evenly spaced windows are for; and joining the windows' speech into one signal
+    would make partials across a cut between two distant moments. Returns (features, notes)."""
+    names = list(values[0]) if values else []
+    ok = [v for v in values if all(math.isfinite(x) for x in v.values())]
+    out_notes = []
+    if not ok:
+        out = dict.fromkeys(names, math.nan)
+        out_notes.append(f"voice: none of the {len(values)} windows holds {MIN_VOICED_S:.2f} s of voiced speech, "
+                         "voice features are NaN")
+    else:
+        v = np.mean([[d[k] for k in names] for d in ok], axis=0)
+        v = v / max(float(np.linalg.norm(v)), 1e-12)
+        out = dict(zip(names, v.astype(float).tolist(), strict=True))
+        if len(ok) < len(values):
+            out_notes.append(f"voice: {len(values) - len(ok)} of {len(values)} windows hold less than "
+                             f"{MIN_VOICED_S:.2f} s of voiced speech: the embedding is the mean of the other "
+                             f"{len(ok)}")
+    seen: dict[str, int] = {}
+    for window_notes in notes:  # what the windows said beyond that (counted, as the acoustic stage counts them)
+        for n in window_notes:
+            if "voice features are NaN" not in n:
+                seen[n] = seen.get(n, 0) + 1
+    out_notes += [f"{n} (in {k} of {len(values)} windows)" for n, k in seen.items()]
+    return out, out_notes

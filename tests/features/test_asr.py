@@ -39,6 +39,9 @@ def test_a_word_in_the_middle_of_a_gap_makes_both_neighbours_doubtful():
     out, doubtful, reason = split_words(segments, SPANS)  # "y" has its midpoint at 2.25, the gap's middle
     assert reason is None and doubtful == {1, 2}
     assert [len(o) for o in out] == [1, 1, 2]
+    # Between consecutive windows of one long clip the word is no doubt: either side, its transcript holds it there.
+    out, doubtful, reason = split_words(segments, SPANS, joined={1})
+    assert reason is None and doubtful == set() and [len(o) for o in out] == [1, 1, 2]
 
 
 def test_a_window_whose_timestamps_collapse_is_not_trusted():
