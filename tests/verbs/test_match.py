@@ -70,7 +70,11 @@ def codec(base):
     # needs the best of seven fresh AUCs below ~0.54, which a null subset of this size reaches about half the time
     # (any change to the features or seeds flipped which method passed). The claim here is that the codec is
     # matched away, so the re-check tolerates 0.65 and aims at 0.60; the split itself is judged at the defaults.
-    relaxed = dataclasses.replace(result, settings=result.settings.replace(tolerated_auc=0.65, match_target_auc=0.60))
+    # Likewise the isolated share: at ~80 clips a side its upper bound cannot fall below 10% even on a null subset
+    # (the threshold must sit at the other side's 4th highest clip to stay below the population 1%-FPR point: a
+    # null subset reads ~11%; README, the isolated share's bounds), so the re-check tolerates 15%.
+    relaxed = dataclasses.replace(result, settings=result.settings.replace(
+        tolerated_auc=0.65, match_target_auc=0.60, tolerated_share=0.15))
     res = match_from_check(relaxed)
     write_match(res, result.manifest, d / "codec_out")
     return res, result, meta, labels, touched, d
