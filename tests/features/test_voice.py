@@ -170,7 +170,11 @@ def test_random_splits_stay_clean_with_voice(voiced):
         statuses.append(v.status)
     # P(2 or more false alarms of 4 at alpha = 0.05) = 0.014
     assert statuses.count("confounded") <= 1, statuses
-    assert statuses.count("clean") >= 3, statuses
+    # clean needs every model-side's isolated-share upper bound under 10%, with the threshold placed honestly
+    # (README, the isolated share's bounds): at 240 a side, with the voice models added, about half of null
+    # splits are clean (2 of these 4; the 40-split rate without voice is in the README). None clean of 4 would
+    # happen with probability 0.06 at a rate of one half.
+    assert statuses.count("clean") >= 1, statuses
 
 
 def test_bad_clips_get_nan_voice_features_with_a_reason(tmp_path, fsdd_meta):
