@@ -46,13 +46,17 @@ def chance_rate(n_other: int, j: int) -> float:
     return (j + 1) / (n_other + 1)
 
 
+def threshold(other: np.ndarray, j: int) -> float:
+    """The (j + 1)-th highest score of ``other`` (-inf when j >= len(other): every clip is let through)."""
+    other = np.asarray(other, float)
+    if j >= len(other):
+        return -math.inf
+    return float(np.partition(other, len(other) - 1 - j)[len(other) - 1 - j])
+
+
 def count_above(side: np.ndarray, other: np.ndarray, j: int) -> int:
     """Clips of ``side`` strictly above the (j + 1)-th highest score of ``other`` (all of them when j >= len(other))."""
-    side, other = np.asarray(side, float), np.asarray(other, float)
-    if j >= len(other):
-        return int(len(side))
-    thr = np.partition(other, len(other) - 1 - j)[len(other) - 1 - j]
-    return int((side > thr).sum())
+    return int((np.asarray(side, float) > threshold(other, j)).sum())
 
 
 def estimate(k: int, n: int, n_other: int, j: int) -> float:
@@ -76,15 +80,6 @@ def _exceed_given_m(k: int, n: int, n_other: int, j: int) -> np.ndarray:
     elif mid.any():  # the threshold lets every clip of the other side through: every clip is above it
         out[mid] = 1.0
     return np.clip(out, 0.0, 1.0)
-
-
-def p_value(k: int, n: int, n_other: int, j: int, share: float) -> float:
-    """Exact p-value of "at most ``share`` of the side differs from the other side" given K = ``k``."""
-    if k <= 0:
-        return 1.0
-    cond = _exceed_given_m(k, n, n_other, j)
-    w = binom.pmf(np.arange(n + 1), n, min(max(share, 0.0), 1.0))
-    return float(min(1.0, (w * cond).sum()))
 
 
 def lower(k: int, n: int, n_other: int, j: int, level: float, tol: float = 1e-5) -> float:
@@ -121,29 +116,19 @@ def upper_allowed(n_other: int, fpr: float, beta: float) -> int:
     return j
 
 
-def clopper_pearson_upper(k: int, n: int, level: float) -> float:
-    if n <= 0:
-        return math.nan
-    if k >= n:
-        return 1.0
-    return float(beta_dist.ppf(level, k + 1, n - k))
-
-
-def upper_from_count(k_upper: int, n: int, fpr: float, level: float) -> float:
-    """The upper bound from K' = ``k_upper`` clips above the (j' + 1)-th of the other side (:func:`upper_allowed`
-    at beta = (1 - level) / 2), at level 1 - (1 - level) / 2 for the count."""
-    if n <= 0:
-        return math.nan
-    p = clopper_pearson_upper(int(k_upper), int(n), 1 - (1 - level) / 2)
-    return max(0.0, (p - fpr) / (1 - fpr))
-
-
 def upper_from_counts(k_upper: np.ndarray, n: int, fpr: float, level: float) -> np.ndarray:
-    """:func:`upper_from_count` over an array of counts."""
+    """The upper bound from K' = ``k_upper`` clips (a count or an array of them) above the (j' + 1)-th of the
+    other side (:func:`upper_allowed` at beta = (1 - level) / 2): a Clopper-Pearson bound of K' / n at level
+    1 - (1 - level) / 2, less what the FPR lets through."""
     k = np.asarray(k_upper, dtype=float)
     q = 1 - (1 - level) / 2
     p = np.where(k >= n, 1.0, beta_dist.ppf(q, k + 1, np.maximum(n - k, 1e-12)))
     return np.maximum(0.0, (p - fpr) / (1 - fpr))
+
+
+def upper_from_count(k_upper: int, n: int, fpr: float, level: float) -> float:
+    """:func:`upper_from_counts` of one count (NaN without clips)."""
+    return float(upper_from_counts(k_upper, n, fpr, level)) if n > 0 else math.nan
 
 
 def upper(side: np.ndarray, other: np.ndarray, fpr: float, level: float,
@@ -159,8 +144,7 @@ def upper(side: np.ndarray, other: np.ndarray, fpr: float, level: float,
     k = count_above(side, other, jp)
     deff = 1.0
     if side_groups is not None:
-        thr = np.sort(np.asarray(other, float))[::-1][jp] if jp < n_other else -np.inf
-        deff = design_effect(np.asarray(side, float) > thr, side_groups)
+        deff = design_effect(np.asarray(side, float) > threshold(other, jp), side_groups)
     if deff <= 1.0:
         return upper_from_count(k, n, fpr, level)
     # fewer effective clips: the threshold moves down to the same guarantee on n_other / deff clips (its quantile
@@ -206,8 +190,7 @@ def lower_grouped(side: np.ndarray, other: np.ndarray, fpr: float, level: float,
         return math.nan
     j = allowed(n_other, fpr)
     k = count_above(side, other, j)
-    thr_ind = np.asarray(side, float) > (np.sort(np.asarray(other, float))[::-1][j] if j < n_other else -np.inf)
-    deff = design_effect(thr_ind, side_groups)
+    deff = design_effect(np.asarray(side, float) > threshold(other, j), side_groups)
     if deff <= 1.0:
         return lower(k, n, n_other, j, level)
     n_e, n_oe = max(1, int(round(n / deff))), max(1, int(round(n_other / deff)))

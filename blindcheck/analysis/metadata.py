@@ -94,16 +94,7 @@ class MetadataReport:
         :func:`blindcheck.analysis.verdict.criterion_alphas`): Holm at ``alpha``, lower bounds at 1 - alpha/k."""
         if alpha == self.alpha:
             return self
-        k = max(len(self.columns), 1)
-        zq = stats.quantile(1 - alpha / k)
-        cols = []
-        for d in self.columns:
-            d = dict(d)
-            effect, se = d["effect_auc"], d["se"]
-            d["lower_bound"] = effect - zq * se if math.isfinite(se) and math.isfinite(effect) else math.nan
-            d["decisive"] = bool(d["p_holm"] <= alpha and math.isfinite(d["lower_bound"])
-                                 and d["lower_bound"] > self.tolerated_auc)
-            cols.append(d)
+        cols = [_decide(dict(d), alpha, len(self.columns), self.tolerated_auc) for d in self.columns]
         return dataclasses.replace(self, columns=cols, alpha=alpha)
 
     def to_dict(self) -> dict:
@@ -318,16 +309,22 @@ def metadata_evidence(table: pd.DataFrame, labels: np.ndarray, alpha: float, tol
             out.append(_categorical(c, x, y, Y[:permutations], rng, folds, seed, cv_relabellings, bootstrap, level))
         else:
             out.append(_numeric(c, x, y, Y[:permutations], groups))
-    k = len(out)
     for d, ph in zip(out, holm([d["p"] for d in out]), strict=True):
-        effect = d["auc"] if d["kind"] == "categorical" else max(d["auc"], 1 - d["auc"])
-        zq = stats.quantile(1 - alpha / max(k, 1))
-        lower = effect - zq * d["se"] if math.isfinite(d["se"]) and math.isfinite(effect) else math.nan
-        d.update(p_holm=ph, effect_auc=effect, lower_bound=lower,
-                 decisive=bool(ph <= alpha and math.isfinite(lower) and lower > tolerated_auc))
+        d.update(p_holm=ph, effect_auc=d["auc"] if d["kind"] == "categorical" else max(d["auc"], 1 - d["auc"]))
+        _decide(d, alpha, len(out), tolerated_auc)
         d["summary"] = describe(d)
     return MetadataReport(columns=out, skipped=skipped, alpha=alpha, tolerated_auc=tolerated_auc,
                           permutations=permutations, grouped=groups is not None)
+
+
+def _decide(d: dict, alpha: float, k: int, tolerated_auc: float) -> dict:
+    """A column's lower bound at 1 - alpha/k (of ``effect_auc`` with ``se``) and whether it is decisive (Holm p at
+    most alpha and that bound above the tolerated AUC), set on ``d`` and returned."""
+    effect, se = d["effect_auc"], d["se"]
+    lower = effect - stats.quantile(1 - alpha / max(k, 1)) * se if math.isfinite(se) and math.isfinite(effect) \
+        else math.nan
+    d.update(lower_bound=lower, decisive=bool(d["p_holm"] <= alpha and math.isfinite(lower) and lower > tolerated_auc))
+    return d
 
 
 CONTENT_TYPE = "content_type"  # the derived column: each clip's dominant content (speech, music, other, silence)

@@ -247,9 +247,8 @@ def combine(obs: tuple[float, float], null: tuple[np.ndarray, np.ndarray], exhau
 def _enumerable(y: np.ndarray, layout, permutations: int) -> bool:
     """Whether every relabelling of whole groups can be run instead of ``permutations`` random ones: every group
     on one side, and no more relabellings than ``permutations`` + 1."""
-    count = math.exp(layout.log_count(y)) if layout is not None else math.inf
     # exp(log C(6, 3)) is 20.000000000000007: the tolerance keeps 20 relabellings enumerable with R = 19
-    return layout is not None and layout.all_pure and count <= permutations + 1 + 1e-6
+    return layout is not None and layout.all_pure and _distinct(y, layout) <= permutations + 1 + 1e-6
 
 
 def score_permutation_test(scores: np.ndarray, y: np.ndarray, groups: np.ndarray | None, permutations: int,

@@ -147,13 +147,6 @@ class SubsetFinding:
         (rate - f) / (1 - f), f = (allowed + 1) / (n_other + 1) (:mod:`blindcheck.analysis.isolation`)."""
         return isolation.estimate(self.n_isolated, self.n_side, self.n_other, self.allowed)
 
-    def share_lower(self, level: float, side_groups: np.ndarray | None = None,
-                    scores: tuple[np.ndarray, np.ndarray] | None = None) -> float:
-        """The exact one-sided ``level`` lower bound of the share (:func:`blindcheck.analysis.isolation.lower`);
-        with groups, from the (side, other) ``scores`` and the side's groups."""
-        if side_groups is not None and scores is not None:
-            return isolation.lower_grouped(scores[0], scores[1], self.fpr, level, side_groups)
-        return isolation.lower(self.n_isolated, self.n_side, self.n_other, self.allowed, level)
 
     def to_dict(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k != "ids"}
@@ -763,10 +756,9 @@ def _subset_finding(results: list[ModelResult], table: pd.DataFrame, cols: list[
     on_side = (y == 1) if side == "members" else (y == 0)
     s = m.scores if side == "members" else -m.scores
     other = s[~on_side]
-    allowed = int(math.floor(fpr * len(other) + 1e-9))
+    allowed = isolation.allowed(len(other), fpr)
     # the threshold: isolated clips score above every other-side clip but the ``allowed`` highest
-    thr = np.sort(other)[::-1][allowed] if allowed < len(other) else -np.inf
-    isolated = on_side & (s > thr)
+    isolated = on_side & (s > isolation.threshold(other, allowed))
     feats = []
     if isolated.sum() >= 2 and cols:
         for c in cols:

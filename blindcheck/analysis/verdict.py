@@ -268,7 +268,7 @@ def bounds(sep: SeparabilityResult, settings: Settings, failures: Failures | Non
     sf = sep.subset
     sub_level = 1 - alphas["subset"] / (2 * m)
     side, other, side_groups = sep.sides(sep.model(sf.model), sf.side)
-    share_lo = sf.share_lower(sub_level, side_groups, (side, other))
+    share_lo = isolation.lower_grouped(side, other, sf.fpr, sub_level, side_groups)
     share_hi = isolation.upper(side, other, sf.fpr, sub_level, side_groups)
     share_hi_all = max(_share_upper(sep, mr, which, sf.fpr, 1 - alpha)
                        for mr in sep.models for which in ("members", "nonmembers"))
