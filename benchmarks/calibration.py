@@ -1,6 +1,6 @@
 """Calibration and power of the verdict: how often each verdict comes out when the truth is known.
 
-Four experiments; the first three print the share of `clean`, `inconclusive` and `confounded`:
+Five experiments; the first three print the share of `clean`, `inconclusive` and `confounded`:
 
 1. **Random splits of real speech** (null): the bundled FSDD clips (480, six speakers) are extracted once, then
    N random member/non-member splits of the same pool (nothing to find) each get the full blind check with
@@ -19,6 +19,12 @@ Four experiments; the first three print the share of `clean`, `inconclusive` and
    categorical column of known member / non-member shares (70/30, 60/40, 55/45) and a numeric one shifted by a
    known AUC, at 480 clips. Every rate with its Monte-Carlo standard error.
 
+5. **Score relabellings on null tables**: synthetic tables with no association (the section-3 tables at a true AUC
+   of 0.5), at ``--null-sizes``: how often the family-wise p-values of the AUC and of the isolated share reach
+   alpha (at most alpha, within its MC error), and the printed power against the share called clean, with the
+   score relabellings widened (the default, :data:`blindcheck.analysis.permutation.SCORE_VARIANCE_FACTOR`) and
+   plain (variance factor 1, as before 2026-12-07).
+
 With ``--test-settings`` sections 1 and 2 run with the settings of the test suite's versions of them
 (tests/verbs/test_check.py: ``test_false_alarms_on_random_splits`` runs 10 random splits with one CV repeat and 999
 permutations, ``test_grouped_null_splits_by_whole_speakers`` the 10 distinct speaker assignments of 120 clips with one
@@ -27,6 +33,7 @@ permutations=999``, and all 20 speaker assignments of all 480 clips with ``repea
 
     python benchmarks/calibration.py [--splits 40] [--sim-reps 20] [--metadata-splits 400] [--skip-real]
                                      [--skip-sim] [--skip-metadata] [--test-settings]
+                                     [--null-reps 150] [--null-sizes 200,480,1000] [--skip-null]
 """
 
 from __future__ import annotations
@@ -74,7 +81,7 @@ def real_speech(args) -> None:
     texts, speakers = info["text"].to_numpy(), info["speaker"].to_numpy()
     settings = Settings(repeats=1, permutations=999) if args.test_settings else Settings(repeats=args.repeats)
     rng = np.random.default_rng(args.seed)
-    counts, aucs, uppers, power = Counter(), [], [], []
+    counts, aucs, uppers, power, power0, p_low, p0_low = Counter(), [], [], [], [], 0, 0
     t = time.perf_counter()
     for _ in range(args.splits):
         y = np.zeros(len(feats), int)
@@ -85,14 +92,20 @@ def real_speech(args) -> None:
         aucs.append(v.best_auc)
         uppers.append(v.upper_bound)
         power.append(v.power)
+        p_auc0, _, pw0 = _unwidened(sep, y, settings)
+        power0.append(pw0)
+        p_low += sep.family.p_auc <= settings.alpha
+        p0_low += p_auc0 <= settings.alpha
     per = (time.perf_counter() - t) / args.splits
     which = "the test suite's settings (repeats=1, permutations=999)" if args.test_settings else "default settings"
     _header(f"1. random splits of {len(feats)} real clips (null), {which}, {per:.1f} s per check")
     q = np.quantile(aucs, [0.05, 0.5, 0.95])
     print(_row(f"{args.splits} splits", counts, args.splits,
                f"best AUC median {q[1]:.3f} [5-95%: {q[0]:.3f}, {q[2]:.3f}]; highest upper bound median "
-               f"{np.median(uppers):.3f}; printed power mean {np.mean(power):.2f} (the share clean: "
-               f"{_rate(counts['clean'], args.splits)})"))
+               f"{np.median(uppers):.3f}; printed power mean {np.mean(power):.2f} (plain score relabellings: "
+               f"{np.mean(power0):.2f}; the share clean: {_rate(counts['clean'], args.splits)})"))
+    print(f"  family p(AUC) <= {settings.alpha}: {_rate(p_low, args.splits)} (plain score relabellings: "
+          f"{_rate(p0_low, args.splits)})")
 
     grouped = Settings(repeats=1 if args.test_settings else args.repeats, group_by="speaker")
     counts = Counter()
@@ -139,6 +152,62 @@ def simulation(args) -> None:
             print(_row(f"n = {n:>5}, true AUC {a:.2f}", counts, args.sim_reps,
                        f"best AUC median {np.median(est):.3f}; printed power mean {np.mean(power):.2f}; "
                        f"{(time.perf_counter() - t) / args.sim_reps:.1f} s per check"), flush=True)
+
+
+def _unwidened(sep, y: np.ndarray, settings: Settings) -> tuple[float, float, float]:
+    """The family-wise p of the AUC, of the isolated share, and the printed power, had the score relabellings not
+    been widened (``variance_factor=1``; the same relabelling count and generator as the check's test)."""
+    from blindcheck.analysis import permutation, stats
+
+    scores = np.column_stack([m.scores for m in sep.models])
+    fam = permutation.score_permutation_test(scores, y, None, settings.permutations,
+                                             np.random.default_rng(settings.seed + 7), upper_beta=settings.alpha / 2,
+                                             variance_factor=1.0)
+    n1, n0 = int(y.sum()), int(len(y) - y.sum())
+    power = stats.clean_power_from_relabellings(fam.null_auc_max, fam.null_isolation_upper, settings.tolerated_auc,
+                                                settings.tolerated_share, n1, n0, settings.alpha,
+                                                permutation.FPR_TARGET)
+    return fam.p_auc, fam.p_isolation, power
+
+
+def score_relabellings(args) -> None:
+    """Section 5: are the score relabellings' p-values and power honest on tables with no association?"""
+    from blindcheck.analysis import permutation
+
+    settings = Settings(repeats=1, permutations=999)
+    sizes = [int(s) for s in args.null_sizes.split(",")]
+    rng = np.random.default_rng(args.seed + 5)
+    a = settings.alpha
+    print(f"\n5. score relabellings on null synthetic tables (30 noise features in 3 modalities, 6 models, repeats=1, "
+          f"{settings.permutations} relabellings, {args.null_reps} tables per size; widened: AUC deviations x "
+          f"sqrt({permutation.SCORE_VARIANCE_FACTOR:g}), the default; plain: variance factor 1)")
+    for n in sizes:
+        clean = pa = pi = pa0 = pi0 = 0
+        power, power0, aucs = [], [], []
+        t = time.perf_counter()
+        for _ in range(args.null_reps):
+            table, y = synthetic_table(n, 0.5, rng)
+            sep = run_separability(table, y, settings)
+            v = decide(sep, settings)
+            clean += v.status == "clean"
+            pa += sep.family.p_auc <= a
+            pi += sep.family.p_isolation <= a
+            power.append(v.power)
+            aucs.append([m.auc for m in sep.models])
+            p_auc0, p_iso0, pw0 = _unwidened(sep, y, settings)
+            pa0 += p_auc0 <= a
+            pi0 += p_iso0 <= a
+            power0.append(pw0)
+        r = args.null_reps
+        # each model's AUC variance over the tables against a fixed-score relabelling's (Hanley-McNeil at 0.5)
+        n1 = n0 = n // 2
+        ratio = np.var(np.array(aucs), axis=0) / ((n1 + n0 + 1) / (12 * n1 * n0))
+        print(f"  n = {n:>5}: AUC variance over tables / fixed-score relabelling variance, per model: "
+              + ", ".join(f"{v:.2f}" for v in ratio))
+        print(f"  n = {n:>5}: family p(AUC) <= {a}: widened {_rate(pa, r)}, plain {_rate(pa0, r)}; "
+              f"p(isolation) <= {a}: {_rate(pi, r)} (plain {_rate(pi0, r)})")
+        print(f"           called clean {_rate(clean, r)}; printed power mean widened {np.mean(power):.3f}, "
+              f"plain {np.mean(power0):.3f}; {(time.perf_counter() - t) / r:.1f} s per table", flush=True)
 
 
 def _rate(k: int, n: int) -> str:
@@ -195,6 +264,9 @@ def main() -> None:
     ap.add_argument("--sim-reps", type=int, default=20, help="synthetic tables per (size, true AUC)")
     ap.add_argument("--sizes", default="200,480,2000")
     ap.add_argument("--aucs", default="0.5,0.55,0.6,0.65,0.7")
+    ap.add_argument("--null-reps", type=int, default=150, help="null synthetic tables per size in section 5")
+    ap.add_argument("--null-sizes", default="200,480,1000", help="sizes of section 5's null tables")
+    ap.add_argument("--skip-null", action="store_true", help="skip section 5 (score relabellings on null tables)")
     ap.add_argument("--skip-real", action="store_true")
     ap.add_argument("--skip-sim", action="store_true")
     ap.add_argument("--metadata-splits", type=int, default=400, help="random splits for the metadata section")
@@ -211,6 +283,8 @@ def main() -> None:
         simulation(args)
     if not args.skip_metadata:
         metadata(args)
+    if not args.skip_null:
+        score_relabellings(args)
 
 
 if __name__ == "__main__":
