@@ -417,14 +417,15 @@ def _window(tasks: list[dict]) -> tuple[list[dict], dict]:
 def _decode_task(t: dict):
     """The audio of one task: its file or segment, or, for one window of a long clip (``policy`` and ``window``:
     see :func:`window_tasks`), that window alone, read by :func:`blindcheck.inputs.audio.decode_windows` as the
-    acoustic stage reads it."""
+    acoustic stage reads it (``allow_truncated`` as the acoustic stage had it)."""
     from blindcheck.inputs.audio import AudioError, WindowPolicy, decode, decode_windows, read_bytes
 
     data = read_bytes(t["path"])
+    cut = bool(t.get("allow_truncated"))
     if t.get("policy") is None:
-        return decode(data, t["start"], t["end"])
+        return decode(data, t["start"], t["end"], cut)
     policy = WindowPolicy(**t["policy"])
-    pieces = decode_windows(data, t["start"], t["end"], policy=policy)
+    pieces = decode_windows(data, t["start"], t["end"], cut, policy=policy)
     if pieces[0].window is None:
         raise AudioError(f"not longer than {policy.long_s:g} s: it has no windows to transcribe")
     if t["window"] >= len(pieces):
