@@ -9,8 +9,10 @@ first), on the code a worker runs for one clip:
   prosodic);
 - ``voice``: read, hash, decode, speech detection and the GE2E speaker encoder (``extraction.voice._embed_batch``);
 - ``asr``: Whisper tiny.en int8 through the real scheduler (``features.asr.transcribe`` with packing, its windows
-  run in this process, CTranslate2 on one thread), a long file as its windows. Its ASR jobs are the packed
-  windows and lone clips of every round (a clip over 30 s transcribed whole is one job of several 30 s chunks).
+  run in this process, CTranslate2 on one thread), a long file as its windows, keyed as the text stage keys it
+  (its content hash, with the policy for a windowed file: the packing order of its windows hangs on the key). Its
+  ASR jobs are the packed windows and lone clips of every round (a clip over 30 s transcribed whole is one job of
+  several 30 s chunks).
 
 Figures: the wall time, best of ``--reps``; the peak of the Python heap (numpy's arrays included) during one run, by
 tracemalloc, with and without the file's encoded bytes, which the pipeline holds whole to hash them; and the
@@ -115,10 +117,15 @@ def _stage(stage: str, path: str, policy):
             assert res["error"] is None and math.isfinite(next(iter(res["feats"].values()))), res
             return {"windowed": windowed, "seconds_fed": res["seconds"]}
         return run
+    from blindcheck.extraction.cache import windowed_key
     from blindcheck.features.asr import ASRConfig, transcribe
+    from blindcheck.inputs.audio import content_hash
 
     config = ASRConfig()
-    task = {"row": 0, "key": "c", "path": path, "start": math.nan, "end": math.nan, "policy": pol}
+    # the key the text stage gives the clip (its packing order hangs on it): the content hash, with the policy
+    key = content_hash(Path(path).read_bytes())
+    key = windowed_key(key, policy.key()) if windowed else key
+    task = {"row": 0, "key": key, "path": path, "start": math.nan, "end": math.nan, "policy": pol}
     if not windowed:  # as the text stage plans it
         task = {**task, "policy": None, "duration_s": duration}
     if duration > config.max_packed_clip_s and task["policy"] is None:

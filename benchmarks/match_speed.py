@@ -20,8 +20,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from blindcheck.analysis.matching import MatchOptions, balance_table, match_table
-from blindcheck.analysis.matching.search import _Data, _pairs_attempt, _trim_attempt
+from blindcheck.analysis.matching import MatchOptions, balance_table, match_attempt, match_table
 from blindcheck.analysis.separability import feature_columns, run_separability  # noqa: E402
 from blindcheck.analysis.verdict import decide  # noqa: E402
 from blindcheck.settings import Settings  # noqa: E402
@@ -60,12 +59,10 @@ def main() -> None:
     scores = sep.best.scores
     # the matching alone
     cols = feature_columns(table)
-    d = _Data(features=table, meta=meta, y=y, score=scores, cols=cols, X=table[cols].to_numpy(float), texts=None,
-              settings=settings, threads=None)
-    mask = np.ones(len(y), bool)
+    X = table[cols].to_numpy(float)
     t1 = time.perf_counter()
-    att = _trim_attempt(d, (), mask) if args.method == "trim" else _pairs_attempt(d, "propensity", (), mask)
-    bal = balance_table(d.X, cols, y, att.keep)
+    att = match_attempt(table, meta, scores, settings, "trim" if args.method == "trim" else "propensity")
+    bal = balance_table(X, cols, y, att.keep)
     t_match = time.perf_counter() - t1
     # end to end after extraction: check + match (with its fresh check)
     t2 = time.perf_counter()

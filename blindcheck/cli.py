@@ -281,19 +281,23 @@ def _add_check_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-config", action="store_true", help="ignore pyproject.toml settings")
 
 
+# Settings field -> the argparse dest of its flag (on check, gate, match, correlate and di; the match_* and di_*
+# ones on their verbs only). The report's "equivalent command" echoes the check ones
+# (blindcheck.reporting.sections._CLI_SETTINGS; tests/reporting keeps the two in step).
+SETTINGS_FLAGS = {**{k: k for k in ("group_by", "folds", "repeats", "seed", "alpha", "tolerated_auc",
+                                    "tolerated_share", "power", "permutations", "refit_permutations",
+                                    "refit_repeats", "bootstrap", "voice_cluster_threshold",
+                                    "metadata_permutations", "di_power", "di_resamples", "di_grid")},
+                  "metadata_ignore": "ignore_column", "match_caliper": "caliper", "match_ratio": "ratio",
+                  "match_target_auc": "target_auc", "match_min_retained": "min_retained"}
+
+
 def _settings(args):
     from blindcheck.settings import load_settings
 
-    overrides = {k: getattr(args, k) for k in ("group_by", "folds", "repeats", "seed", "alpha", "tolerated_auc",
-                                               "tolerated_share", "power", "permutations", "refit_permutations",
-                                               "refit_repeats", "bootstrap", "voice_cluster_threshold",
-                                               "metadata_permutations")}
-    if getattr(args, "ignore_column", None):
-        overrides["metadata_ignore"] = tuple(args.ignore_column)
-    for flag, key in (("caliper", "match_caliper"), ("ratio", "match_ratio"), ("target_auc", "match_target_auc"),
-                      ("min_retained", "match_min_retained"), ("di_power", "di_power"),
-                      ("di_resamples", "di_resamples"), ("di_grid", "di_grid")):
-        overrides[key] = getattr(args, flag, None)
+    overrides = {key: getattr(args, dest, None) for key, dest in SETTINGS_FLAGS.items()}
+    if overrides["metadata_ignore"] is not None:
+        overrides["metadata_ignore"] = tuple(overrides["metadata_ignore"])
     return load_settings(overrides, Path(args.config) if args.config else None, use_pyproject=not args.no_config)
 
 

@@ -42,7 +42,6 @@ from blindcheck.inputs.audio import (
     open_source,
     read_bytes,
     source_file,
-    split_ref,
 )
 from blindcheck.inputs.manifest import Manifest
 from blindcheck.runtime.executors import EXECUTORS, DaskExecutor, Executor, LocalExecutor, usable_cores
@@ -659,7 +658,7 @@ def _voice_stage(table: pd.DataFrame, features: pd.DataFrame, notes: pd.DataFram
     speech = _has_speech(features, config.min_speech_share)
     rows = _clip_rows(table, features).assign(windowed=_windowed(features, notes))
     voice = extract_voice(rows[speech].reset_index(drop=True), store, workers=workers, executor=executor,
-                          policy=config.window_policy)
+                          policy=config.window_policy, allow_truncated=config.allow_truncated)
     errors += voice.errors
     failed_ids = {e["id"] for e in voice.errors}
     features = features[~features["id"].isin(failed_ids)].merge(voice.features, on="id", how="left")
@@ -680,10 +679,11 @@ def _text_stage(table: pd.DataFrame, features: pd.DataFrame, notes: pd.DataFrame
 
     text_options = config.text or TextOptions()
     windowed = _windowed(features, notes)
-    rows = _text_rows(table, features, text_options.text_columns, windowed)
+    rows = _text_rows(table, features, text_options.text_columns, windowed, config.allow_truncated)
     rows["has_speech"] = _has_speech(features, config.min_speech_share)
     rows["windowed"] = windowed
-    text = extract_text(rows, store, text_options, workers=workers, executor=executor, policy=config.window_policy)
+    text = extract_text(rows, store, text_options, workers=workers, executor=executor, policy=config.window_policy,
+                        allow_truncated=config.allow_truncated)
     errors += text.errors
     features = features.merge(text.features, on="id", how="inner")
     skipped = (text.transcripts["source"] == "skipped").to_numpy() if text.transcripts is not None else \
@@ -749,10 +749,12 @@ def _clip_rows(table: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
 
 
 def _text_rows(table: pd.DataFrame, features: pd.DataFrame, text_columns=None,
-               windowed: np.ndarray | None = None) -> pd.DataFrame:
+               windowed: np.ndarray | None = None, allow_truncated: bool = False) -> pd.DataFrame:
     """What the text stage needs per analysed clip: :func:`_clip_rows`, given transcript, label, duration and the
     text of each other text source (``source:<name>``; see :func:`blindcheck.inputs.manifest.text_sources`). A
-    ``windowed`` clip's duration is not looked up when the features lack it (ASR reads its windows' lengths)."""
+    ``windowed`` clip's duration is not looked up when the features lack it (ASR reads its windows' lengths); any
+    other's is what :func:`blindcheck.inputs.audio.decode` holds of it (every format, FFmpeg's too, and
+    ``allow_truncated`` as the acoustic stage had it)."""
     from blindcheck.inputs.manifest import source_texts, text_sources
 
     rows = _clip_rows(table, features)
@@ -763,8 +765,6 @@ def _text_rows(table: pd.DataFrame, features: pd.DataFrame, text_columns=None,
     if "recording.duration_s" in features:
         duration = features["recording.duration_s"].to_numpy(dtype=float)
     else:
-        import soundfile as sf
-
         duration = []
         skip = windowed if windowed is not None else np.zeros(len(rows), dtype=bool)
         for path, s0, e0, w in zip(rows["path"], rows["start"], rows["end"], skip, strict=True):
@@ -775,8 +775,7 @@ def _text_rows(table: pd.DataFrame, features: pd.DataFrame, text_columns=None,
                 duration.append(e0 - s0)
                 continue
             try:
-                duration.append(float(sf.info(path).duration) if split_ref(path) is None else
-                                decode(read_bytes(path)).duration_s)
+                duration.append(decode(read_bytes(path), s0, e0, allow_truncated).duration_s)
             except Exception:
                 duration.append(math.nan)
         duration = np.array(duration)

@@ -99,7 +99,7 @@ def _check_decoding_paths(modes: np.ndarray, labels: np.ndarray, ok: np.ndarray)
 
 
 def extract_text(rows: pd.DataFrame, store, options: TextOptions, workers: int = 1, executor=None,
-                 policy: WindowPolicy = WHOLE_FILES) -> StageResult:
+                 policy: WindowPolicy = WHOLE_FILES, allow_truncated: bool = False) -> StageResult:
     """Transcripts, the other text sources and ``text.*`` features for ``rows`` (columns: id, path, content_hash,
     start, end, given_text, label, duration_s, and ``source:<name>`` per text source that is not a transcript;
     optionally ``has_speech``, the content gate, and ``windowed``: the clips the acoustic stage analysed on the
@@ -123,7 +123,8 @@ def extract_text(rows: pd.DataFrame, store, options: TextOptions, workers: int =
 
     ASR windows and embedding batches run on ``executor`` (e.g. a :class:`blindcheck.runtime.executors.DaskExecutor`,
     whose workers load each model once and must see the cache directory) or, by default, in spawned local
-    processes: ``workers`` for ASR, one for the embeddings."""
+    processes: ``workers`` for ASR, one for the embeddings. ``allow_truncated``: ASR decodes a file that holds
+    less than its header declares as it is, as the acoustic stage did (else such a file is an ``asr`` error)."""
     if options.transcripts not in ("given", "asr", "auto", "none"):
         raise BlindcheckError(f"{option('transcripts')} must be given, asr, auto or none, not "
                               f"'{options.transcripts}'")
@@ -138,7 +139,7 @@ def extract_text(rows: pd.DataFrame, store, options: TextOptions, workers: int =
             use_transcript = False
             notes.append(f"no transcript source ({why}); the text modality reads {', '.join(sources)} alone")
     if use_transcript:
-        transcripts, errors, stats = _transcripts(rows, store, options, workers, executor, policy)
+        transcripts, errors, stats = _transcripts(rows, store, options, workers, executor, policy, allow_truncated)
         notes = stats["notes"] = notes + stats["notes"]  # one list: the sources' notes below join it
     else:
         transcripts, errors = None, []
@@ -202,7 +203,7 @@ def extract_text(rows: pd.DataFrame, store, options: TextOptions, workers: int =
 
 
 def _transcripts(rows: pd.DataFrame, store, options: TextOptions, workers: int = 1, executor=None,
-                 policy: WindowPolicy = WHOLE_FILES):
+                 policy: WindowPolicy = WHOLE_FILES, allow_truncated: bool = False):
     """The transcript source: given or ASR (see :func:`extract_text`). Returns (transcripts, errors, stats), the
     transcripts with a column ``windowed`` (ASR on windows)."""
 
@@ -265,7 +266,8 @@ def _transcripts(rows: pd.DataFrame, store, options: TextOptions, workers: int =
         heads = [group[0] for group in same.values()]
         tasks = [{"row": int(i), "key": hashes[i], "path": rows["path"].iloc[i], "start": rows["start"].iloc[i],
                   "end": rows["end"].iloc[i], "duration_s": durations[i],
-                  "policy": dataclasses.asdict(policy) if windowed[i] else None} for i in heads]
+                  "policy": dataclasses.asdict(policy) if windowed[i] else None, "allow_truncated": allow_truncated}
+                 for i in heads]
         asr_stats: dict = {}
         new: list[dict] = []
 

@@ -57,7 +57,8 @@ def _embed_batch(tasks: list[dict]) -> list[dict]:
             if t.get("key") is None:
                 res["key"] = h
             policy = WindowPolicy(**t["policy"]) if t.get("policy") else WHOLE_FILES
-            group = [load_clip(str(t["id"]), a) for a in decode_windows(data, t["start"], t["end"], policy=policy)]
+            pieces = decode_windows(data, t["start"], t["end"], bool(t.get("allow_truncated")), policy=policy)
+            group = [load_clip(str(t["id"]), a) for a in pieces]
             for clip in group:
                 clip.notes = []  # what decoding said is the acoustic stage's note
             res["seconds"] = sum(len(c.y) / c.sr for c in group)
@@ -92,13 +93,15 @@ def _voice_job(job: dict) -> list[dict]:
 
 
 def extract_voice(rows: pd.DataFrame, store, workers: int = 1, batch_size: int = 32, progress=None,
-                  executor=None, policy: WindowPolicy = WHOLE_FILES) -> StageResult:
+                  executor=None, policy: WindowPolicy = WHOLE_FILES, allow_truncated: bool = False) -> StageResult:
     """``voice.*`` for ``rows`` (columns: id, content_hash, path, start, end, and optionally ``windowed``: the clips
     the acoustic stage analysed on the windows of ``policy``), from the cache where it has them and else in batches
     on ``executor`` (e.g. a :class:`blindcheck.runtime.executors.DaskExecutor`, whose workers load the encoder once
     and must see the cache directory) or, by default, in ``workers`` spawned local processes. A windowed clip is
     decoded and embedded on those windows only, its embedding the mean of theirs
     (:func:`blindcheck.features.voice.from_windows`), so a long file costs what its windows cost.
+    ``allow_truncated``: decode a file that holds less than its header declares as it is, as the acoustic stage
+    did (its note is the acoustic stage's); without it such a file is an error here too.
     Each batch's embeddings are written to the cache by its worker. A batch whose worker died is tried again
     one clip at a time; a clip that kills its worker alone becomes an error. Returns a
     :class:`~blindcheck.extraction.stages.StageResult`: ``features`` (id, voice.*), ``notes``, ``errors``,
@@ -124,7 +127,8 @@ def extract_voice(rows: pd.DataFrame, store, workers: int = 1, batch_size: int =
             todo[h] = i
     tasks = [{"row": i, "id": rows["id"].iloc[i], "hash": content[i], "key": h, "path": rows["path"].iloc[i],
               "start": float(rows["start"].iloc[i]), "end": float(rows["end"].iloc[i]),
-              "policy": dataclasses.asdict(policy) if windowed[i] else None} for h, i in todo.items()]
+              "policy": dataclasses.asdict(policy) if windowed[i] else None, "allow_truncated": allow_truncated}
+             for h, i in todo.items()]
     errors: list[dict] = []
     failed: set[str] = set()
     seconds = 0.0

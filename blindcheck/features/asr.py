@@ -25,9 +25,10 @@ is the zlib ratio of its transcript (Whisper's own definition); ``no_speech_prob
 probability of the segments its words came from (in a packed window, a segment can hold several clips).
 A long clip (one the acoustic stage analysed on the windows of a :class:`blindcheck.inputs.audio.WindowPolicy`)
 is transcribed on those windows only: each window is a short clip of its own, packed (or transcribed alone) by the
-same rules, and the clip's transcript joins the windows' in order with :data:`WINDOW_SEP` (" … "), which says
-that they are not contiguous (:func:`window_tasks`, :func:`join_windows`). A 5-minute file then costs Whisper
-what its windows cost (3 x 5 s by default), not ten 30 s chunks.
+same rules, except that its windows stay together, in order, packed only with other long clips' windows
+(:func:`plan_windows`), and the clip's transcript joins the windows' in order with :data:`WINDOW_SEP` (" … "), which
+says that they are not contiguous (:func:`window_tasks`, :func:`join_windows`). A 5-minute file then costs Whisper
+what its windows cost (3 x 5 s by default, one packed window), not ten 30 s chunks.
 
 Decoding is greedy or beam search at temperature 0 only, so transcripts are deterministic and cacheable, and
 it may emit at most :func:`max_tokens` tokens, which bounds the damage of a decoding loop.
@@ -211,25 +212,48 @@ def plausible(words: list, duration_s: float) -> bool:
 
 def plan_windows(tasks: list[dict], config: ASRConfig, salt: int = 0) -> list[list[dict]]:
     """Group tasks (dicts with key and duration_s) into windows: short clips packed in an order set by a hash
-    of their key (and ``salt``, which gives each round new neighbours), every other clip alone. The windows of a
-    long clip (:func:`window_tasks`) are short clips like the others, each placed by its own key."""
+    of their key (and ``salt``, which gives each round new neighbours), every other clip alone.
+
+    The windows of a long clip (:func:`window_tasks`: tasks with ``group`` and ``window``) are short clips too, but
+    kept together and in order, and packed only with other long clips' windows (each group placed by a hash of its
+    key): consecutive windows of one clip then lie side by side in one packed window (when they fit in one), where a
+    word in the gap between them is no doubt (:func:`split_words`' ``joined``), so that Whisper's words at a
+    window's edge send no window to another round; and a long clip's many seconds of one voice are never the
+    decoder's context for a short clip."""
     if not config.pack:
         return [[t] for t in tasks]
     short = [t for t in tasks if np.isfinite(t.get("duration_s", math.nan)) and
              0 < t["duration_s"] <= config.max_packed_clip_s]
     alone = [[t] for t in tasks if not any(t is s for s in short)]
-    short.sort(key=lambda t: hashlib.blake2b(f"{salt}|{t['key']}".encode(), digest_size=8).digest())
-    windows, window, used = [], [], config.gap_s
+    groups: dict[str, list[dict]] = {}  # a long clip's windows
     for t in short:
-        need = t["duration_s"] + config.gap_s
-        if window and used + need > config.window_s:
+        if "group" in t:
+            groups.setdefault(str(t["group"]), []).append(t)
+    clips = [[t] for t in short if "group" not in t]
+    units = [sorted(g, key=lambda t: t["window"]) for g in groups.values()]
+
+    def place(units: list[list[dict]], keys: list[str]) -> list[list[dict]]:
+        order = sorted(range(len(units)),
+                       key=lambda i: hashlib.blake2b(f"{salt}|{keys[i]}".encode(), digest_size=8).digest())
+        windows, window, used = [], [], config.gap_s
+        for i in order:
+            unit = units[i]
+            total = sum(t["duration_s"] + config.gap_s for t in unit)
+            if window and len(unit) > 1 and used + total > config.window_s >= config.gap_s + total:
+                windows.append(window)  # a long clip's windows that fit in one window start a new one
+                window, used = [], config.gap_s
+            for t in unit:
+                need = t["duration_s"] + config.gap_s
+                if window and used + need > config.window_s:
+                    windows.append(window)
+                    window, used = [], config.gap_s
+                window.append(t)
+                used += need
+        if window:
             windows.append(window)
-            window, used = [], config.gap_s
-        window.append(t)
-        used += need
-    if window:
-        windows.append(window)
-    return windows + alone
+        return windows
+
+    return (place(clips, [u[0]["key"] for u in clips]) + place(units, [f"g|{g}" for g in groups])) + alone
 
 
 # --------------------------------------------------------------------------------------- workers
@@ -367,14 +391,16 @@ def _window(tasks: list[dict]) -> tuple[list[dict], dict]:
     if "init_error" in _ASR:
         raise _ASR["init_error"]
     out, clips = [], []
+    memo: dict = {}  # a long clip's windows, decoded once for all of them in this job
     for t in tasks:
         try:
-            audio = _decode_task(t)
+            audio = _decode_task(t, memo)
             clips.append((t, level(resample(audio.samples, audio.sr, SR)), audio.duration_s))
         except AudioError as exc:
             out.append({"row": t["row"], "error": f"decode: {exc}"})
         except Exception as exc:  # one clip's failure, never the run's
             out.append({"row": t["row"], "error": f"{type(exc).__name__}: {exc}"})
+    del memo  # the native-rate windows: only their 16 kHz copies go on
     if len(clips) == 1 and len(tasks) > 1:  # the others failed to decode: the last one is alone now
         return out + [{"row": clips[0][0]["row"], "redo": "its window-mates failed to decode"}], {}
     def done(t: dict, words: list, segments: list[dict], language: str, mode: str, duration: float) -> dict:
@@ -414,17 +440,23 @@ def _window(tasks: list[dict]) -> tuple[list[dict], dict]:
     return out, {}
 
 
-def _decode_task(t: dict):
+def _decode_task(t: dict, memo: dict | None = None):
     """The audio of one task: its file or segment, or, for one window of a long clip (``policy`` and ``window``:
     see :func:`window_tasks`), that window alone, read by :func:`blindcheck.inputs.audio.decode_windows` as the
-    acoustic stage reads it."""
+    acoustic stage reads it (``allow_truncated`` as the acoustic stage had it). ``memo`` (one job's) keeps a long
+    clip's decoded windows, so that its other windows in the same job are not decoded again."""
     from blindcheck.inputs.audio import AudioError, WindowPolicy, decode, decode_windows, read_bytes
 
-    data = read_bytes(t["path"])
+    cut = bool(t.get("allow_truncated"))
     if t.get("policy") is None:
-        return decode(data, t["start"], t["end"])
+        return decode(read_bytes(t["path"]), t["start"], t["end"], cut)
     policy = WindowPolicy(**t["policy"])
-    pieces = decode_windows(data, t["start"], t["end"], policy=policy)
+    key = (t["path"], t["start"], t["end"], policy, cut)
+    pieces = memo.get(key) if memo is not None else None
+    if pieces is None:
+        pieces = decode_windows(read_bytes(t["path"]), t["start"], t["end"], cut, policy=policy)
+        if memo is not None:
+            memo[key] = pieces
     if pieces[0].window is None:
         raise AudioError(f"not longer than {policy.long_s:g} s: it has no windows to transcribe")
     if t["window"] >= len(pieces):

@@ -646,8 +646,14 @@ def _equivalent_command(d: ReportData) -> str:
     parts = ["blindcheck", "check", str((r.get("manifest") or {}).get("source", "MANIFEST")), "--out",
              str(d.out or "OUT")]
     for k, v in s.items():
-        if k in default and v != default[k] and v is not None and k in _CLI_SETTINGS:
-            parts += [f"--{k.replace('_', '-')}", str(v)]
+        if k not in _CLI_SETTINGS or k not in default or v is None:
+            continue
+        if isinstance(v, list | tuple):  # a repeatable flag (--ignore-column COL), once per value
+            if tuple(v) != tuple(default[k]):
+                for x in v:
+                    parts += [_CLI_SETTINGS[k], str(x)]
+        elif v != default[k]:
+            parts += [_CLI_SETTINGS[k], str(v)]
     mods = (r.get("extraction") or {}).get("modalities")
     if mods:
         parts += ["--modalities", ",".join(mods)]
@@ -669,8 +675,12 @@ def reproduce(d: ReportData) -> Section:
     return s
 
 
-_CLI_SETTINGS = {"group_by", "folds", "repeats", "seed", "alpha", "tolerated_auc", "tolerated_share", "power",
-                 "permutations", "refit_permutations", "refit_repeats", "bootstrap"}
+# Settings field -> its flag on ``blindcheck check`` (every field check has a flag for: tests/reporting checks it
+# against the CLI's parser); the match_* and di_* settings have flags on their own verbs only.
+_CLI_SETTINGS = {k: f"--{k.replace('_', '-')}" for k in (
+    "group_by", "folds", "repeats", "seed", "alpha", "tolerated_auc", "tolerated_share", "power", "permutations",
+    "refit_permutations", "refit_repeats", "bootstrap", "voice_cluster_threshold", "metadata_permutations")}
+_CLI_SETTINGS["metadata_ignore"] = "--ignore-column"
 
 SECTIONS: dict[str, Callable[[ReportData], Section | None]] = {
     "verdict": verdict, "criteria": criteria, "evidence": models, "features": top_features, "speakers": speakers,

@@ -132,3 +132,21 @@ def test_the_fresh_recheck_of_pairs_keeps_each_pair_in_one_fold():
     print(f"fresh AUC median: pairs whole {np.median(grouped):.3f}, pairs split {np.median(split):.3f}")
     assert 0.44 < np.median(grouped) < 0.56, grouped
     assert np.median(split) < np.median(grouped) - 0.05, (np.median(split), np.median(grouped))
+
+
+def test_match_attempt_is_the_subset_match_table_verifies():
+    """The public unverified attempt (what benchmarks/match_speed.py times) keeps exactly the clips that
+    match_table's attempt of the same method keeps before its fresh check."""
+    from blindcheck.analysis.matching import match_attempt
+    from blindcheck.errors import BlindcheckError
+
+    s = Settings(repeats=1, permutations=199)
+    feats, meta, score = _table(5)
+    score = np.clip(score + 0.3 * feats["label"].to_numpy(), 0.01, 0.99)  # some clips outside the shared region
+    for method in ("propensity", "trim"):
+        att = match_attempt(feats, meta, score, s, method)
+        part = match_table(feats, meta, score, s, MatchOptions(method=method), threads=1).parts[0]
+        assert att.method == method and 0 < att.keep.sum() < len(feats)
+        assert np.array_equal(att.keep, part.attempts[0].keep) and att.verdict is None
+    with pytest.raises(BlindcheckError, match="unknown matching method"):
+        match_attempt(feats, meta, score, s, "nearest")

@@ -238,3 +238,69 @@ def test_a_long_clips_embedding_is_the_normed_mean_of_its_voiced_windows():
                      "the other 2"]
     none, notes = from_windows([dict.fromkeys(names, math.nan)] * 2, [[], []])
     assert all(math.isnan(v) for v in none.values()) and "none of the 2 windows" in notes[0]
+
+
+def _m4a(path: Path, x: np.ndarray, sr: int) -> None:
+    """``x`` as AAC in an MP4 container (a format only FFmpeg reads here)."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("aac", rate=sr)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(x, np.float32)[None, :], format="flt", layout="mono")
+        frame.sample_rate = sr
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            out.mux(packet)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None or _TEXT_EXTRAS, reason="voice or text extras missing")
+def test_truncated_and_ffmpeg_files_reach_voice_and_asr_as_the_acoustic_stage_read_them(tmp_path, long_speech,
+                                                                                          fsdd_meta):
+    """With allow_truncated a real WAV cut short (a long one, windowed, and a short bundled clip) is read by the
+    voice and ASR workers as the acoustic stage read it, with the acoustic stage's one note, not failed there; without
+    it the clips are decode errors and no stage sees them. An AAC file (FFmpeg only) has a known duration without
+    the recording modality, so packing stays on and it is packed like the WAV clips."""
+    from blindcheck.features.text import TextOptions
+    from blindcheck.features.voice import voice_unavailable
+
+    if voice_unavailable():
+        pytest.skip(voice_unavailable())
+    ls = long_speech
+    x, sr = sf.read(ls["path"], dtype="float32")
+    sf.write(tmp_path / "long.wav", x, sr, subtype="PCM_16")
+    data = (tmp_path / "long.wav").read_bytes()
+    (tmp_path / "long_cut.wav").write_bytes(data[:44 + 2 * int(0.9 * len(x))])  # the last 10% (in window 3) gone
+    clip = fsdd_meta.sort_values("duration").iloc[-1]  # the longest bundled clip, cut to 70% of its bytes
+    data = Path(clip["abspath"]).read_bytes()
+    (tmp_path / "short_cut.wav").write_bytes(data[:int(0.7 * len(data))])
+    y, sr8 = sf.read(ls["short"][0], dtype="float32")
+    _m4a(tmp_path / "aac.m4a", y, sr8)
+    paths = {"long_cut": str(tmp_path / "long_cut.wav"), "short_cut": str(tmp_path / "short_cut.wav"),
+             "aac": str(tmp_path / "aac.m4a"), "b": ls["short"][1]}
+    m = _manifest(tmp_path, "m", paths, [1, 0, 1, 0])
+    cache = tmp_path / "cache"
+    opts = TextOptions(transcripts="asr")
+    res = extract_features(m, cache, modalities=["voice", "text"], workers=1, text=opts, allow_truncated=True,
+                           min_speech_share=0.0)
+    assert res.errors.empty, res.errors
+    assert set(res.features["id"]) == set(paths)
+    emb = res.features.set_index("id").filter(like="voice.")
+    assert np.isfinite(emb.to_numpy(float)).all()
+    cut = res.notes[res.notes["note"].str.startswith("truncated")]
+    assert sorted(cut["id"]) == ["long_cut", "short_cut"]  # one note each: the acoustic stage's
+    assert not res.notes.loc[res.notes["modality"].isin(["voice", "text"]), "note"].str.contains("truncat").any()
+    tr = res.transcripts.set_index("id")
+    assert (tr["source"] == "asr").all()
+    assert bool(tr.loc["long_cut", "windowed"]) and res.stats["text"]["asr"]["windowed_clips"] == 1
+    from blindcheck.features.asr import WINDOW_SEP
+
+    parts = tr.loc["long_cut", "text"].split(WINDOW_SEP)
+    assert len(parts) == 3 and all(_digits(p) for p in parts), tr.loc["long_cut", "text"]
+    # packing stayed on for every clip: the AAC file's duration was known
+    assert not any("cannot be packed" in n for n in res.stats["text"]["notes"]), res.stats["text"]["notes"]
+    assert tr.loc["aac", "mode"] == "packed" and _digits(tr.loc["aac", "text"]), tr.loc["aac"]
+
+    strict = extract_features(m, cache, modalities=["voice", "text"], workers=1, text=opts, min_speech_share=0.0)
+    errs = strict.errors.set_index("id")
+    assert set(errs.index) == {"long_cut", "short_cut"} and (errs["stage"] == "decode").all(), strict.errors
+    assert set(strict.features["id"]) == {"aac", "b"}

@@ -3,6 +3,7 @@ plausibility, levels). Transcription of real speech, packed and single, is teste
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 
@@ -126,3 +127,41 @@ def test_cli_refuses_a_packing_it_cannot_do(tmp_path, fsdd_meta):
     r = subprocess.run([sys.executable, "-m", "blindcheck", "extract", str(tmp_path / "m.csv"), "--out",
                         str(tmp_path / "out"), "--asr-gap", "0.01"], capture_output=True, text=True)
     assert r.returncode == 2 and "packing needs gap_s >= 0.1" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_long_clips_windows_are_packed_together_in_order():
+    """The windows of one long clip lie side by side, in order, in one packed window (so that the gaps between them
+    are joined: no doubt from a word at a window's edge), whatever its key, and only with other long clips' windows
+    (never as a short clip's neighbours); the groups' order is set by a hash of their keys, which a round's salt
+    changes; the short clips' plan is the one their own keys give."""
+    from blindcheck.features.asr import window_tasks
+
+    rng = np.random.default_rng(2)
+    shorts = [{"row": i, "key": f"h{i}", "path": "x", "duration_s": float(d)}
+              for i, d in enumerate(rng.uniform(0.2, 3.0, 60))]
+    config = ASRConfig()
+    small = {"long_s": 30.0, "count": 3, "window_s": 3.0}  # 3 x 3 s: two long clips fit in one window
+    longs = [{"row": 100 + k, "key": f"long{k}", "path": "y", "policy": small} for k in range(12)]
+    tasks = window_tasks([*shorts, *longs])
+    orders = set()
+    for salt in (0, 1):
+        windows = plan_windows(tasks, config, salt=salt)
+        assert sorted(str(t["row"]) for w in windows for t in w) == sorted(str(t["row"]) for t in tasks)
+        for w in windows:
+            assert config.gap_s + sum(t["duration_s"] + config.gap_s for t in w) <= config.window_s
+            assert all("group" in t for t in w) or not any("group" in t for t in w)  # never mixed
+        holding = [w for w in windows if any("group" in t for t in w)]
+        assert len(holding) == 6 and all(len(w) == 6 for w in holding)  # two long clips (3 windows each) per window
+        for w in holding:
+            rows = [t["row"] for t in w]
+            assert rows[1:3] == [(rows[0][0], 1), (rows[0][0], 2)] and rows[4:] == [(rows[3][0], 1), (rows[3][0], 2)]
+        orders.add(tuple(t["row"] for w in holding for t in w))
+        plain = [t["key"] for w in windows for t in w if "group" not in t]
+        own = sorted(shorts, key=lambda t: hashlib.blake2b(f"{salt}|{t['key']}".encode(), digest_size=8).digest())
+        assert plain == [t["key"] for t in own]  # the short clips' plan as without long clips
+    assert len(orders) == 2  # the salt gives the long clips new neighbours
+    # a group longer than one window still goes in order, over consecutive windows
+    big = window_tasks([{"row": 7, "key": "big", "path": "z", "policy": {"long_s": 60.0, "count": 8,
+                                                                       "window_s": 5.0}}])
+    got = plan_windows(big, config)
+    assert [t["row"] for w in got for t in w] == [(7, k) for k in range(8)] and len(got) == 2

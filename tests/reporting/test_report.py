@@ -296,3 +296,44 @@ def test_gate_summary_and_annotations_without_output_dir(checked, tmp_path, monk
     assert (tmp_path / "s.md").read_text().count("## blindcheck:") == 2
     lines = annotations(saved)
     assert len(lines) == len(saved["verdict"]["reasons"]) and all("\n" not in x for x in lines)
+
+
+def test_equivalent_command_echoes_every_check_setting_and_parses_back():
+    """Every Settings field that ``blindcheck check`` has a flag for is in the report's equivalent command, with
+    that flag's spelling; a result whose settings differ from the defaults in each of them gives a command that the
+    CLI's own parser reads back to the same settings (so the set cannot drift from the CLI again)."""
+    import dataclasses
+
+    from blindcheck import cli
+    from blindcheck.reporting.sections import _CLI_SETTINGS, _equivalent_command
+    from blindcheck.settings import Settings
+
+    parser = cli.build_parser()
+    check_parser = parser._subparsers._group_actions[0].choices["check"]
+    flags = {a.dest: a.option_strings for a in check_parser._actions}
+    fields = {f.name for f in dataclasses.fields(Settings)}
+    assert set(cli.SETTINGS_FLAGS) <= fields
+    on_check = {k for k, dest in cli.SETTINGS_FLAGS.items() if dest in flags}
+    assert {"voice_cluster_threshold", "metadata_permutations", "metadata_ignore"} <= on_check
+    assert set(_CLI_SETTINGS) == on_check
+    for k in on_check:
+        assert _CLI_SETTINGS[k] in flags[cli.SETTINGS_FLAGS[k]], k
+    # every flag of the check's settings group maps to a Settings field
+    group = next(g for g in check_parser._action_groups if g.title.startswith("blind classifier"))
+    dests = {a.dest for a in group._group_actions} - {"config", "no_config"}
+    assert dests <= set(cli.SETTINGS_FLAGS.values()), dests - set(cli.SETTINGS_FLAGS.values())
+
+    changed = Settings(group_by="speaker", folds=3, repeats=2, seed=7, alpha=0.01, tolerated_auc=0.65,
+                       tolerated_share=0.2, power=0.9, permutations=999, refit_permutations=199, refit_repeats=2,
+                       bootstrap=500, voice_cluster_threshold=0.75, metadata_permutations=499,
+                       metadata_ignore=("split", "batch"))
+    default = Settings().to_dict()
+    assert all(changed.to_dict()[k] != default[k] for k in on_check)
+    settings = json.loads(json.dumps(changed.to_dict()))  # as result.json holds them (tuples become lists)
+    cmd = _equivalent_command(ReportData(result={"settings": settings, "manifest": {"source": "m.csv"}}, out="o"))
+    for k in on_check:
+        assert _CLI_SETTINGS[k] in cmd, k
+    import shlex
+
+    args = parser.parse_args(shlex.split(cmd)[1:] + ["--no-config"])
+    assert cli._settings(args) == changed

@@ -610,6 +610,25 @@ def match_table(features: pd.DataFrame, meta: pd.DataFrame, scores: np.ndarray, 
                        ids=features["id"].to_numpy(), labels=y)
 
 
+def match_attempt(features: pd.DataFrame, meta: pd.DataFrame, scores: np.ndarray, settings: Settings,
+                  method: str = "propensity", exact: tuple[str, ...] = (), threads: int | None = None) -> Attempt:
+    """One candidate subset by ``method`` (propensity, optimal or trim), exactly within the ``exact`` columns of
+    ``meta``, on every row (inputs as for :func:`match_table`), *not* verified: no fresh check, no acceptance
+    rule. What :func:`match_table` tries before it verifies; for timing the matching alone and for inspection."""
+    if method not in METHODS:
+        raise BlindcheckError(f"unknown matching method '{method}' (choose from {', '.join(METHODS)})")
+    features = features.reset_index(drop=True)
+    meta = meta.reset_index(drop=True)
+    cols = feature_columns(features)
+    y = features["label"].to_numpy().astype(int)
+    d = _Data(features=features, meta=meta, y=y, score=np.asarray(scores, float), cols=cols,
+              X=features[cols].to_numpy(dtype=float) if cols else np.zeros((len(y), 0)), texts=None,
+              settings=settings, threads=threads)
+    mask = np.ones(len(y), bool)
+    return _trim_attempt(d, tuple(exact), mask) if method == "trim" else \
+        _pairs_attempt(d, method, tuple(exact), mask)
+
+
 def _disentangle(d: _Data, options: MatchOptions, group_columns: list[str]) -> list[DesignPart]:
     missing = [c for c in ("speaker", "text") if c not in d.meta.columns]
     if missing:
