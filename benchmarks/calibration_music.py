@@ -26,8 +26,9 @@ Measured here (2-core machine shared with other work, 2026-12-07): the defaults 
 --splits 40``: random splits of 200 clips 0/40 confounded, 9/40 clean (22%; the equivalence claim needs more clips);
 the codec 40/40 confounded, all by the isolated subset, share median 0.31 [5-95%: 0.29, 0.35] against 0.30.
 ``--pieces 240 --splits 40 --skip-codec``: random splits of 480 clips 0/40 confounded, 32/40 clean (80%); the
-family-wise AUC permutation p-value alone reached alpha in 6/40 (15%): the score relabellings run small on these
-clustered clips, and the bounds keep that from the verdict.
+family-wise AUC permutation p-value alone reached alpha in 6/40 (15%) with plain score relabellings; with the
+widened ones (blindcheck.analysis.permutation.SCORE_VARIANCE_FACTOR, 2026-12-07, 21.9 s per split) 2/40 (5.0%),
+isolation p 1/40, 31/40 clean (78%) against a printed power of 0.67, 0/40 confounded.
 
     python benchmarks/calibration_music.py [--pieces 100] [--splits 8] [--seed 2026] [--repeats R] [--workers 2]
                                           [--workdir DIR] [--skip-random] [--skip-codec]
