@@ -40,7 +40,6 @@ voices' partials, so few runs last 3 frames), not the tonality. All 32 sound-eff
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import subprocess
 import tempfile
 import time
@@ -53,6 +52,8 @@ import soxr
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from calibration_music import _builder  # noqa: E402  (its _builder loads tests/data/music/build.py)
+
 from blindcheck.extraction.pipeline import extract_features  # noqa: E402
 from blindcheck.features.content import SHARES, content_type  # noqa: E402
 from blindcheck.inputs.manifest import Manifest  # noqa: E402
@@ -63,14 +64,6 @@ EFFECTS = {120: "guitar fret noise", 121: "breath noise", 122: "seashore", 123: 
            124: "telephone ring", 125: "helicopter", 126: "applause", 127: "gunshot"}
 KIT = (36, 38, 42, 46, 45, 47, 50, 49, 51, 42, 38, 36)  # by pitch class: kick, snare, hats, toms, crash, ride
 SECONDS = 6.0
-
-
-def _builder():
-    """tests/data/music/build.py as a module."""
-    spec = importlib.util.spec_from_file_location("music_build", ROOT / "tests" / "data" / "music" / "build.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _reprogram(src: Path, dst: Path, program: int) -> None:

@@ -590,13 +590,8 @@ def match_table(features: pd.DataFrame, meta: pd.DataFrame, scores: np.ndarray, 
         if col not in meta.columns:
             raise BlindcheckError(f"exact '{col}': the manifest has no such column (columns: "
                                   f"{', '.join(map(str, meta.columns))})")
-    features = features.reset_index(drop=True)
-    meta = meta.reset_index(drop=True)
-    cols = feature_columns(features)
-    y = features["label"].to_numpy().astype(int)
-    d = _Data(features=features, meta=meta, y=y, score=np.asarray(scores, float), cols=cols,
-              X=features[cols].to_numpy(dtype=float) if cols else np.zeros((len(y), 0)), texts=texts,
-              settings=settings, threads=threads)
+    d = _data(features, meta, scores, settings, texts, threads)
+    features, y = d.features, d.y
     group_columns = list(dict.fromkeys([*options.exact, *([settings.group_by] if settings.group_by else []),
                                         *(["speaker"] if "speaker" in meta.columns else [])]))
     all_rows = np.ones(len(y), bool)
@@ -610,6 +605,18 @@ def match_table(features: pd.DataFrame, meta: pd.DataFrame, scores: np.ndarray, 
                        ids=features["id"].to_numpy(), labels=y)
 
 
+def _data(features: pd.DataFrame, meta: pd.DataFrame, scores: np.ndarray, settings: Settings, texts,
+          threads: int | None) -> _Data:
+    """The matching inputs of :func:`match_table` and :func:`match_attempt`: rows renumbered from 0, the feature
+    columns and their matrix, the labels."""
+    features = features.reset_index(drop=True)
+    cols = feature_columns(features)
+    y = features["label"].to_numpy().astype(int)
+    return _Data(features=features, meta=meta.reset_index(drop=True), y=y, score=np.asarray(scores, float),
+                 cols=cols, X=features[cols].to_numpy(dtype=float) if cols else np.zeros((len(y), 0)), texts=texts,
+                 settings=settings, threads=threads)
+
+
 def match_attempt(features: pd.DataFrame, meta: pd.DataFrame, scores: np.ndarray, settings: Settings,
                   method: str = "propensity", exact: tuple[str, ...] = (), threads: int | None = None) -> Attempt:
     """One candidate subset by ``method`` (propensity, optimal or trim), exactly within the ``exact`` columns of
@@ -617,14 +624,8 @@ def match_attempt(features: pd.DataFrame, meta: pd.DataFrame, scores: np.ndarray
     rule. What :func:`match_table` tries before it verifies; for timing the matching alone and for inspection."""
     if method not in METHODS:
         raise BlindcheckError(f"unknown matching method '{method}' (choose from {', '.join(METHODS)})")
-    features = features.reset_index(drop=True)
-    meta = meta.reset_index(drop=True)
-    cols = feature_columns(features)
-    y = features["label"].to_numpy().astype(int)
-    d = _Data(features=features, meta=meta, y=y, score=np.asarray(scores, float), cols=cols,
-              X=features[cols].to_numpy(dtype=float) if cols else np.zeros((len(y), 0)), texts=None,
-              settings=settings, threads=threads)
-    mask = np.ones(len(y), bool)
+    d = _data(features, meta, scores, settings, None, threads)
+    mask = np.ones(len(d.y), bool)
     return _trim_attempt(d, tuple(exact), mask) if method == "trim" else \
         _pairs_attempt(d, method, tuple(exact), mask)
 
