@@ -1,6 +1,6 @@
 """Calibration and power of the verdict: how often each verdict comes out when the truth is known.
 
-Five experiments; the first three print the share of `clean`, `inconclusive` and `confounded`:
+Six experiments; the first three print the share of `clean`, `inconclusive` and `confounded`:
 
 1. **Random splits of real speech** (null): the bundled FSDD clips (480, six speakers) are extracted once, then
    N random member/non-member splits of the same pool (nothing to find) each get the full blind check with
@@ -25,6 +25,16 @@ Five experiments; the first three print the share of `clean`, `inconclusive` and
    score relabellings widened (the default, :data:`blindcheck.analysis.permutation.SCORE_VARIANCE_FACTOR`) and
    plain (variance factor 1, as before 2026-12-07).
 
+6. **`clean` at a learned AUC equal to the tolerance**: section-3 tables at the Bayes AUC for which the best
+   model's expected cross-validated AUC is the tolerated 0.60 at that size (``--tau-cells n:bayes,...``; the
+   defaults were found on 40-100 tables per cell: at 480 clips a Bayes AUC of 0.61 is learned as 0.598 by the best
+   model, ``single:all``, on average; at 1000 clips 0.605 as about 0.60). Prints each model's mean AUC over the
+   tables (so that the cell can be seen to sit at the tolerance), its variance over the tables against the mean
+   squared DeLong SE, and the share called clean (at most 5% for the claim "what the classifiers learn rules
+   separability out" to hold at alpha 0.05), with the share a verdict would call clean were every model's SE
+   widened by sqrt(2) as the score relabellings are (the same tables, the verdict re-decided; the printed power is
+   not re-derived). Cells with a Bayes AUC of 0.5 give that widening's cost in clean verdicts on null tables.
+
 With ``--test-settings`` sections 1 and 2 run with the settings of the test suite's versions of them
 (tests/verbs/test_check.py: ``test_false_alarms_on_random_splits`` runs 10 random splits with one CV repeat and 999
 permutations, ``test_grouped_null_splits_by_whole_speakers`` the 10 distinct speaker assignments of 120 clips with one
@@ -34,6 +44,7 @@ permutations=999``, and all 20 speaker assignments of all 480 clips with ``repea
     python benchmarks/calibration.py [--splits 40] [--sim-reps 20] [--metadata-splits 400] [--skip-real]
                                      [--skip-sim] [--skip-metadata] [--test-settings]
                                      [--null-reps 150] [--null-sizes 200,480,1000] [--skip-null]
+                                     [--tau-cells 480:0.61,1000:0.605] [--tau-reps 100] [--skip-tau]
 """
 
 from __future__ import annotations
@@ -210,6 +221,40 @@ def score_relabellings(args) -> None:
               f"plain {np.mean(power0):.3f}; {(time.perf_counter() - t) / r:.1f} s per table", flush=True)
 
 
+def learned_at_tolerance(args) -> None:
+    """Section 6: is `clean` rare where the best model's expected learned AUC equals the tolerance?"""
+    import dataclasses
+
+    settings = Settings(repeats=1, permutations=999)
+    tau, z = settings.tolerated_auc, norm.ppf(1 - settings.alpha / 2)
+    rng = np.random.default_rng(args.seed + 6)
+    print(f"\n6. clean at a learned AUC equal to the tolerance ({tau}; synthetic tables as in section 3, 6 models, "
+          f"repeats=1, {args.tau_reps} tables per cell; widened: every model's SE x sqrt(2), verdict re-decided)")
+    for cell in args.tau_cells.split(","):
+        n, bayes = int(cell.split(":")[0]), float(cell.split(":")[1])
+        counts, wide, aucs, ses = Counter(), Counter(), [], []
+        t = time.perf_counter()
+        for _ in range(args.tau_reps):
+            table, y = synthetic_table(n, bayes, rng)
+            sep = run_separability(table, y, settings)
+            counts[decide(sep, settings).status] += 1
+            models = [dataclasses.replace(m, se=m.se * math.sqrt(2), ci_low=max(0.0, m.auc - z * m.se * math.sqrt(2)),
+                                          ci_high=min(1.0, m.auc + z * m.se * math.sqrt(2))) for m in sep.models]
+            wide[decide(dataclasses.replace(sep, models=models), settings).status] += 1
+            aucs.append([m.auc for m in sep.models])
+            ses.append([m.se for m in sep.models])
+        a, s = np.array(aucs), np.array(ses)
+        names = [m.name for m in sep.models]
+        r = args.tau_reps
+        print(f"  n = {n:>5}, Bayes AUC {bayes:.3f}: mean learned AUC per model "
+              + ", ".join(f"{k} {v:.3f}" for k, v in zip(names, a.mean(axis=0), strict=True)))
+        print("           AUC variance over tables / mean DeLong SE^2: "
+              + ", ".join(f"{v:.2f}" for v in a.var(axis=0, ddof=1) / (s ** 2).mean(axis=0)))
+        print(f"           called clean {_rate(counts['clean'], r)}, confounded {_rate(counts['confounded'], r)}; "
+              f"SEs widened: clean {_rate(wide['clean'], r)}, confounded {_rate(wide['confounded'], r)}; "
+              f"{(time.perf_counter() - t) / r:.1f} s per table", flush=True)
+
+
 def _rate(k: int, n: int) -> str:
     p = k / n
     return f"{k:>4}/{n} = {100 * p:5.1f}% (MC SE {100 * math.sqrt(p * (1 - p) / n):.1f}%)"
@@ -262,11 +307,15 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--repeats", type=int, default=None, help="CV repeats on real speech (default: built-in rule)")
     ap.add_argument("--sim-reps", type=int, default=20, help="synthetic tables per (size, true AUC)")
-    ap.add_argument("--sizes", default="200,480,2000")
+    ap.add_argument("--sizes", default="200,480,1000", help="sizes of section 3's tables")
     ap.add_argument("--aucs", default="0.5,0.55,0.6,0.65,0.7")
     ap.add_argument("--null-reps", type=int, default=150, help="null synthetic tables per size in section 5")
     ap.add_argument("--null-sizes", default="200,480,1000", help="sizes of section 5's null tables")
     ap.add_argument("--skip-null", action="store_true", help="skip section 5 (score relabellings on null tables)")
+    ap.add_argument("--tau-cells", default="480:0.61,1000:0.605",
+                    help="section 6's cells, n:Bayes AUC (the Bayes AUC the best model learns as the tolerance)")
+    ap.add_argument("--tau-reps", type=int, default=100, help="tables per cell in section 6")
+    ap.add_argument("--skip-tau", action="store_true", help="skip section 6 (clean at a learned AUC of tau)")
     ap.add_argument("--skip-real", action="store_true")
     ap.add_argument("--skip-sim", action="store_true")
     ap.add_argument("--metadata-splits", type=int, default=400, help="random splits for the metadata section")
@@ -285,6 +334,8 @@ def main() -> None:
         metadata(args)
     if not args.skip_null:
         score_relabellings(args)
+    if not args.skip_tau:
+        learned_at_tolerance(args)
 
 
 if __name__ == "__main__":
