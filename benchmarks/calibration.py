@@ -225,22 +225,30 @@ def learned_at_tolerance(args) -> None:
     """Section 6: is `clean` rare where the best model's expected learned AUC equals the tolerance?"""
     import dataclasses
 
+    from blindcheck.analysis.permutation import SCORE_VARIANCE_FACTOR
+
     settings = Settings(repeats=1, permutations=999)
     tau, z = settings.tolerated_auc, norm.ppf(1 - settings.alpha / 2)
+    w = math.sqrt(SCORE_VARIANCE_FACTOR)
+
+    def widened(m):  # the model with its SE (and the two-sided interval DeLong's gives) widened by w
+        se = m.se * w
+        return dataclasses.replace(m, se=se, ci_low=max(0.0, m.auc - z * se), ci_high=min(1.0, m.auc + z * se))
+
     rng = np.random.default_rng(args.seed + 6)
     print(f"\n6. clean at a learned AUC equal to the tolerance ({tau}; synthetic tables as in section 3, 6 models, "
-          f"repeats=1, {args.tau_reps} tables per cell; widened: every model's SE x sqrt(2), verdict re-decided)")
+          f"repeats=1, {args.tau_reps} tables per cell; widened: every model's SE x sqrt({SCORE_VARIANCE_FACTOR:g}), "
+          f"verdict re-decided)")
     for cell in args.tau_cells.split(","):
-        n, bayes = int(cell.split(":")[0]), float(cell.split(":")[1])
+        size, auc = cell.split(":")
+        n, bayes = int(size), float(auc)
         counts, wide, aucs, ses = Counter(), Counter(), [], []
         t = time.perf_counter()
         for _ in range(args.tau_reps):
             table, y = synthetic_table(n, bayes, rng)
             sep = run_separability(table, y, settings)
             counts[decide(sep, settings).status] += 1
-            models = [dataclasses.replace(m, se=m.se * math.sqrt(2), ci_low=max(0.0, m.auc - z * m.se * math.sqrt(2)),
-                                          ci_high=min(1.0, m.auc + z * m.se * math.sqrt(2))) for m in sep.models]
-            wide[decide(dataclasses.replace(sep, models=models), settings).status] += 1
+            wide[decide(dataclasses.replace(sep, models=[widened(m) for m in sep.models]), settings).status] += 1
             aucs.append([m.auc for m in sep.models])
             ses.append([m.se for m in sep.models])
         a, s = np.array(aucs), np.array(ses)
